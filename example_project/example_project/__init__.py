@@ -1,0 +1,1 @@
+"""A small model package whose budgets pytest-netbudget enforces (see ../pyproject.toml)."""

@@ -1,0 +1,78 @@
+"""``netbudget show``: the per-layer table of one model, without pytest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .loading import LoadError, import_callable
+
+
+def parse_shape(text: str) -> list[int]:
+    """'1,3,224,224' (or '1x3x224x224') -> [1, 3, 224, 224]."""
+    parts = text.replace("x", ",").replace(" ", "").strip("[]()").split(",")
+    try:
+        shape = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape: write positive integers like 1,3,224,224") from None
+    if not shape or any(size <= 0 for size in shape):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape: every size must be a positive integer")
+    return shape
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netbudget", description="Profile PyTorch models: params, MACs, FLOPs, memory.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("show", help="print the per-layer table and totals of one model")
+    show.add_argument("factory", help="'package.module:callable' returning an nn.Module")
+    show.add_argument("--input-shape", type=parse_shape, required=True, help="shape of one float input, e.g. 1,3,224,224")
+    show.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or meta (default: cpu)")
+    show.add_argument("--dtype", default=None, help="float32, float16, bfloat16 or float64")
+    show.add_argument("--depth", type=int, default=None, help="fold layers deeper than this into their parents")
+    show.add_argument("--json", action="store_true", help="print the profile as JSON instead of a table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sys.path.insert(0, os.getcwd())
+    try:
+        factory = import_callable(args.factory)
+    except LoadError as error:
+        print(f"netbudget: error: {error}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    from .engine import build_model, profile
+    from .engine.run import resolve_device, resolve_dtype
+
+    try:
+        device = resolve_device(args.device)
+        resolve_dtype(args.dtype)
+    except ValueError as error:
+        print(f"netbudget: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        model = build_model(factory, None, device)
+    except Exception as error:
+        print(f"netbudget: error: {args.factory} raised while building the model: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    if not isinstance(model, torch.nn.Module):
+        print(f"netbudget: error: {args.factory} returned a {type(model).__name__}, not an nn.Module", file=sys.stderr)
+        return 1
+    try:
+        result = profile(model, input_shape=args.input_shape, device=device, dtype=args.dtype)
+    except Exception as error:
+        print(f"netbudget: error: the forward pass of {args.factory} failed on input {args.input_shape}: "
+              f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table(args.depth))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

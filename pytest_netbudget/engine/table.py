@@ -1,0 +1,87 @@
+"""The per-layer table that ``print(profile)`` and ``netbudget show`` print."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import units
+
+if TYPE_CHECKING:
+    from .profile import LayerStats, Profile
+
+HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
+_RIGHT_ALIGNED = {"Params", "MACs", "FLOPs", "Read", "Write", "Calls"}
+_SHAPE_WIDTH = 28
+
+
+def format_shapes(shapes: list) -> str:
+    text = ", ".join("[" + ", ".join(map(str, shape)) + "]" for shape in shapes) if shapes else "-"
+    return text if len(text) <= _SHAPE_WIDTH else text[: _SHAPE_WIDTH - 3] + "..."
+
+
+def _figure(value: int, render) -> str:
+    return render(value) if value else "-"
+
+
+def text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set[str]) -> list[str]:
+    """Columns padded to their widest cell, numbers right-aligned."""
+    widths = [max(len(header), *(len(row[i]) for row in rows)) if rows else len(header) for i, header in enumerate(headers)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            cell.rjust(width) if header in right else cell.ljust(width)
+            for cell, width, header in zip(cells, widths, headers)
+        ).rstrip()
+
+    rule = "-" * len(line(headers))
+    return [line(headers), rule, *(line(row) for row in rows), rule]
+
+
+def _row(row: LayerStats, model_name: str) -> tuple[str, ...]:
+    name = row.path.rsplit(".", 1)[-1] if row.path else f"({model_name})"
+    return (
+        "  " * row.depth + name,
+        row.type,
+        format_shapes(row.input_shapes),
+        format_shapes(row.output_shapes),
+        _figure(row.params, lambda v: f"{v:,}"),
+        _figure(row.macs, units.format_count),
+        _figure(row.flops, units.format_count),
+        _figure(row.read_bytes, units.format_bytes),
+        _figure(row.write_bytes, units.format_bytes),
+        str(row.calls) if row.calls else "-",
+    )
+
+
+def render_layer_table(profile: Profile, depth: int | None = None) -> str:
+    """Tree of modules with their figures and a totals footer.
+
+    A row with children shown lists the work done in its own forward outside them;
+    a row cut off by ``depth`` carries everything below it. Either way the rows add
+    up to the totals.
+    """
+    rows = profile.rollup(depth)
+    lines = text_table(HEADERS, [_row(row, profile.model) for row in rows], _RIGHT_ALIGNED)
+    lines += footer_lines(profile)
+    return "\n".join(lines)
+
+
+def footer_lines(profile: Profile) -> list[str]:
+    peak = (
+        f"{profile.peak_memory_mb:.3f} MiB" if profile.peak_memory_mb is not None
+        else f"not measured (measured on CUDA only; this run: {profile.device})"
+    )
+    lines = [
+        f"Model: {profile.model} on {profile.device}, {profile.dtype}, inputs {format_shapes(profile.inputs)}",
+        f"Params: {profile.params:,} ({units.format_count(profile.params)}), trainable {profile.trainable_params:,}, "
+        f"buffers {profile.buffers:,}",
+        f"Size: {profile.size_mb:.3f} MiB (parameters and buffers)",
+        f"MACs: {profile.macs:,} ({units.format_count(profile.macs)})",
+        f"FLOPs: {profile.flops:,} ({units.format_count(profile.flops)})",
+        f"Activations (peak live): {profile.activations_mb:.3f} MiB",
+        f"Peak CUDA memory: {peak}",
+    ]
+    if profile.uncounted_ops:
+        ops = ", ".join(f"{name} x{count}" for name, count in profile.uncounted_ops.items())
+        lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
+    return lines

@@ -1,0 +1,206 @@
+"""Operator-level counting, attributed to the innermost module running.
+
+A ``TorchDispatchMode`` sees every aten op of the forward, including those that
+functional code (``F.linear``, ``@``, ``einsum``) and fused fast paths produce;
+forward hooks on every module keep a stack, so each op is charged to the module
+whose own ``forward`` issued it. The same mode follows live intermediate tensors
+as they are created and freed, which gives the activation peak on any device.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .. import formulas
+
+_aten = torch.ops.aten
+# Queries about a tensor's layout; they compute nothing and are answered before counting.
+_METADATA_OPS = frozenset(
+    {
+        _aten.sym_is_contiguous.default, _aten.is_contiguous.default, _aten.is_contiguous.memory_format,
+        _aten.is_strides_like_format.default, _aten.is_non_overlapping_and_dense.default,
+        _aten.size.default, _aten.sym_size.default, _aten.stride.default, _aten.sym_stride.default,
+        _aten.storage_offset.default, _aten.sym_storage_offset.default, _aten.numel.default,
+        _aten.sym_numel.default, _aten.dim.default, torch.ops.prim.layout.default,
+        torch.ops.prim.device.default,
+    }
+)
+
+
+@dataclass
+class LayerTally:
+    """What one module has done so far in this forward."""
+
+    calls: int = 0
+    macs: int = 0
+    flops: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+    input_shapes: list[Any] = field(default_factory=list)
+    output_shapes: list[Any] = field(default_factory=list)
+
+
+def tensor_leaves(value: Any) -> list[torch.Tensor]:
+    """Tensors inside nested tuples, lists, dicts and dataclasses, in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in tensor_leaves(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in tensor_leaves(item)]
+    if hasattr(value, "__dataclass_fields__"):
+        return [leaf for name in value.__dataclass_fields__ for leaf in tensor_leaves(getattr(value, name, None))]
+    return []
+
+
+def shapes_of(value: Any) -> list[list[int]]:
+    return [list(leaf.shape) for leaf in tensor_leaves(value)]
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _storage_key(tensor: torch.Tensor) -> int | None:
+    try:
+        return tensor.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError):  # sparse and other storage-less layouts
+        return None
+
+
+class LiveMemory:
+    """Bytes of intermediate tensors alive right now, and the peak.
+
+    Each storage is counted once, however many views of it exist, and leaves the
+    tally when the last tensor that the mode saw on it is freed. Storages of the
+    inputs, parameters and buffers are external and never counted.
+    """
+
+    def __init__(self, external: list[torch.Tensor]) -> None:
+        self._external = {key for key in map(_storage_key, external) if key is not None}
+        self._live: dict[int, list[int]] = {}  # storage key -> [bytes, tensors alive]
+        self.current = 0
+        self.peak = 0
+        self._open = True
+
+    def saw(self, tensor: torch.Tensor) -> None:
+        key = _storage_key(tensor)
+        if key is None or key in self._external:
+            return
+        entry = self._live.get(key)
+        if entry is None:
+            entry = self._live[key] = [tensor.untyped_storage().nbytes(), 0]
+            self.current += entry[0]
+            self.peak = max(self.peak, self.current)
+        entry[1] += 1
+        weakref.finalize(tensor, self._freed, key)
+
+    def _freed(self, key: int) -> None:
+        if not self._open:
+            return
+        entry = self._live.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self._live[key]
+
+    def close(self) -> None:
+        """Stop listening: tensors that outlive the forward no longer matter."""
+        self._open = False
+        self._live.clear()
+
+
+class Tracer(TorchDispatchMode):
+    """Counts every op of a forward and charges it to the module that ran it."""
+
+    def __init__(self, model: torch.nn.Module, external: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.modules = list(model.named_modules())
+        self.tallies = [LayerTally() for _ in self.modules]
+        self.uncounted: Counter[str] = Counter()
+        self.memory = LiveMemory(external)
+        self._index = {id(module): index for index, (_, module) in enumerate(self.modules)}
+        self._stack: list[int] = []
+        self._suppressed = 0  # > 0 inside a module counted by a user's module formula
+        self._handles: list[Any] = []
+
+    # --- module attribution ---------------------------------------------------------
+
+    def attach(self) -> None:
+        for _, module in self.modules:
+            self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.memory.close()
+
+    def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        index = self._index[id(module)]
+        tally = self.tallies[index]
+        tally.calls += 1
+        if tally.calls == 1:
+            tally.input_shapes = shapes_of((args, kwargs))
+        self._stack.append(index)
+        if formulas.module_formula(module) is not None:
+            self._suppressed += 1
+
+    def _leave(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        index = self._index[id(module)]
+        while self._stack and self._stack.pop() != index:
+            pass  # a child raised and its hook never ran; unwind to this module
+        tally = self.tallies[index]
+        if tally.calls == 1 and not tally.output_shapes:
+            tally.output_shapes = shapes_of(output)
+        formula = formulas.module_formula(module)
+        if formula is not None:
+            self._suppressed -= 1
+            if output is not None and self._suppressed == 0:
+                cost = formula(module, args, output)
+                tally.macs += cost.macs
+                tally.flops += cost.total_flops
+
+    # --- operator counting ---------------------------------------------------------------
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _METADATA_OPS:
+            return func(*args, **kwargs)
+        formula = formulas.lookup(func)
+        if formula is None:
+            # CompositeImplicit ops without a formula: count what they decompose into,
+            # as FlopCounterMode does.
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
+        out = func(*args, **kwargs)
+        self._account(func, formula, args, kwargs, out)
+        return out
+
+    def _account(self, func: Any, formula: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        outputs = tensor_leaves(out)
+        for tensor in outputs:
+            self.memory.saw(tensor)
+        if self._suppressed:
+            return
+        tally = self.tallies[self._stack[-1] if self._stack else 0]
+        if not func.is_view:
+            tally.read_bytes += sum(_nbytes(tensor) for tensor in tensor_leaves((args, kwargs)))
+            tally.write_bytes += sum(_nbytes(tensor) for tensor in outputs)
+        if formula is None:
+            self.uncounted[str(func.overloadpacket)] += 1
+        elif not formulas.is_free(formula):
+            cost = formula(formulas.OpCall(func, args, kwargs, out))
+            tally.macs += cost.macs
+            tally.flops += cost.total_flops

@@ -1,0 +1,41 @@
+"""Turn a ``"package.module:callable"`` string into the object it names, with errors a user can act on."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+
+_FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class LoadError(Exception):
+    """The factory could not be imported or called; the message says why."""
+
+
+def is_factory_path(text: object) -> bool:
+    return isinstance(text, str) and bool(_FACTORY_PATH.match(text))
+
+
+def import_object(path: str) -> Any:
+    """Import ``module:attr`` (``attr`` may be dotted: ``module:Class.method``)."""
+    if not is_factory_path(path):
+        raise LoadError(f"{path!r} is not of the form 'package.module:callable'")
+    module_name, attribute = path.split(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as error:  # an import error, or the module itself raising while it loads
+        raise LoadError(f"cannot import module {module_name!r} (from {path!r}): {type(error).__name__}: {error}") from error
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise LoadError(f"module {module_name!r} has no attribute {attribute!r} (from {path!r})") from None
+    return target
+
+
+def import_callable(path: str) -> Any:
+    target = import_object(path)
+    if not callable(target):
+        raise LoadError(f"{path!r} is a {type(target).__name__}, not a callable that builds a model")
+    return target

@@ -1,0 +1,103 @@
+"""Quantities as users write them ("30k", "2%", 0.2 MiB) and as reports print them.
+
+Parsing and printing live side by side so that what the summary prints can be
+pasted back into ``pyproject.toml`` and mean the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+MIB = 2**20
+
+_QUANTITY = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKMGT]?)\s*$")
+_PERCENT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%\s*$")
+
+
+class QuantityError(ValueError):
+    """A value that is not a quantity; the message says what was expected."""
+
+
+def parse_quantity(value: object) -> float:
+    """Parse ``"30k"``, ``"1.5M"``, ``"1e6"``, ``12`` or ``0.2`` into a number.
+
+    Suffixes are powers of 1000 (k, M, G, T); ``K`` is accepted for ``k``.
+    """
+    if isinstance(value, bool):
+        raise QuantityError(f"expected a number or a quantity like '30k', got {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise QuantityError(f"expected a finite number, got {value!r}")
+        return int(value) if float(value).is_integer() else value
+    if not isinstance(value, str):
+        raise QuantityError(f"expected a number or a quantity like '30k', got {value!r}")
+    match = _QUANTITY.match(value)
+    if not match:
+        raise QuantityError(
+            f"{value!r} is not a quantity: write a number with an optional suffix "
+            "k, M, G or T (powers of 1000), e.g. '30k', '1.5M', '2G', 1e6"
+        )
+    number, suffix = match.groups()
+    scaled = float(number) * SUFFIXES[suffix.replace("K", "k")]
+    return int(scaled) if scaled.is_integer() else scaled
+
+
+def parse_percent(value: object) -> float | None:
+    """Return the fraction for ``"2%"`` (0.02), or None when ``value`` is not a percentage."""
+    if isinstance(value, str):
+        match = _PERCENT.match(value)
+        if match:
+            return float(match.group(1)) / 100
+    return None
+
+
+def format_count(value: float | None, digits: int = 3) -> str:
+    """Print a count with a 1000-based suffix: 28938 -> '28.9k', 1814073344 -> '1.81G'."""
+    if value is None:
+        return "-"
+    sign = "-" if value < 0 else ""
+    magnitude = abs(value)
+    for suffix in ("T", "G", "M", "k"):
+        scale = SUFFIXES[suffix]
+        if magnitude >= scale:
+            return f"{sign}{_significant(magnitude / scale, digits)}{suffix}"
+    if float(magnitude).is_integer():
+        return f"{sign}{int(magnitude)}"
+    return f"{sign}{_significant(magnitude, digits)}"
+
+
+def _significant(value: float, digits: int) -> str:
+    if value >= 10 ** (digits - 1):
+        return f"{value:.0f}"
+    decimals = digits - 1 - int(math.floor(math.log10(value))) if value > 0 else digits - 1
+    return f"{value:.{max(decimals, 0)}f}"
+
+
+def format_bytes(value: float | None) -> str:
+    """Print a byte count in binary units: 1536 -> '1.50 KiB'."""
+    if value is None:
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{int(value)} B"
+
+
+def format_mb(value: float | None) -> str:
+    """Print a MiB figure with three decimals, as budgets are written: '0.110'."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}"
+
+
+def format_change(old: float, new: float, is_mb: bool = False) -> str:
+    """Print the change from ``old`` to ``new``: '+2.3k (+7.9%)', '-1.2M (-3.0%)' or '='."""
+    delta = new - old
+    if delta == 0:
+        return "="
+    amount = f"{delta:+.3f}" if is_mb else ("+" if delta > 0 else "") + format_count(delta)
+    if old == 0:
+        return f"{amount} (new)"
+    return f"{amount} ({delta / old * 100:+.1f}%)"
