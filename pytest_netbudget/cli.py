@@ -24,11 +24,15 @@ def parse_shape(text: str) -> list[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netbudget", description="Profile PyTorch models: params, MACs, FLOPs, memory.")
+    parser = argparse.ArgumentParser(
+        prog="netbudget", description="Profile PyTorch models: params, MACs, FLOPs, memory."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("show", help="print the per-layer table and totals of one model")
     show.add_argument("factory", help="'package.module:callable' returning an nn.Module")
-    show.add_argument("--input-shape", type=parse_shape, required=True, help="shape of one float input, e.g. 1,3,224,224")
+    show.add_argument(
+        "--input-shape", type=parse_shape, required=True, help="shape of one float input, e.g. 1,3,224,224"
+    )
     show.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or meta (default: cpu)")
     show.add_argument("--dtype", default=None, help="float32, float16, bfloat16 or float64")
     show.add_argument("--depth", type=int, default=None, help="fold layers deeper than this into their parents")
@@ -59,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = build_model(factory, None, device)
     except Exception as error:
-        print(f"netbudget: error: {args.factory} raised while building the model: {type(error).__name__}: {error}", file=sys.stderr)
+        print(
+            f"netbudget: error: {args.factory} raised while building the model: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
         return 1
     if not isinstance(model, torch.nn.Module):
         print(f"netbudget: error: {args.factory} returned a {type(model).__name__}, not an nn.Module", file=sys.stderr)
@@ -67,8 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = profile(model, input_shape=args.input_shape, device=device, dtype=args.dtype)
     except Exception as error:
-        print(f"netbudget: error: the forward pass of {args.factory} failed on input {args.input_shape}: "
-              f"{type(error).__name__}: {error}", file=sys.stderr)
+        print(
+            f"netbudget: error: the forward pass of {args.factory} failed on input {args.input_shape}: "
+            f"{type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
         return 1
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table(args.depth))
     return 0

@@ -90,7 +90,9 @@ def _op_name(target: Any) -> str:
         return target._schema.name
     if isinstance(target, torch._ops.OpOverloadPacket):
         return target._qualified_op_name
-    raise TypeError(f"cannot register a formula for {target!r}: expected an op (torch.ops.ns.op), 'ns::op' or an nn.Module subclass")
+    raise TypeError(
+        f"cannot register a formula for {target!r}: expected an op (torch.ops.ns.op), 'ns::op' or an nn.Module subclass"
+    )
 
 
 def register_formula(target: Any, *, replace: bool = False) -> Callable[[Callable], Callable]:
@@ -201,25 +203,139 @@ NORM_COST = 5
 REDUCTION_COST = 1
 
 _ELEMENTWISE = (
-    "add", "sub", "rsub", "mul", "div", "neg", "reciprocal", "abs", "pow", "sqrt", "rsqrt",
-    "exp", "exp2", "log", "log2", "log10", "log1p", "expm1", "sin", "cos", "tan", "tanh",
-    "sigmoid", "relu", "relu6", "gelu", "silu", "elu", "selu", "celu", "leaky_relu", "hardtanh",
-    "hardsigmoid", "hardswish", "softplus", "softshrink", "hardshrink", "mish", "erf", "erfc",
-    "erfinv", "clamp", "clamp_min", "clamp_max", "minimum", "maximum", "fmin", "fmax", "eq",
-    "ne", "lt", "gt", "le", "ge", "floor", "ceil", "round", "trunc", "frac", "sign", "sgn",
-    "remainder", "fmod", "floor_divide", "square", "prelu", "_prelu_kernel", "threshold",
-    "logical_and", "logical_or", "logical_not", "logical_xor", "bitwise_and", "bitwise_or",
-    "bitwise_not", "bitwise_xor", "atan", "atan2", "asin", "acos", "sinh", "cosh", "asinh",
-    "acosh", "atanh", "glu", "xlogy", "nan_to_num", "logit", "isnan", "isinf",
-    "native_dropout", "bernoulli", "silu_backward", "_log_softmax_backward_data",
+    "add",
+    "sub",
+    "rsub",
+    "mul",
+    "div",
+    "neg",
+    "reciprocal",
+    "abs",
+    "pow",
+    "sqrt",
+    "rsqrt",
+    "exp",
+    "exp2",
+    "log",
+    "log2",
+    "log10",
+    "log1p",
+    "expm1",
+    "sin",
+    "cos",
+    "tan",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "relu6",
+    "gelu",
+    "silu",
+    "elu",
+    "selu",
+    "celu",
+    "leaky_relu",
+    "hardtanh",
+    "hardsigmoid",
+    "hardswish",
+    "softplus",
+    "softshrink",
+    "hardshrink",
+    "mish",
+    "erf",
+    "erfc",
+    "erfinv",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "minimum",
+    "maximum",
+    "fmin",
+    "fmax",
+    "eq",
+    "ne",
+    "lt",
+    "gt",
+    "le",
+    "ge",
+    "floor",
+    "ceil",
+    "round",
+    "trunc",
+    "frac",
+    "sign",
+    "sgn",
+    "remainder",
+    "fmod",
+    "floor_divide",
+    "square",
+    "prelu",
+    "_prelu_kernel",
+    "threshold",
+    "logical_and",
+    "logical_or",
+    "logical_not",
+    "logical_xor",
+    "bitwise_and",
+    "bitwise_or",
+    "bitwise_not",
+    "bitwise_xor",
+    "atan",
+    "atan2",
+    "asin",
+    "acos",
+    "sinh",
+    "cosh",
+    "asinh",
+    "acosh",
+    "atanh",
+    "glu",
+    "xlogy",
+    "nan_to_num",
+    "logit",
+    "isnan",
+    "isinf",
+    "native_dropout",
+    "bernoulli",
+    "silu_backward",
+    "_log_softmax_backward_data",
 )
 _ELEMENTWISE_WEIGHTED = {"addcmul": 2, "addcdiv": 2, "lerp": 2, "hypot": 3}
 _REDUCTIONS = (
-    "sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "prod", "var", "std",
-    "var_mean", "std_mean", "norm", "linalg_vector_norm", "logsumexp", "cumsum", "cumprod",
-    "all", "any", "aminmax", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
-    "adaptive_max_pool2d", "adaptive_max_pool3d", "_adaptive_avg_pool1d", "adaptive_max_pool1d",
-    "median", "nanmedian", "mode", "kthvalue", "topk", "sort", "cummax", "cummin",
+    "sum",
+    "mean",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "argmax",
+    "argmin",
+    "prod",
+    "var",
+    "std",
+    "var_mean",
+    "std_mean",
+    "norm",
+    "linalg_vector_norm",
+    "logsumexp",
+    "cumsum",
+    "cumprod",
+    "all",
+    "any",
+    "aminmax",
+    "_adaptive_avg_pool2d",
+    "_adaptive_avg_pool3d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "_adaptive_avg_pool1d",
+    "adaptive_max_pool1d",
+    "median",
+    "nanmedian",
+    "mode",
+    "kthvalue",
+    "topk",
+    "sort",
+    "cummax",
+    "cummin",
 )
 
 
@@ -240,9 +356,17 @@ for _name in _REDUCTIONS:
 for _name in ("_softmax", "_log_softmax", "_safe_softmax", "softmax", "log_softmax"):
     _op_formulas[f"aten::{_name}"] = _per_output_element(SOFTMAX_COST)
 for _name in (
-    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-    "native_layer_norm", "native_group_norm", "instance_norm", "_fused_rms_norm",
-    "cudnn_batch_norm", "miopen_batch_norm", "_batch_norm_with_update", "_batch_norm_no_update",
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training",
+    "native_layer_norm",
+    "native_group_norm",
+    "instance_norm",
+    "_fused_rms_norm",
+    "cudnn_batch_norm",
+    "miopen_batch_norm",
+    "_batch_norm_with_update",
+    "_batch_norm_no_update",
 ):
     _op_formulas[f"aten::{_name}"] = _per_output_element(NORM_COST)
 
@@ -256,17 +380,31 @@ def _window_formula(call: OpCall) -> Cost:
 
 
 for _name in (
-    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
-    "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d", "mkldnn_max_pool2d",
-    "mkldnn_max_pool3d", "quantized_max_pool2d",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool1d_with_indices",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "mkldnn_max_pool2d",
+    "mkldnn_max_pool3d",
+    "quantized_max_pool2d",
 ):
     _op_formulas[f"aten::{_name}"] = _window_formula
 
 #: FLOPs per output element of interpolation: one per neighbour sampled.
 INTERPOLATION_COST = {
-    "upsample_linear1d": 2, "upsample_bilinear2d": 4, "_upsample_bilinear2d_aa": 4,
-    "upsample_trilinear3d": 8, "upsample_bicubic2d": 16, "_upsample_bicubic2d_aa": 16,
-    "grid_sampler_2d": 4, "grid_sampler_3d": 8,
+    "upsample_linear1d": 2,
+    "upsample_bilinear2d": 4,
+    "_upsample_bilinear2d_aa": 4,
+    "upsample_trilinear3d": 8,
+    "upsample_bicubic2d": 16,
+    "_upsample_bicubic2d_aa": 16,
+    "grid_sampler_2d": 4,
+    "grid_sampler_3d": 8,
 }
 for _name, _cost in INTERPOLATION_COST.items():
     _op_formulas[f"aten::{_name}"] = _per_output_element(_cost)
@@ -274,25 +412,118 @@ for _name, _cost in INTERPOLATION_COST.items():
 # Ops that move, select, create or reshape data and do no arithmetic. Views are
 # recognised from their schema and need no entry.
 _register_free(
-    "clone", "copy", "_to_copy", "contiguous", "cat", "stack", "hstack", "vstack", "zeros", "ones",
-    "empty", "empty_strided", "full", "fill", "zero", "arange", "linspace", "new_zeros", "new_ones",
-    "new_empty", "new_full", "new_empty_strided", "zeros_like", "ones_like", "empty_like",
-    "full_like", "rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "normal",
-    "uniform", "random", "scalar_tensor", "lift_fresh", "lift_fresh_copy", "_local_scalar_dense",
-    "embedding", "index_select", "gather", "scatter", "index", "index_put", "index_copy",
-    "index_fill", "masked_fill", "masked_select", "masked_scatter", "where", "slice_scatter",
-    "select_scatter", "diagonal_scatter", "as_strided_scatter", "repeat", "repeat_interleave",
-    "tile", "tril", "triu", "flip", "roll", "constant_pad_nd", "reflection_pad1d",
-    "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
-    "replication_pad3d", "_unsafe_view", "unsafe_split", "unsafe_split_with_sizes",
-    "unsafe_chunk", "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
-    "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
-    "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "im2col",
-    "resize", "set", "one_hot", "bucketize", "searchsorted", "nonzero", "unique",
-    "_unique2", "detach", "lift", "alias", "_reshape_alias", "bincount", "eye",
-    "tril_indices", "triu_indices", "_pin_memory", "_assert_async", "_assert_tensor_metadata",
-    "_has_compatible_shallow_copy_type", "isin", "item", "dropout",
-    "feature_dropout", "alpha_dropout", "_efficientzerotensor", "_make_dep_token", "sym_constrain_range_for_size",
+    "clone",
+    "copy",
+    "_to_copy",
+    "contiguous",
+    "cat",
+    "stack",
+    "hstack",
+    "vstack",
+    "zeros",
+    "ones",
+    "empty",
+    "empty_strided",
+    "full",
+    "fill",
+    "zero",
+    "arange",
+    "linspace",
+    "new_zeros",
+    "new_ones",
+    "new_empty",
+    "new_full",
+    "new_empty_strided",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+    "rand",
+    "randn",
+    "randint",
+    "rand_like",
+    "randn_like",
+    "randint_like",
+    "normal",
+    "uniform",
+    "random",
+    "scalar_tensor",
+    "lift_fresh",
+    "lift_fresh_copy",
+    "_local_scalar_dense",
+    "embedding",
+    "index_select",
+    "gather",
+    "scatter",
+    "index",
+    "index_put",
+    "index_copy",
+    "index_fill",
+    "masked_fill",
+    "masked_select",
+    "masked_scatter",
+    "where",
+    "slice_scatter",
+    "select_scatter",
+    "diagonal_scatter",
+    "as_strided_scatter",
+    "repeat",
+    "repeat_interleave",
+    "tile",
+    "tril",
+    "triu",
+    "flip",
+    "roll",
+    "constant_pad_nd",
+    "reflection_pad1d",
+    "reflection_pad2d",
+    "reflection_pad3d",
+    "replication_pad1d",
+    "replication_pad2d",
+    "replication_pad3d",
+    "_unsafe_view",
+    "unsafe_split",
+    "unsafe_split_with_sizes",
+    "unsafe_chunk",
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_nearest3d",
+    "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "channel_shuffle",
+    "native_channel_shuffle",
+    "im2col",
+    "resize",
+    "set",
+    "one_hot",
+    "bucketize",
+    "searchsorted",
+    "nonzero",
+    "unique",
+    "_unique2",
+    "detach",
+    "lift",
+    "alias",
+    "_reshape_alias",
+    "bincount",
+    "eye",
+    "tril_indices",
+    "triu_indices",
+    "_pin_memory",
+    "_assert_async",
+    "_assert_tensor_metadata",
+    "_has_compatible_shallow_copy_type",
+    "isin",
+    "item",
+    "dropout",
+    "feature_dropout",
+    "alpha_dropout",
+    "_efficientzerotensor",
+    "_make_dep_token",
+    "sym_constrain_range_for_size",
 )
 
 
@@ -315,8 +546,6 @@ def _embedding_bag_internal_formula(call: OpCall) -> Cost:
     return _embedding_bag_formula(call)
 
 
-
-
 # --- attention ---------------------------------------------------------------------------
 
 
@@ -336,7 +565,11 @@ def _sdpa_macs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> i
 def _sdpa_formula(call: OpCall) -> Cost:
     query, key, value = call["query"], call["key"], call["value"]
     macs = _sdpa_macs(query, key, value)
-    masked = bool(call["is_causal"]) or _bound_or_none(call, "attn_mask") is not None or _bound_or_none(call, "attn_bias") is not None
+    masked = (
+        bool(call["is_causal"])
+        or _bound_or_none(call, "attn_mask") is not None
+        or _bound_or_none(call, "attn_bias") is not None
+    )
     extra = _attention_extra(math.prod(query.shape[:-2]), query.shape[-2], key.shape[-2], query.shape[-1], masked)
     return Cost(macs, 2 * macs + extra)
 
@@ -349,8 +582,10 @@ def _bound_or_none(call: OpCall, name: str) -> Any:
 
 
 for _packet in (
-    aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
-    aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention,
+    aten._scaled_dot_product_flash_attention_for_cpu,
+    aten._scaled_dot_product_flash_attention,
+    aten._scaled_dot_product_efficient_attention,
+    aten._scaled_dot_product_cudnn_attention,
     aten._scaled_dot_product_fused_attention_overrideable,
 ):
     register_formula(_packet)(_sdpa_formula)
@@ -414,8 +649,9 @@ RNN_CELL_COST = {"lstm": 13, "gru": 10, "rnn": 2}
 _MKLDNN_MODES = {0: "rnn", 1: "rnn", 2: "lstm", 3: "gru"}
 
 
-def _rnn_layer_cost(kind: str, steps_x_batch: int, w_ih: torch.Tensor, w_hh: torch.Tensor,
-                    w_hr: torch.Tensor | None, has_bias: bool) -> Cost:
+def _rnn_layer_cost(
+    kind: str, steps_x_batch: int, w_ih: torch.Tensor, w_hh: torch.Tensor, w_hr: torch.Tensor | None, has_bias: bool
+) -> Cost:
     """One direction of one layer over a whole sequence: input and recurrent projections
     per step, the optional LSTM output projection, biases, and the cell's elementwise work."""
     gates, inputs = w_ih.shape
@@ -452,7 +688,7 @@ def _whole_rnn_formula(kind: str) -> OpFormula:
         with_projection = total_chunk == per_layer + 1
         macs = flops = 0
         for index in range(call["num_layers"] * directions):
-            chunk = params[index * total_chunk:(index + 1) * total_chunk]
+            chunk = params[index * total_chunk : (index + 1) * total_chunk]
             w_hr = chunk[-1] if with_projection else None
             cost = _rnn_layer_cost(kind, steps_x_batch, chunk[0], chunk[1], w_hr, has_bias)
             macs += cost.macs

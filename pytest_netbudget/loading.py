@@ -25,7 +25,9 @@ def import_object(path: str) -> Any:
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as error:  # an import error, or the module itself raising while it loads
-        raise LoadError(f"cannot import module {module_name!r} (from {path!r}): {type(error).__name__}: {error}") from error
+        raise LoadError(
+            f"cannot import module {module_name!r} (from {path!r}): {type(error).__name__}: {error}"
+        ) from error
     for part in attribute.split("."):
         try:
             target = getattr(target, part)

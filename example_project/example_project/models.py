@@ -23,8 +23,15 @@ class MnistCNN(nn.Module):
 class TextClassifier(nn.Module):
     """Token embedding, learned positions, a transformer encoder and a linear head on the mean token."""
 
-    def __init__(self, vocab_size: int = 8000, dim: int = 128, heads: int = 4, layers: int = 2,
-                 max_len: int = 256, num_classes: int = 4) -> None:
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        dim: int = 128,
+        heads: int = 4,
+        layers: int = 2,
+        max_len: int = 256,
+        num_classes: int = 4,
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim)
         self.position = nn.Parameter(torch.zeros(1, max_len, dim))

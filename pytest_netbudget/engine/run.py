@@ -19,10 +19,21 @@ from .profile import LayerStats, Profile
 from .tracer import Tracer, shapes_of, tensor_leaves
 
 DTYPES = {
-    "float32": torch.float32, "float": torch.float32, "float16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "float64": torch.float64, "double": torch.float64,
-    "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
-    "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "double": torch.float64,
+    "int64": torch.int64,
+    "long": torch.int64,
+    "int32": torch.int32,
+    "int": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
 }
 MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "meta")
@@ -40,7 +51,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(
+                f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     return resolved
 
 
@@ -74,8 +87,9 @@ def _move(value: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
     return value
 
 
-def make_inputs(inputs: Any, input_shape: Sequence[int] | None, device: torch.device,
-                dtype: torch.dtype | None) -> tuple[tuple, dict]:
+def make_inputs(
+    inputs: Any, input_shape: Sequence[int] | None, device: torch.device, dtype: torch.dtype | None
+) -> tuple[tuple, dict]:
     """Positional and keyword inputs on ``device``: a random float tensor of ``input_shape``,
     or the given tensor / tuple / list (positional) / dict (keyword) moved there."""
     if (inputs is None) == (input_shape is None):
@@ -118,8 +132,11 @@ def _own_tensors(model: torch.nn.Module, dtype: torch.dtype | None) -> tuple[lis
                 trainable += count if tensor.requires_grad else 0
             else:
                 buffers += count
-        rows.append(LayerStats(path=path, type=type(module).__name__, params=params,
-                               trainable_params=trainable, buffers=buffers))
+        rows.append(
+            LayerStats(
+                path=path, type=type(module).__name__, params=params, trainable_params=trainable, buffers=buffers
+            )
+        )
     return rows, total_bytes
 
 
@@ -132,7 +149,9 @@ def _model_dtypes(model: torch.nn.Module) -> set[torch.dtype]:
     return {tensor.dtype for tensor in (*model.parameters(), *model.buffers()) if tensor.is_floating_point()}
 
 
-def _stateless_state(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+def _stateless_state(
+    model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None
+) -> dict[str, torch.Tensor]:
     """Converted copies of every parameter and buffer, by every name it has, ties kept."""
     converted: dict[int, torch.Tensor] = {}
     state = {}
@@ -222,12 +241,22 @@ def profile(
 
     layers = []
     for row, tally in zip(rows, tracer.tallies):
-        layers.append(LayerStats(
-            path=row.path, type=row.type, params=row.params, trainable_params=row.trainable_params,
-            buffers=row.buffers, macs=tally.macs, flops=tally.flops, read_bytes=tally.read_bytes,
-            write_bytes=tally.write_bytes, calls=tally.calls, input_shapes=tally.input_shapes,
-            output_shapes=tally.output_shapes,
-        ))
+        layers.append(
+            LayerStats(
+                path=row.path,
+                type=row.type,
+                params=row.params,
+                trainable_params=row.trainable_params,
+                buffers=row.buffers,
+                macs=tally.macs,
+                flops=tally.flops,
+                read_bytes=tally.read_bytes,
+                write_bytes=tally.write_bytes,
+                calls=tally.calls,
+                input_shapes=tally.input_shapes,
+                output_shapes=tally.output_shapes,
+            )
+        )
     dtype_name = str(target_dtype or next(iter(_model_dtypes(model)), torch.float32)).replace("torch.", "")
     return Profile(
         model=type(model).__name__,
@@ -245,4 +274,3 @@ def profile(
         layers=layers,
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
     )
-

@@ -25,7 +25,9 @@ def _figure(value: int, render) -> str:
 
 def text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set[str]) -> list[str]:
     """Columns padded to their widest cell, numbers right-aligned."""
-    widths = [max(len(header), *(len(row[i]) for row in rows)) if rows else len(header) for i, header in enumerate(headers)]
+    widths = [
+        max(len(header), *(len(row[i]) for row in rows)) if rows else len(header) for i, header in enumerate(headers)
+    ]
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
@@ -68,7 +70,8 @@ def render_layer_table(profile: Profile, depth: int | None = None) -> str:
 
 def footer_lines(profile: Profile) -> list[str]:
     peak = (
-        f"{profile.peak_memory_mb:.3f} MiB" if profile.peak_memory_mb is not None
+        f"{profile.peak_memory_mb:.3f} MiB"
+        if profile.peak_memory_mb is not None
         else f"not measured (measured on CUDA only; this run: {profile.device})"
     )
     lines = [

@@ -1,0 +1,158 @@
+"""The baseline file (stable JSON, atomic writes) and the per-layer diff against it.
+
+The file is committed next to pyproject.toml, so it is written for people to read
+in a pull request: sorted keys, one layer per line, nothing that changes between
+two identical runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+LAYER_FIELDS = ("params", "macs", "flops")
+TOTAL_FIELDS = ("params", "trainable_params", "buffers", "size_mb", "macs", "flops", "activations_mb", "peak_memory_mb")
+
+
+class BaselineError(Exception):
+    """The baseline (or a report used as one) cannot be used; the message names the file."""
+
+
+def entry_from_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    """What the baseline keeps of one profile: totals and the rows that carry figures."""
+    totals = {name: _rounded(profile.get(name)) for name in TOTAL_FIELDS if profile.get(name) is not None}
+    layers = {}
+    for row in profile["layers"]:
+        figures = {name: row[name] for name in LAYER_FIELDS}
+        if any(figures.values()):
+            layers[row["path"] or "(model)"] = {"type": row["type"], **figures}
+    return {"totals": totals, "layers": layers}
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def load(path: Path) -> dict[str, dict[str, Any]]:
+    """Model name -> entry, from a baseline file or a JSON report; {} when the file does not exist."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise BaselineError(f"{path}: cannot read the baseline: {error}") from None
+    except json.JSONDecodeError as error:
+        raise BaselineError(f"{path}: not valid JSON ({error}); fix it or rewrite it with --netbudget-update") from None
+    if not isinstance(data, dict) or "schema" not in data:
+        raise BaselineError(f"{path}: not a netbudget baseline or report (no 'schema' field)")
+    if data["schema"] != SCHEMA:
+        raise BaselineError(
+            f"{path}: schema version {data['schema']!r} is not one this version of pytest-netbudget reads "
+            f"(it reads {SCHEMA}); upgrade pytest-netbudget or rewrite the file with --netbudget-update"
+        )
+    models = data.get("models")
+    if not isinstance(models, dict):
+        raise BaselineError(f"{path}: missing the 'models' table")
+    for name, entry in models.items():
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("totals"), dict)
+            or not isinstance(entry.get("layers"), dict)
+        ):
+            raise BaselineError(f"{path}: model {name!r} lacks its 'totals' or 'layers'")
+    return models
+
+
+def dumps(models: dict[str, dict[str, Any]]) -> str:
+    """Sorted JSON with one layer per line, so that its own diff reads well."""
+    lines = ["{", f'  "schema": {SCHEMA},', '  "models": {']
+    names = sorted(models)
+    for model_index, name in enumerate(names):
+        entry = models[name]
+        lines.append(f"    {json.dumps(name)}: {{")
+        lines.append(f'      "totals": {json.dumps(entry["totals"], sort_keys=True)},')
+        lines.append('      "layers": {')
+        layer_names = sorted(entry["layers"])
+        for layer_index, layer in enumerate(layer_names):
+            comma = "," if layer_index < len(layer_names) - 1 else ""
+            lines.append(f"        {json.dumps(layer)}: {json.dumps(entry['layers'][layer], sort_keys=True)}{comma}")
+        lines.append("      }")
+        lines.append("    }" + ("," if model_index < len(names) - 1 else ""))
+    lines += ["  }", "}", ""]
+    return "\n".join(lines)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: never half a file."""
+    directory = path.parent
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise BaselineError(f"{path}: cannot write the baseline: {error.strerror}; the old file is untouched") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise BaselineError(f"{path}: cannot write the baseline: {error.strerror}; the old file is untouched") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def update(path: Path, fresh: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]]) -> None:
+    """Rewrite the baseline with this run's models; models that did not run keep their entries."""
+    write_atomic(path, dumps({**previous, **fresh}))
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """A layer added, removed or resized since the baseline."""
+
+    path: str
+    type: str
+    kind: str  # "added", "removed" or "resized"
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+    def delta(self, name: str) -> float:
+        return (self.new or {}).get(name, 0) - (self.old or {}).get(name, 0)
+
+
+def layer_diff(old: dict[str, Any], new: dict[str, Any]) -> list[LayerChange]:
+    """Layers that differ between two entries, largest change first.
+
+    A change is ranked by its share of the model: the larger of its parameter change
+    over the model's parameters and its MAC change over the model's MACs.
+    """
+    old_layers, new_layers = old["layers"], new["layers"]
+    changes = []
+    for path in sorted(set(old_layers) | set(new_layers)):
+        before, after = old_layers.get(path), new_layers.get(path)
+        if before is None:
+            changes.append(LayerChange(path, after["type"], "added", None, after))
+        elif after is None:
+            changes.append(LayerChange(path, before["type"], "removed", before, None))
+        elif any(before.get(name) != after.get(name) for name in LAYER_FIELDS) or before["type"] != after["type"]:
+            changes.append(LayerChange(path, after["type"], "resized", before, after))
+    params = max(new["totals"].get("params") or 0, old["totals"].get("params") or 0, 1)
+    macs = max(new["totals"].get("macs") or 0, old["totals"].get("macs") or 0, 1)
+
+    def share(change: LayerChange) -> float:
+        return max(
+            abs(change.delta("params")) / params,
+            abs(change.delta("macs")) / macs,
+            abs(change.delta("flops")) / (2 * macs),
+        )
+
+    return sorted(changes, key=lambda change: (-share(change), change.path))

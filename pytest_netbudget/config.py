@@ -1,0 +1,329 @@
+"""``[tool.netbudget]`` read from pyproject.toml, validated, turned into ``ModelSpec``s.
+
+Every error names the file, the table and the key, and suggests the right key for
+a misspelt one; the plugin turns it into a pytest usage error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import units
+from .loading import is_factory_path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+METRICS = ("params", "trainable_params", "buffers", "macs", "flops", "size_mb", "activations_mb", "peak_memory_mb")
+LIMIT_KEYS = tuple(f"max_{metric}" for metric in METRICS)
+#: Metrics that a single ``max_increase = "2%"`` applies to (a table can name any metric).
+GROWTH_METRICS = ("params", "macs", "flops", "size_mb", "activations_mb", "peak_memory_mb")
+MB_METRICS = frozenset({"size_mb", "activations_mb", "peak_memory_mb"})
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "meta")
+MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
+INPUT_DTYPES = (*MODEL_DTYPES, "int64", "int32", "int16", "int8", "uint8", "bool")
+
+TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "models")
+MODEL_KEYS = (
+    "factory",
+    "kwargs",
+    "input_shape",
+    "inputs",
+    "input_factory",
+    "device",
+    "dtype",
+    "max_increase",
+    "strict",
+    *LIMIT_KEYS,
+)
+INPUT_KEYS = ("shape", "dtype", "low", "high")
+DEFAULT_BASELINE = "netbudget-baseline.json"
+
+
+class ConfigError(Exception):
+    """A configuration mistake; the message says where and what."""
+
+
+@dataclass(frozen=True)
+class Increase:
+    """How much a metric may grow over its baseline: a fraction (``"2%"``) or an amount (``"1k"``)."""
+
+    fraction: float | None = None
+    amount: float | None = None
+
+    def allows(self, old: float, new: float) -> bool:
+        if self.fraction is not None:
+            return new - old <= abs(old) * self.fraction + 1e-12
+        return new - old <= (self.amount or 0)
+
+    def describe(self) -> str:
+        return f"{self.fraction * 100:g}%" if self.fraction is not None else units.format_count(self.amount or 0)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One positional input tensor to make: shape, dtype and, for integers, the value range."""
+
+    shape: list[int]
+    dtype: str = "float32"
+    low: float = 0
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model: how to build it, what to feed it, and its limits."""
+
+    name: str
+    factory: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: list[int] | None = None
+    inputs: list[InputSpec] | None = None
+    input_factory: str | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    limits: dict[str, float] = field(default_factory=dict)
+    max_increase: dict[str, Increase] = field(default_factory=dict)
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole ``[tool.netbudget]`` table."""
+
+    path: Path
+    baseline: Path
+    models: list[ModelSpec]
+    device: str = "auto"
+    strict: bool = False
+
+
+class _Where:
+    """Names the place of a value in error messages: file, table and key."""
+
+    def __init__(self, path: Path | str, table: str) -> None:
+        self.path = path
+        self.table = table
+
+    def error(self, key: str | None, problem: str) -> ConfigError:
+        place = f"{self.path}: [{self.table}]"
+        return ConfigError(f"{place} {key}: {problem}" if key else f"{place}: {problem}")
+
+    def unknown_keys(self, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
+                raise self.error(key, f"unknown key{hint}")
+
+
+def read_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def load_settings(path: Path) -> Settings | None:
+    """Read ``[tool.netbudget]`` from ``path``; None when the file has no such table."""
+    data = read_pyproject(path)
+    table = data.get("tool", {}).get("netbudget")
+    if table is None:
+        return None
+    where = _Where(path, "tool.netbudget")
+    if not isinstance(table, dict):
+        raise where.error(None, "must be a table")
+    where.unknown_keys(table, TOP_KEYS)
+    device = _device(table.get("device", "auto"), where, "device")
+    dtype = _dtype(table.get("dtype"), where, "dtype", MODEL_DTYPES)
+    strict = _bool(table.get("strict", False), where, "strict")
+    increase = _max_increase(table.get("max_increase"), where)
+    baseline = table.get("baseline", DEFAULT_BASELINE)
+    if not isinstance(baseline, str) or not baseline.strip():
+        raise where.error("baseline", f"must be a file name like {DEFAULT_BASELINE!r}, got {baseline!r}")
+    models_table = table.get("models", {})
+    if not isinstance(models_table, dict):
+        raise where.error("models", "must be a table of [tool.netbudget.models.NAME] tables")
+    models = []
+    for name, model_table in models_table.items():
+        model_where = _Where(path, f"tool.netbudget.models.{name}")
+        if not isinstance(model_table, dict):
+            raise model_where.error(None, "must be a table with at least 'factory' and an input")
+        models.append(_model(name, model_table, model_where, device, dtype, increase, strict))
+    return Settings(path=path, baseline=(path.parent / baseline), models=models, device=device, strict=strict)
+
+
+def _model(
+    name: str,
+    table: dict[str, Any],
+    where: _Where,
+    device: str,
+    dtype: str | None,
+    increase: dict[str, Increase],
+    strict: bool,
+) -> ModelSpec:
+    where.unknown_keys(table, MODEL_KEYS)
+    if "factory" not in table:
+        raise where.error("factory", "missing: say which callable builds the model, e.g. 'my_package.models:Net'")
+    factory = table["factory"]
+    if not is_factory_path(factory):
+        raise where.error("factory", f"{factory!r} is not of the form 'package.module:callable'")
+    kwargs = table.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise where.error("kwargs", f"must be a table of keyword arguments, got {kwargs!r}")
+    given = [key for key in ("input_shape", "inputs", "input_factory") if key in table]
+    if len(given) != 1:
+        problem = "give exactly one of input_shape, inputs or input_factory"
+        raise where.error(None, f"{problem} (found {', '.join(given)})" if given else f"{problem} (found none)")
+    input_factory = table.get("input_factory")
+    if input_factory is not None and not is_factory_path(input_factory):
+        raise where.error("input_factory", f"{input_factory!r} is not of the form 'package.module:callable'")
+    inputs = None
+    if "inputs" in table:
+        raw = table["inputs"]
+        if not isinstance(raw, list) or not raw:
+            raise where.error(
+                "inputs", 'must be a list of tables like { shape = [1, 128], dtype = "int64", high = 50257 }'
+            )
+        inputs = [_input_spec(item, where, index) for index, item in enumerate(raw)]
+    own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else increase
+    return ModelSpec(
+        name=name,
+        factory=factory,
+        kwargs=kwargs,
+        input_shape=_shape(table["input_shape"], where, "input_shape") if "input_shape" in table else None,
+        inputs=inputs,
+        input_factory=input_factory,
+        device=_device(table.get("device", device), where, "device"),
+        dtype=_dtype(table.get("dtype", dtype), where, "dtype", MODEL_DTYPES),
+        limits=parse_limits({key: table[key] for key in LIMIT_KEYS if key in table}, where),
+        max_increase=own_increase,
+        strict=_bool(table.get("strict", strict), where, "strict"),
+    )
+
+
+def _input_spec(item: Any, where: _Where, index: int) -> InputSpec:
+    key = f"inputs[{index}]"
+    if not isinstance(item, dict):
+        raise where.error(key, 'must be a table like { shape = [1, 128], dtype = "int64", high = 50257 }')
+    unknown = [name for name in item if name not in INPUT_KEYS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], INPUT_KEYS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(INPUT_KEYS)}"
+        raise where.error(f"{key}.{unknown[0]}", f"unknown key{hint}")
+    if "shape" not in item:
+        raise where.error(f"{key}.shape", "missing")
+    dtype = _dtype(item.get("dtype", "float32"), where, f"{key}.dtype", INPUT_DTYPES)
+    low, high = item.get("low", 0), item.get("high")
+    for bound_name, bound in (("low", low), ("high", high)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+            raise where.error(f"{key}.{bound_name}", f"must be a number, got {bound!r}")
+    if dtype.startswith(("int", "uint")) and high is None:
+        raise where.error(
+            f"{key}.high",
+            f"an integer input needs 'high' (exclusive upper bound, e.g. the vocabulary size), dtype {dtype}",
+        )
+    if high is not None and high <= low:
+        raise where.error(f"{key}.high", f"must be greater than low ({low}), got {high}")
+    return InputSpec(shape=_shape(item["shape"], where, f"{key}.shape"), dtype=dtype, low=low, high=high)
+
+
+def parse_limits(table: dict[str, Any], where: _Where | None = None) -> dict[str, float]:
+    """``{"max_params": "30k", ...}`` -> ``{"params": 30000, ...}``; rejects unknown keys and bad values."""
+    where = where or _Where("netbudget", "limits")
+    where.unknown_keys(table, LIMIT_KEYS)
+    limits = {}
+    for key, value in table.items():
+        try:
+            number = units.parse_quantity(value)
+        except units.QuantityError as error:
+            raise where.error(key, str(error)) from None
+        if number <= 0:
+            raise where.error(key, f"must be a positive budget, got {value!r}")
+        limits[key[len("max_") :]] = number
+    return limits
+
+
+def _max_increase(value: Any, where: _Where) -> dict[str, Increase]:
+    """``"2%"`` for every metric, or ``{ params = "1%", macs = "0" }`` per metric."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        inner = _Where(where.path, where.table + ".max_increase")
+        inner.unknown_keys(value, METRICS)
+        return {metric: _increase(amount, inner, metric) for metric, amount in value.items()}
+    return dict.fromkeys(GROWTH_METRICS, _increase(value, where, "max_increase"))
+
+
+def _increase(value: Any, where: _Where, key: str) -> Increase:
+    fraction = units.parse_percent(value)
+    if fraction is not None:
+        if fraction < 0:
+            raise where.error(key, f"must not be negative, got {value!r}")
+        return Increase(fraction=fraction)
+    try:
+        amount = units.parse_quantity(value)
+    except units.QuantityError:
+        raise where.error(key, f"{value!r} is neither a percentage like '2%' nor a quantity like '1k'") from None
+    if amount < 0:
+        raise where.error(key, f"must not be negative, got {value!r}")
+    return Increase(amount=amount)
+
+
+def _shape(value: Any, where: _Where, key: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value)
+    ):
+        raise where.error(key, f"must be a list of positive integers like [1, 3, 224, 224], got {value!r}")
+    return list(value)
+
+
+def _device(value: Any, where: _Where, key: str) -> str:
+    if isinstance(value, str) and (
+        value in ("auto", "cpu", "cuda", "meta") or (value.startswith("cuda:") and value[5:].isdigit())
+    ):
+        return value
+    close = difflib.get_close_matches(str(value), ("auto", "cpu", "cuda", "meta"), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise where.error(key, f"unknown device {value!r}: use one of {', '.join(DEVICES)}{hint}")
+
+
+def _dtype(value: Any, where: _Where, key: str, allowed: tuple[str, ...]) -> str | None:
+    if value is None or value in allowed:
+        return value
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise where.error(key, f"unknown dtype {value!r}: use one of {', '.join(allowed)}{hint}")
+
+
+def _bool(value: Any, where: _Where, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def check_cuda(settings: Settings, cuda_available: bool, device_override: str | None = None) -> None:
+    """CUDA asked for where none exists is a configuration error, not a failing model."""
+    if cuda_available:
+        return
+    if device_override and device_override.startswith("cuda"):
+        raise ConfigError(f"--netbudget-device={device_override}: CUDA is not available on this machine")
+    if device_override:
+        return
+    for spec in settings.models:
+        if spec.device.startswith("cuda"):
+            raise _Where(settings.path, f"tool.netbudget.models.{spec.name}").error(
+                "device",
+                f"{spec.device!r} asked for, but CUDA is not available on this machine (use 'auto' to fall back to CPU)",
+            )

@@ -1,0 +1,83 @@
+"""Profile one registered model: import its factory, build it, make its inputs, run the engine.
+
+Whatever goes wrong on the way is a ``ModelError`` whose message says what and
+suggests a way out; the plugin fails only that model's item with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import InputSpec, ModelSpec
+from .engine import Profile, build_model, profile
+from .engine.run import DTYPES, resolve_device
+from .loading import LoadError, import_callable
+
+
+class ModelError(Exception):
+    """The model could not be built or run; the message is the cause, for the user."""
+
+
+def make_tensor(spec: InputSpec, device: torch.device) -> torch.Tensor:
+    """A tensor of the spec's shape and dtype: random ints in [low, high) or random floats."""
+    dtype = DTYPES[spec.dtype]
+    if device.type == "meta":
+        return torch.empty(spec.shape, dtype=dtype, device="meta")
+    if dtype.is_floating_point:
+        tensor = torch.rand(spec.shape, dtype=dtype, device=device)
+        high = 1.0 if spec.high is None else spec.high
+        return tensor * (high - spec.low) + spec.low
+    if dtype == torch.bool:
+        return torch.randint(0, 2, spec.shape, device=device).bool()
+    return torch.randint(int(spec.low), int(spec.high), spec.shape, dtype=dtype, device=device)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip()
+
+
+META_HINT = (
+    "\n  On the meta device tensors have shapes but no values: a forward that reads values "
+    '(.item(), data-dependent shapes, Python branches on tensors) cannot run there. Set device = "cpu" for this model.'
+)
+
+
+def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile:
+    """Build and profile one registered model; raise ``ModelError`` with the cause on any failure."""
+    try:
+        factory = import_callable(spec.factory)
+        input_factory = import_callable(spec.input_factory) if spec.input_factory else None
+    except LoadError as error:
+        raise ModelError(str(error)) from None
+    device = resolve_device(device_override or spec.device)
+    try:
+        model = build_model(factory, spec.kwargs, device)
+    except Exception as error:
+        raise ModelError(f"factory {spec.factory} raised while building the model: {_describe(error)}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"factory {spec.factory} returned a {type(model).__name__}, not a torch.nn.Module")
+    inputs: Any = None
+    if input_factory is not None:
+        try:
+            inputs = input_factory()
+        except Exception as error:
+            raise ModelError(f"input_factory {spec.input_factory} raised: {_describe(error)}") from None
+    elif spec.inputs is not None:
+        inputs = tuple(make_tensor(item, device) for item in spec.inputs)
+    try:
+        return profile(model, inputs, input_shape=spec.input_shape, device=device, dtype=spec.dtype)
+    except torch.cuda.OutOfMemoryError as error:
+        raise ModelError(
+            f"out of GPU memory during the forward on {device}: {_describe(error)}; "
+            'try device = "meta" to count without allocating'
+        ) from None
+    except MemoryError:
+        raise ModelError(
+            f'out of memory during the forward on {device}; try device = "meta" to count without allocating'
+        ) from None
+    except Exception as error:
+        hint = META_HINT if device.type == "meta" else ""
+        shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
+        raise ModelError(f"the forward pass failed on input {shape}: {_describe(error)}{hint}") from None
