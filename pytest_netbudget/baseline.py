@@ -23,15 +23,16 @@ class BaselineError(Exception):
     """The baseline (or a report used as one) cannot be used; the message names the file."""
 
 
-def entry_from_profile(profile: dict[str, Any]) -> dict[str, Any]:
-    """What the baseline keeps of one profile: totals and the rows that carry figures."""
+def entry_from_profile(profile: dict[str, Any], origin: str) -> dict[str, Any]:
+    """What the baseline keeps of one profile: where it came from (``pyproject.toml`` or a
+    test's node id), totals rounded as stored, and the rows that carry figures."""
     totals = {name: _rounded(profile.get(name)) for name in TOTAL_FIELDS if profile.get(name) is not None}
     layers = {}
     for row in profile["layers"]:
         figures = {name: row[name] for name in LAYER_FIELDS}
         if any(figures.values()):
             layers[row["path"] or "(model)"] = {"type": row["type"], **figures}
-    return {"totals": totals, "layers": layers}
+    return {"origin": origin, "totals": totals, "layers": layers}
 
 
 def _rounded(value: Any) -> Any:
@@ -75,6 +76,7 @@ def dumps(models: dict[str, dict[str, Any]]) -> str:
     for model_index, name in enumerate(names):
         entry = models[name]
         lines.append(f"    {json.dumps(name)}: {{")
+        lines.append(f'      "origin": {json.dumps(entry.get("origin", "pyproject.toml"))},')
         lines.append(f'      "totals": {json.dumps(entry["totals"], sort_keys=True)},')
         lines.append('      "layers": {')
         layer_names = sorted(entry["layers"])

@@ -172,10 +172,11 @@ class NetbudgetSession:
         if record["profile"] is None:
             return result
         previous = self.baseline.get(record["name"])
+        current = baseline.entry_from_profile(record["profile"], record["origin"])
         increase = {metric: config.Increase(**value) for metric, value in record["max_increase"].items()}
         result.verdict = budgets.evaluate(
             record["name"],
-            record["profile"],
+            current["totals"],
             record["limits"],
             baseline=previous["totals"] if previous else None,
             max_increase=increase,
@@ -184,7 +185,7 @@ class NetbudgetSession:
         )
         if previous is not None:
             result.compared = True
-            result.layer_changes = baseline.layer_diff(previous, baseline.entry_from_profile(record["profile"]))
+            result.layer_changes = baseline.layer_diff(previous, current)
         return result
 
     def record(
@@ -216,8 +217,16 @@ class NetbudgetSession:
         return {spec.name for spec in self.settings.models} if self.settings else set()
 
     def removed_models(self) -> list[str]:
+        """Registered models that have a baseline entry but are no longer in pyproject.toml.
+
+        Checks from tests are never called removed: a run may simply not have selected them.
+        """
         present = self._registered_names() | {result.name for result in self.results}
-        return sorted(name for name in self.baseline if name not in present)
+        return sorted(
+            name
+            for name, entry in self.baseline.items()
+            if name not in present and entry.get("origin", "pyproject.toml") == "pyproject.toml"
+        )
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.is_worker or not self.results:
@@ -252,7 +261,11 @@ class NetbudgetSession:
 
     def _write_baseline(self) -> None:
         target = self.settings.baseline if self.settings else Path(self.config.rootpath, config.DEFAULT_BASELINE)
-        fresh = {result.name: baseline.entry_from_profile(result.profile) for result in self.results if result.profile}
+        fresh = {
+            result.name: baseline.entry_from_profile(result.profile, result.origin)
+            for result in self.results
+            if result.profile
+        }
         try:
             previous = baseline.load(target)
         except baseline.BaselineError:

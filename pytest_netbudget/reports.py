@@ -281,7 +281,7 @@ def to_json(results: list[ModelResult], removed: list[str] | None = None) -> str
     for result in results:
         entry: dict[str, Any] = {"origin": result.origin, "status": result.status, "error": result.error}
         if result.profile is not None:
-            entry.update(entry_from_profile(result.profile))
+            entry.update(entry_from_profile(result.profile, result.origin))
             entry["uncounted_ops"] = result.profile.get("uncounted_ops", {})
         else:
             entry.update({"totals": {}, "layers": {}})
