@@ -1,0 +1,157 @@
+"""Reference models for the engine tests, written by hand (torchvision is not a dependency).
+
+Every model here is small enough to run on a 2-core CI box in well under a second,
+except ResNet-18, which the spec's reference table asks for at 224x224.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpecCNN(nn.Module):
+    """The spec's CNN: Conv2d(1,16,5,1,2)-ReLU-MaxPool2d(2), Conv2d(16,32,5,1,2)-ReLU-MaxPool2d(2), Linear(1568,10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(1, 16, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2))
+        self.conv2 = nn.Sequential(nn.Conv2d(16, 32, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2))
+        self.out = nn.Linear(32 * 7 * 7, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(self.conv1(x))
+        return self.out(x.flatten(1))
+
+
+# --- ResNet-18, torchvision's architecture --------------------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity  # the residual add: work of the block's own forward
+        return self.relu(out)
+
+
+class ResNet18(nn.Module):
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, 2)
+        self.layer2 = self._make_layer(128, 2, stride=2)
+        self.layer3 = self._make_layer(256, 2, stride=2)
+        self.layer4 = self._make_layer(512, 2, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+# --- attention ---------------------------------------------------------------------------------------
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block: x + MHA(LN(x)), then x + MLP(LN(x)); residual adds in its own forward."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, hidden: int = 32, need_weights: bool = False) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.need_weights = need_weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=self.need_weights)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class FunctionalAttention(nn.Module):
+    """Attention written functionally in the module's own forward: `@`, matmul, einsum, F.linear and SDPA."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.wq = nn.Parameter(torch.randn(dim, dim) / dim**0.5)
+        self.wk = nn.Parameter(torch.randn(dim, dim) / dim**0.5)
+        self.wv = nn.Parameter(torch.randn(dim, dim) / dim**0.5)
+        self.wo = nn.Parameter(torch.randn(dim, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q = x @ self.wq
+        k = torch.matmul(x, self.wk)
+        v = torch.einsum("bld,de->ble", x, self.wv)
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        return F.linear(out.transpose(1, 2).reshape(batch, length, dim), self.wo)
+
+
+# --- recurrent, embeddings -------------------------------------------------------------------------------
+
+
+class LSTMModel(nn.Module):
+    """Embedding -> 2-layer bidirectional LSTM -> Linear on every token."""
+
+    def __init__(self, vocab: int = 50, embed: int = 8, hidden: int = 12, classes: int = 5) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * hidden, classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        features, _ = self.lstm(self.embed(tokens))
+        return self.head(features)
+
+
+class TiedLM(nn.Module):
+    """A language model whose output head shares the embedding matrix."""
+
+    def __init__(self, vocab: int = 100, dim: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.embed(tokens)))
