@@ -1,0 +1,49 @@
+"""The example project, run as a user runs it: `pytest --netbudget` in its directory."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
+
+
+def copy_example(tmp_path: Path) -> Path:
+    project = tmp_path / "example_project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    return project
+
+
+def run_netbudget(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--netbudget", "-p", "no:cacheprovider", "-q", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_example_passes_with_its_summary_table(tmp_path):
+    result = run_netbudget(copy_example(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "netbudget summary" in out
+    assert "4 model(s) profiled, all within budget" in out
+    # The spec's CNN: 28,938 params against a 30k budget, 2,838,080 MACs against 3M.
+    assert "28.9k   30.0k   96.5%" in out
+    assert "2.84M   3.00M   94.6%" in out
+    for name in ("mnist_cnn", "text_classifier", "lstm_tagger", "test_cnn_for_100_classes_fits_the_phone_budget"):
+        assert name in out
+
+
+def test_example_fails_when_a_budget_is_cut(tmp_path):
+    project = copy_example(tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('max_params = "30k"', 'max_params = "25k"'))
+    result = run_netbudget(project, "-k", "mnist_cnn")
+    assert result.returncode == 1
+    # 28,938 - 25,000 = 3,938 over, 15.8% of the budget.
+    assert "mnist_cnn exceeds its budget" in result.stdout
+    assert "+3.94k (+15.8%)" in result.stdout
+    assert "largest layers by params: out (Linear) 15.7k, conv2.0 (Conv2d) 12.8k" in result.stdout
