@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -239,24 +240,8 @@ def profile(
         finally:
             tracer.detach()
 
-    layers = []
-    for row, tally in zip(rows, tracer.tallies):
-        layers.append(
-            LayerStats(
-                path=row.path,
-                type=row.type,
-                params=row.params,
-                trainable_params=row.trainable_params,
-                buffers=row.buffers,
-                macs=tally.macs,
-                flops=tally.flops,
-                read_bytes=tally.read_bytes,
-                write_bytes=tally.write_bytes,
-                calls=tally.calls,
-                input_shapes=tally.input_shapes,
-                output_shapes=tally.output_shapes,
-            )
-        )
+    # A tally's fields are the measured half of a LayerStats row.
+    layers = [replace(row, **vars(tally)) for row, tally in zip(rows, tracer.tallies)]
     dtype_name = str(target_dtype or next(iter(_model_dtypes(model)), torch.float32)).replace("torch.", "")
     return Profile(
         model=type(model).__name__,
