@@ -1,0 +1,167 @@
+"""``netbudget show``: the per-layer table of one model without pytest (spec §5).
+
+Two runs go through a real subprocess (``python -m pytest_netbudget``) to check exit
+codes and that errors never print a traceback; the rest call ``cli.main`` in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_netbudget import cli
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "example_project"
+CNN = "example_project.models:MnistCNN"
+
+
+def netbudget(*args: str, cwd: Path = EXAMPLE) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_netbudget", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def in_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``cli.main`` from the example project, as a user would; sys.path restored afterwards."""
+    monkeypatch.chdir(EXAMPLE)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    return tmp_path
+
+
+# --- through the real entry point ------------------------------------------------------------------------------
+
+
+def test_show_subprocess():
+    result = netbudget("show", CNN, "--input-shape", "1,1,28,28")
+    assert result.returncode == 0, result.stderr
+    assert "28,938" in result.stdout  # params
+    assert "2,838,080" in result.stdout  # MACs
+    assert "conv1" in result.stdout and "Conv2d" in result.stdout
+    assert "on cpu" in result.stdout
+
+
+def test_forward_failure_subprocess():
+    """TextClassifier wants token ids; a float input makes its forward fail: exit 1, the cause, no traceback."""
+    result = netbudget("show", "example_project.models:TextClassifier", "--input-shape", "1,16")
+    assert result.returncode == 1
+    assert "forward pass" in result.stderr and "failed" in result.stderr
+    assert "example_project.models:TextClassifier" in result.stderr
+    assert "[1, 16]" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_module_that_does_not_import_subprocess():
+    result = netbudget("show", "no_such_package.models:Net", "--input-shape", "1,4")
+    assert result.returncode == 2
+    assert "no_such_package" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_shape_subprocess():
+    result = netbudget("show", CNN, "--input-shape", "1,a")
+    assert result.returncode == 2
+    assert "'1,a' is not a shape" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- in-process ----------------------------------------------------------------------------------------------------
+
+
+def test_show_meta_depth_1(in_example, capsys):
+    assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", "--device", "meta", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "on meta" in out
+    assert "MACs: 2,838,080" in out and "Params: 28,938" in out
+    assert "Sequential" in out
+    assert "Conv2d" not in out and "MaxPool2d" not in out  # depth 2 folded into depth 1
+
+
+def test_show_json(in_example, capsys):
+    assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["macs"] == 2_838_080
+    assert data["params"] == 28_938
+    assert data["flops"] == 2 * 2_838_080 + (3 * 16 * 28 * 28) + (3 * 32 * 14 * 14) + 10  # see test_engine_counts
+    assert data["device"] == "cpu"
+    assert data["peak_memory_mb"] is None
+    assert [row["path"] for row in data["layers"]][:3] == ["", "conv1", "conv1.0"]
+
+
+def test_show_json_meta_half(in_example, capsys):
+    assert (
+        cli.main(["show", CNN, "--input-shape", "1x1x28x28", "--json", "--device", "meta", "--dtype", "float16"]) == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert data["macs"] == 2_838_080
+    assert data["dtype"] == "float16"
+    assert data["size_mb"] == 28_938 * 2 / 2**20
+
+
+@pytest.mark.parametrize("shape", ["1,a", "1,0", "", "1,-3"])
+def test_bad_shape(in_example, capsys, shape):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["show", CNN, "--input-shape", shape])
+    assert exit_info.value.code == 2
+    assert "is not a shape" in capsys.readouterr().err
+
+
+def test_missing_input_shape(in_example, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["show", CNN])
+    assert exit_info.value.code == 2
+    assert "--input-shape" in capsys.readouterr().err
+
+
+def test_missing_attribute(in_example, capsys):
+    assert cli.main(["show", "example_project.models:NoSuchModel", "--input-shape", "1,4"]) == 2
+    err = capsys.readouterr().err
+    assert "NoSuchModel" in err and "example_project.models" in err
+
+
+def test_not_a_factory_path(in_example, capsys):
+    assert cli.main(["show", "example_project.models.MnistCNN", "--input-shape", "1,4"]) == 2
+    assert "module:callable" in capsys.readouterr().err
+
+
+def test_module_raising_on_import(in_tmp, capsys):
+    (in_tmp / "broken_models.py").write_text("raise RuntimeError('broken on purpose')\n")
+    assert cli.main(["show", "broken_models:Net", "--input-shape", "1,4"]) == 2
+    err = capsys.readouterr().err
+    assert "broken_models" in err and "broken on purpose" in err
+
+
+def test_factory_that_raises_or_returns_no_module(in_tmp, capsys):
+    (in_tmp / "odd_models.py").write_text(
+        "def raising():\n    raise ValueError('no weights today')\n\ndef not_a_module():\n    return 42\n"
+    )
+    assert cli.main(["show", "odd_models:raising", "--input-shape", "1,4"]) == 1
+    err = capsys.readouterr().err
+    assert "odd_models:raising" in err and "no weights today" in err
+    assert cli.main(["show", "odd_models:not_a_module", "--input-shape", "1,4"]) == 1
+    assert "not an nn.Module" in capsys.readouterr().err
+
+
+def test_bad_device_and_dtype(in_example, capsys):
+    assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+    assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", "--dtype", "int3"]) == 2
+    assert "unknown dtype 'int3'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda(in_example, capsys):
+    assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", "--device", "cuda"]) == 2
+    assert "CUDA" in capsys.readouterr().err
