@@ -352,7 +352,7 @@ class SelfAttention(nn.Module):
         return self.mha(x, x, x, need_weights=self.need_weights, attn_mask=attn_mask)[0]
 
 
-# MultiheadAttention / encoder layer: batch 2, length 6, embed 16, 4 heads of 8; 12 tokens
+# MultiheadAttention / encoder layer: batch 2, length 6, embed 16, 4 heads of 4; 12 tokens
 B, L, E, H = 2, 6, 16, 4
 HD = E // H
 TOKENS = B * L
@@ -362,8 +362,17 @@ MHA_PARAMS = 3 * E * E + 3 * E + E * E + E
 MHA_BIASES = TOKENS * 3 * E + TOKENS * E
 
 
-def rnn_case(kind: str, build: Callable[[], nn.Module], inputs: Callable[[], Any], layers: list[tuple[int, int]],
-             hidden: int, tokens: int, directions: int, params: int, flop_counter: bool) -> Case:  # fmt: skip
+def rnn_case(
+    kind: str,
+    build: Callable[[], nn.Module],
+    inputs: Callable[[], Any],
+    layers: list[tuple[int, int]],
+    hidden: int,
+    tokens: int,
+    directions: int,
+    params: int,
+    flop_counter: bool,
+) -> Case:
     """``layers``: (input size, recurrent size) per layer. Per token, per layer, per direction:
     MACs = gates*H x (I + H); FLOPs = 2*MACs + two bias vectors + the cell's elementwise work."""
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
@@ -456,7 +465,7 @@ OTHER_FAMILIES = [
             + TOKENS * 32
             + ELEMENTWISE_COST * TOKENS * 32
             + TOKENS * E  # ff bias, ReLU, ff bias
-        ),  # fmt: skip
+        ),
         params=MHA_PARAMS + (E * 32 + 32) + (32 * E + E) + 2 * (2 * E),
         flop_counter=False,
     ),
