@@ -61,7 +61,7 @@ def _over(check: MetricCheck) -> str:
         return "not measured"
     if check.over_budget:
         excess = check.actual - check.limit
-        amount = f"+{excess:.3f}" if check.metric in MB_METRICS else "+" + units.format_count(excess)
+        amount = f"+{excess:.3f}" if check.metric in MB_METRICS else "+" + units.format_count(excess, digits=2)
         return f"{amount} (+{excess / check.limit * 100:.1f}%)"
     if check.grew_too_much:
         return f"grew {change(check)}, more than the allowed {check.increase.describe()}"

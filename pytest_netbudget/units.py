@@ -60,17 +60,17 @@ def format_count(value: float | None, digits: int = 3) -> str:
     sign = "-" if value < 0 else ""
     magnitude = abs(value)
     for suffix in ("T", "G", "M", "k"):
-        scale = SUFFIXES[suffix]
-        if magnitude >= scale:
-            return f"{sign}{_significant(magnitude / scale, digits)}{suffix}"
+        # Round first, then pick the suffix: 999,999 prints as 1.00M rather than 1000k.
+        scaled = float(f"{magnitude / SUFFIXES[suffix]:.{digits}g}")
+        if scaled >= 1:
+            return f"{sign}{_significant(scaled, digits)}{suffix}"
     if float(magnitude).is_integer():
         return f"{sign}{int(magnitude)}"
     return f"{sign}{_significant(magnitude, digits)}"
 
 
 def _significant(value: float, digits: int) -> str:
-    if value >= 10 ** (digits - 1):
-        return f"{value:.0f}"
+    """``value`` with ``digits`` significant digits, never in exponent notation."""
     decimals = digits - 1 - int(math.floor(math.log10(value))) if value > 0 else digits - 1
     return f"{value:.{max(decimals, 0)}f}"
 
@@ -97,7 +97,7 @@ def format_change(old: float, new: float, is_mb: bool = False) -> str:
     delta = new - old
     if delta == 0:
         return "="
-    amount = f"{delta:+.3f}" if is_mb else ("+" if delta > 0 else "") + format_count(delta)
+    amount = f"{delta:+.3f}" if is_mb else ("+" if delta > 0 else "") + format_count(delta, digits=2)
     if old == 0:
         return f"{amount} (new)"
     return f"{amount} ({delta / old * 100:+.1f}%)"

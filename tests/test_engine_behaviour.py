@@ -285,11 +285,6 @@ def test_activations_equal_on_cpu_and_meta():
     assert cpu == meta == 2 * (16 * 28 * 28) * 4 / MIB  # conv1 and ReLU outputs alive together
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine inconsistency: eval-mode BatchNorm on meta returns save_mean/save_invstd of C elements "
-    "each (CPU returns empty ones), and the tracer counts them as live activations: +2*C*4 bytes on meta",
-)
 def test_batchnorm_activations_equal_on_cpu_and_meta():
     model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64))
     cpu = profile(model, input_shape=(1, 3, 16, 16), device="cpu").activations_mb
@@ -364,11 +359,6 @@ def test_model_in_train_mode_stays_in_train_mode():
     assert all(module.training for module in model.modules())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: profile(train=True) on the model's own device runs the real model in train mode, "
-    "so BatchNorm updates its running_mean, running_var and num_batches_tracked in place",
-)
 def test_profiling_in_train_mode_leaves_buffers_untouched():
     model = mixed_mode_model()
     before = snapshot(model)

@@ -45,5 +45,5 @@ def test_example_fails_when_a_budget_is_cut(tmp_path):
     assert result.returncode == 1
     # 28,938 - 25,000 = 3,938 over, 15.8% of the budget.
     assert "mnist_cnn exceeds its budget" in result.stdout
-    assert "+3.94k (+15.8%)" in result.stdout
+    assert "+3.9k (+15.8%)" in result.stdout
     assert "largest layers by params: out (Linear) 15.7k, conv2.0 (Conv2d) 12.8k" in result.stdout

@@ -160,6 +160,8 @@ def _stateless_state(
     for name, tensor in named:
         if id(tensor) not in converted:
             copy = _move(tensor.detach(), device, dtype)
+            if copy.device.type != "meta" and copy.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
+                copy = copy.clone()  # a train-mode forward updates buffers in place: never the user's
             if isinstance(tensor, torch.nn.Parameter):
                 copy = torch.nn.Parameter(copy, requires_grad=tensor.requires_grad)
             converted[id(tensor)] = copy
@@ -216,8 +218,9 @@ def profile(
     rows, size_bytes = _own_tensors(model, target_dtype)
 
     model_device = _model_device(model)
+    # In train mode the forward may update buffers (BatchNorm statistics), so it runs on copies.
     direct = (model_device is None and not [*model.parameters(), *model.buffers()]) or (
-        model_device == target and (target_dtype is None or _model_dtypes(model) <= {target_dtype})
+        not train and model_device == target and (target_dtype is None or _model_dtypes(model) <= {target_dtype})
     )
     if not direct and model_device is not None and model_device.type == "meta" and target.type != "meta":
         raise ValueError("the model's weights are on the meta device: profile it with device='meta'")

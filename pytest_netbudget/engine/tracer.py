@@ -43,6 +43,19 @@ _METADATA_OPS = frozenset(
 )
 
 
+# Batch norm returns its saved statistics beside its output: empty tensors from the CPU
+# kernel, C elements each on meta. Only the output is an activation, so that the figure
+# does not depend on the device.
+_STATISTICS_OUTPUTS = frozenset(
+    {
+        _aten.native_batch_norm.default,
+        _aten._native_batch_norm_legit_no_training.default,
+        _aten._native_batch_norm_legit.default,
+        _aten._native_batch_norm_legit.no_stats,
+    }
+)
+
+
 @dataclass
 class LayerTally:
     """What one module has done so far in this forward."""
@@ -200,7 +213,7 @@ class Tracer(TorchDispatchMode):
 
     def _account(self, func: Any, formula: Any, args: tuple, kwargs: dict, out: Any) -> None:
         outputs = tensor_leaves(out)
-        for tensor in outputs:
+        for tensor in outputs[:1] if func in _STATISTICS_OUTPUTS else outputs:
             self.memory.saw(tensor)
         if self._suppressed:
             return
