@@ -1,0 +1,518 @@
+"""budgets.py, baseline.py and reports.py directly, on hand-made profiles (no torch, no pytest run)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from pytest_netbudget import baseline, budgets, reports
+from pytest_netbudget.config import Increase
+
+
+def row(path: str, type_: str, params: int = 0, macs: int = 0, flops: int = 0) -> dict:
+    return {
+        "path": path,
+        "type": type_,
+        "params": params,
+        "trainable_params": params,
+        "buffers": 0,
+        "macs": macs,
+        "flops": flops,
+        "read_bytes": 0,
+        "write_bytes": 0,
+        "calls": 1,
+        "input_shapes": [],
+        "output_shapes": [],
+    }
+
+
+def make_profile(*rows: dict, size_mb: float = 0.5, activations_mb: float = 0.25, uncounted=None) -> dict:
+    """A profile dict as Profile.to_dict() gives it; the totals are the sums of the rows."""
+    params = sum(r["params"] for r in rows)
+    macs = sum(r["macs"] for r in rows)
+    return {
+        "model": "Net",
+        "device": "cpu",
+        "dtype": "float32",
+        "inputs": [[1, 10]],
+        "params": params,
+        "trainable_params": params,
+        "buffers": 0,
+        "size_mb": size_mb,
+        "macs": macs,
+        "flops": sum(r["flops"] for r in rows),
+        "activations_mb": activations_mb,
+        "peak_memory_mb": None,
+        "layers": [row("", "Net"), *rows],
+        "uncounted_ops": dict(uncounted or {}),
+    }
+
+
+# a model of 28,900 params: conv 12,800 + out 15,700 + norm 400 (the spec's example, rounded)
+NET = make_profile(
+    row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000),
+    row("out", "Linear", 15_700, 15_680, 31_370),
+    row("norm", "LayerNorm", 400, 0, 1_000),
+    row("act", "ReLU", 0, 0, 500),
+)
+
+
+def result_for(profile, limits=None, base=None, increase=None, strict=False, name="net"):
+    verdict = budgets.evaluate(
+        name,
+        profile,
+        limits or {},
+        baseline=base["totals"] if base else None,
+        max_increase=increase,
+        strict=strict,
+        uncounted_ops=profile["uncounted_ops"],
+    )
+    result = reports.ModelResult(name=name, origin="pyproject.toml", profile=profile, verdict=verdict)
+    if base is not None:
+        result.compared = True
+        result.layer_changes = baseline.layer_diff(base, baseline.entry_from_profile(profile, "pyproject.toml"))
+    return result
+
+
+# --- budgets.evaluate --------------------------------------------------------------------------------
+
+
+def test_evaluate_shows_headline_metrics_and_budgeted_ones():
+    verdict = budgets.evaluate("net", NET, {"params": 25_000, "trainable_params": 30_000})
+    assert [check.metric for check in verdict.checks] == [
+        "params",
+        "trainable_params",
+        "macs",
+        "flops",
+        "size_mb",
+        "activations_mb",
+    ]
+    params = verdict.check_for("params")
+    assert (params.actual, params.limit, params.status) == (28_900, 25_000, "over")
+    assert params.used == pytest.approx(28_900 / 25_000)
+    assert verdict.check_for("trainable_params").status == "ok"
+    assert verdict.check_for("macs").used is None
+    assert verdict.status == "over"
+    assert not verdict.passed
+    assert [check.metric for check in verdict.failures] == ["params"]
+    assert verdict.check_for("buffers") is None
+
+
+def test_evaluate_at_the_limit_passes():
+    verdict = budgets.evaluate("net", NET, {"params": 28_900, "macs": 2_015_680})
+    assert verdict.passed
+    assert verdict.status == "pass"
+    assert verdict.check_for("params").used == 1.0
+
+
+def test_peak_memory_not_measured_is_never_over():
+    verdict = budgets.evaluate("net", NET, {"peak_memory_mb": 1})
+    check = verdict.check_for("peak_memory_mb")
+    assert check.status == "not measured"
+    assert not check.over_budget
+    assert verdict.passed
+
+
+def test_growth_against_baseline():
+    base = {"params": 28_000, "macs": 2_015_680, "flops": 1}
+    rules = {"params": Increase(fraction=0.02), "macs": Increase(amount=0)}
+    verdict = budgets.evaluate("net", NET, {"params": 30_000}, baseline=base, max_increase=rules)
+    assert verdict.has_baseline
+    params = verdict.check_for("params")
+    assert (params.baseline, params.grew_too_much, params.over_budget, params.status) == (28_000, True, False, "grew")
+    assert verdict.check_for("macs").status == "ok"  # unchanged
+    assert verdict.check_for("flops").status == "ok"  # grew a lot, but no rule for FLOPs
+    assert verdict.status == "grew"
+
+
+def test_over_budget_wins_over_growth():
+    verdict = budgets.evaluate(
+        "net", NET, {"params": 1000}, baseline={"params": 1}, max_increase={"params": Increase(fraction=0)}
+    )
+    assert verdict.check_for("params").status == "over"
+    assert verdict.status == "over"
+
+
+def test_strict_fails_on_uncounted_ops():
+    profile = make_profile(row("x", "Custom", 10, 0, 0), uncounted={"aten::weird": 2})
+    assert budgets.evaluate("n", profile, {}, uncounted_ops=profile["uncounted_ops"]).passed
+    strict = budgets.evaluate("n", profile, {}, strict=True, uncounted_ops=profile["uncounted_ops"])
+    assert strict.status == "uncounted"
+    assert not strict.passed
+
+
+# --- reports: the failing item ---------------------------------------------------------------------------
+
+
+def test_failure_text_over_budget():
+    result = result_for(NET, {"params": 25_000, "macs": 3_000_000, "size_mb": 0.2})
+    assert result.status == "over"
+    assert reports.failure_text(result).splitlines() == [
+        "net exceeds its budget",
+        "  metric   budget  actual  over",
+        "  params   25.0k   28.9k   +3.9k (+15.6%)",
+        "  macs     3.00M   2.02M   ok",
+        "  size_mb  0.200   0.500   +0.300 (+150.0%)",
+        "  largest layers by params: out (Linear) 15.7k, conv (Conv2d) 12.8k",
+    ]
+
+
+def test_failure_text_growth_with_layer_diff():
+    old = make_profile(
+        row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000), row("out", "Linear", 15_700, 15_680, 31_370)
+    )
+    base = baseline.entry_from_profile(old, "pyproject.toml")
+    result = result_for(NET, {"params": 100_000}, base=base, increase={"params": Increase(fraction=0.01)})
+    assert result.status == "grew"
+    lines = reports.failure_text(result).splitlines()
+    assert lines[0] == "net grew more than max_increase allows over its baseline"
+    assert lines[1].split() == ["metric", "budget", "actual", "baseline", "change", "over"]
+    assert lines[2].split() == ["params", "100k", "28.9k", "28.5k", "+400", "(+1.4%)", "grew", "+400", "(+1.4%),"] + [
+        "more",
+        "than",
+        "the",
+        "allowed",
+        "1%",
+    ]
+    assert "  layers changed since the baseline:" in lines
+    diff = lines[lines.index("  layers changed since the baseline:") + 1 :]
+    assert diff[0].split() == ["layer", "change", "params", "macs"]
+    # norm (400 params, 1.4% of the model) outranks act (FLOPs only, 500 / 4M)
+    assert diff[1].split() == ["norm", "(LayerNorm)", "added", "-", "->", "400", "-", "->", "0"]
+    assert diff[2].split() == ["act", "(ReLU)", "added", "-", "->", "0", "-", "->", "0"]
+
+
+def test_failure_text_error():
+    result = reports.ModelResult(name="m", origin="pyproject.toml", error="factory a:b raised: boom")
+    assert result.status == "error"
+    assert reports.failure_text(result) == "m could not be profiled\n  factory a:b raised: boom"
+
+
+def test_largest_layers_line():
+    assert reports.largest_layers_line(NET) == "largest layers by params: out (Linear) 15.7k, conv (Conv2d) 12.8k"
+    assert reports.largest_layers_line(NET, "macs", 1) == "largest layers by macs: conv (Conv2d) 2.00M"
+    assert reports.largest_layers_line(make_profile(row("a", "ReLU"))) == ""
+
+
+# --- reports: summary, Markdown, JSON ------------------------------------------------------------------
+
+
+def test_summary_lines():
+    passing = result_for(NET, {"params": 50_000})
+    failing = result_for(NET, {"params": 25_000}, name="big")
+    broken = reports.ModelResult(name="broken", origin="pyproject.toml", error="cannot import module 'x'")
+    lines = reports.summary_lines([passing, failing, broken], removed=["gone"])
+    assert lines[0] == "3 model(s) profiled, 2 failing"
+    assert lines[1].split() == ["model", "metric", "actual", "budget", "used", "vs", "baseline", "status"]
+    assert lines[2].split() == ["net", "params", "28.9k", "50.0k", "57.8%", "new", "pass"]
+    assert lines[3].split() == ["macs", "2.02M", "-"]
+    assert any(line.split() == ["big", "params", "28.9k", "25.0k", "115.6%", "new", "over"] for line in lines)
+    assert any(line.split() == ["broken", "-", "-", "-", "-", "-", "error"] for line in lines)
+    assert "broken: cannot import module 'x'" in lines
+    assert lines[-1] == "gone: in the baseline but no longer registered (removed; kept until --netbudget-update)"
+    assert reports.summary_lines([passing])[0] == "1 model(s) profiled, all within budget"
+
+
+def test_summary_shows_change_against_baseline():
+    base = {"totals": {"params": 26_600, "macs": 2_015_680}, "layers": {}}
+    result = result_for(NET, {}, base=base)
+    lines = reports.summary_lines([result])
+    assert lines[2].split() == ["net", "params", "28.9k", "-", "+2.3k", "(+8.6%)", "pass"]
+    assert lines[3].split() == ["macs", "2.02M", "-", "="]
+
+
+def test_markdown_report():
+    old = make_profile(row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000), row("out", "Linear", 10_000, 10_000, 0))
+    changed = result_for(NET, {"params": 25_000}, base=baseline.entry_from_profile(old, "pyproject.toml"))
+    same = result_for(NET, {}, base=baseline.entry_from_profile(NET, "pyproject.toml"), name="same")
+    new = result_for(NET, {}, name="fresh")
+    text = reports.markdown([changed, same, new], removed=["gone"])
+    lines = text.splitlines()
+    assert lines[0] == "## netbudget"
+    assert "**1 over budget (of 3 model(s))**" in lines
+    assert "| model | params | macs | flops | size_mb | activations_mb | status |" in lines
+    net_row = next(line for line in lines if line.startswith("| `net` |"))
+    assert "28.9k / 25.0k (116%)<br>+6.1k (+26.8%)" in net_row
+    assert net_row.endswith("| ❌ over |")
+    assert "| `gone` | - | - | - | - | - | removed |" in lines
+    # a section for the changed model and the new one, none for the unchanged one
+    assert "<details><summary><code>net</code>: changed</summary>" in lines
+    assert "<details><summary><code>fresh</code>: new model</summary>" in lines
+    assert "<code>same</code>" not in text
+    section = text[text.index("<code>net</code>") : text.index("</details>")]
+    assert "net exceeds its budget" in section
+    assert "| `out` (Linear) | resized | 10.0k -> 15.7k | 10.0k -> 15.7k |" in section
+    assert "| `norm` (LayerNorm) | added | - -> 400 | - -> 0 |" in section
+    assert section.index("`out`") < section.index("`norm`")  # largest change first
+    assert "```mermaid\npie showData title MACs by block" in section
+    assert '    "conv" : 2000000' in section
+    assert text.count("<details>") == text.count("</details>") == 2
+
+
+def test_markdown_error_section():
+    broken = reports.ModelResult(name="broken", origin="pyproject.toml", error="boom")
+    text = reports.markdown([broken])
+    assert "**1 failed to profile (of 1 model(s))**" in text
+    assert "<details><summary><code>broken</code>: error</summary>\n\n```\nboom\n```" in text
+
+
+def test_json_report_doubles_as_baseline(tmp_path):
+    base = baseline.entry_from_profile(
+        make_profile(row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000)), "pyproject.toml"
+    )
+    text = reports.to_json([result_for(NET, {"params": 25_000}, base=base)], removed=["gone"])
+    assert text.endswith("}\n")
+    data = json.loads(text)
+    assert data["schema"] == 1
+    assert data["kind"] == "netbudget-report"
+    assert data["removed"] == ["gone"]
+    net = data["models"]["net"]
+    assert net["status"] == "over"
+    assert net["totals"]["params"] == 28_900
+    assert net["metrics"]["params"] == {
+        "actual": 28_900,
+        "budget": 25_000,
+        "baseline": 12_800,
+        "max_increase": None,
+        "status": "over",
+    }
+    assert [change["path"] for change in net["layer_changes"]] == ["out", "norm", "act"]
+    path = tmp_path / "report.json"
+    path.write_text(text, encoding="utf-8")
+    assert baseline.load(path)["net"]["layers"]["out"] == {
+        "type": "Linear",
+        "params": 15_700,
+        "macs": 15_680,
+        "flops": 31_370,
+    }
+
+
+# --- baseline.py ------------------------------------------------------------------------------------------
+
+
+def test_entry_from_profile_keeps_rows_with_figures():
+    entry = baseline.entry_from_profile(NET, "pyproject.toml")
+    assert entry["origin"] == "pyproject.toml"
+    assert entry["totals"] == {
+        "params": 28_900,
+        "trainable_params": 28_900,
+        "buffers": 0,
+        "size_mb": 0.5,
+        "macs": 2_015_680,
+        "flops": 4_032_870,
+        "activations_mb": 0.25,
+    }
+    assert list(entry["layers"]) == ["conv", "out", "norm", "act"]  # the empty model row is left out
+    model_work = make_profile(row("a", "Linear", 1, 1, 2))
+    model_work["layers"][0]["flops"] = 7
+    assert baseline.entry_from_profile(model_work, "pyproject.toml")["layers"]["(model)"] == {
+        "type": "Net",
+        "params": 0,
+        "macs": 0,
+        "flops": 7,
+    }
+
+
+def test_entry_rounds_floats():
+    entry = baseline.entry_from_profile(
+        make_profile(row("a", "Linear", 1, 1, 2), size_mb=0.1234567891), "pyproject.toml"
+    )
+    assert entry["totals"]["size_mb"] == 0.123457
+
+
+def test_dumps_is_sorted_one_layer_per_line_and_stable():
+    models = {
+        "zeta": baseline.entry_from_profile(NET, "pyproject.toml"),
+        "alpha": baseline.entry_from_profile(
+            make_profile(row("b", "Linear", 2, 2, 4), row("a", "Conv2d", 1, 1, 2)), "pyproject.toml"
+        ),
+    }
+    text = baseline.dumps(models)
+    assert text == baseline.dumps(dict(reversed(models.items())))
+    assert text.endswith("}\n")
+    assert json.loads(text) == {"schema": 1, "models": models}
+    lines = text.splitlines()
+    assert lines[:4] == ["{", '  "schema": 1,', '  "models": {', '    "alpha": {']
+    assert '        "a": {"flops": 2, "macs": 1, "params": 1, "type": "Conv2d"},' in lines
+    assert '        "b": {"flops": 4, "macs": 2, "params": 2, "type": "Linear"}' in lines
+    assert lines.index('        "a": {"flops": 2, "macs": 1, "params": 1, "type": "Conv2d"},') < lines.index(
+        '        "b": {"flops": 4, "macs": 2, "params": 2, "type": "Linear"}'
+    )
+    assert text.index('"alpha"') < text.index('"zeta"')
+    # one line per layer: 4 layers of zeta + 2 of alpha
+    assert sum(1 for line in lines if line.startswith("        ")) == 6
+    assert baseline.dumps({}) == '{\n  "schema": 1,\n  "models": {\n  }\n}\n'
+    assert json.loads(baseline.dumps({})) == {"schema": 1, "models": {}}
+
+
+def test_load_round_trip_and_missing_file(tmp_path):
+    path = tmp_path / "b.json"
+    assert baseline.load(path) == {}
+    models = {"net": baseline.entry_from_profile(NET, "pyproject.toml")}
+    baseline.update(path, models, {})
+    assert baseline.load(path) == models
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "not valid JSON"),
+        ('"x"', "no 'schema' field"),
+        ('{"schema": 2, "models": {}}', "schema version 2 is not one this version"),
+        ('{"schema": "1", "models": {}}', "schema version '1'"),
+        ('{"schema": 1, "models": []}', "missing the 'models' table"),
+        ('{"schema": 1, "models": {"m": {"totals": {}}}}', "model 'm' lacks its 'totals' or 'layers'"),
+        ('{"schema": 1, "models": {"m": {"totals": [], "layers": {}}}}', "model 'm' lacks its 'totals' or 'layers'"),
+        ('{"schema": 1, "models": {"m": 3}}', "model 'm' lacks"),
+    ],
+)
+def test_load_rejects_bad_files(tmp_path, content, message):
+    path = tmp_path / "b.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(baseline.BaselineError) as info:
+        baseline.load(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+
+
+def test_load_rejects_binary(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(baseline.BaselineError, match="cannot read the baseline"):
+        baseline.load(path)
+
+
+def test_update_keeps_models_not_in_this_run(tmp_path):
+    path = tmp_path / "b.json"
+    old = {"a": {"totals": {"params": 1}, "layers": {}}, "b": {"totals": {"params": 2}, "layers": {}}}
+    baseline.update(path, {"b": {"totals": {"params": 3}, "layers": {}}}, old)
+    assert baseline.load(path) == {
+        "a": {"origin": "pyproject.toml", "totals": {"params": 1}, "layers": {}},
+        "b": {"origin": "pyproject.toml", "totals": {"params": 3}, "layers": {}},
+    }
+
+
+def test_write_atomic_replaces_and_keeps_mode(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_text("old", encoding="utf-8")
+    path.chmod(0o640)
+    baseline.write_atomic(path, "new\n")
+    assert path.read_text(encoding="utf-8") == "new\n"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["b.json"]
+
+
+def test_write_atomic_failure_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "dir"
+    target.mkdir()
+    with pytest.raises(baseline.BaselineError, match="the old file is untouched"):
+        baseline.write_atomic(target, "text")
+    assert target.is_dir()
+    assert os.listdir(tmp_path) == ["dir"]
+    with pytest.raises(baseline.BaselineError, match="cannot write the baseline"):
+        baseline.write_atomic(tmp_path / "missing" / "b.json", "text")
+
+
+def test_write_atomic_interrupted_write_leaves_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "b.json"
+    path.write_text("old\n", encoding="utf-8")
+
+    def crash(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        baseline.write_atomic(path, "new\n")
+    assert path.read_text(encoding="utf-8") == "old\n"
+    assert os.listdir(tmp_path) == ["b.json"]
+
+
+def test_layer_diff_kinds_and_order():
+    old = {
+        "totals": {"params": 10_000, "macs": 1_000_000},
+        "layers": {
+            "a": {"type": "Linear", "params": 100, "macs": 100, "flops": 200},
+            "b": {"type": "Linear", "params": 5_000, "macs": 5_000, "flops": 10_000},
+            "gone": {"type": "Conv2d", "params": 1_000, "macs": 500_000, "flops": 1_000_000},
+            "same": {"type": "ReLU", "params": 0, "macs": 0, "flops": 50},
+            "retyped": {"type": "ReLU", "params": 0, "macs": 0, "flops": 10},
+        },
+    }
+    new = {
+        "totals": {"params": 12_000, "macs": 600_000},
+        "layers": {
+            "a": {"type": "Linear", "params": 200, "macs": 200, "flops": 400},  # +100: 1% of params
+            "b": {"type": "Linear", "params": 8_000, "macs": 8_000, "flops": 16_000},  # +3000: 25% of params
+            "same": {"type": "ReLU", "params": 0, "macs": 0, "flops": 50},
+            "retyped": {"type": "GELU", "params": 0, "macs": 0, "flops": 10},
+            "new": {"type": "Linear", "params": 2_400, "macs": 0, "flops": 0},  # 20% of params
+        },
+    }
+    changes = baseline.layer_diff(old, new)
+    # gone: 500k of 1M MACs = 50%; b: 25%; new: 20%; a: 1%; retyped: nothing, ties sorted by path
+    assert [(change.path, change.kind) for change in changes] == [
+        ("gone", "removed"),
+        ("b", "resized"),
+        ("new", "added"),
+        ("a", "resized"),
+        ("retyped", "resized"),
+    ]
+    gone, b, added = changes[:3]
+    assert (gone.type, gone.old["params"], gone.new) == ("Conv2d", 1_000, None)
+    assert (b.old["params"], b.new["params"], b.delta("params"), b.delta("macs")) == (5_000, 8_000, 3_000, 3_000)
+    assert (added.old, added.delta("params")) == (None, 2_400)
+    assert changes[-1].type == "GELU"
+    assert baseline.layer_diff(old, old) == []
+
+
+def test_layer_diff_lines_limit():
+    changes = [
+        baseline.LayerChange(f"l{i:02d}", "Linear", "added", None, {"params": 12 - i, "macs": 0, "flops": 0})
+        for i in range(12)
+    ]
+    lines = reports.layer_diff_lines(changes, limit=10)
+    assert lines[0] == "layers changed since the baseline:"
+    assert len(lines) == 1 + 1 + 10 + 1
+    assert lines[-1] == "  ... and 2 more changed layers"
+    assert reports.layer_diff_lines([]) == []
+
+
+def test_reports_figure_formatting():
+    assert reports.value("params", 28_938) == "28.9k"
+    assert reports.value("size_mb", 0.110) == "0.110"
+    assert reports.value("peak_memory_mb", None) == "not measured"
+    assert reports.value("macs", None) == "-"
+    check = budgets.MetricCheck("params", 30_860, baseline=28_560)
+    assert reports.change(check) == "+2.3k (+8.1%)"
+    assert reports.change(budgets.MetricCheck("params", 5, baseline=None)) == ""
+    assert reports.change(budgets.MetricCheck("size_mb", 0.25, baseline=0.5)) == "-0.250 (-50.0%)"
+
+
+def test_mermaid_charts_by_top_level_block():
+    profile = make_profile(
+        row("enc", "Seq", 0, 0, 0),
+        row("enc.0", "Linear", 10, 100, 200),
+        row("enc.1", "Linear", 5, 50, 100),
+        row("head", "Linear", 3, 0, 0),
+    )
+    assert reports.top_level_blocks(profile) == {
+        "(model)": {"params": 0, "macs": 0},
+        "enc": {"params": 15, "macs": 150},
+        "head": {"params": 3, "macs": 0},
+    }
+    lines = reports.mermaid_charts(profile)
+    assert lines == [
+        "```mermaid",
+        "pie showData title MACs by block",
+        '    "enc" : 150',
+        "```",
+        "",
+        "```mermaid",
+        "pie showData title Params by block",
+        '    "enc" : 15',
+        '    "head" : 3',
+        "```",
+        "",
+    ]
