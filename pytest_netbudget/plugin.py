@@ -173,7 +173,8 @@ class NetbudgetSession:
             return result
         previous = self.baseline.get(record["name"])
         current = baseline.entry_from_profile(record["profile"], record["origin"])
-        increase = {metric: config.Increase(**value) for metric, value in record["max_increase"].items()}
+        # An update run accepts growth: its figures become the new baseline (budgets still apply).
+        increase = {} if self.update else {m: config.Increase(**value) for m, value in record["max_increase"].items()}
         result.verdict = budgets.evaluate(
             record["name"],
             current["totals"],
@@ -270,8 +271,10 @@ class NetbudgetSession:
             previous = baseline.load(target)
         except baseline.BaselineError:
             previous = {}
+        removed = set(self.removed_models())
+        kept = {name: entry for name, entry in previous.items() if name not in removed}
         try:
-            baseline.update(target, fresh, previous)
+            baseline.update(target, fresh, kept)
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
         except baseline.BaselineError as error:
             self.notes.append(f"ERROR: {error}")
@@ -391,9 +394,9 @@ class BudgetChecker:
         try:
             parsed = config.parse_limits({**self._marker_limits, **limits})
         except config.ConfigError as error:
-            raise pytest.UsageError(
-                str(error).replace("netbudget: [limits]", f"{self._node.nodeid}: netbudget limits")
-            ) from None
+            pytest.fail(
+                str(error).replace("netbudget: [limits]", f"{self._node.nodeid}: netbudget limits"), pytrace=False
+            )
         result_profile = self.profile(model, inputs, input_shape=input_shape, device=device, dtype=dtype)
         self._checks += 1
         label = name or (self._node.name if self._checks == 1 else f"{self._node.name}[{self._checks}]")

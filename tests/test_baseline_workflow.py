@@ -314,11 +314,6 @@ def test_removed_model_is_reported_and_kept_until_update(pytester, project):
     assert sorted(read_baseline(pytester)["models"]) == ["conv", "tiny"]  # kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin.NetbudgetSession._write_baseline merges every old entry back in, "
-    "so a model no longer registered is never dropped by --netbudget-update (SPEC §4: kept until --netbudget-update)",
-)
 def test_update_drops_a_removed_model(pytester, project):
     write(pytester, project)
     assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0

@@ -445,11 +445,6 @@ def test_budget_with_misspelt_limit_fails_at_import(pytester):
     result.stdout.fnmatch_lines(["*max_parms*did you mean 'max_params'*"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin.BudgetChecker.check raises pytest.UsageError inside the test's call phase: pytest reports it "
-    "as an ordinary failure with a traceback into plugin.py, not as a usage error (SPEC §2: never a traceback)",
-)
 def test_misspelt_marker_limit_is_reported_without_traceback(pytester):
     pytester.makepyfile(
         test_marker="""
