@@ -692,26 +692,34 @@ def has_netbudget_table(pyproject: Path) -> bool:
     return "netbudget" in data.get("tool", {})
 
 
-def measure_example_project() -> list[str]:
+def measure_example_project(runs: int = 3) -> list[str]:
+    """Fresh interpreters in example_project: plain ``pytest -q`` against ``pytest --netbudget -q``,
+    both with the cache plugin off, alternating, ``runs`` times each (median wall time)."""
     project = ROOT / "example_project"
     if not has_netbudget_table(project / "pyproject.toml"):
         return [
             "cold `pytest --netbudget` on example_project: not yet measurable "
             "(example_project/pyproject.toml has no [tool.netbudget] table yet)"
         ]
-    lines = []
-    timings = {}
-    for label, extra in (("plain pytest", []), ("pytest --netbudget", ["--netbudget"])):
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
-        start = time.perf_counter()
-        done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300)
-        timings[label] = time.perf_counter() - start
-        tail = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
-        lines.append(f"{label:20s} {timings[label]:6.2f} s  (exit {done.returncode}: {tail})")
-    lines.append(
-        f"cold --netbudget costs {timings['pytest --netbudget'] - timings['plain pytest']:+.2f} s "
-        f"over plain pytest ({timings['pytest --netbudget'] / timings['plain pytest']:.2f}x)"
-    )
+    commands = {
+        "plain pytest": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        "pytest --netbudget": [sys.executable, "-m", "pytest", "--netbudget", "-q", "-p", "no:cacheprovider"],
+    }
+    timings: dict[str, list[float]] = {label: [] for label in commands}
+    tails: dict[str, str] = {}
+    for _ in range(runs):
+        for label, command in commands.items():
+            start = time.perf_counter()
+            try:
+                done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300)
+            except subprocess.TimeoutExpired:
+                return [f"{label}: timed out after 300 s"]
+            timings[label].append(time.perf_counter() - start)
+            tails[label] = f"exit {done.returncode}: " + (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+    medians = {label: statistics.median(values) for label, values in timings.items()}
+    lines = [f"{label:20s} {medians[label]:6.2f} s median of {runs}  ({tails[label]})" for label in commands]
+    plain, ours = medians["plain pytest"], medians["pytest --netbudget"]
+    lines.append(f"--netbudget costs {ours - plain:+.2f} s over plain pytest ({ours / plain:.2f}x)")
     return lines
 
 
@@ -893,6 +901,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, help="torch.set_num_threads for the whole run (default: torch's default)"
     )
+    parser.add_argument(
+        "--no-example-project", action="store_true", help="skip timing pytest --netbudget on example_project"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -953,6 +964,11 @@ def main() -> None:
                 f"peak RSS {entry['hwm_kib'] / 1024:.0f} MiB (process before the call: "
                 f"{report['hwm_before_kib'] / 1024:.0f} MiB after importing and building on meta in "
                 f"{report['build_s']:.1f} s)"
+                + (
+                    f"; RUSAGE_CHILDREN ru_maxrss now {report['ru_maxrss_children_kib'] / 1024:.0f} MiB"
+                    if report.get("ru_maxrss_children_kib")
+                    else ""
+                )
             )
         bare = llama_runs.get("bare forward", {}).get("bare forward", {})
         for tool in ("netbudget", "FlopCounterMode"):
@@ -964,9 +980,10 @@ def main() -> None:
     for line in target_lines(results, meta_rows, llama_runs):
         print("  " + line)
 
-    print("\nExample project:")
-    for line in measure_example_project():
-        print("  " + line)
+    if not args.no_example_project:
+        print("\nExample project (fresh interpreters, -p no:cacheprovider):")
+        for line in measure_example_project():
+            print("  " + line)
 
     print("\nNotes (measured disagreements):")
     for result in results:

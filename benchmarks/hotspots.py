@@ -1,0 +1,163 @@
+"""Where netbudget's profiling overhead goes, for the engine's maintainers.
+
+    python benchmarks/hotspots.py                      # ResNet-50 on meta
+    python benchmarks/hotspots.py --model resnet50 --device cpu --threads 1
+
+Times, for the same model and inputs (min and median of N interleaved runs):
+
+- a bare ``no_grad`` forward;
+- the same forward under a dispatch mode that only calls each op, and with no-op
+  forward pre/post hooks on every module, and both together: the floor of any
+  operator-level counter that attributes ops to modules this way;
+- ``FlopCounterMode`` and ``netbudget.profile``.
+
+then runs netbudget under cProfile and lists its own functions (and torch's
+flop-counter formulas that it calls) by internal and cumulative time. cProfile
+inflates Python-heavy code, so read its figures as shares, not as milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from models import MODELS  # noqa: E402
+
+
+class CallOnly(TorchDispatchMode):
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
+def with_noop_hooks(model: torch.nn.Module, body: Callable[[], None]) -> None:
+    handles = []
+    for module in model.modules():
+        handles.append(module.register_forward_pre_hook(lambda module, args, kwargs: None, with_kwargs=True))
+        handles.append(module.register_forward_hook(lambda module, args, output: None, always_call=True))
+    try:
+        body()
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet50", choices=[name for name, b in MODELS.items() if not b.meta_only])
+    parser.add_argument("--device", default="meta", choices=["cpu", "meta"])
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--top", type=int, default=25, help="rows of the cProfile listing")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from pytest_netbudget import profile
+
+    bench = MODELS[args.model]
+    if args.device == "meta":
+        with torch.device("meta"):
+            model = bench.build()
+    else:
+        model = bench.build()
+    model.eval()
+    inputs = bench.make_inputs(args.device)
+
+    def bare() -> None:
+        with torch.no_grad():
+            model(*inputs)
+
+    def mode_only() -> None:
+        with torch.no_grad(), CallOnly():
+            model(*inputs)
+
+    def mode_and_hooks() -> None:
+        with_noop_hooks(model, mode_only)
+
+    def flop_counter() -> None:
+        with torch.no_grad(), FlopCounterMode(display=False):
+            model(*inputs)
+
+    def netbudget() -> None:
+        profile(model, inputs=inputs, device=args.device)
+
+    variants = {
+        "bare forward": bare,
+        "dispatch mode that only calls": mode_only,
+        "no-op hooks on every module": lambda: with_noop_hooks(model, bare),
+        "mode + hooks (the floor)": mode_and_hooks,
+        "FlopCounterMode": flop_counter,
+        "netbudget.profile": netbudget,
+    }
+    for function in variants.values():
+        function()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(args.reps):
+            for name, function in variants.items():
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+
+    ops = CountOps()
+    with torch.no_grad(), ops:
+        model(*inputs)
+    modules = sum(1 for _ in model.modules())
+    print(
+        f"{args.model} on {args.device}, {torch.get_num_threads()} thread(s): {ops.count} aten ops, "
+        f"{modules} modules, {args.reps} interleaved runs"
+    )
+    floor = min(times["bare forward"])
+    for name, values in times.items():
+        print(
+            f"  {name:32s} min {min(values) * 1000:8.2f} ms  median {statistics.median(values) * 1000:8.2f} ms"
+            f"  min/bare {min(values) / floor:5.2f}x"
+        )
+    extra = min(times["netbudget.profile"]) - min(times["mode + hooks (the floor)"])
+    print(f"  netbudget above the floor: {extra * 1000:.2f} ms, {extra / ops.count * 1e6:.1f} us per aten op")
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(5):
+        netbudget()
+    profiler.disable()
+    for order in ("tottime", "cumtime"):
+        buffer = io.StringIO()
+        stats = pstats.Stats(profiler, stream=buffer)
+        stats.sort_stats(order).print_stats(r"pytest_netbudget|flop_counter|weakref", args.top)
+        listing = buffer.getvalue()
+        print(f"\ncProfile of 5 netbudget calls, by {order}:")
+        print(listing[listing.find("   ncalls") :].rstrip())
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+if __name__ == "__main__":
+    main()
