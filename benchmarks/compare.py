@@ -437,7 +437,7 @@ def ptflops_by_type(model: torch.nn.Module, inputs: Inputs, bench: BenchModel, t
         found = _PTFLOPS_LINE.match(line)
         if found:
             counted[found.group(2)] += float(found.group(3)) * _PTFLOPS_UNITS[found.group(4)]
-    counted["(patched functional/tensor ops)"] = total - sum(counted.values())
+    counted["(ptflops patched torch functions)"] = total - sum(counted.values())
     return counted
 
 
@@ -477,6 +477,25 @@ def device_consistency(model: torch.nn.Module, inputs: Inputs) -> list[str]:
     if ops:
         notes.append(f"netbudget uncounted ops: {', '.join(ops)}")
     return notes
+
+
+def attention_probe() -> str:
+    """activations_mb of one causal SDPA call (1 x 8 heads x 2048 tokens x 64) on cpu and on meta:
+    CPU runs a fused kernel, meta PyTorch's math path, which materialises the score matrix."""
+    from pytest_netbudget import profile
+
+    class Attention(torch.nn.Module):
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    query = torch.randn(1, 8, 2048, 64)
+    on_cpu = profile(Attention(), inputs=(query,), device="cpu")
+    on_meta = profile(Attention(), inputs=(query,), device="meta")
+    return (
+        f"probe, one causal SDPA (1x8x2048x64): netbudget activations_mb {on_cpu.activations_mb:.2f} on cpu vs "
+        f"{on_meta.activations_mb:.2f} on meta (MACs {'equal' if on_cpu.macs == on_meta.macs else 'differ'}, "
+        f"FLOPs {'equal' if on_cpu.flops == on_meta.flops else 'differ'})"
+    )
 
 
 def error_notes(result: ModelResult) -> list[str]:
@@ -555,7 +574,7 @@ def diagnose(bench: BenchModel, model: torch.nn.Module, inputs: Inputs, result: 
             elif tool == "torchinfo" and reference_ok:
                 split = _differences(torchinfo_by_type(model, inputs), by_type, expected_macs)
                 notes.append(
-                    f"{head}: by module type vs expected: {split} (torchinfo: weight/bias numel x output positions per module)"
+                    f"{head}: by module type vs expected: {split} (torchinfo: weight/bias numel x batch size, x output spatial size only for *Conv* classes)"
                 )
             elif tool == "ptflops[pytorch]" and reference_ok:
                 split = _differences(ptflops_by_type(model, inputs, bench, outcome.macs), by_type, expected_macs)
@@ -986,6 +1005,7 @@ def main() -> None:
             print("  " + line)
 
     print("\nNotes (measured disagreements):")
+    print(f"  - {attention_probe()}")
     for result in results:
         for note in result.notes:
             print(f"  - {result.name}: {note}")
