@@ -137,7 +137,7 @@ def run_thop(model: torch.nn.Module, inputs: Inputs) -> tuple[int, int]:
 
 def first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:160] if lines else ""
+    return lines[0][:260] if lines else ""
 
 
 class ToolFailed(Exception):
@@ -669,10 +669,11 @@ def child_main(spec: str) -> None:
 
 
 def run_child(spec: str, timeout: float) -> dict[str, Any]:
-    """Run ``--child`` in a fresh interpreter; its own VmHWM and RUSAGE_CHILDREN both reported."""
-    import resource
+    """Run ``--child`` in a fresh interpreter and return its JSON report.
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    Peak memory is the child's own VmHWM, read inside it: ``getrusage(RUSAGE_CHILDREN)``
+    would not do, because Linux carries ``ru_maxrss`` across the fork, so a child forked
+    from this (by then large) process reports this process's size as its maximum."""
     try:
         done = subprocess.run(
             [sys.executable, __file__, "--child", spec],
@@ -685,10 +686,7 @@ def run_child(spec: str, timeout: float) -> dict[str, Any]:
         return {"error": "TimeoutExpired"}
     for line in done.stdout.splitlines():
         if line.startswith("CHILD-JSON "):
-            report = json.loads(line[len("CHILD-JSON ") :])
-            after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            report["ru_maxrss_children_kib"] = after if after > before else None
-            return report
+            return json.loads(line[len("CHILD-JSON ") :])
     return {"error": f"child exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
 
 
@@ -983,11 +981,6 @@ def main() -> None:
                 f"peak RSS {entry['hwm_kib'] / 1024:.0f} MiB (process before the call: "
                 f"{report['hwm_before_kib'] / 1024:.0f} MiB after importing and building on meta in "
                 f"{report['build_s']:.1f} s)"
-                + (
-                    f"; RUSAGE_CHILDREN ru_maxrss now {report['ru_maxrss_children_kib'] / 1024:.0f} MiB"
-                    if report.get("ru_maxrss_children_kib")
-                    else ""
-                )
             )
         bare = llama_runs.get("bare forward", {}).get("bare forward", {})
         for tool in ("netbudget", "FlopCounterMode"):
