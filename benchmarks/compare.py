@@ -886,7 +886,7 @@ def target_lines(
         if ours is not None and theirs is not None:
             lines.append(f"{verdict(ours <= 1.2)}  ResNet-50 on CPU <= 1.2x a bare forward: {ours:.2f}x")
             lines.append(
-                f"{verdict(ours <= theirs)}  ResNet-50 on CPU no slower than FlopCounterMode: {ours:.2f}x vs {theirs:.2f}x"
+                f"{verdict(ours <= theirs)}  ResNet-50 on CPU no slower than FlopCounterMode: {ours:.3f}x vs {theirs:.3f}x"
             )
     for label, outcomes in meta_rows:
         ours = outcomes["netbudget"].median_ratio
