@@ -176,19 +176,51 @@ def _torch_macs(packet: Any, call: OpCall) -> int:
 # --- linear algebra: MACs from torch's formulas, bias additions as extra FLOPs ----------
 
 
-def _matmul_formula(packet: Any, bias_arg: str | None) -> OpFormula:
+def _shapes(values: tuple) -> list[Any]:
+    return [value.shape if isinstance(value, torch.Tensor) else value for value in values]
+
+
+def _matmul_formula(torch_formula: Callable[..., int], operands: int, has_bias: bool) -> OpFormula:
+    """MACs from FlopCounterMode's formula (2 FLOPs per MAC), called on the operand shapes
+    directly; the bias (``self`` of addmm/baddbmm) adds one FLOP per output element."""
+    raw = torch_formula.__wrapped__  # the formula without its pytree pass over every argument
+
     def formula(call: OpCall) -> Cost:
-        macs = _torch_macs(packet, call)
-        extra = numel(call.first_out) if bias_arg and call[bias_arg] is not None else 0
+        if call.kwargs:
+            return _generic_torch_formula(call)
+        macs = raw(*_shapes(call.args[:operands])) // 2
+        extra = numel(call.out) if has_bias else 0
         return Cost(macs, 2 * macs + extra)
 
     return formula
 
 
-for _packet, _bias in ((aten.mm, None), (aten.bmm, None), (aten.addmm, "self"), (aten.baddbmm, "self")):
-    register_formula(_packet)(_matmul_formula(_packet, _bias))
-for _packet in (aten.convolution, aten._convolution, aten.cudnn_convolution, aten.cudnn_convolution_transpose):
-    register_formula(_packet)(_matmul_formula(_packet, "bias" if _packet is not aten.cudnn_convolution else None))
+def _convolution_formula(call: OpCall) -> Cost:
+    """aten.convolution(input, weight, bias, stride, padding, dilation, transposed, ...)."""
+    if call.kwargs:
+        return _generic_torch_formula(call)
+    x, weight, bias, transposed = call.args[0], call.args[1], call.args[2], call.args[6]
+    macs = flop_counter.conv_flop_count(x.shape, weight.shape, call.out.shape, transposed) // 2
+    return Cost(macs, 2 * macs + (numel(call.out) if bias is not None else 0))
+
+
+def _generic_torch_formula(call: OpCall) -> Cost:
+    """Any op in FlopCounterMode's registry, through its registered (pytree-wrapped) formula."""
+    macs = _torch_macs(call.func.overloadpacket, call)
+    bias = next((call[name] for name in ("bias", "self") if name in _argument_names(call.func)), None)
+    return Cost(macs, 2 * macs + (numel(call.first_out) if bias is not None else 0))
+
+
+def _argument_names(func: Any) -> set[str]:
+    return {argument.name for argument in func._schema.arguments}
+
+
+register_formula(aten.mm)(_matmul_formula(flop_counter.mm_flop, 2, has_bias=False))
+register_formula(aten.bmm)(_matmul_formula(flop_counter.bmm_flop, 2, has_bias=False))
+register_formula(aten.addmm)(_matmul_formula(flop_counter.addmm_flop, 3, has_bias=True))
+register_formula(aten.baddbmm)(_matmul_formula(flop_counter.baddbmm_flop, 3, has_bias=True))
+register_formula([aten.convolution, aten._convolution])(_convolution_formula)
+register_formula([aten.cudnn_convolution, aten.cudnn_convolution_transpose])(_generic_torch_formula)
 
 
 # --- per-element costs -----------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -111,43 +111,46 @@ def make_inputs(
     return (moved,), {}
 
 
-def _own_tensors(model: torch.nn.Module, dtype: torch.dtype | None) -> tuple[list[LayerStats], int]:
+@dataclass
+class _Inventory:
+    """One pass over the model's own tensors: per-module counts and what profiling needs to know."""
+
+    rows: list[LayerStats]
+    size_bytes: int
+    tensors: list[torch.Tensor]  # unique parameters and buffers
+    devices: set[torch.device]
+    float_dtypes: set[torch.dtype]
+
+
+def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
     """Per-module parameter and buffer counts; a tensor shared by two modules counts once,
     for the first module that holds it."""
     seen: set[int] = set()
-    rows = []
-    total_bytes = 0
+    inventory = _Inventory(rows=[], size_bytes=0, tensors=[], devices=set(), float_dtypes=set())
     for path, module in model.named_modules():
-        params = trainable = buffers = 0
-        for tensor, is_param in [(p, True) for p in module.parameters(recurse=False)] + [
-            (b, False) for b in module.buffers(recurse=False)
-        ]:
+        counts = {"params": 0, "trainable_params": 0, "buffers": 0}
+        owned = [(tensor, True) for tensor in module._parameters.values() if tensor is not None]
+        owned += [(tensor, False) for tensor in module._buffers.values() if tensor is not None]
+        for tensor, is_param in owned:
             if id(tensor) in seen:
                 continue
             seen.add(id(tensor))
+            inventory.tensors.append(tensor)
+            inventory.devices.add(tensor.device)
+            floating = tensor.is_floating_point()
+            if floating:
+                inventory.float_dtypes.add(tensor.dtype)
             count = tensor.numel()
-            itemsize = dtype.itemsize if dtype is not None and tensor.is_floating_point() else tensor.element_size()
-            total_bytes += count * itemsize
-            if is_param:
-                params += count
-                trainable += count if tensor.requires_grad else 0
-            else:
-                buffers += count
-        rows.append(
-            LayerStats(
-                path=path, type=type(module).__name__, params=params, trainable_params=trainable, buffers=buffers
+            inventory.size_bytes += count * (
+                dtype.itemsize if dtype is not None and floating else tensor.element_size()
             )
-        )
-    return rows, total_bytes
-
-
-def _model_device(model: torch.nn.Module) -> torch.device | None:
-    devices = {tensor.device for tensor in (*model.parameters(), *model.buffers())}
-    return devices.pop() if len(devices) == 1 else None
-
-
-def _model_dtypes(model: torch.nn.Module) -> set[torch.dtype]:
-    return {tensor.dtype for tensor in (*model.parameters(), *model.buffers()) if tensor.is_floating_point()}
+            if is_param:
+                counts["params"] += count
+                counts["trainable_params"] += count if tensor.requires_grad else 0
+            else:
+                counts["buffers"] += count
+        inventory.rows.append(LayerStats(path=path, type=type(module).__name__, **counts))
+    return inventory
 
 
 def _stateless_state(
@@ -215,18 +218,19 @@ def profile(
     target = resolve_device(device)
     target_dtype = resolve_dtype(dtype)
     args, kwargs = make_inputs(inputs, input_shape, target, target_dtype)
-    rows, size_bytes = _own_tensors(model, target_dtype)
+    inventory = _inventory(model, target_dtype)
 
-    model_device = _model_device(model)
     # In train mode the forward may update buffers (BatchNorm statistics), so it runs on copies.
-    direct = (model_device is None and not [*model.parameters(), *model.buffers()]) or (
-        not train and model_device == target and (target_dtype is None or _model_dtypes(model) <= {target_dtype})
+    direct = not inventory.tensors or (
+        not train
+        and inventory.devices == {target}
+        and (target_dtype is None or inventory.float_dtypes <= {target_dtype})
     )
-    if not direct and model_device is not None and model_device.type == "meta" and target.type != "meta":
+    if not direct and inventory.devices == {torch.device("meta")} and target.type != "meta":
         raise ValueError("the model's weights are on the meta device: profile it with device='meta'")
     if direct:
         state: dict[str, torch.Tensor] = {}
-        external = [*model.parameters(), *model.buffers()]
+        external = inventory.tensors
     else:
         state = _stateless_state(model, target, target_dtype)
         external = list(state.values())
@@ -244,8 +248,8 @@ def profile(
             tracer.detach()
 
     # A tally's fields are the measured half of a LayerStats row.
-    layers = [replace(row, **vars(tally)) for row, tally in zip(rows, tracer.tallies)]
-    dtype_name = str(target_dtype or next(iter(_model_dtypes(model)), torch.float32)).replace("torch.", "")
+    layers = [replace(row, **vars(tally)) for row, tally in zip(inventory.rows, tracer.tallies)]
+    dtype_name = str(target_dtype or min(inventory.float_dtypes, key=str, default=torch.float32)).replace("torch.", "")
     return Profile(
         model=type(model).__name__,
         device=str(target),
@@ -254,7 +258,7 @@ def profile(
         params=sum(row.params for row in layers),
         trainable_params=sum(row.trainable_params for row in layers),
         buffers=sum(row.buffers for row in layers),
-        size_mb=size_bytes / units.MIB,
+        size_mb=inventory.size_bytes / units.MIB,
         macs=sum(row.macs for row in layers),
         flops=sum(row.flops for row in layers),
         activations_mb=tracer.memory.peak / units.MIB,

@@ -82,6 +82,18 @@ def tensor_leaves(value: Any) -> list[torch.Tensor]:
     return []
 
 
+def argument_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """Tensors passed to an op: directly or in a list (``cat``), never deeper; faster than
+    walking every int of stride and padding lists."""
+    found = []
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(item for item in value if isinstance(item, torch.Tensor))
+    return found
+
+
 def shapes_of(value: Any) -> list[list[int]]:
     return [list(leaf.shape) for leaf in tensor_leaves(value)]
 
@@ -108,25 +120,35 @@ class LiveMemory:
     def __init__(self, external: list[torch.Tensor]) -> None:
         self._external = {key for key in map(_storage_key, external) if key is not None}
         self._live: dict[int, list[int]] = {}  # storage key -> [bytes, tensors alive]
+        self._refs: dict[int, tuple[weakref.ref, int]] = {}  # id(ref) -> (ref, storage key)
         self.current = 0
         self.peak = 0
         self._open = True
 
     def saw(self, tensor: torch.Tensor) -> None:
-        key = _storage_key(tensor)
-        if key is None or key in self._external:
+        try:
+            storage = tensor.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # sparse and other storage-less layouts
+            return
+        key = storage._cdata
+        if key in self._external:
             return
         entry = self._live.get(key)
         if entry is None:
-            entry = self._live[key] = [tensor.untyped_storage().nbytes(), 0]
+            entry = self._live[key] = [storage.nbytes(), 0]
             self.current += entry[0]
-            self.peak = max(self.peak, self.current)
+            if self.current > self.peak:
+                self.peak = self.current
         entry[1] += 1
-        weakref.finalize(tensor, self._freed, key)
+        # Refs are kept by id: two refs to one tensor would compare their tensors with ==.
+        ref = weakref.ref(tensor, self._freed)
+        self._refs[id(ref)] = (ref, key)
 
-    def _freed(self, key: int) -> None:
-        if not self._open:
+    def _freed(self, ref: weakref.ref) -> None:
+        ref_and_key = self._refs.pop(id(ref), None)
+        if ref_and_key is None or not self._open:
             return
+        key = ref_and_key[1]
         entry = self._live.get(key)
         if entry is None:
             return
@@ -139,6 +161,7 @@ class LiveMemory:
         """Stop listening: tensors that outlive the forward no longer matter."""
         self._open = False
         self._live.clear()
+        self._refs.clear()
 
 
 class Tracer(TorchDispatchMode):
@@ -151,6 +174,7 @@ class Tracer(TorchDispatchMode):
         self.uncounted: Counter[str] = Counter()
         self.memory = LiveMemory(external)
         self._index = {id(module): index for index, (_, module) in enumerate(self.modules)}
+        self._module_formulas = [formulas.module_formula(module) for _, module in self.modules]
         self._stack: list[int] = []
         self._suppressed = 0  # > 0 inside a module counted by a user's module formula
         self._handles: list[Any] = []
@@ -175,7 +199,7 @@ class Tracer(TorchDispatchMode):
         if tally.calls == 1:
             tally.input_shapes = shapes_of((args, kwargs))
         self._stack.append(index)
-        if formulas.module_formula(module) is not None:
+        if self._module_formulas[index] is not None:
             self._suppressed += 1
 
     def _leave(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
@@ -185,7 +209,7 @@ class Tracer(TorchDispatchMode):
         tally = self.tallies[index]
         if tally.calls == 1 and not tally.output_shapes:
             tally.output_shapes = shapes_of(output)
-        formula = formulas.module_formula(module)
+        formula = self._module_formulas[index]
         if formula is not None:
             self._suppressed -= 1
             if output is not None and self._suppressed == 0:
@@ -212,14 +236,14 @@ class Tracer(TorchDispatchMode):
         return out
 
     def _account(self, func: Any, formula: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        outputs = tensor_leaves(out)
+        outputs = argument_tensors((out,), {})
         for tensor in outputs[:1] if func in _STATISTICS_OUTPUTS else outputs:
             self.memory.saw(tensor)
         if self._suppressed:
             return
         tally = self.tallies[self._stack[-1] if self._stack else 0]
         if not func.is_view:
-            tally.read_bytes += sum(_nbytes(tensor) for tensor in tensor_leaves((args, kwargs)))
+            tally.read_bytes += sum(_nbytes(tensor) for tensor in argument_tensors(args, kwargs))
             tally.write_bytes += sum(_nbytes(tensor) for tensor in outputs)
         if formula is None:
             self.uncounted[str(func.overloadpacket)] += 1
