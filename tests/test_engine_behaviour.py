@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from reference_models import ResNet18, SpecCNN, TiedLM
+from reference_models import SpecCNN, TiedLM, resnet18
 from torch import nn
 
 from pytest_netbudget import Cost, profile, register_formula
@@ -91,7 +91,7 @@ def test_module_called_twice_is_one_row(device):
 
 def test_resnet_block_rows():
     """In torchvision's BasicBlock the ReLU module runs twice and the residual add is the block's own work."""
-    p = profile(ResNet18(), input_shape=(1, 3, 224, 224), device="meta")
+    p = profile(resnet18(), input_shape=(1, 3, 224, 224), device="meta")
     rows = {row.path: row for row in p.layers}
     block_out = 64 * 56 * 56
     assert rows["layer1.0.relu"].calls == 2

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
+import reference_models
 import torch
 import torch.nn.functional as F
-from reference_models import FunctionalAttention, LSTMModel, ResNet18, SpecCNN, TiedLM, ViTBlock
+from reference_models import FunctionalAttention, LSTMModel, SpecCNN, TiedLM, ViTBlock
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -108,7 +109,7 @@ def test_spec_cnn_reference_figures():
 @pytest.fixture(scope="module")
 def resnet18() -> nn.Module:
     torch.manual_seed(0)
-    return ResNet18()
+    return reference_models.resnet18()
 
 
 def test_resnet18_reference_figures(resnet18):
