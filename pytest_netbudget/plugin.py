@@ -148,7 +148,10 @@ class NetbudgetSession:
         if not self.enabled or self.settings is None or not self.settings.models:
             return
         node = ModelsFile.from_parent(session, path=self.settings.path)
-        items[:0] = list(node.collect())
+        models = list(node.collect())
+        # Report them as collected, so that "collected N items" and --collect-only count them.
+        config.hook.pytest_collectreport(report=pytest.CollectReport(node.nodeid, "passed", None, models))
+        items[:0] = models
 
     # --- results travel on reports (also from pytest-xdist workers) -------------------------
 
