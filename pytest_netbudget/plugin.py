@@ -143,9 +143,19 @@ class NetbudgetSession:
 
     # --- collection ------------------------------------------------------------------------
 
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> ModelsFile | None:
+        """pyproject.toml met during collection, or named on the command line
+        (``pytest --netbudget pyproject.toml::mnist_cnn``), collects the models."""
+        if self.enabled and self.settings is not None and file_path == self.settings.path:
+            return ModelsFile.from_parent(parent, path=file_path)
+        return None
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
+        """The models come first, also when the collected paths (``testpaths``) do not include pyproject.toml."""
         if not self.enabled or self.settings is None or not self.settings.models:
+            return
+        if any(isinstance(item, ModelItem) for item in items):
             return
         node = ModelsFile.from_parent(session, path=self.settings.path)
         models = list(node.collect())

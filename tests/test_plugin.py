@@ -54,6 +54,21 @@ def test_dash_k_selects_one_model(pytester, project):
     assert "::conv" not in result.stdout.str()
 
 
+def test_node_id_of_a_failed_model_reruns_it(pytester, project):
+    """The id pytest prints on a FAILED line selects that model, as with any test."""
+    project(TINY.format(max_params=60) + CONV)
+    result = pytester.runpytest("--netbudget", "-v", "pyproject.toml::conv")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*collected 1 item*", "*pyproject.toml::conv PASSED*"])
+
+
+def test_collected_count_includes_the_models(pytester, project):
+    project(TINY.format(max_params=60) + CONV)
+    pytester.makepyfile(test_other="def test_plain():\n    assert True\n")
+    result = pytester.runpytest("--netbudget", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["pyproject.toml::tiny", "pyproject.toml::conv", "*3 tests collected*"])
+
+
 def test_over_budget_fails_that_item_with_the_budget_table(pytester, project):
     # 55 params against 50: +5, 10.0% over; 50 MACs against 60: ok.
     project(TINY.format(max_params=50) + CONV)
