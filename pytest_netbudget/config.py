@@ -289,10 +289,15 @@ def _shape(value: Any, where: _Where, key: str) -> list[int]:
     return list(value)
 
 
-def _device(value: Any, where: _Where, key: str) -> str:
-    if isinstance(value, str) and (
+def is_device(value: Any) -> bool:
+    """auto, cpu, cuda, cuda:N or meta."""
+    return isinstance(value, str) and (
         value in ("auto", "cpu", "cuda", "meta") or (value.startswith("cuda:") and value[5:].isdigit())
-    ):
+    )
+
+
+def _device(value: Any, where: _Where, key: str) -> str:
+    if is_device(value):
         return value
     close = difflib.get_close_matches(str(value), ("auto", "cpu", "cuda", "meta"), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""

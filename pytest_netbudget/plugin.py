@@ -101,11 +101,10 @@ class NetbudgetSession:
         for path in self.config.getoption("netbudget_report"):
             if Path(path).suffix not in REPORT_SUFFIXES:
                 raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md or .json")
-        if self.device_override:
-            try:
-                config._device(self.device_override, config._Where("--netbudget-device", "command line"), "device")
-            except config.ConfigError as error:
-                raise pytest.UsageError(str(error)) from None
+        if self.device_override and not config.is_device(self.device_override):
+            raise pytest.UsageError(
+                f"--netbudget-device: unknown device {self.device_override!r}; use one of {', '.join(config.DEVICES)}"
+            )
         try:
             self.settings = config.load_settings(pyproject) if pyproject.exists() else None
             if self.settings is not None and self._wants_cuda():
