@@ -13,6 +13,7 @@ from .budgets import MetricCheck, Verdict
 from .config import MB_METRICS
 
 LAYER_DIFF_LIMIT = 10
+DIFF_FIGURES = ("params", "macs", "flops")
 
 
 @dataclass
@@ -84,9 +85,9 @@ def largest_layers_line(profile: dict[str, Any], metric: str = "params", count: 
 def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
     if not changes:
         return []
-    rows = [["layer", "change", "params", "macs"]]
+    rows = [["layer", "change", *DIFF_FIGURES]]
     for item in changes[:limit]:
-        rows.append([f"{item.path} ({item.type})", item.kind, _old_new(item, "params"), _old_new(item, "macs")])
+        rows.append([f"{item.path} ({item.type})", item.kind, *(_old_new(item, name) for name in DIFF_FIGURES)])
     lines = ["layers changed since the baseline:", *_columns(rows)]
     if len(changes) > limit:
         lines.append(f"  ... and {len(changes) - limit} more changed layers")
@@ -99,7 +100,7 @@ def _old_new(item: LayerChange, name: str) -> str:
     return f"{old} -> {new}"
 
 
-def failure_text(result: ModelResult) -> str:
+def failure_text(result: ModelResult, with_layers: bool = True) -> str:
     """What a failing item shows: the diff against the budget, the biggest layers, what changed."""
     if result.error is not None:
         return f"{result.name} could not be profiled\n  {result.error}"
@@ -129,7 +130,8 @@ def failure_text(result: ModelResult) -> str:
     largest = largest_layers_line(result.profile)
     if largest:
         lines.append("  " + largest)
-    lines += ["  " + line for line in layer_diff_lines(result.layer_changes)]
+    if with_layers:
+        lines += ["  " + line for line in layer_diff_lines(result.layer_changes)]
     return "\n".join(lines)
 
 
@@ -235,15 +237,16 @@ def markdown(results: list[ModelResult], removed: list[str] | None = None) -> st
         title = "new model" if not result.compared else ("changed" if result.changed else result.status)
         lines += [f"<details><summary><code>{result.name}</code>: {title}</summary>", ""]
         if result.verdict.failures or result.verdict.strict_failure:
-            lines += ["```", failure_text(result), "```", ""]
+            lines += ["```", failure_text(result, with_layers=False), "```", ""]
         if result.layer_changes:
-            lines += ["| layer | change | params | macs |", "|---|---|---|---|"]
+            lines += ["| layer | change | " + " | ".join(DIFF_FIGURES) + " |", "|---|---|" + "---|" * len(DIFF_FIGURES)]
             for item in result.layer_changes[:LAYER_DIFF_LIMIT]:
-                lines.append(
-                    f"| `{item.path}` ({item.type}) | {item.kind} | {_old_new(item, 'params')} | {_old_new(item, 'macs')} |"
-                )
+                figures = " | ".join(_old_new(item, name) for name in DIFF_FIGURES)
+                lines.append(f"| `{item.path}` ({item.type}) | {item.kind} | {figures} |")
             if len(result.layer_changes) > LAYER_DIFF_LIMIT:
-                lines.append(f"| ... | {len(result.layer_changes) - LAYER_DIFF_LIMIT} more | | |")
+                lines.append(
+                    f"| ... | {len(result.layer_changes) - LAYER_DIFF_LIMIT} more |" + " |" * len(DIFF_FIGURES)
+                )
             lines.append("")
         lines += mermaid_charts(result.profile)
         lines += ["</details>", ""]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -160,8 +161,8 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
             r"^\s+macs\s+-\s+60\s+50\s+\+10 \(\+20\.0%\)\s+grew \+10 \(\+20\.0%\), more than the allowed 2%$",
             r"^\s+largest layers by params: fc \(Linear\) 66$",
             r"^\s+layers changed since the baseline:$",
-            r"^\s+layer\s+change\s+params\s+macs$",
-            r"^\s+fc \(Linear\)\s+resized\s+55 -> 66\s+50 -> 60$",
+            r"^\s+layer\s+change\s+params\s+macs\s+flops$",
+            r"^\s+fc \(Linear\)\s+resized\s+55 -> 66\s+50 -> 60\s+105 -> 126$",  # FLOPs: 2 * MACs + bias
         ]
     )
     # the summary shows the change per metric, and conv unchanged
@@ -259,7 +260,7 @@ def test_per_metric_max_increase(pytester, project):
         ]
     )
     failure = result.stdout.str()[: result.stdout.str().index("netbudget summary")]
-    assert "flops" not in failure
+    assert not re.search(r"^\s+flops\s", failure, re.MULTILINE)  # no row for FLOPs (only the layer diff's column)
     # the same model on its old input passes: no growth at all is allowed and none happened
     write(pytester, project, toml=toml.format(batch=1), top=top)
     pytester.runpytest("--netbudget").assert_outcomes(passed=1)
@@ -334,7 +335,7 @@ def test_compare_with_a_json_report(pytester, project):
     result.stdout.re_match_lines(
         [
             r"^tiny grew more than max_increase allows over its baseline$",
-            r"^\s+fc \(Linear\)\s+resized\s+55 -> 66\s+50 -> 60$",
+            r"^\s+fc \(Linear\)\s+resized\s+55 -> 66\s+50 -> 60\s+105 -> 126$",  # FLOPs: 2 * MACs + bias
             r"^conv\s+params\s+20\s+100\s+20\.0%\s+=\s+pass$",
         ]
     )

@@ -178,10 +178,10 @@ def test_failure_text_growth_with_layer_diff():
     ]
     assert "  layers changed since the baseline:" in lines
     diff = lines[lines.index("  layers changed since the baseline:") + 1 :]
-    assert diff[0].split() == ["layer", "change", "params", "macs"]
+    assert diff[0].split() == ["layer", "change", "params", "macs", "flops"]
     # norm (400 params, 1.4% of the model) outranks act (FLOPs only, 500 / 4M)
-    assert diff[1].split() == ["norm", "(LayerNorm)", "added", "-", "->", "400", "-", "->", "0"]
-    assert diff[2].split() == ["act", "(ReLU)", "added", "-", "->", "0", "-", "->", "0"]
+    assert diff[1].split() == ["norm", "(LayerNorm)", "added", "-", "->", "400", "-", "->", "0", "-", "->", "1.00k"]
+    assert diff[2].split() == ["act", "(ReLU)", "added", "-", "->", "0", "-", "->", "0", "-", "->", "500"]
 
 
 def test_failure_text_error():
