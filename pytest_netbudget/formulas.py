@@ -60,7 +60,6 @@ class OpCall:
 OpFormula = Callable[[OpCall], Cost]
 ModuleFormula = Callable[[torch.nn.Module, tuple, Any], Cost]
 
-ZERO = Cost()
 _FREE = object()  # marker: the op moves or creates data and does no arithmetic
 
 _op_formulas: dict[str, OpFormula | object] = {}

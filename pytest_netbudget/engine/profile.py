@@ -74,11 +74,6 @@ class Profile:
             folded.append(replace(row, **sums))
         return folded
 
-    def largest_layers(self, metric: str = "params", count: int = 2) -> list[LayerStats]:
-        """The rows with the most of ``metric``, largest first (ties in model order)."""
-        ranked = sorted((row for row in self.layers if getattr(row, metric) > 0), key=lambda row: -getattr(row, metric))
-        return ranked[:count]
-
     def table(self, depth: int | None = None) -> str:
         """The per-layer table, rows deeper than ``depth`` folded into their ancestors."""
         from .table import render_layer_table
