@@ -21,8 +21,6 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
-aten = torch.ops.aten
-
 
 @dataclass(frozen=True)
 class Cost:
@@ -172,6 +170,10 @@ def _torch_macs(packet: Any, call: OpCall) -> int:
     return flop_counter.flop_registry[packet](*call.args, **call.kwargs, out_val=call.out) // 2
 
 
+# Formulas are registered by name, so that an op a torch version lacks costs nothing.
+
+# Formulas are registered by op name: an op that this torch version lacks costs nothing.
+
 # --- linear algebra: MACs from torch's formulas, bias additions as extra FLOPs ----------
 
 
@@ -214,12 +216,12 @@ def _argument_names(func: Any) -> set[str]:
     return {argument.name for argument in func._schema.arguments}
 
 
-register_formula(aten.mm)(_matmul_formula(flop_counter.mm_flop, 2, has_bias=False))
-register_formula(aten.bmm)(_matmul_formula(flop_counter.bmm_flop, 2, has_bias=False))
-register_formula(aten.addmm)(_matmul_formula(flop_counter.addmm_flop, 3, has_bias=True))
-register_formula(aten.baddbmm)(_matmul_formula(flop_counter.baddbmm_flop, 3, has_bias=True))
-register_formula([aten.convolution, aten._convolution])(_convolution_formula)
-register_formula([aten.cudnn_convolution, aten.cudnn_convolution_transpose])(_generic_torch_formula)
+register_formula("aten::mm")(_matmul_formula(flop_counter.mm_flop, 2, has_bias=False))
+register_formula("aten::bmm")(_matmul_formula(flop_counter.bmm_flop, 2, has_bias=False))
+register_formula("aten::addmm")(_matmul_formula(flop_counter.addmm_flop, 3, has_bias=True))
+register_formula("aten::baddbmm")(_matmul_formula(flop_counter.baddbmm_flop, 3, has_bias=True))
+register_formula(["aten::convolution", "aten::_convolution"])(_convolution_formula)
+register_formula(["aten::cudnn_convolution", "aten::cudnn_convolution_transpose"])(_generic_torch_formula)
 
 
 # --- per-element costs -----------------------------------------------------------------
@@ -558,21 +560,21 @@ _register_free(
 )
 
 
-@register_formula(aten._cdist_forward)
+@register_formula("aten::_cdist_forward")
 def _cdist_formula(call: OpCall) -> Cost:
     """Pairwise distances: a difference, a square and an add per feature of each pair."""
     features = call["x1"].shape[-1]
     return Cost(0, 3 * features * numel(call.first_out))
 
 
-@register_formula(aten.embedding_bag)
+@register_formula("aten::embedding_bag")
 def _embedding_bag_formula(call: OpCall) -> Cost:
     """Bags of embeddings: one add per gathered element."""
     gathered = numel(call["indices"]) * call["weight"].shape[-1]
     return Cost(0, gathered)
 
 
-@register_formula(aten._embedding_bag)
+@register_formula("aten::_embedding_bag")
 def _embedding_bag_internal_formula(call: OpCall) -> Cost:
     return _embedding_bag_formula(call)
 
@@ -612,17 +614,18 @@ def _bound_or_none(call: OpCall, name: str) -> Any:
         return None
 
 
-for _packet in (
-    aten._scaled_dot_product_flash_attention_for_cpu,
-    aten._scaled_dot_product_flash_attention,
-    aten._scaled_dot_product_efficient_attention,
-    aten._scaled_dot_product_cudnn_attention,
-    aten._scaled_dot_product_fused_attention_overrideable,
-):
-    register_formula(_packet)(_sdpa_formula)
+register_formula(
+    [
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention",
+        "aten::_scaled_dot_product_efficient_attention",
+        "aten::_scaled_dot_product_cudnn_attention",
+        "aten::_scaled_dot_product_fused_attention_overrideable",
+    ]
+)(_sdpa_formula)
 
 
-@register_formula(aten._native_multi_head_attention)
+@register_formula("aten::_native_multi_head_attention")
 def _native_mha_formula(call: OpCall) -> Cost:
     """The ``nn.MultiheadAttention`` fast path: in-projection, QK^T, AV, out-projection in one kernel.
 
@@ -648,7 +651,7 @@ def _native_mha_formula(call: OpCall) -> Cost:
     return Cost(macs, 2 * macs + biases + extra)
 
 
-@register_formula(aten._transformer_encoder_layer_fwd)
+@register_formula("aten::_transformer_encoder_layer_fwd")
 def _transformer_encoder_layer_formula(call: OpCall) -> Cost:
     """The ``nn.TransformerEncoderLayer`` fast path: self-attention, two layer norms and the
     feed-forward block in one kernel, counted as the unfused layer counts them."""
@@ -694,7 +697,7 @@ def _rnn_layer_cost(
     return Cost(macs, 2 * macs + biases + RNN_CELL_COST[kind] * steps_x_batch * hidden)
 
 
-@register_formula(aten.mkldnn_rnn_layer)
+@register_formula("aten::mkldnn_rnn_layer")
 def _mkldnn_rnn_layer_formula(call: OpCall) -> Cost:
     """oneDNN's whole-sequence RNN kernel, one layer and direction per call (LSTM on CPU)."""
     inp = call["input"]
@@ -729,6 +732,6 @@ def _whole_rnn_formula(kind: str) -> OpFormula:
     return formula
 
 
-register_formula(aten.lstm)(_whole_rnn_formula("lstm"))
-register_formula(aten.gru)(_whole_rnn_formula("gru"))
-register_formula([aten.rnn_tanh, aten.rnn_relu])(_whole_rnn_formula("rnn"))
+register_formula("aten::lstm")(_whole_rnn_formula("lstm"))
+register_formula("aten::gru")(_whole_rnn_formula("gru"))
+register_formula(["aten::rnn_tanh", "aten::rnn_relu"])(_whole_rnn_formula("rnn"))

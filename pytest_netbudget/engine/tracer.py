@@ -20,39 +20,43 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .. import formulas
 
 _aten = torch.ops.aten
+
+
+def _existing_ops(*names: tuple[Any, str, str]) -> frozenset:
+    """Op overloads looked up by name; those that this torch version lacks are skipped."""
+    found = (getattr(getattr(namespace, name, None), overload, None) for namespace, name, overload in names)
+    return frozenset(op for op in found if op is not None)
+
+
 # Queries about a tensor's layout; they compute nothing and are answered before counting.
-_METADATA_OPS = frozenset(
-    {
-        _aten.sym_is_contiguous.default,
-        _aten.is_contiguous.default,
-        _aten.is_contiguous.memory_format,
-        _aten.is_strides_like_format.default,
-        _aten.is_non_overlapping_and_dense.default,
-        _aten.size.default,
-        _aten.sym_size.default,
-        _aten.stride.default,
-        _aten.sym_stride.default,
-        _aten.storage_offset.default,
-        _aten.sym_storage_offset.default,
-        _aten.numel.default,
-        _aten.sym_numel.default,
-        _aten.dim.default,
-        torch.ops.prim.layout.default,
-        torch.ops.prim.device.default,
-    }
+_METADATA_OPS = _existing_ops(
+    (_aten, "sym_is_contiguous", "default"),
+    (_aten, "is_contiguous", "default"),
+    (_aten, "is_contiguous", "memory_format"),
+    (_aten, "is_strides_like_format", "default"),
+    (_aten, "is_non_overlapping_and_dense", "default"),
+    (_aten, "size", "default"),
+    (_aten, "sym_size", "default"),
+    (_aten, "stride", "default"),
+    (_aten, "sym_stride", "default"),
+    (_aten, "storage_offset", "default"),
+    (_aten, "sym_storage_offset", "default"),
+    (_aten, "numel", "default"),
+    (_aten, "sym_numel", "default"),
+    (_aten, "dim", "default"),
+    (torch.ops.prim, "layout", "default"),
+    (torch.ops.prim, "device", "default"),
 )
 
 
 # Batch norm returns its saved statistics beside its output: empty tensors from the CPU
 # kernel, C elements each on meta. Only the output is an activation, so that the figure
 # does not depend on the device.
-_STATISTICS_OUTPUTS = frozenset(
-    {
-        _aten.native_batch_norm.default,
-        _aten._native_batch_norm_legit_no_training.default,
-        _aten._native_batch_norm_legit.default,
-        _aten._native_batch_norm_legit.no_stats,
-    }
+_STATISTICS_OUTPUTS = _existing_ops(
+    (_aten, "native_batch_norm", "default"),
+    (_aten, "_native_batch_norm_legit_no_training", "default"),
+    (_aten, "_native_batch_norm_legit", "default"),
+    (_aten, "_native_batch_norm_legit", "no_stats"),
 )
 
 
