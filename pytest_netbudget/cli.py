@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .config import ConfigError, ModelSpec, model_spec
 from .loading import LoadError, import_callable
 
 
@@ -33,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--input-shape", type=parse_shape, required=True, help="shape of one float input, e.g. 1,3,224,224"
     )
+    show.add_argument(
+        "--input-dtype", default="float32", help="dtype of that input: float32 (default), int64 for token ids, ..."
+    )
+    show.add_argument("--input-high", type=int, default=None, help="integer inputs: exclusive upper bound (vocabulary)")
     show.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or meta (default: cpu)")
     show.add_argument("--dtype", default=None, help="float32, float16, bfloat16 or float64")
     show.add_argument("--depth", type=int, default=None, help="fold layers deeper than this into their parents")
@@ -44,44 +49,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sys.path.insert(0, os.getcwd())
     try:
-        factory = import_callable(args.factory)
-    except LoadError as error:
+        import_callable(args.factory)
+        spec = _spec(args)
+    except (LoadError, ConfigError, ValueError) as error:
         print(f"netbudget: error: {error}", file=sys.stderr)
         return 2
 
-    import torch
-
-    from .engine import build_model, profile
-    from .engine.run import resolve_device, resolve_dtype
+    from .engine.run import resolve_device
+    from .specs import ModelError, profile_spec
 
     try:
-        device = resolve_device(args.device)
-        resolve_dtype(args.dtype)
+        resolve_device(spec.device)
+        result = profile_spec(spec)
     except ValueError as error:
         print(f"netbudget: error: {error}", file=sys.stderr)
         return 2
-    try:
-        model = build_model(factory, None, device)
-    except Exception as error:
-        print(
-            f"netbudget: error: {args.factory} raised while building the model: {type(error).__name__}: {error}",
-            file=sys.stderr,
-        )
-        return 1
-    if not isinstance(model, torch.nn.Module):
-        print(f"netbudget: error: {args.factory} returned a {type(model).__name__}, not an nn.Module", file=sys.stderr)
-        return 1
-    try:
-        result = profile(model, input_shape=args.input_shape, device=device, dtype=args.dtype)
-    except Exception as error:
-        print(
-            f"netbudget: error: the forward pass of {args.factory} failed on input {args.input_shape}: "
-            f"{type(error).__name__}: {error}",
-            file=sys.stderr,
-        )
+    except ModelError as error:
+        print(f"netbudget: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table(args.depth))
     return 0
+
+
+def _spec(args: argparse.Namespace) -> ModelSpec:
+    """The command line as a registered model, validated as pyproject.toml would be."""
+    if args.input_dtype == "float32" and args.input_high is None:
+        inputs = {"input_shape": args.input_shape}
+    else:
+        inputs = {"inputs": [{"shape": args.input_shape, "dtype": args.input_dtype, "high": args.input_high}]}
+        inputs["inputs"] = [
+            {key: value for key, value in item.items() if value is not None} for item in inputs["inputs"]
+        ]
+    table = {"factory": args.factory, "device": args.device, **inputs}
+    if args.dtype is not None:
+        table["dtype"] = args.dtype
+    return model_spec(args.factory, table, "netbudget show")
 
 
 if __name__ == "__main__":

@@ -162,6 +162,11 @@ def load_settings(path: Path) -> Settings | None:
     return Settings(path=path, baseline=(path.parent / baseline), models=models, device=device, strict=strict)
 
 
+def model_spec(name: str, table: dict[str, Any], source: str) -> ModelSpec:
+    """One model table validated on its own; ``netbudget show`` builds one from its arguments."""
+    return _model(name, table, _Where(source, "arguments"), "auto", None, {}, False)
+
+
 def _model(
     name: str,
     table: dict[str, Any],

@@ -57,8 +57,8 @@ def test_forward_failure_subprocess():
     result = netbudget("show", "example_project.models:TextClassifier", "--input-shape", "1,16")
     assert result.returncode == 1
     assert "forward pass" in result.stderr and "failed" in result.stderr
-    assert "example_project.models:TextClassifier" in result.stderr
     assert "[1, 16]" in result.stderr
+    assert "Expected tensor for argument #1 'indices'" in result.stderr  # the cause, from the model
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
 
@@ -151,7 +151,7 @@ def test_factory_that_raises_or_returns_no_module(in_tmp, capsys):
     err = capsys.readouterr().err
     assert "odd_models:raising" in err and "no weights today" in err
     assert cli.main(["show", "odd_models:not_a_module", "--input-shape", "1,4"]) == 1
-    assert "not an nn.Module" in capsys.readouterr().err
+    assert "returned a int, not a torch.nn.Module" in capsys.readouterr().err
 
 
 def test_bad_device_and_dtype(in_example, capsys):
@@ -165,3 +165,19 @@ def test_bad_device_and_dtype(in_example, capsys):
 def test_cuda_without_cuda(in_example, capsys):
     assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", "--device", "cuda"]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_token_inputs_for_a_model_that_takes_ids(in_example, capsys):
+    """--input-dtype int64 --input-high V feeds token ids: the LSTM tagger on 4 sentences of 32 tokens.
+
+    MACs by hand: embedding 0; LSTM layer 1, per direction and token 4*128*(64+128),
+    layer 2 4*128*(256+128); tagger 256*17 per token. 128 tokens in all.
+    """
+    tokens = 4 * 32
+    lstm = 2 * tokens * 4 * 128 * (64 + 128) + 2 * tokens * 4 * 128 * (256 + 128)
+    expected = lstm + tokens * 256 * 17
+    argv = ["show", "example_project.models:LSTMTagger", "--input-shape", "4,32", "--input-dtype", "int64"]
+    assert cli.main([*argv, "--input-high", "5000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["macs"] == expected
+    assert cli.main(argv) == 2  # an integer input without --input-high
+    assert "needs 'high'" in capsys.readouterr().err
