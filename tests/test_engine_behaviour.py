@@ -600,3 +600,13 @@ def test_cuda_counts_equal_cpu_and_peak_memory_is_measured():
     assert isinstance(cuda.peak_memory_mb, float) and cuda.peak_memory_mb > 0
     assert cpu.peak_memory_mb is None
     assert next(model.parameters()).device.type == "cpu"  # profiled on a copy
+
+
+def test_size_mb_tracks_the_saved_state_dict_within_one_percent(tmp_path):
+    """The spec: size_mb is within 1% of the saved state_dict file (the file adds pickle overhead)."""
+    model = resnet18()
+    path = tmp_path / "resnet18.pt"
+    torch.save(model.state_dict(), path)
+    size_mb = profile(model, input_shape=(1, 3, 224, 224), device="meta").size_mb
+    file_mb = path.stat().st_size / 2**20
+    assert size_mb <= file_mb <= size_mb * 1.01

@@ -533,3 +533,53 @@ max_params = 54
     assert (two["params"], two["macs"], two["flops"]) == (54, 48, 2 * 48 + 4 + 2)  # FLOPs: MACs twice, plus biases
     report = json.loads((pytester.path / "report.json").read_text(encoding="utf-8"))
     assert sorted(report["models"]) == ["conv", "tiny", "two"]
+
+
+# --- ops without a counting formula ------------------------------------------------------------------
+
+OPAQUE_MODELS = '''
+import torch
+from torch import nn
+
+if not hasattr(torch.ops.nbplugtest, "mystery"):  # pytester imports this module once per run
+
+    @torch.library.custom_op("nbplugtest::mystery", mutates_args=())
+    def mystery(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @mystery.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+
+class Opaque(nn.Module):
+    """Linear(10, 5) (55 params, 50 MACs on [1, 10]), then an op nobody wrote a formula for."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 5)
+
+    def forward(self, x):
+        return torch.ops.nbplugtest.mystery(self.fc(x))
+'''
+OPAQUE = '[tool.netbudget.models.opaque]\nfactory = "mymodels:Opaque"\ninput_shape = [1, 10]\n'
+
+
+def test_uncounted_ops_are_listed_but_pass_without_strict(pytester, project):
+    project(OPAQUE, models=OPAQUE_MODELS)
+    result = pytester.runpytest("--netbudget")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["opaque: uncounted ops (no formula, not in MACs/FLOPs): nbplugtest.mystery x1"])
+
+
+def test_strict_fails_a_model_with_uncounted_ops(pytester, project):
+    project(OPAQUE + "strict = true\n", models=OPAQUE_MODELS)
+    result = pytester.runpytest("--netbudget")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "opaque ran ops that have no counting formula (strict = true)",
+            "  uncounted ops: nbplugtest.mystery x1",
+        ]
+    )
+    assert "Traceback" not in output(result)
