@@ -18,6 +18,7 @@ _PUBLIC = {
     "register_formula": "pytest_netbudget.formulas",
     "Cost": "pytest_netbudget.formulas",
     "OpCall": "pytest_netbudget.formulas",
+    "OpStats": "pytest_netbudget.engine",
     "budget": "pytest_netbudget.marks",
 }
 

@@ -10,33 +10,29 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import metrics
+from .budgets import LayerChange, stored_totals
+from .engine.data import Profile
+
 SCHEMA = 1
-LAYER_FIELDS = ("params", "macs", "flops")
-TOTAL_FIELDS = ("params", "trainable_params", "buffers", "size_mb", "macs", "flops", "activations_mb", "peak_memory_mb")
 
 
 class BaselineError(Exception):
     """The baseline (or a report used as one) cannot be used; the message names the file."""
 
 
-def entry_from_profile(profile: dict[str, Any], origin: str) -> dict[str, Any]:
+def entry_from_profile(profile: Profile, origin: str) -> dict[str, Any]:
     """What the baseline keeps of one profile: where it came from (``pyproject.toml`` or a
     test's node id), totals rounded as stored, and the rows that carry figures."""
-    totals = {name: _rounded(profile.get(name)) for name in TOTAL_FIELDS if profile.get(name) is not None}
     layers = {}
-    for row in profile["layers"]:
-        figures = {name: row[name] for name in LAYER_FIELDS}
+    for row in profile.layers:
+        figures = {name: row.figures.get(name, 0) for name in metrics.LAYER_DIFF}
         if any(figures.values()):
-            layers[row["path"] or "(model)"] = {"type": row["type"], **figures}
-    return {"origin": origin, "totals": totals, "layers": layers}
-
-
-def _rounded(value: Any) -> Any:
-    return round(value, 6) if isinstance(value, float) else value
+            layers[row.name] = {"type": row.type, **figures}
+    return {"origin": origin, "totals": stored_totals(profile), "layers": layers}
 
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
@@ -117,20 +113,6 @@ def update(path: Path, fresh: dict[str, dict[str, Any]], previous: dict[str, dic
     write_atomic(path, dumps({**previous, **fresh}))
 
 
-@dataclass(frozen=True)
-class LayerChange:
-    """A layer added, removed or resized since the baseline."""
-
-    path: str
-    type: str
-    kind: str  # "added", "removed" or "resized"
-    old: dict[str, Any] | None
-    new: dict[str, Any] | None
-
-    def delta(self, name: str) -> float:
-        return (self.new or {}).get(name, 0) - (self.old or {}).get(name, 0)
-
-
 def layer_diff(old: dict[str, Any], new: dict[str, Any]) -> list[LayerChange]:
     """Layers that differ between two entries, largest change first.
 
@@ -145,7 +127,7 @@ def layer_diff(old: dict[str, Any], new: dict[str, Any]) -> list[LayerChange]:
             changes.append(LayerChange(path, after["type"], "added", None, after))
         elif after is None:
             changes.append(LayerChange(path, before["type"], "removed", before, None))
-        elif any(before.get(name) != after.get(name) for name in LAYER_FIELDS) or before["type"] != after["type"]:
+        elif any(before.get(name) != after.get(name) for name in metrics.LAYER_DIFF) or before["type"] != after["type"]:
             changes.append(LayerChange(path, after["type"], "resized", before, after))
     params = max(new["totals"].get("params") or 0, old["totals"].get("params") or 0, 1)
     macs = max(new["totals"].get("macs") or 0, old["totals"].get("macs") or 0, 1)

@@ -1,6 +1,7 @@
-"""A profile's totals against its limits and its baseline -> a verdict per metric.
+"""A measured model against its limits and its baseline -> a verdict per metric.
 
-Plain arithmetic over plain dicts: nothing here knows about torch or pytest.
+``Result`` is the one record a registered model or a check from a test produces;
+``judge`` is a pure function of it. Nothing here knows about torch or pytest.
 """
 
 from __future__ import annotations
@@ -8,10 +9,53 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import METRICS, Increase
+from . import metrics
+from .config import Increase
+from .engine.data import Profile
 
-#: Metrics shown for every model, budgeted or not.
-HEADLINE_METRICS = ("params", "macs", "flops", "size_mb", "activations_mb")
+ORIGIN_PYPROJECT = "pyproject.toml"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One model measured (or not): its identity, its limits, and its profile or the error.
+
+    ``origin`` is ``pyproject.toml`` for a registered model, or the node id of the test
+    that checked it. It is plain data, so it travels from a pytest-xdist worker as a dict.
+    """
+
+    name: str
+    origin: str = ORIGIN_PYPROJECT
+    limits: dict[str, float] = field(default_factory=dict)
+    max_increase: dict[str, Increase] = field(default_factory=dict)
+    strict: bool = False
+    profile: Profile | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "origin": self.origin,
+            "limits": self.limits,
+            "max_increase": {
+                metric: {"fraction": rule.fraction, "amount": rule.amount} for metric, rule in self.max_increase.items()
+            },
+            "strict": self.strict,
+            "profile": self.profile.to_dict() if self.profile is not None else None,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        return cls(
+            name=data["name"],
+            origin=data["origin"],
+            limits=data["limits"],
+            max_increase={metric: Increase(**rule) for metric, rule in data["max_increase"].items()},
+            strict=data["strict"],
+            profile=Profile.from_dict(data["profile"]) if data["profile"] is not None else None,
+            error=data["error"],
+        )
 
 
 @dataclass(frozen=True)
@@ -60,14 +104,44 @@ class MetricCheck:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """Everything decided about one model."""
+class LayerChange:
+    """A layer added, removed or resized since the baseline."""
 
-    name: str
-    checks: list[MetricCheck]
-    uncounted_ops: dict[str, int] = field(default_factory=dict)
-    strict: bool = False
+    path: str
+    type: str
+    kind: str  # "added", "removed" or "resized"
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+    def delta(self, name: str) -> float:
+        return (self.new or {}).get(name, 0) - (self.old or {}).get(name, 0)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Everything decided about one result: a check per metric shown, and what changed."""
+
+    result: Result
+    checks: list[MetricCheck] = field(default_factory=list)
     has_baseline: bool = False
+    layer_changes: list[LayerChange] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.result.name
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.result.profile
+
+    @property
+    def error(self) -> str | None:
+        """Why the model could not be profiled, or None."""
+        return self.result.error
+
+    @property
+    def uncounted_ops(self) -> dict[str, int]:
+        return self.profile.uncounted_ops if self.profile is not None else {}
 
     @property
     def failures(self) -> list[MetricCheck]:
@@ -75,54 +149,74 @@ class Verdict:
 
     @property
     def strict_failure(self) -> bool:
-        return self.strict and bool(self.uncounted_ops)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures and not self.strict_failure
+        return self.result.strict and bool(self.uncounted_ops)
 
     @property
     def status(self) -> str:
+        if self.result.error is not None:
+            return "error"
         if any(check.over_budget for check in self.checks):
             return "over"
         if self.failures:
             return "grew"
         return "uncounted" if self.strict_failure else "pass"
 
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.layer_changes) or any(
+            check.baseline is not None and check.actual != check.baseline for check in self.checks
+        )
+
     def check_for(self, metric: str) -> MetricCheck | None:
         return next((check for check in self.checks if check.metric == metric), None)
 
 
-def evaluate(
-    name: str,
-    totals: dict[str, Any],
-    limits: dict[str, float],
+def stored_totals(profile: Profile) -> dict[str, float]:
+    """The measured totals as the baseline stores them (MiB to six decimals), so that two
+    identical runs compare equal."""
+    return {
+        name: round(value, 6) if isinstance(value, float) else value
+        for name, value in profile.totals.items()
+        if value is not None
+    }
+
+
+def judge(
+    result: Result,
     baseline: dict[str, Any] | None = None,
-    max_increase: dict[str, Increase] | None = None,
-    strict: bool = False,
-    uncounted_ops: dict[str, int] | None = None,
+    *,
+    accept_growth: bool = False,
+    layer_changes: list[LayerChange] | None = None,
 ) -> Verdict:
-    """Compare ``totals`` (metric -> figure) with ``limits`` and, when given, a baseline's totals."""
-    max_increase = max_increase or {}
+    """Compare a result's totals with its limits and, when given, its baseline's totals.
+
+    A metric is shown when it is a headline metric, budgeted, or has a ``max_increase``
+    and a figure. ``accept_growth`` (an update run) judges budgets only: its figures
+    become the new baseline.
+    """
+    if result.profile is None:
+        return Verdict(result, has_baseline=baseline is not None)
+    totals = stored_totals(result.profile)
+    increase = {} if accept_growth else result.max_increase
     shown = [
-        metric
-        for metric in METRICS
-        if metric in HEADLINE_METRICS or metric in limits or (metric in max_increase and totals.get(metric) is not None)
+        metric.name
+        for metric in metrics.METRICS
+        if (metric.headline and metric.name in totals)
+        or metric.name in result.limits
+        or (metric.name in increase and metric.name in totals)
     ]
     checks = [
         MetricCheck(
-            metric=metric,
-            actual=totals.get(metric),
-            limit=limits.get(metric),
-            baseline=None if baseline is None else baseline.get(metric),
-            increase=max_increase.get(metric),
+            metric=name,
+            actual=totals.get(name),
+            limit=result.limits.get(name),
+            baseline=None if baseline is None else baseline.get(name),
+            increase=increase.get(name),
         )
-        for metric in shown
+        for name in shown
     ]
-    return Verdict(
-        name=name,
-        checks=checks,
-        uncounted_ops=dict(uncounted_ops or {}),
-        strict=strict,
-        has_baseline=baseline is not None,
-    )
+    return Verdict(result, checks, has_baseline=baseline is not None, layer_changes=list(layer_changes or []))

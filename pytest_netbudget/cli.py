@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError, ModelSpec, model_spec
+from .config import ConfigError, ModelSpec, Place, model_spec
 from .loading import LoadError, import_callable
 
 
@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or meta (default: cpu)")
     show.add_argument("--dtype", default=None, help="float32, float16, bfloat16 or float64")
     show.add_argument("--depth", type=int, default=None, help="fold layers deeper than this into their parents")
+    show.add_argument("--ops", action="store_true", help="list under each layer the operators that did its work")
     show.add_argument("--json", action="store_true", help="print the profile as JSON instead of a table")
     return parser
 
@@ -55,17 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netbudget: error: {error}", file=sys.stderr)
         return 2
 
-    from .specs import ModelError, profile_spec
+    from .engine.run import resolve_device
+    from .runner import ModelError, profile_spec
 
     try:
-        result = profile_spec(spec)
-    except ValueError as error:  # a device this machine does not have
+        resolve_device(spec.device)
+    except ValueError as error:  # a device this machine does not have: a usage error here
         print(f"netbudget: error: {error}", file=sys.stderr)
         return 2
+    try:
+        result = profile_spec(spec)
     except ModelError as error:
         print(f"netbudget: error: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table(args.depth))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table(args.depth, ops=args.ops))
     return 0
 
 
@@ -81,7 +85,7 @@ def _spec(args: argparse.Namespace) -> ModelSpec:
     table = {"factory": args.factory, "device": args.device, **inputs}
     if args.dtype is not None:
         table["dtype"] = args.dtype
-    return model_spec(args.factory, table, "netbudget show")
+    return model_spec(args.factory, table, Place("netbudget show:"))
 
 
 if __name__ == "__main__":

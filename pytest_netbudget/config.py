@@ -12,22 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import units
+from . import devices, metrics, units
 from .loading import is_factory_path
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
-
-METRICS = ("params", "trainable_params", "buffers", "macs", "flops", "size_mb", "activations_mb", "peak_memory_mb")
-LIMIT_KEYS = tuple(f"max_{metric}" for metric in METRICS)
-#: Metrics that a single ``max_increase = "2%"`` applies to (a table can name any metric).
-GROWTH_METRICS = ("params", "macs", "flops", "size_mb", "activations_mb", "peak_memory_mb")
-MB_METRICS = frozenset({"size_mb", "activations_mb", "peak_memory_mb"})
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "meta")
-MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
-INPUT_DTYPES = (*MODEL_DTYPES, "int64", "int32", "int16", "int8", "uint8", "bool")
 
 TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "models")
 MODEL_KEYS = (
@@ -40,7 +31,7 @@ MODEL_KEYS = (
     "dtype",
     "max_increase",
     "strict",
-    *LIMIT_KEYS,
+    *metrics.LIMIT_KEYS,
 )
 INPUT_KEYS = ("shape", "dtype", "low", "high")
 DEFAULT_BASELINE = "netbudget-baseline.json"
@@ -104,23 +95,35 @@ class Settings:
     strict: bool = False
 
 
-class _Where:
-    """Names the place of a value in error messages: file, table and key."""
+class Place:
+    """Where a value was written, for error messages: ``pyproject.toml: [tool.netbudget]``
+    and the key, or any label a caller gives (``budget()``, a test's node id)."""
 
-    def __init__(self, path: Path | str, table: str) -> None:
-        self.path = path
-        self.table = table
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    @classmethod
+    def table(cls, path: Path | str, table: str) -> Place:
+        return cls(f"{path}: [{table}]")
+
+    def within(self, table: str) -> Place:
+        """A nested table: ``[tool.netbudget.models.m]`` -> ``[tool.netbudget.models.m.max_increase]``."""
+        if self.label.endswith("]"):
+            return Place(f"{self.label[:-1]}.{table}]")
+        return Place(f"{self.label} {table}")
+
+    def key(self, key: str) -> str:
+        return f"{self.label} {key}"
 
     def error(self, key: str | None, problem: str) -> ConfigError:
-        place = f"{self.path}: [{self.table}]"
-        return ConfigError(f"{place} {key}: {problem}" if key else f"{place}: {problem}")
+        return ConfigError(f"{self.key(key)}: {problem}" if key else f"{self.label}: {problem}")
 
-    def unknown_keys(self, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    def unknown_keys(self, table: dict[str, Any], allowed: tuple[str, ...], prefix: str = "") -> None:
         for key in table:
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
-                raise self.error(key, f"unknown key{hint}")
+                raise self.error(prefix + key, f"unknown key{hint}")
 
 
 def read_pyproject(path: Path) -> dict[str, Any]:
@@ -139,12 +142,12 @@ def load_settings(path: Path) -> Settings | None:
     table = data.get("tool", {}).get("netbudget")
     if table is None:
         return None
-    where = _Where(path, "tool.netbudget")
+    where = Place.table(path, "tool.netbudget")
     if not isinstance(table, dict):
         raise where.error(None, "must be a table")
     where.unknown_keys(table, TOP_KEYS)
     device = _device(table.get("device", "auto"), where, "device")
-    dtype = _dtype(table.get("dtype"), where, "dtype", MODEL_DTYPES)
+    dtype = _dtype(table.get("dtype"), where, "dtype")
     strict = _bool(table.get("strict", False), where, "strict")
     increase = _max_increase(table.get("max_increase"), where)
     baseline = table.get("baseline", DEFAULT_BASELINE)
@@ -155,22 +158,22 @@ def load_settings(path: Path) -> Settings | None:
         raise where.error("models", "must be a table of [tool.netbudget.models.NAME] tables")
     models = []
     for name, model_table in models_table.items():
-        model_where = _Where(path, f"tool.netbudget.models.{name}")
+        model_where = Place.table(path, f"tool.netbudget.models.{name}")
         if not isinstance(model_table, dict):
             raise model_where.error(None, "must be a table with at least 'factory' and an input")
         models.append(_model(name, model_table, model_where, device, dtype, increase, strict))
     return Settings(path=path, baseline=(path.parent / baseline), models=models, device=device, strict=strict)
 
 
-def model_spec(name: str, table: dict[str, Any], source: str) -> ModelSpec:
+def model_spec(name: str, table: dict[str, Any], place: Place) -> ModelSpec:
     """One model table validated on its own; ``netbudget show`` builds one from its arguments."""
-    return _model(name, table, _Where(source, "arguments"), "auto", None, {}, False)
+    return _model(name, table, place, "auto", None, {}, False)
 
 
 def _model(
     name: str,
     table: dict[str, Any],
-    where: _Where,
+    where: Place,
     device: str,
     dtype: str | None,
     increase: dict[str, Increase],
@@ -209,30 +212,26 @@ def _model(
         inputs=inputs,
         input_factory=input_factory,
         device=_device(table.get("device", device), where, "device"),
-        dtype=_dtype(table.get("dtype", dtype), where, "dtype", MODEL_DTYPES),
-        limits=parse_limits({key: table[key] for key in LIMIT_KEYS if key in table}, where),
+        dtype=_dtype(table.get("dtype", dtype), where, "dtype"),
+        limits=parse_limits({key: table[key] for key in metrics.LIMIT_KEYS if key in table}, where),
         max_increase=own_increase,
         strict=_bool(table.get("strict", strict), where, "strict"),
     )
 
 
-def _input_spec(item: Any, where: _Where, index: int) -> InputSpec:
+def _input_spec(item: Any, where: Place, index: int) -> InputSpec:
     key = f"inputs[{index}]"
     if not isinstance(item, dict):
         raise where.error(key, 'must be a table like { shape = [1, 128], dtype = "int64", high = 50257 }')
-    unknown = [name for name in item if name not in INPUT_KEYS]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], INPUT_KEYS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(INPUT_KEYS)}"
-        raise where.error(f"{key}.{unknown[0]}", f"unknown key{hint}")
+    where.unknown_keys(item, INPUT_KEYS, prefix=f"{key}.")
     if "shape" not in item:
         raise where.error(f"{key}.shape", "missing")
-    dtype = _dtype(item.get("dtype", "float32"), where, f"{key}.dtype", INPUT_DTYPES)
+    dtype = _dtype(item.get("dtype", "float32"), where, f"{key}.dtype", devices.INPUT_DTYPES)
     low, high = item.get("low", 0), item.get("high")
     for bound_name, bound in (("low", low), ("high", high)):
         if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
             raise where.error(f"{key}.{bound_name}", f"must be a number, got {bound!r}")
-    if dtype.startswith(("int", "uint")) and high is None:
+    if devices.is_integer_dtype(dtype) and high is None:
         raise where.error(
             f"{key}.high",
             f"an integer input needs 'high' (exclusive upper bound, e.g. the vocabulary size), dtype {dtype}",
@@ -242,10 +241,9 @@ def _input_spec(item: Any, where: _Where, index: int) -> InputSpec:
     return InputSpec(shape=_shape(item["shape"], where, f"{key}.shape"), dtype=dtype, low=low, high=high)
 
 
-def parse_limits(table: dict[str, Any], where: _Where | None = None) -> dict[str, float]:
+def parse_limits(table: dict[str, Any], where: Place) -> dict[str, float]:
     """``{"max_params": "30k", ...}`` -> ``{"params": 30000, ...}``; rejects unknown keys and bad values."""
-    where = where or _Where("netbudget", "limits")
-    where.unknown_keys(table, LIMIT_KEYS)
+    where.unknown_keys(table, metrics.LIMIT_KEYS)
     limits = {}
     for key, value in table.items():
         try:
@@ -258,18 +256,18 @@ def parse_limits(table: dict[str, Any], where: _Where | None = None) -> dict[str
     return limits
 
 
-def _max_increase(value: Any, where: _Where) -> dict[str, Increase]:
+def _max_increase(value: Any, where: Place) -> dict[str, Increase]:
     """``"2%"`` for every metric, or ``{ params = "1%", macs = "0" }`` per metric."""
     if value is None:
         return {}
     if isinstance(value, dict):
-        inner = _Where(where.path, where.table + ".max_increase")
-        inner.unknown_keys(value, METRICS)
+        inner = where.within("max_increase")
+        inner.unknown_keys(value, metrics.NAMES)
         return {metric: _increase(amount, inner, metric) for metric, amount in value.items()}
-    return dict.fromkeys(GROWTH_METRICS, _increase(value, where, "max_increase"))
+    return dict.fromkeys(metrics.GROWTH, _increase(value, where, "max_increase"))
 
 
-def _increase(value: Any, where: _Where, key: str) -> Increase:
+def _increase(value: Any, where: Place, key: str) -> Increase:
     fraction = units.parse_percent(value)
     if fraction is not None:
         if fraction < 0:
@@ -284,7 +282,7 @@ def _increase(value: Any, where: _Where, key: str) -> Increase:
     return Increase(amount=amount)
 
 
-def _shape(value: Any, where: _Where, key: str) -> list[int]:
+def _shape(value: Any, where: Place, key: str) -> list[int]:
     if (
         not isinstance(value, list)
         or not value
@@ -294,30 +292,23 @@ def _shape(value: Any, where: _Where, key: str) -> list[int]:
     return list(value)
 
 
-def is_device(value: Any) -> bool:
-    """auto, cpu, cuda, cuda:N or meta."""
-    return isinstance(value, str) and (
-        value in ("auto", "cpu", "cuda", "meta") or (value.startswith("cuda:") and value[5:].isdigit())
-    )
+def _device(value: Any, where: Place, key: str) -> str:
+    try:
+        return devices.check_device(value, where.key(key))
+    except devices.ChoiceError as error:
+        raise ConfigError(str(error)) from None
 
 
-def _device(value: Any, where: _Where, key: str) -> str:
-    if is_device(value):
-        return value
-    close = difflib.get_close_matches(str(value), ("auto", "cpu", "cuda", "meta"), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise where.error(key, f"unknown device {value!r}: use one of {', '.join(DEVICES)}{hint}")
+def _dtype(value: Any, where: Place, key: str, allowed: tuple[str, ...] = devices.MODEL_DTYPES) -> str | None:
+    if value is None:
+        return None
+    try:
+        return devices.check_dtype(value, where.key(key), allowed)
+    except devices.ChoiceError as error:
+        raise ConfigError(str(error)) from None
 
 
-def _dtype(value: Any, where: _Where, key: str, allowed: tuple[str, ...]) -> str | None:
-    if value is None or value in allowed:
-        return value
-    close = difflib.get_close_matches(str(value), allowed, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise where.error(key, f"unknown dtype {value!r}: use one of {', '.join(allowed)}{hint}")
-
-
-def _bool(value: Any, where: _Where, key: str) -> bool:
+def _bool(value: Any, where: Place, key: str) -> bool:
     if not isinstance(value, bool):
         raise where.error(key, f"must be true or false, got {value!r}")
     return value
@@ -333,7 +324,7 @@ def check_cuda(settings: Settings, cuda_available: bool, device_override: str | 
         return
     for spec in settings.models:
         if spec.device.startswith("cuda"):
-            raise _Where(settings.path, f"tool.netbudget.models.{spec.name}").error(
+            raise Place.table(settings.path, f"tool.netbudget.models.{spec.name}").error(
                 "device",
                 f"{spec.device!r} asked for, but CUDA is not available on this machine (use 'auto' to fall back to CPU)",
             )

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from .config import ConfigError, parse_limits
+from .config import ConfigError, Place, parse_limits
 
 
 def budget(**limits: Any) -> pytest.MarkDecorator:
     """``@budget(max_params="12M", max_macs="2G")`` is ``@pytest.mark.netbudget(...)`` with its
     keys and quantities validated now, so a misspelt limit fails at import with a suggestion."""
     try:
-        parse_limits(limits)
+        parse_limits(limits, Place("budget():"))
     except ConfigError as error:
-        raise ValueError(str(error).replace("netbudget: [limits]", "budget():")) from None
+        raise ValueError(str(error)) from None
     return pytest.mark.netbudget(**limits)

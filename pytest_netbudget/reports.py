@@ -4,57 +4,24 @@ Markdown for a pull-request comment, and JSON for machines (and ``--netbudget-co
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, units
-from .baseline import SCHEMA, LayerChange, entry_from_profile
-from .budgets import MetricCheck, Verdict
-from .config import MB_METRICS
+from . import __version__, metrics, units
+from .baseline import SCHEMA, entry_from_profile
+from .budgets import LayerChange, MetricCheck, Verdict
+from .engine.data import Profile
 
 LAYER_DIFF_LIMIT = 10
-DIFF_FIGURES = ("params", "macs", "flops")
-
-
-@dataclass
-class ModelResult:
-    """One profiled model (registered in pyproject.toml or checked from a test) and what was decided."""
-
-    name: str
-    origin: str
-    profile: dict[str, Any] | None = None
-    verdict: Verdict | None = None
-    error: str | None = None
-    layer_changes: list[LayerChange] = field(default_factory=list)
-    compared: bool = False  # a baseline entry existed for it
-
-    @property
-    def status(self) -> str:
-        if self.error is not None:
-            return "error"
-        return self.verdict.status if self.verdict else "pass"
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.layer_changes) or any(
-            check.baseline is not None and check.actual != check.baseline for check in self._checks
-        )
-
-    @property
-    def _checks(self) -> list[MetricCheck]:
-        return self.verdict.checks if self.verdict else []
 
 
 def value(metric: str, number: float | None) -> str:
-    if number is None:
-        return "not measured" if metric == "peak_memory_mb" else "-"
-    return units.format_mb(number) if metric in MB_METRICS else units.format_count(number)
+    return metrics.get(metric).format(number)
 
 
 def change(check: MetricCheck) -> str:
     if check.baseline is None or check.actual is None:
         return ""
-    return units.format_change(check.baseline, check.actual, is_mb=check.metric in MB_METRICS)
+    return metrics.get(check.metric).format_change(check.baseline, check.actual)
 
 
 def _over(check: MetricCheck) -> str:
@@ -62,8 +29,7 @@ def _over(check: MetricCheck) -> str:
         return "not measured"
     if check.over_budget:
         excess = check.actual - check.limit
-        amount = f"+{excess:.3f}" if check.metric in MB_METRICS else "+" + units.format_count(excess, digits=2)
-        return f"{amount} (+{excess / check.limit * 100:.1f}%)"
+        return f"{metrics.get(check.metric).format_excess(excess)} (+{excess / check.limit * 100:.1f}%)"
     if check.grew_too_much:
         return f"grew {change(check)}, more than the allowed {check.increase.describe()}"
     return "ok"
@@ -74,20 +40,20 @@ def _columns(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
-def largest_layers_line(profile: dict[str, Any], metric: str = "params", count: int = 2) -> str:
-    rows = sorted((row for row in profile["layers"] if row[metric]), key=lambda row: -row[metric])[:count]
+def largest_layers_line(profile: Profile, metric: str = "params", count: int = 2) -> str:
+    rows = sorted((row for row in profile.layers if row.figures[metric]), key=lambda row: -row.figures[metric])[:count]
     if not rows:
         return ""
-    listed = ", ".join(f"{row['path'] or '(model)'} ({row['type']}) {units.format_count(row[metric])}" for row in rows)
+    listed = ", ".join(f"{row.name} ({row.type}) {units.format_count(row.figures[metric])}" for row in rows)
     return f"largest layers by {metric}: {listed}"
 
 
 def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
     if not changes:
         return []
-    rows = [["layer", "change", *DIFF_FIGURES]]
+    rows = [["layer", "change", *metrics.LAYER_DIFF]]
     for item in changes[:limit]:
-        rows.append([f"{item.path} ({item.type})", item.kind, *(_old_new(item, name) for name in DIFF_FIGURES)])
+        rows.append([f"{item.path} ({item.type})", item.kind, *(_old_new(item, name) for name in metrics.LAYER_DIFF)])
     lines = ["layers changed since the baseline:", *_columns(rows)]
     if len(changes) > limit:
         lines.append(f"  ... and {len(changes) - limit} more changed layers")
@@ -100,11 +66,10 @@ def _old_new(item: LayerChange, name: str) -> str:
     return f"{old} -> {new}"
 
 
-def failure_text(result: ModelResult, with_layers: bool = True) -> str:
+def failure_text(verdict: Verdict, with_layers: bool = True) -> str:
     """What a failing item shows: the diff against the budget, the biggest layers, what changed."""
-    if result.error is not None:
-        return f"{result.name} could not be profiled\n  {result.error}"
-    verdict = result.verdict
+    if verdict.error is not None:
+        return f"{verdict.name} could not be profiled\n  {verdict.error}"
     problems = []
     if any(check.over_budget for check in verdict.checks):
         problems.append("exceeds its budget")
@@ -112,7 +77,7 @@ def failure_text(result: ModelResult, with_layers: bool = True) -> str:
         problems.append("grew more than max_increase allows over its baseline")
     if verdict.strict_failure:
         problems.append("ran ops that have no counting formula (strict = true)")
-    lines = [f"{result.name} " + " and ".join(problems)]
+    lines = [f"{verdict.name} " + " and ".join(problems)]
     rows = [["metric", "budget", "actual", "over"]]
     if verdict.has_baseline:
         rows[0][3:3] = ["baseline", "change"]
@@ -127,62 +92,62 @@ def failure_text(result: ModelResult, with_layers: bool = True) -> str:
         lines += _columns(rows)
     if verdict.strict_failure:
         lines.append("  uncounted ops: " + ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items()))
-    largest = largest_layers_line(result.profile)
+    largest = largest_layers_line(verdict.profile)
     if largest:
         lines.append("  " + largest)
     if with_layers:
-        lines += ["  " + line for line in layer_diff_lines(result.layer_changes)]
+        lines += ["  " + line for line in layer_diff_lines(verdict.layer_changes)]
     return "\n".join(lines)
 
 
-def summary_lines(results: list[ModelResult], removed: list[str] | None = None) -> list[str]:
+def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None) -> list[str]:
     """The end-of-session table: each metric as actual / budget, percent used, change, status."""
-    over = sum(result.status in ("over", "grew", "uncounted", "error") for result in results)
+    over = sum(verdict.status in ("over", "grew", "uncounted", "error") for verdict in verdicts)
     lines = [
-        f"{len(results)} model(s) profiled, {over} failing"
+        f"{len(verdicts)} model(s) profiled, {over} failing"
         if over
-        else f"{len(results)} model(s) profiled, all within budget"
+        else f"{len(verdicts)} model(s) profiled, all within budget"
     ]
     rows = [["model", "metric", "actual", "budget", "used", "vs baseline", "status"]]
-    for result in results:
-        if result.error is not None:
-            rows.append([result.name, "-", "-", "-", "-", "-", "error"])
+    for verdict in verdicts:
+        if verdict.status == "error":
+            rows.append([verdict.name, "-", "-", "-", "-", "-", "error"])
             continue
-        for index, check in enumerate(result.verdict.checks):
-            baseline = change(check) if result.compared else ("new" if index == 0 else "")
+        for index, check in enumerate(verdict.checks):
+            baseline = change(check) if verdict.has_baseline else ("new" if index == 0 else "")
             rows.append(
                 [
-                    result.name if index == 0 else "",
+                    verdict.name if index == 0 else "",
                     check.metric,
                     value(check.metric, check.actual),
                     value(check.metric, check.limit) if check.limit is not None else "-",
                     f"{check.used * 100:.1f}%" if check.used is not None else "",
                     baseline,
-                    (result.status if index == 0 else "") if check.status == "ok" else check.status,
+                    (verdict.status if index == 0 else "") if check.status == "ok" else check.status,
                 ]
             )
     lines += _columns(rows, indent="")
-    for result in results:
-        if result.profile and result.profile.get("uncounted_ops"):
-            ops = ", ".join(f"{op} x{count}" for op, count in result.profile["uncounted_ops"].items())
-            lines.append(f"{result.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
-        if result.error is not None:
-            lines.append(f"{result.name}: {result.error}")
+    for verdict in verdicts:
+        if verdict.uncounted_ops:
+            ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
+            lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
+        if verdict.error is not None:
+            lines.append(f"{verdict.name}: {verdict.error}")
     for name in removed or []:
         lines.append(f"{name}: in the baseline but no longer registered (removed; kept until --netbudget-update)")
     return lines
 
 
-def _headline(results: list[ModelResult]) -> str:
-    over = sum(result.status == "over" for result in results)
-    grew = sum(result.status == "grew" for result in results)
-    broken = sum(result.status in ("error", "uncounted") for result in results)
+def _headline(verdicts: list[Verdict]) -> str:
+    over = sum(verdict.status == "over" for verdict in verdicts)
+    grew = sum(verdict.status == "grew" for verdict in verdicts)
+    broken = sum(verdict.status in ("error", "uncounted") for verdict in verdicts)
     if not (over or grew or broken):
-        return f"All {len(results)} model(s) within budget"
+        return f"All {len(verdicts)} model(s) within budget"
     parts = [f"{over} over budget"] if over else []
     parts += [f"{grew} grew past max_increase"] if grew else []
     parts += [f"{broken} failed to profile"] if broken else []
-    return ", ".join(parts) + f" (of {len(results)} model(s))"
+    return ", ".join(parts) + f" (of {len(verdicts)} model(s))"
 
 
 _STATUS_ICON = {
@@ -194,77 +159,78 @@ _STATUS_ICON = {
 }
 
 
-def markdown(results: list[ModelResult], removed: list[str] | None = None) -> str:
+def markdown(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
     """A pull-request comment: headline, one table of models, a collapsible block per changed model."""
-    metrics = ("params", "macs", "flops", "size_mb", "activations_mb")
-    lines = ["## netbudget", "", f"**{_headline(results)}**", ""]
-    lines.append("| model | " + " | ".join(metrics) + " | status |")
-    lines.append("|---|" + "---|" * len(metrics) + "---|")
-    for result in results:
+    columns = metrics.HEADLINE
+    lines = ["## netbudget", "", f"**{_headline(verdicts)}**", ""]
+    lines.append("| model | " + " | ".join(columns) + " | status |")
+    lines.append("|---|" + "---|" * len(columns) + "---|")
+    for verdict in verdicts:
         cells = []
-        for metric in metrics:
-            check = result.verdict.check_for(metric) if result.verdict else None
+        for metric in columns:
+            check = verdict.check_for(metric)
             if check is None:
                 cells.append("-")
                 continue
             cell = value(metric, check.actual)
             if check.limit is not None:
                 cell += f" / {value(metric, check.limit)} ({check.used * 100:.0f}%)"
-            if result.compared and check.baseline is not None:
+            if verdict.has_baseline and check.baseline is not None:
                 cell += f"<br>{change(check)}"
             cells.append(cell)
         lines.append(
-            f"| `{result.name}` | " + " | ".join(cells) + f" | {_STATUS_ICON.get(result.status, result.status)} |"
+            f"| `{verdict.name}` | " + " | ".join(cells) + f" | {_STATUS_ICON.get(verdict.status, verdict.status)} |"
         )
     for name in removed or []:
-        lines.append(f"| `{name}` | " + " | ".join("-" for _ in metrics) + " | removed |")
+        lines.append(f"| `{name}` | " + " | ".join("-" for _ in columns) + " | removed |")
     lines.append("")
-    for result in results:
-        if result.error is not None:
+    for verdict in verdicts:
+        if verdict.error is not None:
             lines += [
-                f"<details><summary><code>{result.name}</code>: error</summary>",
+                f"<details><summary><code>{verdict.name}</code>: error</summary>",
                 "",
                 "```",
-                result.error,
+                verdict.error,
                 "```",
                 "",
                 "</details>",
                 "",
             ]
             continue
-        if not (result.changed or not result.compared or result.status != "pass"):
+        if not (verdict.changed or not verdict.has_baseline or verdict.status != "pass"):
             continue
-        title = "new model" if not result.compared else ("changed" if result.changed else result.status)
-        lines += [f"<details><summary><code>{result.name}</code>: {title}</summary>", ""]
-        if result.verdict.failures or result.verdict.strict_failure:
-            lines += ["```", failure_text(result, with_layers=False), "```", ""]
-        if result.layer_changes:
-            lines += ["| layer | change | " + " | ".join(DIFF_FIGURES) + " |", "|---|---|" + "---|" * len(DIFF_FIGURES)]
-            for item in result.layer_changes[:LAYER_DIFF_LIMIT]:
-                figures = " | ".join(_old_new(item, name) for name in DIFF_FIGURES)
+        title = "new model" if not verdict.has_baseline else ("changed" if verdict.changed else verdict.status)
+        lines += [f"<details><summary><code>{verdict.name}</code>: {title}</summary>", ""]
+        if verdict.failures or verdict.strict_failure:
+            lines += ["```", failure_text(verdict, with_layers=False), "```", ""]
+        if verdict.layer_changes:
+            header = "| layer | change | " + " | ".join(metrics.LAYER_DIFF) + " |"
+            lines += [header, "|---|---|" + "---|" * len(metrics.LAYER_DIFF)]
+            for item in verdict.layer_changes[:LAYER_DIFF_LIMIT]:
+                figures = " | ".join(_old_new(item, name) for name in metrics.LAYER_DIFF)
                 lines.append(f"| `{item.path}` ({item.type}) | {item.kind} | {figures} |")
-            if len(result.layer_changes) > LAYER_DIFF_LIMIT:
+            if len(verdict.layer_changes) > LAYER_DIFF_LIMIT:
                 lines.append(
-                    f"| ... | {len(result.layer_changes) - LAYER_DIFF_LIMIT} more |" + " |" * len(DIFF_FIGURES)
+                    f"| ... | {len(verdict.layer_changes) - LAYER_DIFF_LIMIT} more |" + " |" * len(metrics.LAYER_DIFF)
                 )
             lines.append("")
-        lines += mermaid_charts(result.profile)
+        lines += mermaid_charts(verdict.profile)
         lines += ["</details>", ""]
     return "\n".join(lines)
 
 
-def top_level_blocks(profile: dict[str, Any]) -> dict[str, dict[str, int]]:
+def top_level_blocks(profile: Profile) -> dict[str, dict[str, int]]:
     """Params and MACs of each direct child of the model (the model's own work as '(model)')."""
     blocks: dict[str, dict[str, int]] = {}
-    for row in profile["layers"]:
-        block = row["path"].split(".")[0] if row["path"] else "(model)"
+    for row in profile.layers:
+        block = row.path.split(".")[0] if row.path else "(model)"
         totals = blocks.setdefault(block, {"params": 0, "macs": 0})
-        totals["params"] += row["params"]
-        totals["macs"] += row["macs"]
+        totals["params"] += row.figures["params"]
+        totals["macs"] += row.figures["macs"]
     return blocks
 
 
-def mermaid_charts(profile: dict[str, Any]) -> list[str]:
+def mermaid_charts(profile: Profile) -> list[str]:
     """Where the budget goes: pie charts of the top-level blocks' MACs and params."""
     blocks = top_level_blocks(profile)
     lines = []
@@ -278,17 +244,15 @@ def mermaid_charts(profile: dict[str, Any]) -> list[str]:
     return lines
 
 
-def to_json(results: list[ModelResult], removed: list[str] | None = None) -> str:
+def to_json(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
     """The report as JSON; its ``models`` entries double as a baseline for ``--netbudget-compare``."""
     models = {}
-    for result in results:
-        entry: dict[str, Any] = {"origin": result.origin, "status": result.status, "error": result.error}
-        if result.profile is not None:
-            entry.update(entry_from_profile(result.profile, result.origin))
-            entry["uncounted_ops"] = result.profile.get("uncounted_ops", {})
-        else:
-            entry.update({"totals": {}, "layers": {}})
-        if result.verdict is not None:
+    for verdict in verdicts:
+        origin = verdict.result.origin
+        entry: dict[str, Any] = {"origin": origin, "status": verdict.status, "error": verdict.error}
+        if verdict.profile is not None:
+            entry.update(entry_from_profile(verdict.profile, origin))
+            entry["uncounted_ops"] = dict(verdict.uncounted_ops)
             entry["metrics"] = {
                 check.metric: {
                     "actual": check.actual,
@@ -297,18 +261,20 @@ def to_json(results: list[ModelResult], removed: list[str] | None = None) -> str
                     "max_increase": check.increase.describe() if check.increase else None,
                     "status": check.status,
                 }
-                for check in result.verdict.checks
+                for check in verdict.checks
             }
+        else:
+            entry.update({"totals": {}, "layers": {}})
         entry["layer_changes"] = [
             {"path": item.path, "type": item.type, "kind": item.kind, "old": item.old, "new": item.new}
-            for item in result.layer_changes
+            for item in verdict.layer_changes
         ]
-        models[result.name] = entry
+        models[verdict.name] = entry
     document = {
         "schema": SCHEMA,
         "kind": "netbudget-report",
         "generator": f"pytest-netbudget {__version__}",
-        "headline": _headline(results),
+        "headline": _headline(verdicts),
         "removed": list(removed or []),
         "models": models,
     }

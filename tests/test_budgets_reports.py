@@ -9,6 +9,7 @@ import pytest
 
 from pytest_netbudget import baseline, budgets, reports
 from pytest_netbudget.config import Increase
+from pytest_netbudget.engine.data import Profile
 
 
 def row(path: str, type_: str, params: int = 0, macs: int = 0, flops: int = 0) -> dict:
@@ -28,26 +29,30 @@ def row(path: str, type_: str, params: int = 0, macs: int = 0, flops: int = 0) -
     }
 
 
-def make_profile(*rows: dict, size_mb: float = 0.5, activations_mb: float = 0.25, uncounted=None) -> dict:
-    """A profile dict as Profile.to_dict() gives it; the totals are the sums of the rows."""
+def make_profile(
+    *rows: dict, size_mb: float = 0.5, activations_mb: float = 0.25, uncounted=None, own: dict | None = None
+) -> Profile:
+    """A profile from the dict that Profile.to_dict() gives; the totals are the sums of the rows."""
     params = sum(r["params"] for r in rows)
     macs = sum(r["macs"] for r in rows)
-    return {
-        "model": "Net",
-        "device": "cpu",
-        "dtype": "float32",
-        "inputs": [[1, 10]],
-        "params": params,
-        "trainable_params": params,
-        "buffers": 0,
-        "size_mb": size_mb,
-        "macs": macs,
-        "flops": sum(r["flops"] for r in rows),
-        "activations_mb": activations_mb,
-        "peak_memory_mb": None,
-        "layers": [row("", "Net"), *rows],
-        "uncounted_ops": dict(uncounted or {}),
-    }
+    return Profile.from_dict(
+        {
+            "model": "Net",
+            "device": "cpu",
+            "dtype": "float32",
+            "inputs": [[1, 10]],
+            "params": params,
+            "trainable_params": params,
+            "buffers": 0,
+            "size_mb": size_mb,
+            "macs": macs,
+            "flops": sum(r["flops"] for r in rows),
+            "activations_mb": activations_mb,
+            "peak_memory_mb": None,
+            "layers": [own or row("", "Net"), *rows],
+            "uncounted_ops": dict(uncounted or {}),
+        }
+    )
 
 
 # a model of 28,900 params: conv 12,800 + out 15,700 + norm 400 (the spec's example, rounded)
@@ -59,28 +64,30 @@ NET = make_profile(
 )
 
 
+def evaluate(name, profile, limits, baseline=None, max_increase=None, strict=False):
+    """judge() on a result made of these parts."""
+    result = budgets.Result(name, limits=limits, max_increase=max_increase or {}, strict=strict, profile=profile)
+    return budgets.judge(result, baseline)
+
+
 def result_for(profile, limits=None, base=None, increase=None, strict=False, name="net"):
-    verdict = budgets.evaluate(
-        name,
-        profile,
-        limits or {},
-        baseline=base["totals"] if base else None,
-        max_increase=increase,
-        strict=strict,
-        uncounted_ops=profile["uncounted_ops"],
-    )
-    result = reports.ModelResult(name=name, origin="pyproject.toml", profile=profile, verdict=verdict)
+    """A verdict as the session makes it: judged against a baseline entry, with the layer diff."""
+    result = budgets.Result(name, limits=limits or {}, max_increase=increase or {}, strict=strict, profile=profile)
+    changes = None
     if base is not None:
-        result.compared = True
-        result.layer_changes = baseline.layer_diff(base, baseline.entry_from_profile(profile, "pyproject.toml"))
-    return result
+        changes = baseline.layer_diff(base, baseline.entry_from_profile(profile, "pyproject.toml"))
+    return budgets.judge(result, base["totals"] if base else None, layer_changes=changes)
 
 
-# --- budgets.evaluate --------------------------------------------------------------------------------
+def broken_result(name, error):
+    return budgets.judge(budgets.Result(name, error=error))
+
+
+# --- budgets.judge -----------------------------------------------------------------------------------
 
 
 def test_evaluate_shows_headline_metrics_and_budgeted_ones():
-    verdict = budgets.evaluate("net", NET, {"params": 25_000, "trainable_params": 30_000})
+    verdict = evaluate("net", NET, {"params": 25_000, "trainable_params": 30_000})
     assert [check.metric for check in verdict.checks] == [
         "params",
         "trainable_params",
@@ -101,14 +108,14 @@ def test_evaluate_shows_headline_metrics_and_budgeted_ones():
 
 
 def test_evaluate_at_the_limit_passes():
-    verdict = budgets.evaluate("net", NET, {"params": 28_900, "macs": 2_015_680})
+    verdict = evaluate("net", NET, {"params": 28_900, "macs": 2_015_680})
     assert verdict.passed
     assert verdict.status == "pass"
     assert verdict.check_for("params").used == 1.0
 
 
 def test_peak_memory_not_measured_is_never_over():
-    verdict = budgets.evaluate("net", NET, {"peak_memory_mb": 1})
+    verdict = evaluate("net", NET, {"peak_memory_mb": 1})
     check = verdict.check_for("peak_memory_mb")
     assert check.status == "not measured"
     assert not check.over_budget
@@ -118,7 +125,7 @@ def test_peak_memory_not_measured_is_never_over():
 def test_growth_against_baseline():
     base = {"params": 28_000, "macs": 2_015_680, "flops": 1}
     rules = {"params": Increase(fraction=0.02), "macs": Increase(amount=0)}
-    verdict = budgets.evaluate("net", NET, {"params": 30_000}, baseline=base, max_increase=rules)
+    verdict = evaluate("net", NET, {"params": 30_000}, baseline=base, max_increase=rules)
     assert verdict.has_baseline
     params = verdict.check_for("params")
     assert (params.baseline, params.grew_too_much, params.over_budget, params.status) == (28_000, True, False, "grew")
@@ -128,7 +135,7 @@ def test_growth_against_baseline():
 
 
 def test_over_budget_wins_over_growth():
-    verdict = budgets.evaluate(
+    verdict = evaluate(
         "net", NET, {"params": 1000}, baseline={"params": 1}, max_increase={"params": Increase(fraction=0)}
     )
     assert verdict.check_for("params").status == "over"
@@ -137,8 +144,8 @@ def test_over_budget_wins_over_growth():
 
 def test_strict_fails_on_uncounted_ops():
     profile = make_profile(row("x", "Custom", 10, 0, 0), uncounted={"aten::weird": 2})
-    assert budgets.evaluate("n", profile, {}, uncounted_ops=profile["uncounted_ops"]).passed
-    strict = budgets.evaluate("n", profile, {}, strict=True, uncounted_ops=profile["uncounted_ops"])
+    assert evaluate("n", profile, {}).passed
+    strict = evaluate("n", profile, {}, strict=True)
     assert strict.status == "uncounted"
     assert not strict.passed
 
@@ -185,7 +192,7 @@ def test_failure_text_growth_with_layer_diff():
 
 
 def test_failure_text_error():
-    result = reports.ModelResult(name="m", origin="pyproject.toml", error="factory a:b raised: boom")
+    result = broken_result("m", "factory a:b raised: boom")
     assert result.status == "error"
     assert reports.failure_text(result) == "m could not be profiled\n  factory a:b raised: boom"
 
@@ -202,7 +209,7 @@ def test_largest_layers_line():
 def test_summary_lines():
     passing = result_for(NET, {"params": 50_000})
     failing = result_for(NET, {"params": 25_000}, name="big")
-    broken = reports.ModelResult(name="broken", origin="pyproject.toml", error="cannot import module 'x'")
+    broken = broken_result("broken", "cannot import module 'x'")
     lines = reports.summary_lines([passing, failing, broken], removed=["gone"])
     assert lines[0] == "3 model(s) profiled, 2 failing"
     assert lines[1].split() == ["model", "metric", "actual", "budget", "used", "vs", "baseline", "status"]
@@ -252,7 +259,7 @@ def test_markdown_report():
 
 
 def test_markdown_error_section():
-    broken = reports.ModelResult(name="broken", origin="pyproject.toml", error="boom")
+    broken = broken_result("broken", "boom")
     text = reports.markdown([broken])
     assert "**1 failed to profile (of 1 model(s))**" in text
     assert "<details><summary><code>broken</code>: error</summary>\n\n```\nboom\n```" in text
@@ -305,8 +312,7 @@ def test_entry_from_profile_keeps_rows_with_figures():
         "activations_mb": 0.25,
     }
     assert list(entry["layers"]) == ["conv", "out", "norm", "act"]  # the empty model row is left out
-    model_work = make_profile(row("a", "Linear", 1, 1, 2))
-    model_work["layers"][0]["flops"] = 7
+    model_work = make_profile(row("a", "Linear", 1, 1, 2), own=row("", "Net", flops=7))
     assert baseline.entry_from_profile(model_work, "pyproject.toml")["layers"]["(model)"] == {
         "type": "Net",
         "params": 0,

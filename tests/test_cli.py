@@ -181,3 +181,15 @@ def test_token_inputs_for_a_model_that_takes_ids(in_example, capsys):
     assert json.loads(capsys.readouterr().out)["macs"] == expected
     assert cli.main(argv) == 2  # an integer input without --input-high
     assert "needs 'high'" in capsys.readouterr().err
+
+
+def test_show_ops_lists_each_layers_operators(in_example, capsys):
+    """conv1's convolution: 16 * 28*28 * 25 = 313,600 MACs (314k); the head's addmm 1568 * 10 = 15.7k."""
+    assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", "--depth", "1", "--ops"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    conv1 = next(index for index, line in enumerate(lines) if line.split()[:2] == ["conv1", "Sequential"])
+    assert lines[conv1 + 1].split() == ["·", "aten.convolution", "op", "314k", "640k", "1"]
+    assert lines[conv1 + 2].split() == ["·", "aten.max_pool2d_with_indices", "op", "-", "12.5k", "1"]
+    assert lines[conv1 + 3].split() == ["·", "aten.relu", "op", "-", "12.5k", "1"]
+    assert any(line.split() == ["·", "aten.addmm", "op", "15.7k", "31.4k", "1"] for line in lines)
+    assert lines[-1].startswith("Operators (whole model): aten.addmm x1 (15.7k MACs, 31.4k FLOPs), aten.convolution x2")

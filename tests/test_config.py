@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_netbudget import config
+from pytest_netbudget import config, metrics
 from pytest_netbudget.config import ConfigError, Increase, InputSpec
 
 
@@ -85,7 +85,7 @@ def test_full_example(tmp_path):
         "peak_memory_mb": 512,
     }
     # the top-level "2%" applies to every growth metric
-    assert set(cnn.max_increase) == set(config.GROWTH_METRICS)
+    assert set(cnn.max_increase) == set(metrics.GROWTH)
     assert all(rule == Increase(fraction=0.02) for rule in cnn.max_increase.values())
 
     assert text.factory == "pkg.models:Text.build"
@@ -271,7 +271,8 @@ def test_unreadable_file(tmp_path):
 
 
 def test_parse_limits():
-    assert config.parse_limits({"max_params": "1.5M", "max_macs": "1e6", "max_size_mb": 0.2, "max_flops": 7}) == {
+    limits = {"max_params": "1.5M", "max_macs": "1e6", "max_size_mb": 0.2, "max_flops": 7}
+    assert config.parse_limits(limits, config.Place("netbudget: [limits]")) == {
         "params": 1_500_000,
         "macs": 1_000_000,
         "size_mb": 0.2,
@@ -280,7 +281,7 @@ def test_parse_limits():
     with pytest.raises(
         ConfigError, match=r"^netbudget: \[limits\] max_parms: unknown key; did you mean 'max_params'\?"
     ):
-        config.parse_limits({"max_parms": 1})
+        config.parse_limits({"max_parms": 1}, config.Place("netbudget: [limits]"))
 
 
 @pytest.mark.parametrize(
@@ -313,10 +314,10 @@ def test_increase_describe():
 
 
 def test_max_increase_forms(tmp_path):
-    where = config._Where(tmp_path / "pyproject.toml", "tool.netbudget")
+    where = config.Place.table(tmp_path / "pyproject.toml", "tool.netbudget")
     assert config._max_increase(None, where) == {}
-    assert config._max_increase("2%", where) == dict.fromkeys(config.GROWTH_METRICS, Increase(fraction=0.02))
-    assert config._max_increase("1k", where) == dict.fromkeys(config.GROWTH_METRICS, Increase(amount=1000))
+    assert config._max_increase("2%", where) == dict.fromkeys(metrics.GROWTH, Increase(fraction=0.02))
+    assert config._max_increase("1k", where) == dict.fromkeys(metrics.GROWTH, Increase(amount=1000))
     assert config._max_increase({"params": "1%", "macs": 0}, where) == {
         "params": Increase(fraction=0.01),
         "macs": Increase(amount=0),

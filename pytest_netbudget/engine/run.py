@@ -10,44 +10,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .. import units
+from .. import devices, metrics, units
+from .data import LayerStats, OpStats, Profile
 from .fused_on_meta import FusedKernelsOnMeta
-from .profile import LayerStats, Profile
-from .tracer import Tracer, shapes_of, tensor_leaves
-
-DTYPES = {
-    "float32": torch.float32,
-    "float": torch.float32,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-    "double": torch.float64,
-    "int64": torch.int64,
-    "long": torch.int64,
-    "int32": torch.int32,
-    "int": torch.int32,
-    "int16": torch.int16,
-    "int8": torch.int8,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-}
-MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "meta")
+from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto' -> CUDA when available, else CPU; reject devices this machine does not have."""
-    name = str(device)
+    name = devices.check_device(str(device), "device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "meta", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise ValueError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
     resolved = torch.device(name)
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
@@ -59,12 +37,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, allowed: Sequence[str] = MODEL_DTYPES) -> torch.dtype | None:
+def torch_dtype(name: str, allowed: tuple[str, ...] = devices.MODEL_DTYPES, label: str = "dtype") -> torch.dtype:
+    """The torch dtype of one of our dtype names (``float16`` -> ``torch.float16``)."""
+    return getattr(torch, devices.check_dtype(name, label, allowed))
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES or dtype not in allowed and DTYPES[dtype] not in [DTYPES[name] for name in allowed]:
-        raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(allowed)}")
-    return DTYPES[dtype]
+    return torch_dtype(dtype)
 
 
 def build_model(factory: Callable[..., Any], kwargs: Mapping[str, Any] | None, device: torch.device) -> Any:
@@ -113,10 +94,19 @@ def make_inputs(
 
 
 @dataclass
+class _InventoryRow:
+    """One module's own parameters and buffers."""
+
+    path: str
+    type: str
+    counts: dict[str, int]
+
+
+@dataclass
 class _Inventory:
     """One pass over the model's own tensors: per-module counts and what profiling needs to know."""
 
-    rows: list[LayerStats]
+    rows: list[_InventoryRow]
     size_bytes: int
     tensors: list[torch.Tensor]  # unique parameters and buffers
     devices: set[torch.device]
@@ -150,7 +140,7 @@ def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
                 counts["trainable_params"] += count if tensor.requires_grad else 0
             else:
                 counts["buffers"] += count
-        inventory.rows.append(LayerStats(path=path, type=type(module).__name__, **counts))
+        inventory.rows.append(_InventoryRow(path, type(module).__name__, counts))
     return inventory
 
 
@@ -199,6 +189,21 @@ def _cuda_peak(device: torch.device) -> Iterator[dict[str, float]]:
     measured["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / units.MIB
 
 
+@dataclass
+class _Prepared:
+    """Everything the traced forward needs, decided before it runs."""
+
+    model: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype | None
+    args: tuple
+    kwargs: dict
+    inventory: _Inventory
+    train: bool
+    state: dict[str, torch.Tensor] | None  # converted copies for a stateless call; None: call the model itself
+    external: list[torch.Tensor]  # weights and inputs: never activations
+
+
 def profile(
     model: torch.nn.Module,
     inputs: Any = None,
@@ -214,13 +219,22 @@ def profile(
     ``input_shape`` makes one random float tensor instead. ``dtype`` profiles the model as
     if cast to that floating dtype (size and memory figures follow it).
     """
+    prepared = _prepare(model, inputs, input_shape, device, dtype, train)
+    tracer, peak_memory_mb = _trace(prepared)
+    return _assemble(prepared, tracer, peak_memory_mb)
+
+
+def _prepare(
+    model: Any, inputs: Any, input_shape: Sequence[int] | None, device: Any, dtype: Any, train: bool
+) -> _Prepared:
+    """Resolve device and dtype, make the inputs, take stock of the weights, and decide
+    whether the model can be called as it is or needs converted copies."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"profile() needs an nn.Module, got {type(model).__name__}")
     target = resolve_device(device)
     target_dtype = resolve_dtype(dtype)
     args, kwargs = make_inputs(inputs, input_shape, target, target_dtype)
     inventory = _inventory(model, target_dtype)
-
     # In train mode the forward may update buffers (BatchNorm statistics), so it runs on copies.
     direct = not inventory.tensors or (
         not train
@@ -229,42 +243,64 @@ def profile(
     )
     if not direct and inventory.devices == {torch.device("meta")} and target.type != "meta":
         raise ValueError("the model's weights are on the meta device: profile it with device='meta'")
-    if direct:
-        state: dict[str, torch.Tensor] = {}
-        external = inventory.tensors
-    else:
-        state = _stateless_state(model, target, target_dtype)
-        external = list(state.values())
+    state = None if direct else _stateless_state(model, target, target_dtype)
+    weights = inventory.tensors if state is None else list(state.values())
+    return _Prepared(
+        model, target, target_dtype, args, kwargs, inventory, train, state, weights + tensor_leaves((args, kwargs))
+    )
 
-    tracer = Tracer(model, external + tensor_leaves((args, kwargs)))
-    fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(target) else contextlib.nullcontext()
-    with _forward_mode(model, train), _cuda_peak(target) as measured, fused:
-        tracer.attach()
-        try:
-            with tracer:
-                if direct:
-                    model(*args, **kwargs)
-                else:
-                    torch.func.functional_call(model, state, args, kwargs, tie_weights=True, strict=False)
-        finally:
-            tracer.detach()
 
-    # A tally's fields are the measured half of a LayerStats row.
-    layers = [replace(row, **vars(tally)) for row, tally in zip(inventory.rows, tracer.tallies)]
-    dtype_name = str(target_dtype or min(inventory.float_dtypes, key=str, default=torch.float32)).replace("torch.", "")
-    return Profile(
-        model=type(model).__name__,
-        device=str(target),
-        dtype=dtype_name,
-        inputs=shapes_of((args, kwargs)),
-        params=sum(row.params for row in layers),
-        trainable_params=sum(row.trainable_params for row in layers),
-        buffers=sum(row.buffers for row in layers),
-        size_mb=inventory.size_bytes / units.MIB,
-        macs=sum(row.macs for row in layers),
-        flops=sum(row.flops for row in layers),
+def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
+    """Run the forward once under the tracer; the CUDA peak when on CUDA."""
+    model = prepared.model
+    fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(prepared.device) else contextlib.nullcontext()
+    with (
+        _forward_mode(model, prepared.train),
+        _cuda_peak(prepared.device) as measured,
+        fused,
+        Tracer(model, prepared.external) as tracer,
+    ):
+        if prepared.state is None:
+            model(*prepared.args, **prepared.kwargs)
+        else:
+            torch.func.functional_call(
+                model, prepared.state, prepared.args, prepared.kwargs, tie_weights=True, strict=False
+            )
+    return tracer, measured.get("peak_memory_mb")
+
+
+def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None) -> Profile:
+    """The inventory's rows completed with what each module did, and the totals."""
+    layers = [_layer(row, tally) for row, tally in zip(prepared.inventory.rows, tracer.tallies)]
+    dtype = prepared.dtype or min(prepared.inventory.float_dtypes, key=str, default=torch.float32)
+    totals: dict[str, float | int | None] = {
+        name: sum(row.figures[name] for row in layers) for name in metrics.PER_LAYER
+    }
+    totals.update(
+        size_mb=prepared.inventory.size_bytes / units.MIB,
         activations_mb=tracer.memory.peak / units.MIB,
-        peak_memory_mb=measured.get("peak_memory_mb"),
+        peak_memory_mb=peak_memory_mb,
+    )
+    return Profile(
+        model=type(prepared.model).__name__,
+        device=str(prepared.device),
+        dtype=str(dtype).replace("torch.", ""),
+        inputs=shapes_of((prepared.args, prepared.kwargs)),
+        totals={name: totals[name] for name in metrics.NAMES},
         layers=layers,
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
+    )
+
+
+def _layer(row: _InventoryRow, tally: LayerTally) -> LayerStats:
+    return LayerStats(
+        path=row.path,
+        type=row.type,
+        figures={**row.counts, "macs": tally.macs, "flops": tally.flops},
+        read_bytes=tally.read_bytes,
+        write_bytes=tally.write_bytes,
+        calls=tally.calls,
+        input_shapes=tally.input_shapes,
+        output_shapes=tally.output_shapes,
+        ops={name: OpStats(*figures) for name, figures in sorted(tally.ops.items())},
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .. import units
 
 if TYPE_CHECKING:
-    from .profile import LayerStats, Profile
+    from .data import LayerStats, OpStats, Profile
 
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
 _RIGHT_ALIGNED = {"Params", "MACs", "FLOPs", "Read", "Write", "Calls"}
@@ -55,17 +55,48 @@ def _row(row: LayerStats, model_name: str) -> tuple[str, ...]:
     )
 
 
-def render_layer_table(profile: Profile, depth: int | None = None) -> str:
+def _op_row(name: str, stats: OpStats, depth: int) -> tuple[str, ...]:
+    """An operator under its module's row: what it cost there, over all its calls."""
+    return (
+        "  " * (depth + 1) + "· " + name,
+        "op",
+        "",
+        "",
+        "",
+        _figure(stats.macs, units.format_count),
+        _figure(stats.flops, units.format_count),
+        "",
+        "",
+        str(stats.calls),
+    )
+
+
+def render_layer_table(profile: Profile, depth: int | None = None, ops: bool = False) -> str:
     """Tree of modules with their figures and a totals footer.
 
     A row with children shown lists the work done in its own forward outside them;
     a row cut off by ``depth`` carries everything below it. Either way the rows add
-    up to the totals.
+    up to the totals. ``ops`` lists under each row the operators that did its work.
     """
-    rows = profile.rollup(depth)
-    lines = text_table(HEADERS, [_row(row, profile.model) for row in rows], _RIGHT_ALIGNED)
+    cells = []
+    for row in profile.rollup(depth):
+        cells.append(_row(row, profile.model))
+        if ops:
+            cells += [_op_row(name, stats, row.depth) for name, stats in row.ops.items()]
+    lines = text_table(HEADERS, cells, _RIGHT_ALIGNED)
     lines += footer_lines(profile)
+    if ops:
+        lines.append("Operators (whole model): " + _op_totals(profile))
     return "\n".join(lines)
+
+
+def _op_totals(profile: Profile) -> str:
+    if not profile.ops:
+        return "none with a cost"
+    return ", ".join(
+        f"{name} x{stats.calls} ({units.format_count(stats.macs)} MACs, {units.format_count(stats.flops)} FLOPs)"
+        for name, stats in profile.ops.items()
+    )
 
 
 def footer_lines(profile: Profile) -> list[str]:

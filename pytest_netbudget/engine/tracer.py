@@ -62,7 +62,8 @@ _STATISTICS_OUTPUTS = _existing_ops(
 
 @dataclass
 class LayerTally:
-    """What one module has done so far in this forward."""
+    """What one module has done so far in this forward; ``ops`` maps an op's name to
+    [calls, MACs, FLOPs]."""
 
     calls: int = 0
     macs: int = 0
@@ -71,6 +72,17 @@ class LayerTally:
     write_bytes: int = 0
     input_shapes: list[Any] = field(default_factory=list)
     output_shapes: list[Any] = field(default_factory=list)
+    ops: dict[str, list[int]] = field(default_factory=dict)
+
+    def charge(self, op: str, macs: int, flops: int) -> None:
+        self.macs += macs
+        self.flops += flops
+        figures = self.ops.get(op)
+        if figures is None:
+            figures = self.ops[op] = [0, 0, 0]
+        figures[0] += 1
+        figures[1] += macs
+        figures[2] += flops
 
 
 def tensor_leaves(value: Any) -> list[torch.Tensor]:
@@ -169,7 +181,12 @@ class LiveMemory:
 
 
 class Tracer(TorchDispatchMode):
-    """Counts every op of a forward and charges it to the module that ran it."""
+    """Counts every op of a forward and charges it to the module that ran it.
+
+    One context manager: entering it hooks every module and starts the dispatch mode,
+    leaving it (also when the forward raises) removes the hooks and stops listening
+    for freed tensors, as ``FlopCounterMode`` enters and leaves its ``ModuleTracker``.
+    """
 
     def __init__(self, model: torch.nn.Module, external: list[torch.Tensor]) -> None:
         super().__init__()
@@ -183,18 +200,29 @@ class Tracer(TorchDispatchMode):
         self._suppressed = 0  # > 0 inside a module counted by a user's module formula
         self._handles: list[Any] = []
 
-    # --- module attribution ---------------------------------------------------------
-
-    def attach(self) -> None:
+    def __enter__(self) -> Tracer:
         for _, module in self.modules:
             self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+        try:
+            return super().__enter__()
+        except BaseException:
+            self._detach()
+            raise
 
-    def detach(self) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self._detach()
+
+    def _detach(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self.memory.close()
+
+    # --- module attribution ---------------------------------------------------------
 
     def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         index = self._index[id(module)]
@@ -218,8 +246,7 @@ class Tracer(TorchDispatchMode):
             self._suppressed -= 1
             if output is not None and self._suppressed == 0:
                 cost = formula(module, args, output)
-                tally.macs += cost.macs
-                tally.flops += cost.total_flops
+                tally.charge(f"module:{type(module).__name__}", cost.macs, cost.total_flops)
 
     # --- operator counting ---------------------------------------------------------------
 
@@ -231,13 +258,21 @@ class Tracer(TorchDispatchMode):
         if formula is None:
             # CompositeImplicit ops without a formula: count what they decompose into,
             # as FlopCounterMode does.
-            with self:
-                decomposed = func.decompose(*args, **kwargs)
+            decomposed = self._decompose(func, args, kwargs)
             if decomposed is not NotImplemented:
                 return decomposed
         out = func(*args, **kwargs)
         self._account(func, formula, args, kwargs, out)
         return out
+
+    def _decompose(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """Run a CompositeImplicit op's decomposition with this mode active again (only the
+        dispatch mode: the module hooks stay as they are), so that its parts are counted."""
+        TorchDispatchMode.__enter__(self)
+        try:
+            return func.decompose(*args, **kwargs)
+        finally:
+            TorchDispatchMode.__exit__(self, None, None, None)
 
     def _account(self, func: Any, formula: Any, args: tuple, kwargs: dict, out: Any) -> None:
         outputs = argument_tensors((out,), {})
@@ -253,5 +288,4 @@ class Tracer(TorchDispatchMode):
             self.uncounted[str(func.overloadpacket)] += 1
         elif not formulas.is_free(formula):
             cost = formula(formulas.OpCall(func, args, kwargs, out))
-            tally.macs += cost.macs
-            tally.flops += cost.total_flops
+            tally.charge(str(func.overloadpacket), cost.macs, cost.total_flops)

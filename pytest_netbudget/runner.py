@@ -1,18 +1,21 @@
-"""Profile one registered model: import its factory, build it, make its inputs, run the engine.
+"""Run one registered model: import its factory, build it, make its inputs, profile it.
 
-Whatever goes wrong on the way is a ``ModelError`` whose message says what and
-suggests a way out; the plugin fails only that model's item with it.
+Whatever goes wrong on the way becomes the ``Result``'s error, a message that says
+what and suggests a way out; the plugin fails only that model's item with it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 
+from . import devices
+from .budgets import Result
 from .config import InputSpec, ModelSpec
-from .engine import Profile, build_model, profile
-from .engine.run import DTYPES, resolve_device
+from .engine import Profile
+from .engine.run import build_model, profile, resolve_device, torch_dtype
 from .loading import LoadError, import_callable
 
 
@@ -22,7 +25,7 @@ class ModelError(Exception):
 
 def make_tensor(spec: InputSpec, device: torch.device) -> torch.Tensor:
     """A tensor of the spec's shape and dtype: random ints in [low, high) or random floats."""
-    dtype = DTYPES[spec.dtype]
+    dtype = torch_dtype(spec.dtype, devices.INPUT_DTYPES)
     if device.type == "meta":
         return torch.empty(spec.shape, dtype=dtype, device="meta")
     if dtype.is_floating_point:
@@ -34,7 +37,7 @@ def make_tensor(spec: InputSpec, device: torch.device) -> torch.Tensor:
     return torch.randint(int(spec.low), int(spec.high), spec.shape, dtype=dtype, device=device)
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip()
 
 
@@ -44,6 +47,15 @@ META_HINT = (
 )
 
 
+def run_spec(spec: ModelSpec, device_override: str | None = None) -> Result:
+    """Build and profile one registered model; a failure anywhere is the result's error."""
+    result = Result(name=spec.name, limits=spec.limits, max_increase=spec.max_increase, strict=spec.strict)
+    try:
+        return replace(result, profile=profile_spec(spec, device_override))
+    except ModelError as error:
+        return replace(result, error=str(error))
+
+
 def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile:
     """Build and profile one registered model; raise ``ModelError`` with the cause on any failure."""
     try:
@@ -51,26 +63,30 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
         input_factory = import_callable(spec.input_factory) if spec.input_factory else None
     except LoadError as error:
         raise ModelError(str(error)) from None
-    device = resolve_device(device_override or spec.device)
+    try:
+        device = resolve_device(device_override or spec.device)
+    except ValueError as error:
+        raise ModelError(str(error)) from None
     try:
         model = build_model(factory, spec.kwargs, device)
     except Exception as error:
-        raise ModelError(f"factory {spec.factory} raised while building the model: {_describe(error)}") from None
+        raise ModelError(f"factory {spec.factory} raised while building the model: {describe(error)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"factory {spec.factory} returned a {type(model).__name__}, not a torch.nn.Module")
     inputs: Any = None
-    if input_factory is not None:
-        try:
+    try:
+        if input_factory is not None:
             inputs = input_factory()
-        except Exception as error:
-            raise ModelError(f"input_factory {spec.input_factory} raised: {_describe(error)}") from None
-    elif spec.inputs is not None:
-        inputs = tuple(make_tensor(item, device) for item in spec.inputs)
+        elif spec.inputs is not None:
+            inputs = tuple(make_tensor(item, device) for item in spec.inputs)
+    except Exception as error:
+        source = f"input_factory {spec.input_factory}" if input_factory is not None else "making the inputs"
+        raise ModelError(f"{source} raised: {describe(error)}") from None
     try:
         return profile(model, inputs, input_shape=spec.input_shape, device=device, dtype=spec.dtype)
     except torch.cuda.OutOfMemoryError as error:
         raise ModelError(
-            f"out of GPU memory during the forward on {device}: {_describe(error)}; "
+            f"out of GPU memory during the forward on {device}: {describe(error)}; "
             'try device = "meta" to count without allocating'
         ) from None
     except MemoryError:
@@ -80,4 +96,4 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
     except Exception as error:
         hint = META_HINT if device.type == "meta" else ""
         shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
-        raise ModelError(f"the forward pass failed on input {shape}: {_describe(error)}{hint}") from None
+        raise ModelError(f"the forward pass failed on input {shape}: {describe(error)}{hint}") from None

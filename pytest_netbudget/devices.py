@@ -1,0 +1,46 @@
+"""Devices and dtypes by the names users write, defined and checked in one place.
+
+The config, the command line and the engine all accept exactly these names; each
+caller passes the label that says where the value came from, so one message reads
+right in every place (``pyproject.toml: [tool.netbudget] device: unknown device 'tpu'``).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "meta")
+MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
+INPUT_DTYPES = (*MODEL_DTYPES, "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+class ChoiceError(ValueError):
+    """A device or dtype that is not one of ours; the message says where and what."""
+
+
+def is_device(value: object) -> bool:
+    """auto, cpu, cuda, cuda:N or meta."""
+    return isinstance(value, str) and (
+        value in ("auto", "cpu", "cuda", "meta") or (value.startswith("cuda:") and value[5:].isdigit())
+    )
+
+
+def check_device(value: object, label: str) -> str:
+    if is_device(value):
+        return value  # type: ignore[return-value]
+    raise ChoiceError(f"{label}: unknown device {value!r}: use one of {', '.join(DEVICES)}{_close(value, DEVICES)}")
+
+
+def check_dtype(value: object, label: str, allowed: tuple[str, ...] = MODEL_DTYPES) -> str:
+    if isinstance(value, str) and value in allowed:
+        return value
+    raise ChoiceError(f"{label}: unknown dtype {value!r}: use one of {', '.join(allowed)}{_close(value, allowed)}")
+
+
+def is_integer_dtype(name: str) -> bool:
+    return name.startswith(("int", "uint"))
+
+
+def _close(value: object, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), [name for name in known if name != "cuda:N"], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

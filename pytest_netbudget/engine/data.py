@@ -1,0 +1,182 @@
+"""The result of profiling, as plain data that costs no ``import torch``.
+
+Rows hold the work a module does itself (outside its children), so that the rows
+add up to the totals; :meth:`Profile.rollup` folds deeper rows into their
+ancestors for a depth-limited view. The figures are keyed by the metric table
+(:mod:`pytest_netbudget.metrics`); ``profile.params`` and ``row.macs`` are
+attributes generated from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .. import metrics
+
+
+@dataclass(frozen=True)
+class OpStats:
+    """What one operator (``aten.mm``) did inside one module, or in the whole model."""
+
+    calls: int = 0
+    macs: int = 0
+    flops: int = 0
+
+    def __add__(self, other: OpStats) -> OpStats:
+        return OpStats(self.calls + other.calls, self.macs + other.macs, self.flops + other.flops)
+
+
+def _sum_ops(tables: list[dict[str, OpStats]]) -> dict[str, OpStats]:
+    summed: dict[str, OpStats] = {}
+    for table in tables:
+        for name, stats in table.items():
+            summed[name] = summed[name] + stats if name in summed else stats
+    return dict(sorted(summed.items()))
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One module of the model: its own parameters and the work done in its own forward.
+
+    ``figures`` holds the per-layer metrics (params, macs, ...); read and written bytes
+    are the traffic of the module's own ops, as torchstat's memory columns.
+    """
+
+    path: str
+    type: str
+    figures: dict[str, int] = field(default_factory=dict)
+    read_bytes: int = 0
+    write_bytes: int = 0
+    calls: int = 0
+    input_shapes: list[Any] = field(default_factory=list)
+    output_shapes: list[Any] = field(default_factory=list)
+    ops: dict[str, OpStats] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        """0 for the model itself, 1 for its direct children, ..."""
+        return 0 if not self.path else self.path.count(".") + 1
+
+    @property
+    def name(self) -> str:
+        """The path as reports print it: the model's own row is ``(model)``."""
+        return self.path or "(model)"
+
+    def is_within(self, ancestor: str) -> bool:
+        return not ancestor or self.path == ancestor or self.path.startswith(ancestor + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"path": self.path, "type": self.type, **self.figures}
+        data.update(read_bytes=self.read_bytes, write_bytes=self.write_bytes, calls=self.calls)
+        data.update(input_shapes=self.input_shapes, output_shapes=self.output_shapes)
+        data["ops"] = {name: [stats.calls, stats.macs, stats.flops] for name, stats in self.ops.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerStats:
+        return cls(
+            path=data["path"],
+            type=data["type"],
+            figures={name: data.get(name, 0) for name in metrics.PER_LAYER},
+            read_bytes=data.get("read_bytes", 0),
+            write_bytes=data.get("write_bytes", 0),
+            calls=data.get("calls", 0),
+            input_shapes=data.get("input_shapes", []),
+            output_shapes=data.get("output_shapes", []),
+            ops={name: OpStats(*figures) for name, figures in data.get("ops", {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Totals and per-layer rows of one profiled forward (see the README's counting conventions).
+
+    ``totals`` maps every metric name to its figure; None where it was not measured
+    (``peak_memory_mb`` off CUDA).
+    """
+
+    model: str
+    device: str
+    dtype: str
+    inputs: list[Any]
+    totals: dict[str, float | int | None]
+    layers: list[LayerStats]
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ops(self) -> dict[str, OpStats]:
+        """Per operator over the whole model: calls, MACs and FLOPs."""
+        return _sum_ops([row.ops for row in self.layers])
+
+    def rollup(self, depth: int | None = None) -> list[LayerStats]:
+        """Rows down to ``depth``; a row at the limit carries the figures of everything below it."""
+        if depth is None:
+            return list(self.layers)
+        folded = []
+        for row in self.layers:
+            if row.depth > depth:
+                continue
+            if row.depth < depth:
+                folded.append(row)
+                continue
+            inside = [other for other in self.layers if other.is_within(row.path)]
+            folded.append(
+                replace(
+                    row,
+                    figures={name: sum(other.figures.get(name, 0) for other in inside) for name in row.figures},
+                    read_bytes=sum(other.read_bytes for other in inside),
+                    write_bytes=sum(other.write_bytes for other in inside),
+                    ops=_sum_ops([other.ops for other in inside]),
+                )
+            )
+        return folded
+
+    def table(self, depth: int | None = None, ops: bool = False) -> str:
+        """The per-layer table, rows deeper than ``depth`` folded into their ancestors;
+        ``ops=True`` lists each row's operators under it."""
+        from .table import render_layer_table
+
+        return render_layer_table(self, depth, ops=ops)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the totals at the top level beside the rows and uncounted ops."""
+        return {
+            "model": self.model,
+            "device": self.device,
+            "dtype": self.dtype,
+            "inputs": self.inputs,
+            **self.totals,
+            "layers": [row.to_dict() for row in self.layers],
+            "uncounted_ops": dict(self.uncounted_ops),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        """The inverse of :meth:`to_dict` (profiles travel between pytest-xdist workers this way)."""
+        return cls(
+            model=data["model"],
+            device=data["device"],
+            dtype=data["dtype"],
+            inputs=data["inputs"],
+            totals={name: data.get(name) for name in metrics.NAMES},
+            layers=[LayerStats.from_dict(row) for row in data["layers"]],
+            uncounted_ops=dict(data.get("uncounted_ops", {})),
+        )
+
+
+def _total(name: str) -> property:
+    return property(lambda self: self.totals.get(name), doc=metrics.get(name).description)
+
+
+def _per_layer(name: str) -> property:
+    return property(lambda self: self.figures.get(name, 0), doc=metrics.get(name).description)
+
+
+for _metric in metrics.METRICS:
+    setattr(Profile, _metric.name, _total(_metric.name))
+    if _metric.per_layer:
+        setattr(LayerStats, _metric.name, _per_layer(_metric.name))

@@ -1,0 +1,100 @@
+"""The one table of metrics: what each figure is called, how it prints, and what it takes part in.
+
+Every layer that handles figures (config keys, budgets, the baseline, reports, the
+profile data) reads this table instead of keeping its own list, so a new metric is
+one row here plus the code that measures it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import units
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a profile.
+
+    ``unit`` is ``"count"`` (printed with k/M/G suffixes) or ``"MiB"`` (three decimals).
+    ``growth``: a plain ``max_increase = "2%"`` applies to it. ``per_layer``: every layer
+    row carries it and the rows add up to the total. ``layer_diff``: the baseline keeps it
+    per layer and the layer diff compares it. ``headline``: shown for every model that
+    has a figure, budgeted or not. ``measured_on``: where it exists at all (None: everywhere).
+    """
+
+    name: str
+    unit: str
+    description: str
+    growth: bool = False
+    per_layer: bool = False
+    layer_diff: bool = False
+    headline: bool = False
+    measured_on: str | None = None
+
+    @property
+    def limit_key(self) -> str:
+        """The budget's key in pyproject.toml and the marker: ``max_params``."""
+        return f"max_{self.name}"
+
+    @property
+    def is_mib(self) -> bool:
+        return self.unit == "MiB"
+
+    def format(self, value: float | None) -> str:
+        """The figure as the summary and reports print it; a missing one says why."""
+        if value is None:
+            return "not measured" if self.measured_on else "-"
+        return units.format_mb(value) if self.is_mib else units.format_count(value)
+
+    def format_change(self, old: float, new: float) -> str:
+        return units.format_change(old, new, is_mb=self.is_mib)
+
+    def format_excess(self, excess: float) -> str:
+        """How far over a limit: ``+3.9k`` or ``+0.012``."""
+        return f"+{excess:.3f}" if self.is_mib else "+" + units.format_count(excess, digits=2)
+
+
+#: In the order every table prints them.
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "params",
+        "count",
+        "elements of the unique parameters",
+        growth=True,
+        per_layer=True,
+        layer_diff=True,
+        headline=True,
+    ),
+    Metric("trainable_params", "count", "parameters with requires_grad", per_layer=True),
+    Metric("buffers", "count", "elements of registered buffers", per_layer=True),
+    Metric(
+        "macs",
+        "count",
+        "multiply-accumulates of linear algebra",
+        growth=True,
+        per_layer=True,
+        layer_diff=True,
+        headline=True,
+    ),
+    Metric(
+        "flops", "count", "2 * macs plus per-element work", growth=True, per_layer=True, layer_diff=True, headline=True
+    ),
+    Metric("size_mb", "MiB", "bytes of unique parameters and buffers / 2**20", growth=True, headline=True),
+    Metric("activations_mb", "MiB", "peak bytes of live intermediate tensors", growth=True, headline=True),
+    Metric(
+        "peak_memory_mb", "MiB", "torch.cuda.max_memory_allocated during the forward", growth=True, measured_on="CUDA"
+    ),
+)
+
+BY_NAME: dict[str, Metric] = {metric.name: metric for metric in METRICS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+LIMIT_KEYS: tuple[str, ...] = tuple(metric.limit_key for metric in METRICS)
+GROWTH: tuple[str, ...] = tuple(metric.name for metric in METRICS if metric.growth)
+PER_LAYER: tuple[str, ...] = tuple(metric.name for metric in METRICS if metric.per_layer)
+LAYER_DIFF: tuple[str, ...] = tuple(metric.name for metric in METRICS if metric.layer_diff)
+HEADLINE: tuple[str, ...] = tuple(metric.name for metric in METRICS if metric.headline)
+
+
+def get(name: str) -> Metric:
+    return BY_NAME[name]

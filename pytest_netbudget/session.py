@@ -1,0 +1,210 @@
+"""One pytest run's netbudget state: configuration, baseline, verdicts, and what gets written.
+
+The plugin's hooks hand everything here; this module holds no hooks itself (as
+pytest-benchmark splits ``plugin.py`` from its ``BenchmarkSession``). Under
+pytest-xdist every process has a session: workers judge their own items so that
+a failing item fails, and only the controller collects every result, prints the
+summary and writes the reports and the baseline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import baseline, budgets, config, devices, reports
+
+REPORT_SUFFIXES = (".md", ".json")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command-line options that shape a run."""
+
+    enabled: bool = False
+    update: bool = False
+    reports: tuple[str, ...] = ()
+    compare: str | None = None
+    device: str | None = None
+    layers: int | None = None
+
+    @classmethod
+    def from_pytest(cls, pytest_config: pytest.Config) -> Options:
+        return cls(
+            enabled=pytest_config.getoption("netbudget"),
+            update=pytest_config.getoption("netbudget_update"),
+            reports=tuple(pytest_config.getoption("netbudget_report")),
+            compare=pytest_config.getoption("netbudget_compare"),
+            device=pytest_config.getoption("netbudget_device"),
+            layers=pytest_config.getoption("netbudget_layers"),
+        )
+
+    @property
+    def active(self) -> bool:
+        """Anything asked of netbudget on the command line."""
+        return self.enabled or self.update or bool(self.reports)
+
+
+class NetbudgetSession:
+    """Holds the configuration, the baseline and the verdicts of one pytest session."""
+
+    def __init__(self, options: Options, pyproject: Path, is_worker: bool = False) -> None:
+        self.options = options
+        self.pyproject = pyproject
+        self.is_worker = is_worker
+        self.settings: config.Settings | None = None
+        self.baseline: dict[str, dict[str, Any]] = {}
+        self.verdicts: list[budgets.Verdict] = []
+        self.notes: list[str] = []
+        self.write_failed = False
+        if options.active:
+            self._load()
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for path in self.options.reports:
+            if Path(path).suffix not in REPORT_SUFFIXES:
+                raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md or .json")
+        try:
+            if self.options.device:
+                devices.check_device(self.options.device, "--netbudget-device")
+            self.settings = config.load_settings(self.pyproject) if self.pyproject.exists() else None
+            if self.settings is not None and self._wants_cuda():
+                import torch
+
+                config.check_cuda(self.settings, torch.cuda.is_available(), self.options.device)
+        except (config.ConfigError, devices.ChoiceError) as error:
+            raise pytest.UsageError(str(error)) from None
+        root = str(self.pyproject.parent)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        self.baseline = self._load_baseline()
+
+    def _wants_cuda(self) -> bool:
+        chosen = [self.options.device] if self.options.device else [spec.device for spec in self.settings.models]
+        return any(device.startswith("cuda") for device in chosen)
+
+    def _load_baseline(self) -> dict[str, dict[str, Any]]:
+        compare = self.options.compare
+        if compare:
+            path = Path(compare)
+            if not path.exists():
+                raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
+        elif self.settings is not None:
+            path = self.settings.baseline
+        else:
+            return {}
+        try:
+            return baseline.load(path)
+        except baseline.BaselineError as error:
+            if self.options.update and not compare:
+                self.notes.append(f"the old baseline could not be read and will be replaced: {error}")
+                return {}
+            raise pytest.UsageError(str(error)) from None
+
+    @property
+    def models(self) -> list[config.ModelSpec]:
+        """The registered models to collect (none without ``--netbudget``)."""
+        return self.settings.models if self.options.enabled and self.settings is not None else []
+
+    @property
+    def default_device(self) -> str:
+        """What a check from a test runs on when it names no device."""
+        return self.options.device or (self.settings.device if self.settings else "auto")
+
+    # --- results ------------------------------------------------------------------------------
+
+    def judge(self, result: budgets.Result) -> budgets.Verdict:
+        """A result against its limits and its baseline entry, with the layers that changed."""
+        previous = self.baseline.get(result.name)
+        changes = []
+        if previous is not None and result.profile is not None:
+            changes = baseline.layer_diff(previous, baseline.entry_from_profile(result.profile, result.origin))
+        return budgets.judge(
+            result,
+            previous["totals"] if previous is not None else None,
+            # An update run accepts growth: its figures become the new baseline (budgets still apply).
+            accept_growth=self.options.update,
+            layer_changes=changes,
+        )
+
+    def collect(self, result: budgets.Result) -> None:
+        """Keep a result for the summary and the files (on the controller only)."""
+        if not self.is_worker:
+            self.verdicts.append(self.judge(result))
+
+    def _registered_names(self) -> set[str]:
+        return {spec.name for spec in self.settings.models} if self.settings else set()
+
+    def removed_models(self) -> list[str]:
+        """Registered models that have a baseline entry but are no longer in pyproject.toml.
+
+        Checks from tests are never called removed: a run may simply not have selected them.
+        """
+        present = self._registered_names() | {verdict.name for verdict in self.verdicts}
+        return sorted(
+            name
+            for name, entry in self.baseline.items()
+            if name not in present and entry.get("origin", budgets.ORIGIN_PYPROJECT) == budgets.ORIGIN_PYPROJECT
+        )
+
+    # --- end -------------------------------------------------------------------------------------
+
+    def finish(self) -> bool:
+        """Write the reports, the job summary and (on update) the baseline; False when a write failed."""
+        if self.is_worker or not self.verdicts:
+            return True
+        self.verdicts.sort(key=lambda verdict: (verdict.result.origin != budgets.ORIGIN_PYPROJECT, verdict.name))
+        removed = self.removed_models()
+        for path in self.options.reports:
+            self._write_report(Path(path), removed)
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary:
+            try:
+                with open(step_summary, "a", encoding="utf-8") as stream:
+                    stream.write(reports.markdown(self.verdicts, removed) + "\n")
+            except OSError as error:
+                self.notes.append(f"could not append to GITHUB_STEP_SUMMARY ({step_summary}): {error.strerror}")
+        if self.options.update:
+            self._write_baseline()
+        return not self.write_failed
+
+    def _write_report(self, path: Path, removed: list[str]) -> None:
+        text = (
+            reports.markdown(self.verdicts, removed)
+            if path.suffix == ".md"
+            else reports.to_json(self.verdicts, removed)
+        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            baseline.write_atomic(path, text)
+            self.notes.append(f"report written to {path}")
+        except (OSError, baseline.BaselineError) as error:
+            self.notes.append(f"ERROR: could not write the report {path}: {error}")
+            self.write_failed = True
+
+    def _write_baseline(self) -> None:
+        target = self.settings.baseline if self.settings else self.pyproject.parent / config.DEFAULT_BASELINE
+        fresh = {
+            verdict.name: baseline.entry_from_profile(verdict.profile, verdict.result.origin)
+            for verdict in self.verdicts
+            if verdict.profile is not None
+        }
+        try:
+            previous = baseline.load(target)
+        except baseline.BaselineError:
+            previous = {}
+        removed = set(self.removed_models())
+        kept = {name: entry for name, entry in previous.items() if name not in removed}
+        try:
+            baseline.update(target, fresh, kept)
+            self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
+        except baseline.BaselineError as error:
+            self.notes.append(f"ERROR: {error}")
+            self.write_failed = True

@@ -1,0 +1,118 @@
+"""The code's shape (issue 9): torch-free lower layers, one metric table that drives every layer,
+and per-op figures kept in the profile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from reference_models import SpecCNN
+
+from pytest_netbudget import OpStats, budgets, config, metrics, profile
+from pytest_netbudget.engine.data import Profile
+
+TORCH_FREE = [
+    "pytest_netbudget",
+    "pytest_netbudget.units",
+    "pytest_netbudget.metrics",
+    "pytest_netbudget.devices",
+    "pytest_netbudget.engine.data",
+    "pytest_netbudget.engine.table",
+    "pytest_netbudget.config",
+    "pytest_netbudget.budgets",
+    "pytest_netbudget.baseline",
+    "pytest_netbudget.reports",
+    "pytest_netbudget.session",
+    "pytest_netbudget.plugin",
+    "pytest_netbudget.marks",
+]
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_lower_layers_import_no_torch(module):
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"
+
+
+def test_every_metric_has_a_budget_key_and_a_profile_attribute():
+    assert config.MODEL_KEYS[-len(metrics.METRICS) :] == tuple(f"max_{name}" for name in metrics.NAMES)
+    p = profile(SpecCNN(), input_shape=(1, 1, 28, 28), device="meta")
+    assert set(p.totals) == set(metrics.NAMES)
+    for name in metrics.NAMES:
+        assert getattr(p, name) == p.totals[name]
+    for name in metrics.PER_LAYER:
+        assert sum(getattr(row, name) for row in p.layers) == p.totals[name]
+
+
+def test_a_new_metric_row_reaches_every_layer(monkeypatch):
+    """One row in the table: config accepts its budget, judge() shows it, reports print it."""
+    extra = metrics.Metric("widgets", "count", "a made-up figure", growth=True, headline=True)
+    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, extra))
+    monkeypatch.setitem(metrics.BY_NAME, "widgets", extra)
+    monkeypatch.setattr(metrics, "LIMIT_KEYS", (*metrics.LIMIT_KEYS, "max_widgets"))
+    assert config.parse_limits({"max_widgets": "2k"}, config.Place("test:")) == {"widgets": 2000}
+    p = Profile("Net", "cpu", "float32", [], {"params": 1, "widgets": 2500}, [])
+    verdict = budgets.judge(budgets.Result("net", limits={"widgets": 2000}, profile=p))
+    check = verdict.check_for("widgets")
+    assert (check.actual, check.status) == (2500, "over")
+
+
+# --- per-op figures ------------------------------------------------------------------------------------------
+
+# The spec's CNN on [1, 1, 28, 28], by hand:
+#   conv1: 16 * 28*28 outputs * 25 taps = 313,600 MACs; FLOPs 2 * MACs + 12,544 bias adds = 639,744
+#   conv2: 32 * 14*14 outputs * 16*25 taps = 2,508,800 MACs; FLOPs 5,017,600 + 6,272 = 5,023,872
+#   relu: one FLOP per element (12,544 and 6,272); pool 2x2: 4 per output (3,136 * 4 and 1,568 * 4)
+#   out: addmm 1568 * 10 = 15,680 MACs; FLOPs 31,360 + 10 bias = 31,370
+CNN_OPS = {
+    "aten.addmm": OpStats(1, 15_680, 31_370),
+    "aten.convolution": OpStats(2, 313_600 + 2_508_800, 639_744 + 5_023_872),
+    "aten.max_pool2d_with_indices": OpStats(2, 0, 12_544 + 6_272),
+    "aten.relu": OpStats(2, 0, 12_544 + 6_272),
+}
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_per_op_figures_of_the_spec_cnn(device):
+    p = profile(SpecCNN(), input_shape=(1, 1, 28, 28), device=device)
+    assert p.ops == CNN_OPS
+    by_path = {row.path: row.ops for row in p.layers}
+    assert by_path["conv1.0"] == {"aten.convolution": OpStats(1, 313_600, 639_744)}
+    assert by_path["conv2.2"] == {"aten.max_pool2d_with_indices": OpStats(1, 0, 6_272)}
+    assert by_path[""] == {}  # flatten is a view: free
+    for row in p.layers:
+        assert sum(stats.macs for stats in row.ops.values()) == row.macs
+        assert sum(stats.flops for stats in row.ops.values()) == row.flops
+
+
+def test_ops_survive_json_and_fold_in_rollup():
+    p = profile(SpecCNN(), input_shape=(1, 1, 28, 28), device="meta")
+    again = Profile.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert again == p
+    conv1 = next(row for row in p.rollup(1) if row.path == "conv1")
+    assert conv1.ops == {
+        "aten.convolution": OpStats(1, 313_600, 639_744),
+        "aten.max_pool2d_with_indices": OpStats(1, 0, 12_544),
+        "aten.relu": OpStats(1, 0, 12_544),
+    }
+
+
+def test_module_formula_is_an_op_of_its_module():
+    from torch import nn
+
+    from pytest_netbudget import Cost, formulas
+
+    class Opaque(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    formula = formulas.register_formula(Opaque)(lambda module, inputs, output: Cost(macs=7))
+    try:
+        p = profile(nn.Sequential(Opaque()), input_shape=(1, 3), device="cpu")
+    finally:
+        formulas._module_formulas.pop(Opaque)
+    assert formula is not None
+    assert p.ops == {"module:Opaque": OpStats(1, 7, 14)}
