@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .. import units
+from ..formulas import FormulaSet
 from .fused_on_meta import FusedKernelsOnMeta
 from .profile import LayerStats, Profile
 from .tracer import Tracer, shapes_of, tensor_leaves
@@ -236,7 +237,7 @@ def profile(
         state = _stateless_state(model, target, target_dtype)
         external = list(state.values())
 
-    tracer = Tracer(model, external + tensor_leaves((args, kwargs)))
+    tracer = Tracer(model, external + tensor_leaves((args, kwargs)), FormulaSet())
     fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(target) else contextlib.nullcontext()
     with _forward_mode(model, train), _cuda_peak(target) as measured, fused:
         tracer.attach()

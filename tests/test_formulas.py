@@ -1,0 +1,126 @@
+"""The formula registry (issue 9): one way in with a duplicate check, a rule for every formula,
+and per-call overrides that never reach the global registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pytest_netbudget import Cost, profile, register_formula
+from pytest_netbudget.formulas import FormulaSet, registered
+
+
+@torch.library.custom_op("nbformulas::scale", mutates_args=())
+def scale(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@scale.register_fake
+def _scale_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+@register_formula("nbformulas::scale")
+def _scale_formula(call) -> Cost:
+    """nbformulas::scale: 1 MAC per output element"""
+    return Cost(macs=call.first_out.numel())
+
+
+class Scales(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.nbformulas.scale(x)
+
+
+def scale_macs() -> int:
+    return profile(Scales(), input_shape=(2, 3), device="meta").macs
+
+
+# --- one way in, with a duplicate check ------------------------------------------------------------------------
+
+
+def test_registering_an_op_twice_needs_replace():
+    with pytest.raises(ValueError, match=r"a formula for aten::mm is already registered; pass replace=True"):
+        register_formula(torch.ops.aten.mm.default)(lambda call: Cost())
+    with pytest.raises(ValueError, match=r"nbformulas::scale is already registered"):
+        register_formula("nbformulas::scale")(lambda call: Cost(macs=99))
+    assert scale_macs() == 2 * 3  # the refused registration left the first formula in place
+    assert profile(nn.Linear(4, 3, bias=False), input_shape=(2, 4), device="meta").macs == 2 * 4 * 3
+
+
+def test_registering_a_module_type_twice_needs_replace():
+    class Block(nn.Linear):
+        pass
+
+    register_formula(Block)(lambda module, inputs, output: Cost(macs=1))
+    with pytest.raises(ValueError, match=r"test_formulas\.test_registering_a_module_type_twice_needs_replace"):
+        register_formula(Block)(lambda module, inputs, output: Cost(macs=2))
+    assert profile(Block(4, 3), input_shape=(2, 4), device="meta").macs == 1
+
+
+def test_a_refused_list_registers_none_of_its_targets():
+    with pytest.raises(ValueError, match="aten::relu is already registered"):
+        register_formula(["nbformulas::never_registered", "aten::relu"])(lambda call: Cost())
+    assert "nbformulas::never_registered" not in {record.name for record in registered()}
+
+
+def test_replace_true_replaces_a_formula():
+    try:
+        register_formula(torch.ops.nbformulas.scale, replace=True)(lambda call: Cost(macs=5))
+        assert scale_macs() == 5
+    finally:
+        register_formula("nbformulas::scale", replace=True)(_scale_formula)
+    assert scale_macs() == 2 * 3
+
+
+def test_an_op_name_needs_its_namespace():
+    with pytest.raises(ValueError, match="namespace"):
+        register_formula("no_namespace")(lambda call: Cost())
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        register_formula(42)(lambda call: Cost())
+
+
+# --- every formula has a rule ------------------------------------------------------------------------------------
+
+
+def test_every_registered_formula_has_a_family_and_a_rule():
+    records = registered()
+    assert [record.name for record in records] == sorted(record.name for record in records)
+    assert len({record.name for record in records}) == len(records)
+    for record in records:
+        assert record.rule.strip() and "\n" not in record.rule, record
+        assert record.family in {"linalg", "conv", "attention", "recurrent", "elementwise", "pooling", "free", "user"}
+
+
+def test_every_registered_aten_op_is_found_by_the_lookup():
+    formulas = FormulaSet()
+    for record in registered():
+        namespace, _, name = record.name.partition("::")
+        packet = getattr(torch.ops.aten, name, None) if namespace == "aten" else None
+        if packet is None:  # an op that this torch version lacks
+            continue
+        overload = getattr(packet, packet.overloads()[0])
+        assert formulas.for_op(overload) is not None, record.name
+
+
+def test_rules_of_a_few_formulas():
+    rules = {record.name: (record.family, record.rule) for record in registered()}
+    assert rules["aten::mm"] == ("linalg", "MACs = M*K*N for [M, K] @ [K, N]; FLOPs = 2*MACs")
+    assert rules["aten::addmm"] == (
+        "linalg",
+        "MACs = M*K*N for bias + [M, K] @ [K, N]; FLOPs = 2*MACs + M*N (the bias)",
+    )
+    assert rules["aten::relu"] == ("elementwise", "1 FLOP per output element")
+    assert rules["aten::_softmax"] == ("elementwise", "3 FLOPs per output element (exponent, sum, divide)")
+    assert rules["aten::upsample_bilinear2d"] == ("pooling", "4 FLOPs per output element (one per neighbour sampled)")
+    assert rules["aten::cat"] == ("free", "free (data movement: join, split, repeat, permute)")
+    assert rules["aten::convolution"][0] == "conv"
+
+
+def test_a_user_formula_takes_its_rule_from_its_docstring():
+    rules = {record.name: (record.family, record.rule) for record in registered()}
+    assert rules["nbformulas::scale"] == ("user", "nbformulas::scale: 1 MAC per output element")
+    register_formula("nbformulas::undocumented")(lambda call: Cost())
+    assert {record.name: record.rule for record in registered()}["nbformulas::undocumented"] == (
+        "user formula test_formulas.test_a_user_formula_takes_its_rule_from_its_docstring.<locals>.<lambda>"
+    )
