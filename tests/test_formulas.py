@@ -124,3 +124,111 @@ def test_a_user_formula_takes_its_rule_from_its_docstring():
     assert {record.name: record.rule for record in registered()}["nbformulas::undocumented"] == (
         "user formula test_formulas.test_a_user_formula_takes_its_rule_from_its_docstring.<locals>.<lambda>"
     )
+
+
+# --- per-call overrides ------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("nbformulas::opaque", mutates_args=())
+def opaque(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@opaque.register_fake
+def _opaque_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class UsesOpaque(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.nbformulas.opaque(x)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_per_call_formula_counts_an_op_for_that_call_only(device):
+    """An op no registered formula counts: uncounted, then counted by the call's formula, then uncounted again."""
+    per_call = {"nbformulas::opaque": lambda call: Cost(macs=3 * call["x"].numel())}
+    before = profile(UsesOpaque(), input_shape=(2, 5), device=device)
+    with_formula = profile(UsesOpaque(), input_shape=(2, 5), device=device, formulas=per_call)
+    after = profile(UsesOpaque(), input_shape=(2, 5), device=device)
+    assert before.uncounted_ops == after.uncounted_ops == {"nbformulas.opaque": 1}
+    assert (before.macs, after.macs) == (0, 0)
+    assert with_formula.uncounted_ops == {}
+    assert (with_formula.macs, with_formula.flops) == (3 * 10, 2 * 3 * 10)
+    assert "nbformulas::opaque" not in {record.name for record in registered()}
+
+
+@pytest.mark.parametrize("target", ["aten::mm", torch.ops.aten.mm, torch.ops.aten.mm.default])
+def test_a_per_call_formula_overrides_a_built_in_for_that_call_only(target):
+    model = nn.Linear(4, 3, bias=False)  # [2, 4] @ [4, 3]: 2*4*3 = 24 MACs through aten::mm
+    overridden = profile(model, input_shape=(2, 4), device="meta", formulas={target: lambda call: Cost(macs=1000)})
+    assert (overridden.macs, overridden.flops) == (1000, 2000)
+    plain = profile(model, input_shape=(2, 4), device="meta")
+    assert (plain.macs, plain.flops) == (2 * 4 * 3, 2 * 2 * 4 * 3)
+    assert {record.name: record.family for record in registered()}["aten::mm"] == "linalg"
+
+
+class AddsInPlace(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * 2
+        y.add_(1)
+        return y
+
+
+def test_a_per_call_formula_for_an_op_covers_its_in_place_variant():
+    """``add_`` falls back to the formula of ``add``, the call's own as much as the registry's."""
+    plain = profile(AddsInPlace(), input_shape=(2, 4), device="meta")
+    assert plain.flops == 8 + 8  # mul and add_, 1 FLOP per output element each
+    overridden = profile(
+        AddsInPlace(), input_shape=(2, 4), device="meta", formulas={"aten::add": lambda call: Cost(0, 7)}
+    )
+    assert overridden.flops == 8 + 7
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(4, 4, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+class SubBlock(Block):
+    pass
+
+
+def test_a_per_call_module_formula_applies_to_subclasses_for_that_call_only():
+    model = nn.Sequential(Block(), SubBlock())  # two [3, 4] @ [4, 4] matmuls: 48 MACs each
+    per_call = {Block: lambda module, inputs, output: Cost(macs=100, flops=1)}
+    overridden = profile(model, input_shape=(3, 4), device="meta", formulas=per_call)
+    rows = {row.path: row for row in overridden.layers}
+    assert [(rows[path].macs, rows[path].flops) for path in ("0", "0.inner", "1", "1.inner")] == [
+        (100, 1),
+        (0, 0),
+        (100, 1),
+        (0, 0),
+    ]
+    plain = profile(model, input_shape=(3, 4), device="meta")
+    assert (plain.macs, plain.flops) == (2 * 3 * 4 * 4, 2 * 2 * 3 * 4 * 4)
+    assert FormulaSet().for_module(model[0]) is None
+
+
+def test_a_formula_set_reads_the_registry_and_its_overrides():
+    add, add_, view = torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor, torch.ops.aten.view.default
+
+    def own(call) -> Cost:
+        return Cost()
+
+    formulas = FormulaSet({"aten::add": own})
+    assert formulas.for_op(add) is own and formulas.for_op(add_) is own
+    assert FormulaSet.is_free(formulas.for_op(view))  # views are free by their schema
+    assert formulas.for_op(torch.ops.nbformulas.opaque.default) is None
+    assert FormulaSet().for_op(add) is not own
+
+
+def test_a_per_call_formula_must_be_callable_and_named_by_op_or_module_type():
+    with pytest.raises(TypeError, match="must be callable"):
+        profile(nn.Linear(2, 2), input_shape=(1, 2), device="meta", formulas={"aten::mm": 3})
+    with pytest.raises(ValueError, match="namespace"):
+        profile(nn.Linear(2, 2), input_shape=(1, 2), device="meta", formulas={"mm": lambda call: Cost()})

@@ -208,12 +208,14 @@ def profile(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     train: bool = False,
+    formulas: Mapping[Any, Callable[..., Any]] | None = None,
 ) -> Profile:
     """Profile one forward pass of ``model``; see the README for what each figure means.
 
     ``inputs`` is a tensor, a tuple of positional tensors or a dict of keyword tensors;
     ``input_shape`` makes one random float tensor instead. ``dtype`` profiles the model as
-    if cast to that floating dtype (size and memory figures follow it).
+    if cast to that floating dtype (size and memory figures follow it). ``formulas`` maps
+    ops or module types to formulas for this call only, over the registered ones.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"profile() needs an nn.Module, got {type(model).__name__}")
@@ -237,7 +239,7 @@ def profile(
         state = _stateless_state(model, target, target_dtype)
         external = list(state.values())
 
-    tracer = Tracer(model, external + tensor_leaves((args, kwargs)), FormulaSet())
+    tracer = Tracer(model, external + tensor_leaves((args, kwargs)), FormulaSet(formulas))
     fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(target) else contextlib.nullcontext()
     with _forward_mode(model, train), _cuda_peak(target) as measured, fused:
         tracer.attach()
