@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_netbudget import Cost, profile, register_formula
+from pytest_netbudget import Cost, cli, profile, register_formula
 from pytest_netbudget.formulas import FormulaSet, registered
 
 
@@ -232,3 +232,47 @@ def test_a_per_call_formula_must_be_callable_and_named_by_op_or_module_type():
         profile(nn.Linear(2, 2), input_shape=(1, 2), device="meta", formulas={"aten::mm": 3})
     with pytest.raises(ValueError, match="namespace"):
         profile(nn.Linear(2, 2), input_shape=(1, 2), device="meta", formulas={"mm": lambda call: Cost()})
+
+
+# --- netbudget formulas ------------------------------------------------------------------------------------------
+
+
+def listed(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[list[str]]]:
+    """Exit code and the listing's lines, each split into name, family and rule."""
+    code = cli.main(["formulas", *args])
+    lines = capsys.readouterr().out.splitlines()
+    return code, [line.split(maxsplit=2) for line in lines]
+
+
+def test_formulas_grep_conv_lists_the_convolutions_and_nothing_else(capsys):
+    code, lines = listed(capsys, "--grep", "conv")
+    assert code == 0
+    assert [(name, family) for name, family, _ in lines] == [
+        ("aten::_convolution", "conv"),
+        ("aten::convolution", "conv"),
+        ("aten::cudnn_convolution", "conv"),
+        ("aten::cudnn_convolution_transpose", "conv"),
+    ]
+
+
+def test_formulas_lists_every_formula_sorted_with_its_rule(capsys):
+    code, lines = listed(capsys)
+    assert code == 0
+    names = [name for name, _, _ in lines]
+    assert names == sorted(names) == [record.name for record in registered()]
+    assert ["aten::mm", "linalg", "MACs = M*K*N for [M, K] @ [K, N]; FLOPs = 2*MACs"] in lines
+    assert ["aten::cat", "free", "free (data movement: join, split, repeat, permute)"] in lines
+
+
+def test_formulas_grep_ignores_case_and_says_when_nothing_matches(capsys):
+    code, lines = listed(capsys, "--grep", "ATEN::MM")
+    assert (code, lines) == (0, [["aten::mm", "linalg", "MACs = M*K*N for [M, K] @ [K, N]; FLOPs = 2*MACs"]])
+    assert cli.main(["formulas", "--grep", "no such op"]) == 1
+    assert "no formula matches 'no such op'" in capsys.readouterr().err
+
+
+def test_formulas_help_shows_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["formulas", "--help"])
+    assert exit_info.value.code == 0
+    assert "netbudget formulas --grep conv" in capsys.readouterr().out
