@@ -337,22 +337,25 @@ class OpRecorder(TorchDispatchMode):
     """The aten ops a forward runs: calls, and MACs by netbudget's formula for each op."""
 
     def __init__(self) -> None:
+        from pytest_netbudget.formulas import FormulaSet
+
         super().__init__()
         self.calls: Counter[str] = Counter()
         self.macs: Counter[str] = Counter()
         self.packets: dict[str, Any] = {}
+        self.formula_set = FormulaSet()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        from pytest_netbudget import formulas
+        from pytest_netbudget.formulas import OpCall
 
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
         self.calls[name] += 1
         self.packets[name] = func.overloadpacket
-        formula = formulas.lookup(func)
-        if formula is not None and not formulas.is_free(formula):
-            self.macs[name] += formula(formulas.OpCall(func, args, kwargs, out)).macs
+        formula = self.formula_set.for_op(func)
+        if formula is not None and not self.formula_set.is_free(formula):
+            self.macs[name] += formula(OpCall(func, args, kwargs, out)).macs
         return out
 
 

@@ -1,4 +1,5 @@
-"""``netbudget show``: the per-layer table of one model, without pytest."""
+"""``netbudget show``: the per-layer table of one model, without pytest; ``netbudget formulas``:
+how every op and module type is counted."""
 
 from __future__ import annotations
 
@@ -43,11 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--depth", type=int, default=None, help="fold layers deeper than this into their parents")
     show.add_argument("--ops", action="store_true", help="list under each layer the operators that did its work")
     show.add_argument("--json", action="store_true", help="print the profile as JSON instead of a table")
+    formulas = commands.add_parser(
+        "formulas",
+        help="list how every op and module type is counted",
+        description="List every registered formula, one line each: op or module type, family, rule.",
+        epilog="example: netbudget formulas --grep conv",
+    )
+    formulas.add_argument("--grep", metavar="TEXT", default="", help="only lines that contain TEXT (any case)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "formulas":
+        return _list_formulas(args.grep)
     sys.path.insert(0, os.getcwd())
     try:
         import_callable(args.factory)
@@ -70,6 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netbudget: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table(args.depth, ops=args.ops))
+    return 0
+
+
+def _list_formulas(grep: str) -> int:
+    """One aligned line per registered formula, sorted by name; 1 when ``grep`` matches none."""
+    from .formulas import registered
+
+    records = registered()
+    name_width = max(len(record.name) for record in records)
+    family_width = max(len(record.family) for record in records)
+    lines = [f"{record.name:<{name_width}}  {record.family:<{family_width}}  {record.rule}" for record in records]
+    matching = [line for line in lines if grep.lower() in line.lower()]
+    if not matching:
+        print(f"netbudget: no formula matches {grep!r}", file=sys.stderr)
+        return 1
+    print("\n".join(matching))
     return 0
 
 

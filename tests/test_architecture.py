@@ -103,16 +103,12 @@ def test_ops_survive_json_and_fold_in_rollup():
 def test_module_formula_is_an_op_of_its_module():
     from torch import nn
 
-    from pytest_netbudget import Cost, formulas
+    from pytest_netbudget import Cost
 
     class Opaque(nn.Module):
         def forward(self, x):
             return x * 2
 
-    formula = formulas.register_formula(Opaque)(lambda module, inputs, output: Cost(macs=7))
-    try:
-        p = profile(nn.Sequential(Opaque()), input_shape=(1, 3), device="cpu")
-    finally:
-        formulas._module_formulas.pop(Opaque)
-    assert formula is not None
+    formulas = {Opaque: lambda module, inputs, output: Cost(macs=7)}
+    p = profile(nn.Sequential(Opaque()), input_shape=(1, 3), device="cpu", formulas=formulas)
     assert p.ops == {"module:Opaque": OpStats(1, 7, 14)}

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .. import devices, metrics, units
+from ..formulas import FormulaSet
 from .data import LayerStats, OpStats, Profile
 from .fused_on_meta import FusedKernelsOnMeta
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
@@ -202,6 +203,7 @@ class _Prepared:
     train: bool
     state: dict[str, torch.Tensor] | None  # converted copies for a stateless call; None: call the model itself
     external: list[torch.Tensor]  # weights and inputs: never activations
+    formulas: FormulaSet
 
 
 def profile(
@@ -212,20 +214,28 @@ def profile(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     train: bool = False,
+    formulas: Mapping[Any, Callable[..., Any]] | None = None,
 ) -> Profile:
     """Profile one forward pass of ``model``; see the README for what each figure means.
 
     ``inputs`` is a tensor, a tuple of positional tensors or a dict of keyword tensors;
     ``input_shape`` makes one random float tensor instead. ``dtype`` profiles the model as
-    if cast to that floating dtype (size and memory figures follow it).
+    if cast to that floating dtype (size and memory figures follow it). ``formulas`` maps
+    ops or module types to formulas for this call only, over the registered ones.
     """
-    prepared = _prepare(model, inputs, input_shape, device, dtype, train)
+    prepared = _prepare(model, inputs, input_shape, device, dtype, train, formulas)
     tracer, peak_memory_mb = _trace(prepared)
     return _assemble(prepared, tracer, peak_memory_mb)
 
 
 def _prepare(
-    model: Any, inputs: Any, input_shape: Sequence[int] | None, device: Any, dtype: Any, train: bool
+    model: Any,
+    inputs: Any,
+    input_shape: Sequence[int] | None,
+    device: Any,
+    dtype: Any,
+    train: bool,
+    formulas: Mapping[Any, Callable[..., Any]] | None,
 ) -> _Prepared:
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
     whether the model can be called as it is or needs converted copies."""
@@ -246,7 +256,16 @@ def _prepare(
     state = None if direct else _stateless_state(model, target, target_dtype)
     weights = inventory.tensors if state is None else list(state.values())
     return _Prepared(
-        model, target, target_dtype, args, kwargs, inventory, train, state, weights + tensor_leaves((args, kwargs))
+        model,
+        target,
+        target_dtype,
+        args,
+        kwargs,
+        inventory,
+        train,
+        state,
+        weights + tensor_leaves((args, kwargs)),
+        FormulaSet(formulas),
     )
 
 
@@ -258,7 +277,7 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
         _forward_mode(model, prepared.train),
         _cuda_peak(prepared.device) as measured,
         fused,
-        Tracer(model, prepared.external) as tracer,
+        Tracer(model, prepared.external, prepared.formulas) as tracer,
     ):
         if prepared.state is None:
             model(*prepared.args, **prepared.kwargs)

@@ -188,14 +188,15 @@ class Tracer(TorchDispatchMode):
     for freed tensors, as ``FlopCounterMode`` enters and leaves its ``ModuleTracker``.
     """
 
-    def __init__(self, model: torch.nn.Module, external: list[torch.Tensor]) -> None:
+    def __init__(self, model: torch.nn.Module, external: list[torch.Tensor], formula_set: formulas.FormulaSet) -> None:
         super().__init__()
+        self.formula_set = formula_set
         self.modules = list(model.named_modules())
         self.tallies = [LayerTally() for _ in self.modules]
         self.uncounted: Counter[str] = Counter()
         self.memory = LiveMemory(external)
         self._index = {id(module): index for index, (_, module) in enumerate(self.modules)}
-        self._module_formulas = [formulas.module_formula(module) for _, module in self.modules]
+        self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
         self._stack: list[int] = []
         self._suppressed = 0  # > 0 inside a module counted by a user's module formula
         self._handles: list[Any] = []
@@ -254,7 +255,7 @@ class Tracer(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _METADATA_OPS:
             return func(*args, **kwargs)
-        formula = formulas.lookup(func)
+        formula = self.formula_set.for_op(func)
         if formula is None:
             # CompositeImplicit ops without a formula: count what they decompose into,
             # as FlopCounterMode does.
@@ -286,6 +287,6 @@ class Tracer(TorchDispatchMode):
             tally.write_bytes += sum(_nbytes(tensor) for tensor in outputs)
         if formula is None:
             self.uncounted[str(func.overloadpacket)] += 1
-        elif not formulas.is_free(formula):
+        elif not self.formula_set.is_free(formula):
             cost = formula(formulas.OpCall(func, args, kwargs, out))
             tally.charge(str(func.overloadpacket), cost.macs, cost.total_flops)

@@ -1,0 +1,38 @@
+"""Convolutions of every kind (grouped, depthwise, transposed, 1d/2d/3d): FlopCounterMode's MACs.
+
+``aten.convolution`` is what every ``nn.Conv*`` and ``F.conv*`` reaches on every device;
+the cuDNN entry points are only seen when code calls them directly.
+"""
+
+from __future__ import annotations
+
+from torch.utils import flop_counter
+
+from .linalg import via_flop_counter
+from .registry import Cost, OpCall, numel, register
+
+
+def _convolution_formula(call: OpCall) -> Cost:
+    """aten.convolution(input, weight, bias, stride, padding, dilation, transposed, ...)."""
+    if call.kwargs:
+        return via_flop_counter(call)
+    x, weight, bias, transposed = call.args[0], call.args[1], call.args[2], call.args[6]
+    macs = flop_counter.conv_flop_count(x.shape, weight.shape, call.out.shape, transposed) // 2
+    return Cost(macs, 2 * macs + (numel(call.out) if bias is not None else 0))
+
+
+register(
+    ["aten::convolution", "aten::_convolution"],
+    _convolution_formula,
+    family="conv",
+    rule=(
+        "MACs = batch * output positions (input positions when transposed) * weight elements;"
+        " FLOPs = 2*MACs + 1 per output element when there is a bias"
+    ),
+)
+register(
+    ["aten::cudnn_convolution", "aten::cudnn_convolution_transpose"],
+    via_flop_counter,
+    family="conv",
+    rule="MACs as aten::convolution, by FlopCounterMode's formula; FLOPs = 2*MACs + 1 per output element",
+)

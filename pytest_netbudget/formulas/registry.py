@@ -1,0 +1,232 @@
+"""The one registry of counting formulas, and the per-call view of it that a profile uses.
+
+A formula maps an aten op (by qualified name, ``aten::mm``) or an ``nn.Module`` type to a
+:class:`Cost`. Every formula, built-in or user's, enters through :func:`register`, which
+refuses a second registration of one target unless asked to replace it, and records the
+one-line rule that ``netbudget formulas`` shows. A profile reads the registry through a
+:class:`FormulaSet`, which adds that call's own overrides without ever writing them back.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one op call costs. ``flops`` defaults to ``2 * macs``."""
+
+    macs: int = 0
+    flops: int | None = None
+
+    @property
+    def total_flops(self) -> int:
+        return 2 * self.macs if self.flops is None else self.flops
+
+
+class OpCall:
+    """An operator call as a formula sees it: arguments bound by schema name, and the result."""
+
+    def __init__(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.out = out
+        self._bound: dict[str, Any] | None = None
+
+    def _arguments(self) -> dict[str, Any]:
+        if self._bound is None:
+            self._bound = _bind(self.func, self.args, self.kwargs)
+        return self._bound
+
+    def __getitem__(self, name: str) -> Any:
+        return self._arguments()[name]
+
+    def __contains__(self, name: str) -> bool:
+        """Whether the op's schema has an argument of this name."""
+        return name in self._arguments()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """An argument that only some overloads or torch versions have."""
+        return self._arguments().get(name, default)
+
+    @property
+    def first_out(self) -> torch.Tensor:
+        """The first tensor the op returned."""
+        return self.out[0] if isinstance(self.out, (tuple, list)) else self.out
+
+
+OpFormula = Callable[[OpCall], Cost]
+ModuleFormula = Callable[[torch.nn.Module, tuple, Any], Cost]
+
+FREE = object()  # marker: the op moves or creates data and does no arithmetic
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One registered formula as users see it: what it counts, its family and its rule."""
+
+    name: str  # 'aten::mm', or the module type's qualified name
+    family: str  # the module of formulas it belongs to ('linalg', 'conv', ...), or 'user'
+    rule: str  # one line: how it counts
+
+
+_op_formulas: dict[str, OpFormula | object] = {}
+_module_formulas: dict[type, ModuleFormula] = {}
+_registered: dict[str | type, Registered] = {}
+
+
+def numel(value: Any) -> int:
+    """Elements of a tensor; 0 for anything else (an absent optional tensor)."""
+    return value.numel() if isinstance(value, torch.Tensor) else 0
+
+
+def aten(names: str) -> list[str]:
+    """'mm bmm' -> ['aten::mm', 'aten::bmm']. Built-ins are registered by name, not by
+    ``torch.ops.aten.X``, so that an op this torch version lacks costs nothing."""
+    return [f"aten::{name}" for name in names.split()]
+
+
+def _bind(func: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    bound: dict[str, Any] = {}
+    # func._schema: an overload's argument names and defaults have no public accessor.
+    for index, argument in enumerate(func._schema.arguments):
+        if index < len(args) and not argument.kwarg_only:
+            bound[argument.name] = args[index]
+        elif argument.name in kwargs:
+            bound[argument.name] = kwargs[argument.name]
+        else:
+            bound[argument.name] = argument.default_value if argument.has_default_value() else None
+    return bound
+
+
+def _key(target: Any) -> str | type:
+    """An op's qualified name ('aten::mm', from an op packet, an overload or a string), or a module type."""
+    if isinstance(target, type) and issubclass(target, torch.nn.Module):
+        return target
+    if isinstance(target, str):
+        if "::" not in target:
+            raise ValueError(f"an op name needs its namespace, like 'aten::{target}' or 'mylib::{target}'")
+        return target.split(".")[0]
+    # torch._ops holds the only definitions of these classes; no public alias exists.
+    if isinstance(target, torch._ops.OpOverload):
+        return target.name().split(".")[0]
+    if isinstance(target, torch._ops.OpOverloadPacket):
+        return target._qualified_op_name  # a packet has no public accessor for 'ns::op'
+    raise TypeError(
+        f"cannot register a formula for {target!r}: expected an op (torch.ops.ns.op), 'ns::op' or an nn.Module subclass"
+    )
+
+
+def _display(key: str | type) -> str:
+    return key if isinstance(key, str) else f"{key.__module__}.{key.__qualname__}"
+
+
+def register(
+    targets: Any, formula: OpFormula | ModuleFormula | object, *, family: str, rule: str, replace: bool = False
+) -> None:
+    """Add ``formula`` for one target or a list of them: ops, or ``nn.Module`` types.
+
+    The only way into the registry. A target registered twice is a ValueError naming it
+    unless ``replace=True``, so that no family silently overrides another; ``rule`` is the
+    one line that tells a user how the formula counts.
+    """
+    if not rule.strip():
+        raise ValueError(f"a formula for {targets!r} needs a rule: one line on how it counts")
+    keys = [_key(one) for one in (targets if isinstance(targets, (list, tuple)) else [targets])]
+    seen: set[str | type] = set()
+    for key in keys:
+        if key in seen or (key in _registered and not replace):
+            raise ValueError(f"a formula for {_display(key)} is already registered; pass replace=True")
+        seen.add(key)
+    for key in keys:
+        if isinstance(key, type):
+            _module_formulas[key] = formula  # type: ignore[assignment]
+        else:
+            _op_formulas[key] = formula
+        _registered[key] = Registered(_display(key), family, rule.strip())
+
+
+def register_formula(target: Any, *, replace: bool = False) -> Callable[[Callable], Callable]:
+    """Register how to count an op or a module type; use as a decorator.
+
+    For an op (``torch.ops.mylib.fused_mlp``, one of its overloads, or the string
+    ``"mylib::fused_mlp"``) the function takes an :class:`OpCall` and returns a
+    :class:`Cost`. For an ``nn.Module`` subclass it takes ``(module, inputs, output)``
+    and returns a :class:`Cost`; the ops that run inside such a module are then not
+    counted again. ``replace=True`` overrides a built-in formula. The first line of the
+    function's docstring is the rule that ``netbudget formulas`` lists.
+    """
+
+    def decorator(function: Callable) -> Callable:
+        summary = (inspect.getdoc(function) or "").strip().splitlines()
+        rule = summary[0] if summary else f"user formula {function.__module__}.{function.__qualname__}"
+        register(target, function, family="user", rule=rule, replace=replace)
+        return function
+
+    return decorator
+
+
+def registered() -> list[Registered]:
+    """Every registered op and module formula, sorted by name."""
+    return sorted(_registered.values(), key=lambda record: record.name)
+
+
+class FormulaSet:
+    """The formulas one profile uses: the global registry plus that call's overrides.
+
+    ``overrides`` maps ops (as :func:`register_formula` takes them) or ``nn.Module`` types
+    to formulas, as ``FlopCounterMode``'s ``custom_mapping`` does. The registry is copied
+    when the set is made, so an override never leaks into it.
+    """
+
+    def __init__(self, overrides: Mapping[Any, Callable[..., Cost]] | None = None) -> None:
+        self._ops: dict[str, OpFormula | object] = dict(_op_formulas)
+        self._modules: dict[type, ModuleFormula] = dict(_module_formulas)
+        for target, formula in (overrides or {}).items():
+            if not callable(formula):
+                raise TypeError(f"the formula for {target!r} must be callable, got {formula!r}")
+            key = _key(target)
+            if isinstance(key, type):
+                self._modules[key] = formula
+            else:
+                self._ops[key] = formula
+        self._cache: dict[Any, OpFormula | object | None] = {}
+
+    def for_op(self, func: Any) -> OpFormula | object | None:
+        """The formula for an aten overload, ``FREE`` for data movement, None when uncounted.
+
+        In-place variants (``add_``) share the formula of their functional op (``add``);
+        views are free by their schema. Answers are cached per overload.
+        """
+        try:
+            return self._cache[func]
+        except KeyError:
+            pass
+        name = func.name().split(".")[0]  # 'aten::add_.Tensor' -> 'aten::add_'
+        found = self._ops.get(name)
+        if found is None and name.endswith("_"):
+            found = self._ops.get(name[:-1])
+        if found is None and func.is_view:
+            found = FREE
+        self._cache[func] = found
+        return found
+
+    def for_module(self, module: torch.nn.Module) -> ModuleFormula | None:
+        """The formula for this module's type (or its nearest base type that has one), if any."""
+        if not self._modules:
+            return None
+        for klass in type(module).__mro__:
+            if klass in self._modules:
+                return self._modules[klass]
+        return None
+
+    @staticmethod
+    def is_free(formula: object) -> bool:
+        """Whether ``for_op`` answered that the op does no arithmetic."""
+        return formula is FREE
