@@ -27,9 +27,10 @@ class BaselineError(Exception):
 def entry_from_profile(profile: Profile, origin: str) -> dict[str, Any]:
     """What the baseline keeps of one profile: where it came from (``pyproject.toml`` or a
     test's node id), totals rounded as stored, and the rows that carry figures."""
+    measured = [name for name in metrics.LAYER_DIFF if profile.totals.get(name) is not None]
     layers = {}
     for row in profile.layers:
-        figures = {name: row.figures.get(name, 0) for name in metrics.LAYER_DIFF}
+        figures = {name: row.figures.get(name, 0) for name in measured}
         if any(figures.values()):
             layers[row.name] = {"type": row.type, **figures}
     return {"origin": origin, "totals": stored_totals(profile), "layers": layers}

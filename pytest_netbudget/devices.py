@@ -1,4 +1,4 @@
-"""Devices and dtypes by the names users write, defined and checked in one place.
+"""Devices, dtypes and optimizers by the names users write, defined and checked in one place.
 
 The config, the command line and the engine all accept exactly these names; each
 caller passes the label that says where the value came from, so one message reads
@@ -12,6 +12,10 @@ import difflib
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "meta")
 MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
 INPUT_DTYPES = (*MODEL_DTYPES, "int64", "int32", "int16", "int8", "uint8", "bool")
+#: Mixed precision for a training step (torch.autocast on CPU and CUDA).
+AUTOCAST_DTYPES = ("bfloat16", "float16")
+#: The optimizers a training step can take; "none" stops after the backward.
+OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "none")
 
 
 class ChoiceError(ValueError):
@@ -35,6 +39,14 @@ def check_dtype(value: object, label: str, allowed: tuple[str, ...] = MODEL_DTYP
     if isinstance(value, str) and value in allowed:
         return value
     raise ChoiceError(f"{label}: unknown dtype {value!r}: use one of {', '.join(allowed)}{_close(value, allowed)}")
+
+
+def check_optimizer(value: object, label: str) -> str:
+    if isinstance(value, str) and value in OPTIMIZERS:
+        return value
+    raise ChoiceError(
+        f"{label}: unknown optimizer {value!r}: use one of {', '.join(OPTIMIZERS)}{_close(value, OPTIMIZERS)}"
+    )
 
 
 def is_integer_dtype(name: str) -> bool:

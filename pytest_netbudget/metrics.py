@@ -21,6 +21,7 @@ class Metric:
     row carries it and the rows add up to the total. ``layer_diff``: the baseline keeps it
     per layer and the layer diff compares it. ``headline``: shown for every model that
     has a figure, budgeted or not. ``measured_on``: where it exists at all (None: everywhere).
+    ``train``: measured by a training step, so only for models profiled with one.
     """
 
     name: str
@@ -31,6 +32,7 @@ class Metric:
     layer_diff: bool = False
     headline: bool = False
     measured_on: str | None = None
+    train: bool = False
 
     @property
     def limit_key(self) -> str:
@@ -84,6 +86,35 @@ METRICS: tuple[Metric, ...] = (
     Metric("activations_mb", "MiB", "peak bytes of live intermediate tensors", growth=True, headline=True),
     Metric(
         "peak_memory_mb", "MiB", "torch.cuda.max_memory_allocated during the forward", growth=True, measured_on="CUDA"
+    ),
+    Metric(
+        "train_macs",
+        "count",
+        "multiply-accumulates of one training step: forward, backward and optimizer",
+        growth=True,
+        per_layer=True,
+        layer_diff=True,
+        headline=True,
+        train=True,
+    ),
+    Metric(
+        "train_flops",
+        "count",
+        "FLOPs of one training step: forward, backward and the optimizer's per-element work",
+        growth=True,
+        per_layer=True,
+        layer_diff=True,
+        headline=True,
+        train=True,
+    ),
+    Metric("train_memory_mb", "MiB", "peak live bytes over one training step", growth=True, headline=True, train=True),
+    Metric(
+        "train_peak_memory_mb",
+        "MiB",
+        "torch.cuda.max_memory_allocated during the training step",
+        growth=True,
+        measured_on="CUDA",
+        train=True,
     ),
 )
 

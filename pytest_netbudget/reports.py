@@ -48,12 +48,20 @@ def largest_layers_line(profile: Profile, metric: str = "params", count: int = 2
     return f"largest layers by {metric}: {listed}"
 
 
+def diff_columns(changes: list[LayerChange]) -> list[str]:
+    """The per-layer metrics that the changed layers carry, old or new (train figures only
+    where a training step was profiled)."""
+    carried = {name for item in changes for entry in (item.old, item.new) if entry for name in entry}
+    return [name for name in metrics.LAYER_DIFF if name in carried]
+
+
 def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
     if not changes:
         return []
-    rows = [["layer", "change", *metrics.LAYER_DIFF]]
+    columns = diff_columns(changes)
+    rows = [["layer", "change", *columns]]
     for item in changes[:limit]:
-        rows.append([f"{item.path} ({item.type})", item.kind, *(_old_new(item, name) for name in metrics.LAYER_DIFF)])
+        rows.append([f"{item.path} ({item.type})", item.kind, *(_old_new(item, name) for name in columns)])
     lines = ["layers changed since the baseline:", *_columns(rows)]
     if len(changes) > limit:
         lines.append(f"  ... and {len(changes) - limit} more changed layers")
@@ -61,8 +69,8 @@ def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) 
 
 
 def _old_new(item: LayerChange, name: str) -> str:
-    old = units.format_count(item.old[name]) if item.old else "-"
-    new = units.format_count(item.new[name]) if item.new else "-"
+    old = units.format_count(item.old[name]) if item.old and name in item.old else "-"
+    new = units.format_count(item.new[name]) if item.new and name in item.new else "-"
     return f"{old} -> {new}"
 
 
@@ -161,7 +169,11 @@ _STATUS_ICON = {
 
 def markdown(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
     """A pull-request comment: headline, one table of models, a collapsible block per changed model."""
-    columns = metrics.HEADLINE
+    columns = [
+        name
+        for name in metrics.HEADLINE
+        if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
+    ]
     lines = ["## netbudget", "", f"**{_headline(verdicts)}**", ""]
     lines.append("| model | " + " | ".join(columns) + " | status |")
     lines.append("|---|" + "---|" * len(columns) + "---|")
@@ -204,15 +216,14 @@ def markdown(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
         if verdict.failures or verdict.strict_failure:
             lines += ["```", failure_text(verdict, with_layers=False), "```", ""]
         if verdict.layer_changes:
-            header = "| layer | change | " + " | ".join(metrics.LAYER_DIFF) + " |"
-            lines += [header, "|---|---|" + "---|" * len(metrics.LAYER_DIFF)]
+            columns = diff_columns(verdict.layer_changes)
+            header = "| layer | change | " + " | ".join(columns) + " |"
+            lines += [header, "|---|---|" + "---|" * len(columns)]
             for item in verdict.layer_changes[:LAYER_DIFF_LIMIT]:
-                figures = " | ".join(_old_new(item, name) for name in metrics.LAYER_DIFF)
+                figures = " | ".join(_old_new(item, name) for name in columns)
                 lines.append(f"| `{item.path}` ({item.type}) | {item.kind} | {figures} |")
             if len(verdict.layer_changes) > LAYER_DIFF_LIMIT:
-                lines.append(
-                    f"| ... | {len(verdict.layer_changes) - LAYER_DIFF_LIMIT} more |" + " |" * len(metrics.LAYER_DIFF)
-                )
+                lines.append(f"| ... | {len(verdict.layer_changes) - LAYER_DIFF_LIMIT} more |" + " |" * len(columns))
             lines.append("")
         lines += mermaid_charts(verdict.profile)
         lines += ["</details>", ""]

@@ -89,7 +89,19 @@ def test_every_registered_formula_has_a_family_and_a_rule():
     assert len({record.name for record in records}) == len(records)
     for record in records:
         assert record.rule.strip() and "\n" not in record.rule, record
-        assert record.family in {"linalg", "conv", "attention", "recurrent", "elementwise", "pooling", "free", "user"}
+        assert record.family in {
+            "linalg",
+            "conv",
+            "attention",
+            "recurrent",
+            "elementwise",
+            "pooling",
+            "backward",
+            "optimizers",
+            "losses",
+            "free",
+            "user",
+        }
 
 
 def test_every_registered_aten_op_is_found_by_the_lookup():
@@ -250,6 +262,7 @@ def test_formulas_grep_conv_lists_the_convolutions_and_nothing_else(capsys):
     assert [(name, family) for name, family, _ in lines] == [
         ("aten::_convolution", "conv"),
         ("aten::convolution", "conv"),
+        ("aten::convolution_backward", "backward"),
         ("aten::cudnn_convolution", "conv"),
         ("aten::cudnn_convolution_transpose", "conv"),
     ]

@@ -36,6 +36,46 @@ def _sum_ops(tables: list[dict[str, OpStats]]) -> dict[str, OpStats]:
 
 
 @dataclass(frozen=True)
+class TrainStep:
+    """How a training step was run, and its memory at the peak, split by what the bytes are.
+
+    ``memory_mb`` maps each part (params, buffers, inputs, grads, optimizer_state,
+    activations, temporaries) to MiB at the moment of the peak; ``peak_phase`` says when
+    that was (forward, loss, backward or optimizer). ``saved_mb`` is the most that was
+    saved for backward at one time (at the end of the forward, unless checkpointing
+    recomputes): the activation memory a training job is sized by.
+    """
+
+    optimizer: str
+    batch: int | None
+    autocast: str | None
+    memory_mb: dict[str, float]
+    peak_phase: str
+    saved_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer,
+            "batch": self.batch,
+            "autocast": self.autocast,
+            "memory_mb": dict(self.memory_mb),
+            "peak_phase": self.peak_phase,
+            "saved_mb": self.saved_mb,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainStep:
+        return cls(
+            data["optimizer"],
+            data["batch"],
+            data["autocast"],
+            dict(data["memory_mb"]),
+            data["peak_phase"],
+            data["saved_mb"],
+        )
+
+
+@dataclass(frozen=True)
 class LayerStats:
     """One module of the model: its own parameters and the work done in its own forward.
 
@@ -78,7 +118,7 @@ class LayerStats:
         return cls(
             path=data["path"],
             type=data["type"],
-            figures={name: data.get(name, 0) for name in metrics.PER_LAYER},
+            figures={name: data[name] for name in metrics.PER_LAYER if name in data},
             read_bytes=data.get("read_bytes", 0),
             write_bytes=data.get("write_bytes", 0),
             calls=data.get("calls", 0),
@@ -103,6 +143,7 @@ class Profile:
     totals: dict[str, float | int | None]
     layers: list[LayerStats]
     uncounted_ops: dict[str, int] = field(default_factory=dict)
+    train: TrainStep | None = None  # the training step's settings and memory split, when one was profiled
 
     @property
     def ops(self) -> dict[str, OpStats]:
@@ -152,6 +193,7 @@ class Profile:
             **self.totals,
             "layers": [row.to_dict() for row in self.layers],
             "uncounted_ops": dict(self.uncounted_ops),
+            "train": self.train.to_dict() if self.train is not None else None,
         }
 
     @classmethod
@@ -165,6 +207,7 @@ class Profile:
             totals={name: data.get(name) for name in metrics.NAMES},
             layers=[LayerStats.from_dict(row) for row in data["layers"]],
             uncounted_ops=dict(data.get("uncounted_ops", {})),
+            train=TrainStep.from_dict(data["train"]) if data.get("train") else None,
         )
 
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from .. import devices, metrics, units
 from ..formulas import FormulaSet
-from .data import LayerStats, OpStats, Profile
+from .data import LayerStats, OpStats, Profile, TrainStep
 from .fused_on_meta import FusedKernelsOnMeta
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
+from .training import rebatch, run_step
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -165,13 +166,12 @@ def _stateless_state(
 
 
 @contextlib.contextmanager
-def _forward_mode(model: torch.nn.Module, train: bool) -> Iterator[None]:
-    """Eval (or train) mode under no_grad, each module's own mode restored afterwards."""
+def _module_modes(model: torch.nn.Module, train: bool) -> Iterator[None]:
+    """Eval (or train) mode, each module's own mode restored afterwards."""
     modes = [(module, module.training) for module in model.modules()]
     model.train(train)
     try:
-        with torch.no_grad():
-            yield
+        yield
     finally:
         for module, was_training in modes:
             module.training = was_training
@@ -200,7 +200,6 @@ class _Prepared:
     args: tuple
     kwargs: dict
     inventory: _Inventory
-    train: bool
     state: dict[str, torch.Tensor] | None  # converted copies for a stateless call; None: call the model itself
     external: list[torch.Tensor]  # weights and inputs: never activations
     formulas: FormulaSet
@@ -214,18 +213,58 @@ def profile(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     train: bool = False,
+    optimizer: str = "adamw",
+    loss: Callable[[Any], Any] | None = None,
+    autocast: str | None = None,
+    batch: int | None = None,
     formulas: Mapping[Any, Callable[..., Any]] | None = None,
 ) -> Profile:
-    """Profile one forward pass of ``model``; see the README for what each figure means.
+    """Profile one forward pass of ``model`` (and with ``train=True`` one training step too);
+    see the README for what each figure means.
 
     ``inputs`` is a tensor, a tuple of positional tensors or a dict of keyword tensors;
     ``input_shape`` makes one random float tensor instead. ``dtype`` profiles the model as
     if cast to that floating dtype (size and memory figures follow it). ``formulas`` maps
     ops or module types to formulas for this call only, over the registered ones.
+
+    ``train=True`` adds a training step on copies of the weights: forward in train mode,
+    ``loss(outputs)`` (the sum of the floating outputs by default) and its backward, and
+    one step of ``optimizer`` (sgd, sgd-momentum, adam, adamw or none); ``autocast`` runs
+    the forward in mixed precision (bfloat16 or float16, on cpu or cuda); ``batch`` gives
+    every input that many rows (dimension 0) for the step.
     """
-    prepared = _prepare(model, inputs, input_shape, device, dtype, train, formulas)
+    step = _step_settings(train, optimizer, autocast, batch)
+    prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=False)
     tracer, peak_memory_mb = _trace(prepared)
-    return _assemble(prepared, tracer, peak_memory_mb)
+    result = _assemble(prepared, tracer, peak_memory_mb)
+    if step is None:
+        return result
+    prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=True)
+    if prepared.device.type == "meta" and step.autocast is not None:
+        raise ValueError(
+            "autocast runs on cpu and cuda only (PyTorch has no autocast for meta tensors): profile the step "
+            'on cpu, or on meta with dtype = "bfloat16" for a step entirely in low precision'
+        )
+    return _with_step(result, prepared, step, loss)
+
+
+@dataclass(frozen=True)
+class _StepSettings:
+    optimizer: str
+    autocast: str | None
+    batch: int | None
+
+
+def _step_settings(train: bool, optimizer: str, autocast: str | None, batch: int | None) -> _StepSettings | None:
+    """The training step's settings checked before anything runs; None without ``train``."""
+    if not train:
+        return None
+    devices.check_optimizer(optimizer, "optimizer")
+    if autocast is not None:
+        devices.check_dtype(autocast, "autocast", devices.AUTOCAST_DTYPES)
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    return _StepSettings(optimizer, autocast, batch)
 
 
 def _prepare(
@@ -234,20 +273,20 @@ def _prepare(
     input_shape: Sequence[int] | None,
     device: Any,
     dtype: Any,
-    train: bool,
     formulas: Mapping[Any, Callable[..., Any]] | None,
+    copies: bool,
 ) -> _Prepared:
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
-    whether the model can be called as it is or needs converted copies."""
+    whether the model can be called as it is or needs converted copies (``copies``: always,
+    as a training step, which writes its weights, does)."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"profile() needs an nn.Module, got {type(model).__name__}")
     target = resolve_device(device)
     target_dtype = resolve_dtype(dtype)
     args, kwargs = make_inputs(inputs, input_shape, target, target_dtype)
     inventory = _inventory(model, target_dtype)
-    # In train mode the forward may update buffers (BatchNorm statistics), so it runs on copies.
     direct = not inventory.tensors or (
-        not train
+        not copies
         and inventory.devices == {target}
         and (target_dtype is None or inventory.float_dtypes <= {target_dtype})
     )
@@ -262,7 +301,6 @@ def _prepare(
         args,
         kwargs,
         inventory,
-        train,
         state,
         weights + tensor_leaves((args, kwargs)),
         FormulaSet(formulas),
@@ -274,7 +312,8 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     model = prepared.model
     fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(prepared.device) else contextlib.nullcontext()
     with (
-        _forward_mode(model, prepared.train),
+        _module_modes(model, train=False),
+        torch.no_grad(),
         _cuda_peak(prepared.device) as measured,
         fused,
         Tracer(model, prepared.external, prepared.formulas) as tracer,
@@ -292,9 +331,8 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
     """The inventory's rows completed with what each module did, and the totals."""
     layers = [_layer(row, tally) for row, tally in zip(prepared.inventory.rows, tracer.tallies)]
     dtype = prepared.dtype or min(prepared.inventory.float_dtypes, key=str, default=torch.float32)
-    totals: dict[str, float | int | None] = {
-        name: sum(row.figures[name] for row in layers) for name in metrics.PER_LAYER
-    }
+    totals: dict[str, float | int | None] = dict.fromkeys(metrics.NAMES)
+    totals.update({name: sum(row.figures[name] for row in layers) for name in layers[0].figures})
     totals.update(
         size_mb=prepared.inventory.size_bytes / units.MIB,
         activations_mb=tracer.memory.peak / units.MIB,
@@ -322,4 +360,60 @@ def _layer(row: _InventoryRow, tally: LayerTally) -> LayerStats:
         input_shapes=tally.input_shapes,
         output_shapes=tally.output_shapes,
         ops={name: OpStats(*figures) for name, figures in sorted(tally.ops.items())},
+    )
+
+
+def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, loss: Any) -> Profile:
+    """The forward's profile with one traced training step's figures added to its rows and totals."""
+    device = prepared.device
+    args, kwargs = prepared.args, prepared.kwargs
+    if settings.batch is not None:
+        args, kwargs = rebatch(args, settings.batch), rebatch(kwargs, settings.batch)
+
+    @contextlib.contextmanager
+    def around() -> Iterator[dict[str, float]]:
+        fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(device) else contextlib.nullcontext()
+        with _module_modes(prepared.model, train=True), _cuda_peak(device) as measured, fused:
+            yield measured
+
+    step = run_step(
+        prepared.model,
+        prepared.state or {},
+        args,
+        kwargs,
+        prepared.formulas,
+        optimizer=settings.optimizer,
+        loss=loss,
+        autocast=torch_dtype(settings.autocast, devices.AUTOCAST_DTYPES, "autocast") if settings.autocast else None,
+        device=device,
+        around=around,
+    )
+    tallies = step.tracer.tallies
+    layers = [
+        replace(row, figures={**row.figures, "train_macs": tally.macs, "train_flops": tally.flops})
+        for row, tally in zip(result.layers, tallies)
+    ]
+    uncounted = dict(result.uncounted_ops)
+    for op, count in step.tracer.uncounted.items():
+        uncounted[op] = max(count, uncounted.get(op, 0))
+    totals = dict(result.totals)
+    totals.update(
+        train_macs=sum(tally.macs for tally in tallies),
+        train_flops=sum(tally.flops for tally in tallies),
+        train_memory_mb=step.peak_bytes / units.MIB,
+        train_peak_memory_mb=step.cuda_peak_mb,
+    )
+    return replace(
+        result,
+        layers=layers,
+        totals=totals,
+        uncounted_ops=dict(sorted(uncounted.items())),
+        train=TrainStep(
+            optimizer=settings.optimizer,
+            batch=settings.batch,
+            autocast=settings.autocast,
+            memory_mb={part: figure / units.MIB for part, figure in step.parts.items()},
+            peak_phase=step.peak_phase,
+            saved_mb=step.most_saved / units.MIB,
+        ),
     )

@@ -130,13 +130,19 @@ class LiveMemory:
 
     Each storage is counted once, however many views of it exist, and leaves the
     tally when the last tensor that the mode saw on it is freed. Storages of the
-    inputs, parameters and buffers are external and never counted.
+    inputs, parameters and buffers are external and never counted. ``parts`` splits
+    the live bytes by what they are: everything a forward creates is an activation;
+    a training step's memory starts new storages as temporaries and reclassifies them.
     """
+
+    #: What a storage created now counts as.
+    category = "activations"
 
     def __init__(self, external: list[torch.Tensor]) -> None:
         self._external = {key for key in map(_storage_key, external) if key is not None}
-        self._live: dict[int, list[int]] = {}  # storage key -> [bytes, tensors alive]
+        self._live: dict[int, list[Any]] = {}  # storage key -> [bytes, tensors alive, category]
         self._refs: dict[int, tuple[weakref.ref, int]] = {}  # id(ref) -> (ref, storage key)
+        self.parts: dict[str, int] = {}
         self.current = 0
         self.peak = 0
         self._open = True
@@ -151,14 +157,28 @@ class LiveMemory:
             return
         entry = self._live.get(key)
         if entry is None:
-            entry = self._live[key] = [storage.nbytes(), 0]
+            entry = self._live[key] = [storage.nbytes(), 0, self.category]
+            self.parts[self.category] = self.parts.get(self.category, 0) + entry[0]
             self.current += entry[0]
             if self.current > self.peak:
-                self.peak = self.current
+                self._new_peak()
         entry[1] += 1
         # Refs are kept by id: two refs to one tensor would compare their tensors with ==.
         ref = weakref.ref(tensor, self._freed)
         self._refs[id(ref)] = (ref, key)
+
+    def _new_peak(self) -> None:
+        self.peak = self.current
+
+    def reclassify(self, tensor: torch.Tensor, category: str) -> None:
+        """Count a live storage as ``category`` from now on (a temporary that became a gradient)."""
+        key = _storage_key(tensor)
+        entry = self._live.get(key) if key is not None else None
+        if entry is None or entry[2] == category:
+            return
+        self.parts[entry[2]] -= entry[0]
+        self.parts[category] = self.parts.get(category, 0) + entry[0]
+        entry[2] = category
 
     def _freed(self, ref: weakref.ref) -> None:
         ref_and_key = self._refs.pop(id(ref), None)
@@ -171,10 +191,11 @@ class LiveMemory:
         entry[1] -= 1
         if entry[1] == 0:
             self.current -= entry[0]
+            self.parts[entry[2]] -= entry[0]
             del self._live[key]
 
     def close(self) -> None:
-        """Stop listening: tensors that outlive the forward no longer matter."""
+        """Stop listening: tensors that outlive the traced work no longer matter."""
         self._open = False
         self._live.clear()
         self._refs.clear()
@@ -266,6 +287,13 @@ class Tracer(TorchDispatchMode):
         self._account(func, formula, args, kwargs, out)
         return out
 
+    def _op_call(self, func: Any, args: tuple, kwargs: dict, out: Any) -> formulas.OpCall:
+        return formulas.OpCall(func, args, kwargs, out)
+
+    def _owner(self, args: tuple, kwargs: dict) -> int:
+        """The index of the module an op is charged to: the innermost one running."""
+        return self._stack[-1] if self._stack else 0
+
     def _decompose(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """Run a CompositeImplicit op's decomposition with this mode active again (only the
         dispatch mode: the module hooks stay as they are), so that its parts are counted."""
@@ -281,12 +309,12 @@ class Tracer(TorchDispatchMode):
             self.memory.saw(tensor)
         if self._suppressed:
             return
-        tally = self.tallies[self._stack[-1] if self._stack else 0]
+        tally = self.tallies[self._owner(args, kwargs)]
         if not func.is_view:
             tally.read_bytes += sum(_nbytes(tensor) for tensor in argument_tensors(args, kwargs))
             tally.write_bytes += sum(_nbytes(tensor) for tensor in outputs)
         if formula is None:
             self.uncounted[str(func.overloadpacket)] += 1
         elif not self.formula_set.is_free(formula):
-            cost = formula(formulas.OpCall(func, args, kwargs, out))
+            cost = formula(self._op_call(func, args, kwargs, out))
             tally.charge(str(func.overloadpacket), cost.macs, cost.total_flops)

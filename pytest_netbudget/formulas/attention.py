@@ -22,7 +22,7 @@ def _attention_extra(batch_heads: int, q_len: int, k_len: int, head_dim: int, ma
     return batch_heads * (q_len + k_len) * head_dim + SOFTMAX_COST * scores + (scores if masked else 0)
 
 
-def _sdpa_macs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> int:
+def sdpa_macs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> int:
     batch_heads = math.prod(query.shape[:-2])
     q_len, k_len = query.shape[-2], key.shape[-2]
     return batch_heads * q_len * k_len * (query.shape[-1] + value.shape[-1])
@@ -30,7 +30,7 @@ def _sdpa_macs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> i
 
 def _sdpa_formula(call: OpCall) -> Cost:
     query, key, value = call["query"], call["key"], call["value"]
-    macs = _sdpa_macs(query, key, value)
+    macs = sdpa_macs(query, key, value)
     masked = bool(call["is_causal"]) or call.get("attn_mask") is not None or call.get("attn_bias") is not None
     extra = _attention_extra(math.prod(query.shape[:-2]), query.shape[-2], key.shape[-2], query.shape[-1], masked)
     return Cost(macs, 2 * macs + extra)

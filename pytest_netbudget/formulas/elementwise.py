@@ -10,6 +10,8 @@ from .registry import Cost, OpCall, OpFormula, aten, numel, register
 ELEMENTWISE_COST = 1
 #: FLOPs per element of softmax / log_softmax (exponent, sum, divide).
 SOFTMAX_COST = 3
+#: FLOPs per element of softmax's backward (product, row sum, subtract, multiply).
+SOFTMAX_BACKWARD_COST = 4
 #: FLOPs per element of a normalisation (mean, variance, normalise, scale, shift).
 NORM_COST = 5
 #: FLOPs per input element of a reduction (sum, mean, max, ...).

@@ -45,3 +45,9 @@ _FREE_OPS = {  # rule -> ops
 
 for _rule, _names in _FREE_OPS.items():
     register(aten(_names), FREE, family="free", rule=_rule)
+register(
+    ["profiler::_record_function_enter", "profiler::_record_function_enter_new", "profiler::_record_function_exit"],
+    FREE,
+    family="free",
+    rule="free (profiler markers that optimizers and user code place around their work)",
+)

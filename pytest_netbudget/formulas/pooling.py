@@ -24,12 +24,16 @@ INTERPOLATION_COST = {
 }
 
 
-def _window_formula(call: OpCall) -> Cost:
-    """Pooling over windows: one FLOP per window element per output element."""
+def window_elements(call: OpCall) -> int:
+    """Elements of a pooling window (``kernel_size`` may give one size for every dimension)."""
     spatial = int(re.search(r"pool(\d)d", call.func.name()).group(1))
     kernel = list(call["kernel_size"])
-    window = math.prod(kernel) if len(kernel) == spatial else kernel[0] ** spatial
-    return Cost(0, numel(call.first_out) * window)
+    return math.prod(kernel) if len(kernel) == spatial else kernel[0] ** spatial
+
+
+def _window_formula(call: OpCall) -> Cost:
+    """Pooling over windows: one FLOP per window element per output element."""
+    return Cost(0, numel(call.first_out) * window_elements(call))
 
 
 register(

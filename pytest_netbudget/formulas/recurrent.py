@@ -14,10 +14,10 @@ from .registry import Cost, OpCall, OpFormula, register
 #: unfused cells run them: LSTM gates, cell and hidden update; GRU gates and blend; plain RNN.
 RNN_CELL_COST = {"lstm": 13, "gru": 10, "rnn": 2}
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-_MKLDNN_MODES = {0: "rnn", 1: "rnn", 2: "lstm", 3: "gru"}
+MKLDNN_MODES = {0: "rnn", 1: "rnn", 2: "lstm", 3: "gru"}
 
 
-def _rnn_layer_cost(
+def rnn_layer_cost(
     kind: str, steps_x_batch: int, w_ih: torch.Tensor, w_hh: torch.Tensor, w_hr: torch.Tensor | None, has_bias: bool
 ) -> Cost:
     """One direction of one layer over a whole sequence: input and recurrent projections
@@ -35,8 +35,8 @@ def _mkldnn_rnn_layer_formula(call: OpCall) -> Cost:
     """oneDNN's whole-sequence RNN kernel, one layer and direction per call (LSTM on CPU)."""
     inp = call["input"]
     steps_x_batch = inp.shape[0] * inp.shape[1]
-    kind = _MKLDNN_MODES[call["mode"]]
-    return _rnn_layer_cost(kind, steps_x_batch, call["weight0"], call["weight1"], None, call["has_biases"])
+    kind = MKLDNN_MODES[call["mode"]]
+    return rnn_layer_cost(kind, steps_x_batch, call["weight0"], call["weight1"], None, call["has_biases"])
 
 
 def _whole_rnn_formula(kind: str) -> OpFormula:
@@ -55,7 +55,7 @@ def _whole_rnn_formula(kind: str) -> OpFormula:
         for index in range(call["num_layers"] * directions):
             chunk = params[index * total_chunk : (index + 1) * total_chunk]
             w_hr = chunk[-1] if with_projection else None
-            cost = _rnn_layer_cost(kind, steps_x_batch, chunk[0], chunk[1], w_hr, has_bias)
+            cost = rnn_layer_cost(kind, steps_x_batch, chunk[0], chunk[1], w_hr, has_bias)
             macs += cost.macs
             flops += cost.total_flops
         return Cost(macs, flops)

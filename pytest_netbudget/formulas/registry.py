@@ -32,11 +32,16 @@ class Cost:
 class OpCall:
     """An operator call as a formula sees it: arguments bound by schema name, and the result."""
 
-    def __init__(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    def __init__(
+        self, func: Any, args: tuple, kwargs: dict, out: Any, grad_needed: tuple[bool, ...] | None = None
+    ) -> None:
         self.func = func
         self.args = args
         self.kwargs = kwargs
         self.out = out
+        #: In a backward: for each input of the forward op, whether autograd wants its gradient
+        #: (a fused kernel computes them all; its unfused form only those). None elsewhere.
+        self.grad_needed = grad_needed
         self._bound: dict[str, Any] | None = None
 
     def _arguments(self) -> dict[str, Any]:

@@ -1,0 +1,318 @@
+"""One training step under the tracer: the forward in train mode, the backward of a scalar loss,
+and the optimizer's step, counted per layer and followed byte by byte.
+
+The step runs on converted copies of the model's parameters and buffers (a stateless
+call), so the model keeps no ``.grad``, no optimizer state and its weights. The optimizer
+first takes one step on zero gradients, untraced, so that its state exists as in every
+step after the first; the traced step then starts, as PyTorch's ``zero_grad`` leaves it,
+with no gradients.
+
+Backward work is charged to the module whose forward made it. Autograd numbers its nodes
+in the order the forward creates them; the tracer notes the next number at every module
+entry and exit, and while the backward runs it asks which node is executing each op.
+A parameter's gradient accumulation and the optimizer's work on it are charged to the
+module that owns the parameter. ``torch._C._autograd._get_sequence_nr`` and
+``torch._C._current_autograd_node`` are private: PyTorch has no public way to ask either
+(its own ``ModuleTracker`` guesses from gradient hooks, which misplaces work between
+modules).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import formulas
+from ..formulas import FormulaSet
+from .tracer import LiveMemory, Tracer, _storage_key, argument_tensors, tensor_leaves
+
+#: What the bytes of a step are, in the order reports print them.
+PARTS = ("params", "buffers", "inputs", "grads", "optimizer_state", "activations", "temporaries")
+PHASES = ("forward", "loss", "backward", "optimizer")
+_ACCUMULATE_GRAD = 2**64 - 1  # the sequence number of an AccumulateGrad node: it has none
+
+OPTIMIZERS: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None] = {
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.01),
+    "sgd-momentum": lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
+    "adam": lambda params: torch.optim.Adam(params),
+    "adamw": lambda params: torch.optim.AdamW(params),
+    "none": None,
+}
+
+
+def sum_of_outputs(outputs: Any) -> torch.Tensor:
+    """The default loss: the sum of every floating output that depends on a trainable weight."""
+    leaves = [leaf for leaf in tensor_leaves(outputs) if leaf.is_floating_point() and leaf.requires_grad]
+    if not leaves:
+        raise ValueError(
+            "no output of the model depends on a trainable parameter, so there is nothing to train: "
+            "check requires_grad, or give a loss_factory that builds the loss from the outputs"
+        )
+    total = leaves[0].sum()
+    for leaf in leaves[1:]:
+        total = total + leaf.sum()
+    return total
+
+
+class StepMemory(LiveMemory):
+    """Live bytes over the step by part: the weights, inputs and optimizer state from the start,
+    then what the step creates, as temporaries until it is saved for backward (activations) or
+    becomes a parameter's ``.grad`` (grads). The parts are kept as they were at the peak."""
+
+    category = "temporaries"
+
+    def __init__(self, fixed: dict[str, list[torch.Tensor]]) -> None:
+        super().__init__([tensor for tensors in fixed.values() for tensor in tensors])
+        self.parts = dict.fromkeys(PARTS, 0)
+        seen: set[int] = set()
+        for part, tensors in fixed.items():
+            for tensor in tensors:
+                key = _storage_key(tensor)
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    self.parts[part] += tensor.untyped_storage().nbytes()
+        self.current = self.peak = sum(self.parts.values())
+        self.phase = "forward"
+        self.peak_parts = dict(self.parts)
+        self.peak_phase = "forward"
+        self.most_saved = 0  # the most bytes saved for backward at one time
+
+    def reclassify(self, tensor: torch.Tensor, category: str) -> None:
+        super().reclassify(tensor, category)
+        self.most_saved = max(self.most_saved, self.parts["activations"])
+
+    def _new_peak(self) -> None:
+        self.peak = self.current
+        self.peak_parts = dict(self.parts)
+        self.peak_phase = self.phase
+
+
+class StepTracer(Tracer):
+    """The tracer over a whole step: forward ops by the module stack, backward ops by the
+    autograd node running them, optimizer ops by the parameter they update."""
+
+    def __init__(
+        self, model: torch.nn.Module, memory: StepMemory, formula_set: FormulaSet, owners: dict[int, int]
+    ) -> None:
+        super().__init__(model, [], formula_set)
+        self.memory = memory
+        self.phase = "forward"
+        self._owners = owners  # storage key -> module index: weights, their gradients, optimizer state
+        self._sequence_at: list[int] = []  # autograd's next sequence number at each module entry and exit
+        self._module_at: list[int] = []  # the module running from then on
+
+    def enter_phase(self, phase: str) -> None:
+        self.phase = self.memory.phase = phase
+
+    def own(self, tensor: torch.Tensor, index: int) -> None:
+        key = _storage_key(tensor)
+        if key is not None:
+            self._owners[key] = index
+
+    def owner_of(self, tensor: torch.Tensor) -> int | None:
+        return self._owners.get(_storage_key(tensor))
+
+    def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.phase == "forward":
+            super()._enter(module, args, kwargs)
+            self._note_module()
+        else:  # a checkpointed block running its forward again inside the backward
+            self._stack.append(self._index[id(module)])
+
+    def _leave(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if self.phase == "forward":
+            super()._leave(module, args, output)
+            self._note_module()
+        elif self._stack:
+            self._stack.pop()
+
+    def _note_module(self) -> None:
+        self._sequence_at.append(torch._C._autograd._get_sequence_nr())
+        self._module_at.append(self._stack[-1] if self._stack else 0)
+
+    def _owner(self, args: tuple, kwargs: dict) -> int:
+        if self._stack or self.phase in ("forward", "loss"):
+            return super()._owner(args, kwargs)
+        if self.phase == "backward":
+            return self._backward_owner()
+        for tensor in argument_tensors(args, kwargs):
+            owner = self.owner_of(tensor)
+            if owner is not None:
+                return owner
+        return 0
+
+    def _backward_owner(self) -> int:
+        node = torch._C._current_autograd_node()
+        if node is None:  # the engine seeding the loss's gradient
+            return 0
+        sequence = node._sequence_nr()
+        if sequence == _ACCUMULATE_GRAD:
+            variable = getattr(node, "variable", None)
+            owner = self.owner_of(variable) if variable is not None else None
+            return 0 if owner is None else owner
+        position = bisect.bisect_right(self._sequence_at, sequence) - 1
+        return self._module_at[position] if position >= 0 else 0
+
+    def _op_call(self, func: Any, args: tuple, kwargs: dict, out: Any) -> formulas.OpCall:
+        node = torch._C._current_autograd_node() if self.phase == "backward" else None
+        if node is None:
+            return super()._op_call(func, args, kwargs, out)
+        needed = tuple(edge[0] is not None for edge in node.next_functions)
+        return formulas.OpCall(func, args, kwargs, out, grad_needed=needed)
+
+    def _account(self, func: Any, formula: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        super()._account(func, formula, args, kwargs, out)
+        if self.phase == "optimizer":  # what an update creates belongs to its parameter's module
+            owner = self._owner(args, kwargs)
+            for tensor in argument_tensors((out,), {}):
+                self.own(tensor, owner)
+
+
+@dataclass
+class StepResult:
+    """What the traced step measured: per-module tallies, the memory split at the peak."""
+
+    tracer: StepTracer
+    peak_bytes: int
+    parts: dict[str, int]
+    peak_phase: str
+    most_saved: int
+    cuda_peak_mb: float | None
+
+
+def rebatch(value: Any, batch: int) -> Any:
+    """Every input tensor with ``batch`` rows: its rows repeated (or cut) along dimension 0."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            return value
+        repeats = -(-batch // value.shape[0])
+        return value.repeat(repeats, *([1] * (value.dim() - 1)))[:batch]
+    if isinstance(value, tuple):
+        return tuple(rebatch(item, batch) for item in value)
+    if isinstance(value, list):
+        return [rebatch(item, batch) for item in value]
+    if isinstance(value, dict):
+        return {key: rebatch(item, batch) for key, item in value.items()}
+    return value
+
+
+def owners_by_module(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[int, int]:
+    """Storage key of each weight copy -> the index of the first module (in ``named_modules``
+    order) that holds it, as the inventory counts tied weights."""
+    owners: dict[int, int] = {}
+    for index, (path, module) in enumerate(model.named_modules()):
+        for name in (*module._parameters, *module._buffers):
+            copy = state.get(f"{path}.{name}" if path else name)
+            key = _storage_key(copy) if copy is not None else None
+            if key is not None:
+                owners.setdefault(key, index)
+    return owners
+
+
+@contextlib.contextmanager
+def _grad_hooks(params: list[torch.Tensor], on_grad: Callable[[torch.Tensor], None]) -> Iterator[None]:
+    handles = [param.register_post_accumulate_grad_hook(on_grad) for param in params]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_step(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    args: tuple,
+    kwargs: dict,
+    formulas: FormulaSet,
+    *,
+    optimizer: str,
+    loss: Callable[[Any], torch.Tensor] | None,
+    autocast: torch.dtype | None,
+    device: torch.device,
+    around: Callable[[], contextlib.AbstractContextManager],
+) -> StepResult:
+    """Trace one step of ``model`` called statelessly on ``state`` (converted copies).
+
+    ``around`` gives the context the whole step runs in (train mode with modes restored,
+    CUDA peak measurement, the meta attention routing); it yields a dict that receives
+    ``peak_memory_mb`` on CUDA.
+    """
+    unique = {id(tensor): tensor for tensor in state.values()}.values()
+    params = [tensor for tensor in unique if isinstance(tensor, torch.nn.Parameter)]
+    buffers = [tensor for tensor in unique if not isinstance(tensor, torch.nn.Parameter)]
+    trainable = [param for param in params if param.requires_grad]
+    make_optimizer = OPTIMIZERS[optimizer]
+    optim = make_optimizer(trainable) if make_optimizer is not None and trainable else None
+    if optim is not None:
+        for param in trainable:
+            param.grad = torch.zeros_like(param)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+    owners = owners_by_module(model, state)
+    opt_state = []
+    for param, param_state in optim.state.items() if optim is not None else ():
+        for value in param_state.values():
+            if isinstance(value, torch.Tensor):
+                opt_state.append(value)
+                owners.setdefault(_storage_key(value), owners.get(_storage_key(param), 0))
+    memory = StepMemory(
+        {
+            "params": params,
+            "buffers": buffers,
+            "inputs": tensor_leaves((args, kwargs)),
+            "optimizer_state": opt_state,
+        }
+    )
+    tracer = StepTracer(model, memory, formulas, owners)
+
+    def saved_for_backward(tensor: torch.Tensor) -> torch.Tensor:
+        if tracer.phase in ("forward", "loss"):
+            memory.reclassify(tensor, "activations")
+        return tensor
+
+    def accumulated(param: torch.Tensor) -> None:
+        memory.reclassify(param.grad, "grads")
+        tracer.own(param.grad, tracer.owner_of(param) or 0)
+
+    cast = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with (
+        around() as measured,
+        torch.enable_grad(),
+        _grad_hooks(trainable, accumulated),
+        torch.autograd.graph.saved_tensors_hooks(saved_for_backward, lambda tensor: tensor),
+        tracer,
+    ):
+        with cast:
+            outputs = torch.func.functional_call(model, state, args, kwargs, tie_weights=True, strict=False)
+            tracer.enter_phase("loss")
+            scalar = (loss or sum_of_outputs)(outputs)
+        _check_scalar(scalar)
+        del outputs
+        tracer.enter_phase("backward")
+        scalar.backward()
+        del scalar
+        if optim is not None:
+            tracer.enter_phase("optimizer")
+            optim.step()
+    return StepResult(
+        tracer,
+        memory.peak,
+        dict(memory.peak_parts),
+        memory.peak_phase,
+        memory.most_saved,
+        measured.get("peak_memory_mb"),
+    )
+
+
+def _check_scalar(value: Any) -> None:
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
+        raise ValueError(
+            f"the loss must be a one-element tensor that requires grad, got "
+            f"{type(value).__name__ if not isinstance(value, torch.Tensor) else f'a tensor of shape {list(value.shape)}'}"
+        )
