@@ -43,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--dtype", default=None, help="float32, float16, bfloat16 or float64")
     show.add_argument("--depth", type=int, default=None, help="fold layers deeper than this into their parents")
     show.add_argument("--ops", action="store_true", help="list under each layer the operators that did its work")
+    show.add_argument(
+        "--train",
+        metavar="OPTIMIZER",
+        default=None,
+        help="also profile one training step with this optimizer: sgd, sgd-momentum, adam, adamw or none",
+    )
+    show.add_argument("--batch", type=int, default=None, help="with --train: rows of every input for the step")
+    show.add_argument("--autocast", default=None, help="with --train: mixed precision, bfloat16 or float16")
+    show.add_argument(
+        "--loss", metavar="MODULE:FN", default=None, help="with --train: fn(outputs) -> scalar loss (default: sum)"
+    )
     show.add_argument("--json", action="store_true", help="print the profile as JSON instead of a table")
     formulas = commands.add_parser(
         "formulas",
@@ -111,6 +122,11 @@ def _spec(args: argparse.Namespace) -> ModelSpec:
     table = {"factory": args.factory, "device": args.device, **inputs}
     if args.dtype is not None:
         table["dtype"] = args.dtype
+    step = {"batch": args.batch, "autocast": args.autocast, "loss_factory": args.loss}
+    if args.train is not None:
+        table["train"] = {"optimizer": args.train, **{key: value for key, value in step.items() if value is not None}}
+    elif any(value is not None for value in step.values()):
+        raise ConfigError("--batch, --autocast and --loss describe a training step: give --train OPTIMIZER too")
     return model_spec(args.factory, table, Place("netbudget show:"))
 
 

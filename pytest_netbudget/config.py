@@ -31,9 +31,11 @@ MODEL_KEYS = (
     "dtype",
     "max_increase",
     "strict",
+    "train",
     *metrics.LIMIT_KEYS,
 )
 INPUT_KEYS = ("shape", "dtype", "low", "high")
+TRAIN_KEYS = ("optimizer", "batch", "loss_factory", "autocast")
 DEFAULT_BASELINE = "netbudget-baseline.json"
 
 
@@ -68,6 +70,16 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class TrainSpec:
+    """A training step to profile beside the forward: ``train = { optimizer = "adamw", batch = 32 }``."""
+
+    optimizer: str = "adamw"
+    batch: int | None = None
+    loss_factory: str | None = None  # "module:fn", called with the model's outputs, returns the scalar loss
+    autocast: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One registered model: how to build it, what to feed it, and its limits."""
 
@@ -82,6 +94,7 @@ class ModelSpec:
     limits: dict[str, float] = field(default_factory=dict)
     max_increase: dict[str, Increase] = field(default_factory=dict)
     strict: bool = False
+    train: TrainSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +217,22 @@ def _model(
             )
         inputs = [_input_spec(item, where, index) for index, item in enumerate(raw)]
     own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else increase
+    train = _train(table["train"], where) if "train" in table else None
+    limits = parse_limits({key: table[key] for key in metrics.LIMIT_KEYS if key in table}, where)
+    if train is None:
+        step_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).train]
+        if step_limits:
+            raise where.error(
+                step_limits[0],
+                'budgets a training step, but the model has none: add train = { optimizer = "adamw" }',
+            )
+    model_device = _device(table.get("device", device), where, "device")
+    if train is not None and train.autocast is not None and model_device == "meta":
+        raise where.error(
+            "train.autocast",
+            'PyTorch has no autocast on meta: profile this step on "cpu", or drop autocast and set '
+            'dtype = "bfloat16" for a step entirely in low precision',
+        )
     return ModelSpec(
         name=name,
         factory=factory,
@@ -211,12 +240,34 @@ def _model(
         input_shape=_shape(table["input_shape"], where, "input_shape") if "input_shape" in table else None,
         inputs=inputs,
         input_factory=input_factory,
-        device=_device(table.get("device", device), where, "device"),
+        device=model_device,
         dtype=_dtype(table.get("dtype", dtype), where, "dtype"),
-        limits=parse_limits({key: table[key] for key in metrics.LIMIT_KEYS if key in table}, where),
+        limits=limits,
         max_increase=own_increase,
         strict=_bool(table.get("strict", strict), where, "strict"),
+        train=train,
     )
+
+
+def _train(value: Any, where: Place) -> TrainSpec:
+    """``train = { optimizer = "adamw", batch = 32, loss_factory = "pkg.losses:loss", autocast = "bfloat16" }``."""
+    if value is True:
+        return TrainSpec()
+    if not isinstance(value, dict):
+        raise where.error("train", f'must be a table like {{ optimizer = "adamw", batch = 32 }}, got {value!r}')
+    where.unknown_keys(value, TRAIN_KEYS, prefix="train.")
+    try:
+        optimizer = devices.check_optimizer(value.get("optimizer", "adamw"), where.key("train.optimizer"))
+    except devices.ChoiceError as error:
+        raise ConfigError(str(error)) from None
+    batch = value.get("batch")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
+        raise where.error("train.batch", f"must be a positive integer (the rows of every input), got {batch!r}")
+    loss = value.get("loss_factory")
+    if loss is not None and not is_factory_path(loss):
+        raise where.error("train.loss_factory", f"{loss!r} is not of the form 'package.module:callable'")
+    autocast = _dtype(value.get("autocast"), where, "train.autocast", devices.AUTOCAST_DTYPES)
+    return TrainSpec(optimizer=optimizer, batch=batch, loss_factory=loss, autocast=autocast)
 
 
 def _input_spec(item: Any, where: Place, index: int) -> InputSpec:

@@ -54,5 +54,5 @@ def is_integer_dtype(name: str) -> bool:
 
 
 def _close(value: object, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(value), [name for name in known if name != "cuda:N"], n=1)
+    close = difflib.get_close_matches(str(value).lower(), [name for name in known if name != "cuda:N"], n=1)
     return f"; did you mean {close[0]!r}?" if close else ""

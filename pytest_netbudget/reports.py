@@ -10,6 +10,7 @@ from . import __version__, metrics, units
 from .baseline import SCHEMA, entry_from_profile
 from .budgets import LayerChange, MetricCheck, Verdict
 from .engine.data import Profile
+from .engine.table import train_step_lines
 
 LAYER_DIFF_LIMIT = 10
 
@@ -136,6 +137,9 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None) -> 
             )
     lines += _columns(rows, indent="")
     for verdict in verdicts:
+        if verdict.profile is not None and verdict.profile.train is not None:
+            step = train_step_lines(verdict.profile)
+            lines += [f"{verdict.name}: {step[0]}", *step[1:]]
         if verdict.uncounted_ops:
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
             lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
@@ -225,6 +229,8 @@ def markdown(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
             if len(verdict.layer_changes) > LAYER_DIFF_LIMIT:
                 lines.append(f"| ... | {len(verdict.layer_changes) - LAYER_DIFF_LIMIT} more |" + " |" * len(columns))
             lines.append("")
+        if verdict.profile.train is not None:
+            lines += ["```", *train_step_lines(verdict.profile), "```", ""]
         lines += mermaid_charts(verdict.profile)
         lines += ["</details>", ""]
     return "\n".join(lines)
@@ -264,6 +270,7 @@ def to_json(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
         if verdict.profile is not None:
             entry.update(entry_from_profile(verdict.profile, origin))
             entry["uncounted_ops"] = dict(verdict.uncounted_ops)
+            entry["train"] = verdict.profile.train.to_dict() if verdict.profile.train is not None else None
             entry["metrics"] = {
                 check.metric: {
                     "actual": check.actual,

@@ -73,6 +73,12 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
         raise ModelError(f"factory {spec.factory} raised while building the model: {describe(error)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"factory {spec.factory} returned a {type(model).__name__}, not a torch.nn.Module")
+    loss = None
+    if spec.train is not None and spec.train.loss_factory is not None:
+        try:
+            loss = import_callable(spec.train.loss_factory)
+        except LoadError as error:
+            raise ModelError(f"train.loss_factory: {error}") from None
     inputs: Any = None
     try:
         if input_factory is not None:
@@ -82,8 +88,20 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
     except Exception as error:
         source = f"input_factory {spec.input_factory}" if input_factory is not None else "making the inputs"
         raise ModelError(f"{source} raised: {describe(error)}") from None
+    step = spec.train
     try:
-        return profile(model, inputs, input_shape=spec.input_shape, device=device, dtype=spec.dtype)
+        return profile(
+            model,
+            inputs,
+            input_shape=spec.input_shape,
+            device=device,
+            dtype=spec.dtype,
+            train=step is not None,
+            optimizer=step.optimizer if step else "adamw",
+            loss=loss,
+            autocast=step.autocast if step else None,
+            batch=step.batch if step else None,
+        )
     except torch.cuda.OutOfMemoryError as error:
         raise ModelError(
             f"out of GPU memory during the forward on {device}: {describe(error)}; "
@@ -96,4 +114,5 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
     except Exception as error:
         hint = META_HINT if device.type == "meta" else ""
         shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
-        raise ModelError(f"the forward pass failed on input {shape}: {describe(error)}{hint}") from None
+        what = "the forward pass or the training step" if step is not None else "the forward pass"
+        raise ModelError(f"{what} failed on input {shape}: {describe(error)}{hint}") from None

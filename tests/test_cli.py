@@ -193,3 +193,27 @@ def test_show_ops_lists_each_layers_operators(in_example, capsys):
     assert lines[conv1 + 3].split() == ["·", "aten.relu", "op", "-", "12.5k", "1"]
     assert any(line.split() == ["·", "aten.addmm", "op", "15.7k", "31.4k", "1"] for line in lines)
     assert lines[-1].startswith("Operators (whole model): aten.addmm x1 (15.7k MACs, 31.4k FLOPs), aten.convolution x2")
+
+
+def test_show_train_adds_the_step_columns_and_its_memory(in_example, capsys):
+    """The CNN's AdamW step at batch 32: 3 x 32 x 2,838,080 MACs less conv1's input gradient
+    (32 x 313,600), which autograd skips: 262,420,480."""
+    args = ["show", CNN, "--input-shape", "1,1,28,28", "--depth", "1", "--device", "meta", "--train", "adamw"]
+    assert cli.main([*args, "--batch", "32"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[-4:] == ["Train", "MACs", "Train", "FLOPs"]
+    assert "Training step (adamw, batch 32): MACs 262,420,480 (262M)" in out
+    assert "  memory at its peak (in the backward): " in out and "optimizer state 0.221" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch", "8"], "--batch, --autocast and --loss describe a training step: give --train OPTIMIZER too"),
+        (["--train", "lion"], "unknown optimizer 'lion'"),
+        (["--train", "adamw", "--batch", "0"], "train.batch: must be a positive integer"),
+    ],
+)
+def test_show_train_errors(in_example, capsys, extra, message):
+    assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", *extra]) == 2
+    assert message in capsys.readouterr().err

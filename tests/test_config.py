@@ -339,3 +339,42 @@ def test_check_cuda(tmp_path):
     config.check_cuda(cuda, cuda_available=False, device_override="meta")
     with pytest.raises(ConfigError, match="--netbudget-device=cuda: CUDA is not available"):
         config.check_cuda(cpu, cuda_available=False, device_override="cuda")
+
+
+# --- the training step -------------------------------------------------------------------------------------
+
+
+def test_train_table(tmp_path):
+    settings = load(
+        tmp_path,
+        model(
+            'train = { optimizer = "sgd-momentum", batch = 32, loss_factory = "pkg.losses:ce" }\n'
+            'max_train_flops = "1G"\nmax_train_memory_mb = 24'
+        ),
+    )
+    spec = settings.models[0]
+    assert spec.train == config.TrainSpec(optimizer="sgd-momentum", batch=32, loss_factory="pkg.losses:ce")
+    assert spec.limits == {"train_flops": 1e9, "train_memory_mb": 24}
+    assert load(tmp_path, model("train = true")).models[0].train == config.TrainSpec()
+    assert load(tmp_path, model("")).models[0].train is None
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('train = { optimiser = "adamw" }', "train.optimiser: unknown key; did you mean 'optimizer'?"),
+        ('train = { optimizer = "lion" }', "train.optimizer: unknown optimizer 'lion'"),
+        ('train = { optimizer = "adamW" }', "did you mean 'adamw'?"),
+        ("train = { batch = 0 }", "train.batch: must be a positive integer"),
+        ('train = { batch = "32" }', "train.batch: must be a positive integer"),
+        ('train = { loss_factory = "nocolon" }', "train.loss_factory: 'nocolon' is not of the form"),
+        ('train = { autocast = "float8" }', "train.autocast: unknown dtype 'float8'"),
+        ('train = { autocast = "bfloat16" }\ndevice = "meta"', "train.autocast: PyTorch has no autocast on meta"),
+        ('train = "adamw"', "train: must be a table like"),
+        ('max_train_flops = "1G"', "max_train_flops: budgets a training step, but the model has none"),
+    ],
+)
+def test_train_errors(tmp_path, body, expected):
+    message = error_of(tmp_path, model(body))
+    assert "[tool.netbudget.models.m]" in message
+    assert expected in message

@@ -33,6 +33,10 @@ def test_example_passes_with_its_summary_table(tmp_path):
     # The spec's CNN: 28,938 params against a 30k budget, 2,838,080 MACs against 3M.
     assert "28.9k   30.0k   96.5%" in out
     assert "2.84M   3.00M   94.6%" in out
+    # Its AdamW step at batch 32: 3 x 32 x 2,838,080 MACs less conv1's input gradient, which autograd
+    # skips (32 x 313,600): 262,420,480.
+    assert "mnist_cnn: Training step (adamw, batch 32): MACs 262,420,480 (262M)" in out
+    assert "train_flops      529M    600M    88.2%" in out
     for name in ("mnist_cnn", "text_classifier", "lstm_tagger", "test_cnn_for_100_classes_fits_the_phone_budget"):
         assert name in out
 

@@ -583,3 +583,44 @@ def test_strict_fails_a_model_with_uncounted_ops(pytester, project):
         ]
     )
     assert "Traceback" not in output(result)
+
+
+# --- a training step -----------------------------------------------------------------------------------------
+
+# Tiny (Linear(10, 5)) on [1, 10], one SGD step, by hand:
+#   train_macs: forward 50, weight gradient 50 (the input needs no gradient) = 100
+#   train_flops: forward 2*50 + 5 bias = 105, loss sum 5, weight gradient 2*50 = 100,
+#   bias gradient (a sum over the row) 5, SGD one add per parameter 55 -> 270
+TRAIN = """
+[tool.netbudget.models.tiny]
+factory = "mymodels:Tiny"
+input_shape = [1, 10]
+train = {{ optimizer = "sgd" }}
+max_train_macs = {max_train_macs}
+"""
+
+
+def test_a_training_step_is_budgeted_reported_and_kept_in_the_baseline(pytester, project):
+    project(TRAIN.format(max_train_macs=90))
+    result = pytester.runpytest("--netbudget", "--netbudget-update", "--netbudget-report=r.json")
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines(
+        [
+            r"^tiny exceeds its budget$",
+            r"^\s+train_macs\s+90\s+100\s+\+10 \(\+11\.1%\)$",
+            r"^\s+train_flops\s+270\s+-$",  # the summary: unbudgeted, shown for a model with a step
+            r"^tiny: Training step \(sgd\): MACs 100 \(100\), FLOPs 270 \(270\)$",
+        ]
+    )
+    report = json.loads((pytester.path / "r.json").read_text())["models"]["tiny"]
+    assert report["metrics"]["train_macs"]["status"] == "over"
+    assert report["train"]["optimizer"] == "sgd"
+    assert report["train"]["memory_mb"]["params"] * 2**20 == 55 * 4
+    entry = json.loads((pytester.path / "netbudget-baseline.json").read_text())["models"]["tiny"]
+    assert (entry["totals"]["train_macs"], entry["totals"]["train_flops"]) == (100, 270)
+    assert entry["layers"]["fc"]["train_macs"] == 100
+
+
+def test_a_training_step_within_budget_passes(pytester, project):
+    project(TRAIN.format(max_train_macs=100))
+    pytester.runpytest("--netbudget").assert_outcomes(passed=1)

@@ -10,7 +10,9 @@ if TYPE_CHECKING:
     from .data import LayerStats, OpStats, Profile
 
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
-_RIGHT_ALIGNED = {"Params", "MACs", "FLOPs", "Read", "Write", "Calls"}
+#: With a training step: its MACs and FLOPs per layer (forward, backward and optimizer together).
+TRAIN_HEADERS = ("Train MACs", "Train FLOPs")
+_RIGHT_ALIGNED = {"Params", "MACs", "FLOPs", "Read", "Write", "Calls", *TRAIN_HEADERS}
 _SHAPE_WIDTH = 28
 
 
@@ -39,8 +41,9 @@ def text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set
     return [line(headers), rule, *(line(row) for row in rows), rule]
 
 
-def _row(row: LayerStats, model_name: str) -> tuple[str, ...]:
+def _row(row: LayerStats, model_name: str, train: bool) -> tuple[str, ...]:
     name = row.path.rsplit(".", 1)[-1] if row.path else f"({model_name})"
+    step = (_figure(row.train_macs, units.format_count), _figure(row.train_flops, units.format_count)) if train else ()
     return (
         "  " * row.depth + name,
         row.type,
@@ -52,11 +55,12 @@ def _row(row: LayerStats, model_name: str) -> tuple[str, ...]:
         _figure(row.read_bytes, units.format_bytes),
         _figure(row.write_bytes, units.format_bytes),
         str(row.calls) if row.calls else "-",
+        *step,
     )
 
 
-def _op_row(name: str, stats: OpStats, depth: int) -> tuple[str, ...]:
-    """An operator under its module's row: what it cost there, over all its calls."""
+def _op_row(name: str, stats: OpStats, depth: int, train: bool) -> tuple[str, ...]:
+    """An operator under its module's row: what it cost there in the forward, over all its calls."""
     return (
         "  " * (depth + 1) + "· " + name,
         "op",
@@ -68,6 +72,7 @@ def _op_row(name: str, stats: OpStats, depth: int) -> tuple[str, ...]:
         "",
         "",
         str(stats.calls),
+        *(("", "") if train else ()),
     )
 
 
@@ -78,12 +83,13 @@ def render_layer_table(profile: Profile, depth: int | None = None, ops: bool = F
     a row cut off by ``depth`` carries everything below it. Either way the rows add
     up to the totals. ``ops`` lists under each row the operators that did its work.
     """
+    train = profile.train is not None
     cells = []
     for row in profile.rollup(depth):
-        cells.append(_row(row, profile.model))
+        cells.append(_row(row, profile.model, train))
         if ops:
-            cells += [_op_row(name, stats, row.depth) for name, stats in row.ops.items()]
-    lines = text_table(HEADERS, cells, _RIGHT_ALIGNED)
+            cells += [_op_row(name, stats, row.depth, train) for name, stats in row.ops.items()]
+    lines = text_table(HEADERS + (TRAIN_HEADERS if train else ()), cells, _RIGHT_ALIGNED)
     lines += footer_lines(profile)
     if ops:
         lines.append("Operators (whole model): " + _op_totals(profile))
@@ -115,7 +121,32 @@ def footer_lines(profile: Profile) -> list[str]:
         f"Activations (peak live): {profile.activations_mb:.3f} MiB",
         f"Peak CUDA memory: {peak}",
     ]
+    lines += train_step_lines(profile)
     if profile.uncounted_ops:
         ops = ", ".join(f"{name} x{count}" for name, count in profile.uncounted_ops.items())
         lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
+    return lines
+
+
+PART_NAMES = {"optimizer_state": "optimizer state"}
+
+
+def train_step_lines(profile: Profile) -> list[str]:
+    """The training step in a few lines: settings, work, and the memory at its peak by part."""
+    step = profile.train
+    if step is None:
+        return []
+    settings = [step.optimizer if step.optimizer != "none" else "no optimizer"]
+    settings += [f"batch {step.batch}"] if step.batch is not None else []
+    settings += [f"autocast {step.autocast}"] if step.autocast is not None else []
+    parts = ", ".join(f"{PART_NAMES.get(part, part)} {value:.3f}" for part, value in step.memory_mb.items())
+    lines = [
+        f"Training step ({', '.join(settings)}): "
+        f"MACs {profile.train_macs:,} ({units.format_count(profile.train_macs)}), "
+        f"FLOPs {profile.train_flops:,} ({units.format_count(profile.train_flops)})",
+        f"  memory at its peak (in the {step.peak_phase}): {profile.train_memory_mb:.3f} MiB = {parts}",
+        f"  most saved for backward at once: {step.saved_mb:.3f} MiB",
+    ]
+    if profile.train_peak_memory_mb is not None:
+        lines.append(f"  peak CUDA memory of the step: {profile.train_peak_memory_mb:.3f} MiB")
     return lines
