@@ -1,16 +1,34 @@
-"""``netbudget show``: the per-layer table of one model, without pytest; ``netbudget formulas``:
-how every op and module type is counted."""
+"""The ``netbudget`` command: ``show`` prints the per-layer table of one model without pytest,
+``formulas`` lists how every op and module type is counted."""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import difflib
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from .config import ConfigError, ModelSpec, Place, model_spec
-from .loading import LoadError, import_callable
+from . import __version__
+from .config import ConfigError, ModelSpec, Place, model_spec, read_pyproject, settings_from
+from .loading import LoadError, import_callable, is_factory_path
+
+SHOW_EXAMPLES = """examples:
+  netbudget show mnist_cnn                                    # a model registered in pyproject.toml
+  netbudget show mnist_cnn --device meta --train adamw        # ... with its settings overridden
+  netbudget show pkg.models:Net --input-shape 1,3,224,224 --depth 2
+  netbudget show pkg.models:Net --kwargs '{"num_classes": 100}' --input-shape 1,3,224,224
+  netbudget show pkg.models:LM --input-shape 1,128 --input-dtype int64 --input-high 50257 --device meta
+  netbudget show pkg.models:Net --input-shape 1,3,32,32 --formulas pkg.counting --ops"""
+
+
+class CommandError(Exception):
+    """A mistake on the command line; exit code 2 with this message."""
 
 
 def parse_shape(text: str) -> list[int]:
@@ -25,23 +43,67 @@ def parse_shape(text: str) -> list[int]:
     return shape
 
 
+def parse_depth(text: str) -> int:
+    try:
+        depth = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a depth: write 0 (the model), 1, 2, ...") from None
+    if depth < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a depth: 0 is the model itself, 1 its children, ...")
+    return depth
+
+
+def parse_kwargs(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON: {error.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object of keyword arguments, like '{{\"k\": 1}}'")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="netbudget", description="Profile PyTorch models: params, MACs, FLOPs, memory."
+        prog="netbudget",
+        description="Profile PyTorch models: params, MACs, FLOPs, memory; per layer; a training step.",
+        epilog="examples:\n  netbudget show mnist_cnn\n  netbudget formulas --grep conv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"netbudget (pytest-netbudget) {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    show = commands.add_parser("show", help="print the per-layer table and totals of one model")
-    show.add_argument("factory", help="'package.module:callable' returning an nn.Module")
-    show.add_argument(
-        "--input-shape", type=parse_shape, required=True, help="shape of one float input, e.g. 1,3,224,224"
+    show = commands.add_parser(
+        "show",
+        help="print the per-layer table and totals of one model",
+        description="Profile one model and print its per-layer table and totals, like torchinfo.summary.",
+        epilog=SHOW_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument(
-        "--input-dtype", default="float32", help="dtype of that input: float32 (default), int64 for token ids, ..."
+        "model", help="a model registered in pyproject.toml, or 'package.module:callable' returning an nn.Module"
+    )
+    show.add_argument(
+        "--pyproject",
+        type=Path,
+        default=None,
+        help="the pyproject.toml that registers the model (default: the nearest one up from here)",
+    )
+    show.add_argument("--kwargs", type=parse_kwargs, default=None, help="JSON keyword arguments for the factory")
+    show.add_argument("--input-shape", type=parse_shape, default=None, help="shape of one input, e.g. 1,3,224,224")
+    show.add_argument(
+        "--input-dtype", default=None, help="dtype of that input: float32 (default), int64 for token ids, ..."
     )
     show.add_argument("--input-high", type=int, default=None, help="integer inputs: exclusive upper bound (vocabulary)")
-    show.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or meta (default: cpu)")
+    show.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or meta (default: cpu)")
     show.add_argument("--dtype", default=None, help="float32, float16, bfloat16 or float64")
-    show.add_argument("--depth", type=int, default=None, help="fold layers deeper than this into their parents")
+    show.add_argument(
+        "--formulas",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="import MODULE first, so that the formulas it registers count (may be given again)",
+    )
+    show.add_argument("--depth", type=parse_depth, default=None, help="fold layers deeper than this into their parents")
     show.add_argument("--ops", action="store_true", help="list under each layer the operators that did its work")
     show.add_argument(
         "--train",
@@ -59,21 +121,31 @@ def _parser() -> argparse.ArgumentParser:
         "formulas",
         help="list how every op and module type is counted",
         description="List every registered formula, one line each: op or module type, family, rule.",
-        epilog="example: netbudget formulas --grep conv",
+        epilog="examples:\n  netbudget formulas --grep conv\n  netbudget formulas --import pkg.counting",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     formulas.add_argument("--grep", metavar="TEXT", default="", help="only lines that contain TEXT (any case)")
+    formulas.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="import MODULE first, so that the formulas it registers are listed too",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "formulas":
-        return _list_formulas(args.grep)
     sys.path.insert(0, os.getcwd())
     try:
-        import_callable(args.factory)
+        if args.command == "formulas":
+            _import_all(args.imports)
+            return _list_formulas(args.grep)
+        _import_all(args.formulas)
         spec = _spec(args)
-    except (LoadError, ConfigError, ValueError) as error:
+    except (CommandError, LoadError, ConfigError, ValueError) as error:
         print(f"netbudget: error: {error}", file=sys.stderr)
         return 2
 
@@ -94,6 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _import_all(modules: list[str]) -> None:
+    """Import modules that register formulas; a failure names the module and the cause."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            raise CommandError(f"cannot import {name!r}: {type(error).__name__}: {error}") from None
+
+
 def _list_formulas(grep: str) -> int:
     """One aligned line per registered formula, sorted by name; 1 when ``grep`` matches none."""
     from .formulas import registered
@@ -111,24 +192,79 @@ def _list_formulas(grep: str) -> int:
 
 
 def _spec(args: argparse.Namespace) -> ModelSpec:
-    """The command line as a registered model, validated as pyproject.toml would be."""
-    if args.input_dtype == "float32" and args.input_high is None:
-        inputs: dict = {"input_shape": args.input_shape}
-    else:
-        tensor = {"shape": args.input_shape, "dtype": args.input_dtype}
-        if args.input_high is not None:
-            tensor["high"] = args.input_high
-        inputs = {"inputs": [tensor]}
-    table = {"factory": args.factory, "device": args.device, **inputs}
+    """The model to show: registered (its table, with the command line's options over it) or a
+    factory path; validated as pyproject.toml is, so that one message reads the same."""
+    if is_factory_path(args.model):
+        import_callable(args.model)
+        table = _command_table({"factory": args.model, "device": "cpu"}, args)
+        return model_spec(args.model, table, Place("netbudget show:"))
+    path, data = _registering_pyproject(args.model, args.pyproject)
+    models = data["tool"]["netbudget"]["models"]
+    models[args.model] = _command_table(models[args.model], args)
+    settings = settings_from(data, path)
+    root = str(path.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return next(spec for spec in settings.models if spec.name == args.model)
+
+
+def _registering_pyproject(name: str, given: Path | None) -> tuple[Path, dict[str, Any]]:
+    """The pyproject.toml that registers ``name``: the one given, or the nearest up from here."""
+    candidates = [given] if given else [folder / "pyproject.toml" for folder in (Path.cwd(), *Path.cwd().parents)]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        data = read_pyproject(path)
+        models = data.get("tool", {}).get("netbudget", {}).get("models")
+        if not isinstance(models, dict):
+            continue
+        if name in models:
+            return path, data
+        close = difflib.get_close_matches(name, list(models), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise CommandError(
+            f"{name!r} is neither 'package.module:callable' nor a model registered in {path} "
+            f"({hint}registered: {', '.join(sorted(models)) or 'none'})"
+        )
+    where = str(given) if given else f"{Path.cwd()} or a folder above it"
+    raise CommandError(
+        f"{name!r} is not 'package.module:callable', and no pyproject.toml with [tool.netbudget.models] "
+        f"was found in {where}"
+    )
+
+
+def _command_table(table: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A model table with the command line's options over it."""
+    table = copy.deepcopy(table)
+    if args.kwargs is not None:
+        table["kwargs"] = {**table.get("kwargs", {}), **args.kwargs}
+    if args.input_shape is not None:
+        for key in ("input_shape", "inputs", "input_factory"):
+            table.pop(key, None)
+        if (args.input_dtype or "float32") == "float32" and args.input_high is None:
+            table["input_shape"] = args.input_shape
+        else:
+            tensor = {"shape": args.input_shape, "dtype": args.input_dtype or "float32"}
+            if args.input_high is not None:
+                tensor["high"] = args.input_high
+            table["inputs"] = [tensor]
+    elif args.input_dtype is not None or args.input_high is not None:
+        raise CommandError("--input-dtype and --input-high describe --input-shape's tensor: give --input-shape too")
+    elif not any(key in table for key in ("input_shape", "inputs", "input_factory")):
+        raise CommandError("give --input-shape (the model's input), e.g. --input-shape 1,3,224,224")
+    if args.device is not None:
+        table["device"] = args.device
     if args.dtype is not None:
         table["dtype"] = args.dtype
     step = {"batch": args.batch, "autocast": args.autocast, "loss_factory": args.loss}
     if args.train is not None:
-        table["train"] = {"optimizer": args.train, **{key: value for key, value in step.items() if value is not None}}
-    elif any(value is not None for value in step.values()):
-        raise ConfigError("--batch, --autocast and --loss describe a training step: give --train OPTIMIZER too")
-    return model_spec(args.factory, table, Place("netbudget show:"))
+        table["train"] = {**_train_table(table.get("train")), "optimizer": args.train}
+    if any(value is not None for value in step.values()):
+        if args.train is None and "train" not in table:
+            raise CommandError("--batch, --autocast and --loss describe a training step: give --train OPTIMIZER too")
+        table["train"] = {**_train_table(table.get("train")), **{k: v for k, v in step.items() if v is not None}}
+    return table
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _train_table(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}

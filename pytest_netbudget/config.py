@@ -151,7 +151,11 @@ def read_pyproject(path: Path) -> dict[str, Any]:
 
 def load_settings(path: Path) -> Settings | None:
     """Read ``[tool.netbudget]`` from ``path``; None when the file has no such table."""
-    data = read_pyproject(path)
+    return settings_from(read_pyproject(path), path)
+
+
+def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
+    """``[tool.netbudget]`` of a parsed pyproject.toml (read from ``path``), validated."""
     table = data.get("tool", {}).get("netbudget")
     if table is None:
         return None

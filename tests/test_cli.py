@@ -119,10 +119,8 @@ def test_bad_shape(in_example, capsys, shape):
 
 
 def test_missing_input_shape(in_example, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["show", CNN])
-    assert exit_info.value.code == 2
-    assert "--input-shape" in capsys.readouterr().err
+    assert cli.main(["show", CNN]) == 2
+    assert "give --input-shape (the model's input), e.g. --input-shape 1,3,224,224" in capsys.readouterr().err
 
 
 def test_missing_attribute(in_example, capsys):
@@ -217,3 +215,82 @@ def test_show_train_adds_the_step_columns_and_its_memory(in_example, capsys):
 def test_show_train_errors(in_example, capsys, extra, message):
     assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+# --- registered models, overrides, formulas, version --------------------------------------------------------
+
+
+def test_show_a_registered_model_with_its_own_settings(in_example, capsys):
+    """mnist_cnn in the example's pyproject.toml: its input [1, 1, 28, 28], device cpu, and its
+    AdamW step at batch 32 (262,420,480 MACs, by hand in test_show_train_...)."""
+    assert cli.main(["show", "mnist_cnn", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Model: MnistCNN on cpu, float32, inputs [1, 1, 28, 28]" in out
+    assert "Training step (adamw, batch 32): MACs 262,420,480" in out
+
+
+def test_show_a_registered_model_found_from_a_subfolder_with_overrides(in_example, monkeypatch, capsys):
+    monkeypatch.chdir(EXAMPLE / "example_project")
+    assert cli.main(["show", "mnist_cnn", "--device", "meta", "--kwargs", '{"num_classes": 100}']) == 0
+    out = capsys.readouterr().out
+    # Linear(1568, 100): 156,900 params, plus the convolutions' 416 + 12,832.
+    assert "Params: 170,148" in out
+    assert "on meta" in out
+
+
+def test_show_kwargs_for_a_factory_path(in_example, capsys):
+    assert cli.main(["show", CNN, "--input-shape", "1,1,28,28", "--kwargs", '{"num_classes": 100}']) == 0
+    assert "Params: 170,148" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "mnist_cnnn"], "did you mean 'mnist_cnn'? registered: lstm_tagger, mnist_cnn, text_classifier"),
+        (["show", CNN, "--input-shape", "1,1,28,28", "--kwargs", "[1]"], "must be a JSON object"),
+        (["show", CNN, "--input-shape", "1,1,28,28", "--kwargs", "{oops"], "is not JSON"),
+        (["show", CNN, "--input-shape", "1,1,28,28", "--depth", "-1"], "0 is the model itself"),
+        (["show", CNN, "--input-shape", "1,1,28,28", "--formulas", "no_such_module"], "cannot import 'no_such_module'"),
+        (["show", "mnist_cnn", "--input-dtype", "int64"], "give --input-shape too"),
+    ],
+)
+def test_show_usage_errors(in_example, capsys, args, message):
+    try:
+        code = cli.main(args)
+    except SystemExit as exit_info:  # argparse's own checks
+        code = exit_info.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_show_with_formulas_from_a_module(in_tmp, capsys):
+    """A model whose op has no built-in formula: counted once --formulas imports the module that registers it."""
+    (in_tmp / "nbcliops.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from pytest_netbudget import Cost, register_formula\n"
+        "torch.library.define('nbcli::scale', '(Tensor x) -> Tensor')\n"
+        "@torch.library.impl('nbcli::scale', ['cpu', 'meta'])\n"
+        "def _scale(x):\n"
+        "    return x * 2\n"
+        "class Scaled(nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return torch.ops.nbcli.scale(x)\n"
+        "@register_formula('nbcli::scale')\n"
+        "def _scale_cost(call):\n"
+        "    '''3 FLOPs per element.'''\n"
+        "    return Cost(0, 3 * call.out.numel())\n"
+    )
+    args = ["show", "nbcliops:Scaled", "--input-shape", "2,5"]
+    assert cli.main([*args, "--formulas", "nbcliops"]) == 0
+    assert "FLOPs: 30 (30)" in capsys.readouterr().out  # 3 x 10 elements
+
+
+def test_version_and_help_examples(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == "netbudget (pytest-netbudget) 0.1.0"
+    for command in (["show"], ["formulas"], []):
+        with pytest.raises(SystemExit):
+            cli.main([*command, "--help"])
+        assert "examples:\n  netbudget " in capsys.readouterr().out

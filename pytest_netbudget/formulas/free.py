@@ -46,6 +46,12 @@ _FREE_OPS = {  # rule -> ops
 for _rule, _names in _FREE_OPS.items():
     register(aten(_names), FREE, family="free", rule=_rule)
 register(
+    aten("select_backward slice_backward diagonal_backward"),
+    FREE,
+    family="free",
+    rule="free (a view's gradient: the incoming gradient placed into zeros)",
+)
+register(
     ["profiler::_record_function_enter", "profiler::_record_function_enter_new", "profiler::_record_function_exit"],
     FREE,
     family="free",
