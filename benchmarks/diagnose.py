@@ -1,54 +1,45 @@
 """Why a tool disagrees with the hand-derived figures, from what actually ran.
 
-The reference split (by aten op and by module type) is netbudget's, used only when its
-own total equals the hand-derived figure. Also here: netbudget's figures on cpu against
-meta, and the probe of one attention call's memory on both.
+The reference split is netbudget's own: its per-operator figures (``profile.ops``) and
+its per-module rows (``row.type``, ``row.macs``), used only when its total equals the
+hand-derived figure. Each tool's side comes from the tool itself: FlopCounterMode's
+``get_flop_counts()``, ptflops' aten mapping and per-layer print, thop's layer tree,
+torchinfo's summary list and fvcore's ``by_operator()``. Also here: netbudget's figures
+on cpu against meta, and the probe of one attention call's memory on both.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import FlopCounterMode
 
 from models import BenchModel
 from report import human
 from results import TOLERANCE, ModelResult, Outcome, deviation
 from tools import Inputs, quiet
 
-
-class OpRecorder(TorchDispatchMode):
-    """The aten ops a forward runs: calls, and MACs by netbudget's formula for each op."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: Counter[str] = Counter()
-        self.macs: Counter[str] = Counter()
-        self.packets: dict[str, Any] = {}
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        from pytest_netbudget import formulas
-
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        name = func.overloadpacket.__name__
-        self.calls[name] += 1
-        self.packets[name] = func.overloadpacket
-        formula = formulas.lookup(func)
-        if formula is not None and not formulas.is_free(formula):
-            self.macs[name] += formula(formulas.OpCall(func, args, kwargs, out)).macs
-        return out
+if TYPE_CHECKING:
+    from pytest_netbudget import Profile
 
 
-def record_ops(model: torch.nn.Module, inputs: Inputs) -> OpRecorder:
-    recorder = OpRecorder()
-    with torch.no_grad(), recorder:
-        model(*inputs)
-    return recorder
+class NetbudgetProfiles:
+    """netbudget's profiles of one model, one per device, each made once and shared by the notes."""
+
+    def __init__(self, model: torch.nn.Module, inputs: Inputs) -> None:
+        self._model = model
+        self._inputs = inputs
+        self._made: dict[str, Profile] = {}
+
+    def on(self, device: str) -> Profile:
+        if device not in self._made:
+            from pytest_netbudget import profile
+
+            self._made[device] = profile(self._model, inputs=self._inputs, device=device)
+        return self._made[device]
 
 
 # --------------------------------------------------------------------------------------
@@ -60,19 +51,43 @@ def _g(value: float) -> str:
     return human(value) if abs(value) >= 1 else "0"
 
 
+def _op_label(name: str) -> str:
+    """``aten.convolution`` -> ``convolution``; other namespaces and ``module:Type`` stay whole."""
+    return name.removeprefix("aten.")
+
+
+def netbudget_by_op(result: Profile) -> Counter[str]:
+    """MACs per operator over the whole model, from netbudget's own per-op figures."""
+    return Counter({name: stats.macs for name, stats in result.ops.items() if stats.macs})
+
+
+def netbudget_by_type(result: Profile) -> Counter[str]:
+    """MACs each module type does in its own forward (netbudget's rows)."""
+    counted: Counter[str] = Counter()
+    for row in result.layers:
+        counted[row.type] += row.macs
+    return counted
+
+
+def flop_counter_ops(model: torch.nn.Module, inputs: Inputs) -> set[str]:
+    """The operators FlopCounterMode counted (it records every op it has a formula for)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return {str(op) for op in counter.get_flop_counts().get("Global", {})}
+
+
+def ptflops_aten_ops() -> set[str]:
+    from ptflops.aten_ops import ATEN_OPS_MAPPING
+
+    return {str(op) for op in ATEN_OPS_MAPPING}
+
+
 def _by_type(model: torch.nn.Module, per_path: dict[str, float]) -> Counter[str]:
     types = {path: type(module).__name__ for path, module in model.named_modules()}
     counted: Counter[str] = Counter()
     for path, value in per_path.items():
         counted[types.get(path, "?")] += value
     return counted
-
-
-def netbudget_by_type(model: torch.nn.Module, inputs: Inputs) -> Counter[str]:
-    """MACs each module type does in its own forward (netbudget's rows; on meta)."""
-    from pytest_netbudget import profile
-
-    return _by_type(model, {row.path: row.macs for row in profile(model, inputs=inputs, device="meta").layers})
 
 
 def thop_by_type(model: torch.nn.Module, inputs: Inputs) -> Counter[str]:
@@ -150,6 +165,11 @@ def _differences(tool: Counter[str], reference: Counter[str], total: int) -> str
     return ", ".join(f"{key} {'+' if diff > 0 else '-'}{_g(abs(diff))}" for key, diff in diffs[:6]) or "spread thinly"
 
 
+def _not_in(by_op: Counter[str], counted: set[str]) -> str:
+    """netbudget's operators (largest first) that a tool's set of counted operators lacks."""
+    return ", ".join(f"{_op_label(op)} ({_g(macs)})" for op, macs in by_op.most_common() if op not in counted) or "-"
+
+
 # --------------------------------------------------------------------------------------
 # Notes
 # --------------------------------------------------------------------------------------
@@ -163,10 +183,17 @@ def error_notes(result: ModelResult) -> list[str]:
     ]
 
 
-def diagnose(bench: BenchModel, model: torch.nn.Module, inputs: Inputs, result: ModelResult) -> list[str]:
+def diagnose(
+    bench: BenchModel,
+    model: torch.nn.Module,
+    inputs: Inputs,
+    result: ModelResult,
+    profiles: NetbudgetProfiles,
+    device: str,
+) -> list[str]:
     """One line per tool figure that is more than 1% off, with what was measured about why.
-    The reference split (by op and by module type) is netbudget's, used only when its own
-    total equals the hand-derived figure."""
+    ``device`` is where the model and inputs live (the other tools ran there): netbudget's
+    split by operator is taken on it, its split by module type on meta."""
     notes = error_notes(result)
     outcomes = result.outcomes
     expected_macs, expected_params = result.expected_macs, result.expected_params
@@ -206,24 +233,20 @@ def diagnose(bench: BenchModel, model: torch.nn.Module, inputs: Inputs, result: 
     macs_off = off_tools("macs", expected_macs)
     if not macs_off:
         return notes
-    recorder = record_ops(model, inputs)
-    by_op = Counter({name: macs for name, macs in recorder.macs.items() if macs})
-    by_type = netbudget_by_type(model, inputs) if reference_ok else Counter()
+    by_op = netbudget_by_op(profiles.on(device))
+    by_type = netbudget_by_type(profiles.on("meta")) if reference_ok else Counter()
     if reference_ok:
-        split = ", ".join(f"{name} {_g(macs)}" for name, macs in by_op.most_common(5))
+        split = ", ".join(f"{_op_label(name)} {_g(macs)}" for name, macs in by_op.most_common(5))
         notes.append(f"expected MACs by aten op (netbudget's formulas; they sum to the hand figure): {split}")
     for tool in macs_off:
         outcome = outcomes[tool]
         head = f"{tool} MACs {pct(deviation(outcome.macs, expected_macs))} ({outcome.macs - expected_macs:+,})"
         try:
             if tool == "FlopCounterMode":
-                missing = [f"{op} ({_g(by_op[op])})" for op in by_op if recorder.packets[op] not in flop_registry]
-                notes.append(f"{head}: no formula for {', '.join(missing) or '-'}")
+                notes.append(f"{head}: no formula for {_not_in(by_op, flop_counter_ops(model, inputs))}")
             elif tool == "ptflops[aten]":
-                from ptflops.aten_ops import ATEN_OPS_MAPPING
-
-                missing = [f"{op} ({_g(by_op[op])})" for op in by_op if recorder.packets[op] not in ATEN_OPS_MAPPING]
-                notes.append(f"{head}: counts only mm/matmul/addmm/bmm/convolution; not {', '.join(missing) or '-'}")
+                missing = _not_in(by_op, ptflops_aten_ops())
+                notes.append(f"{head}: counts only mm/matmul/addmm/bmm/convolution; not {missing}")
             elif tool == "thop" and reference_ok:
                 notes.append(
                     f"{head}: by module type vs expected: {_differences(thop_by_type(model, inputs), by_type, expected_macs)}"
@@ -250,12 +273,10 @@ def diagnose(bench: BenchModel, model: torch.nn.Module, inputs: Inputs, result: 
     return notes
 
 
-def device_consistency(model: torch.nn.Module, inputs: Inputs) -> list[str]:
+def device_consistency(profiles: NetbudgetProfiles) -> list[str]:
     """netbudget's figures for the same model on cpu and on meta (the spec wants the counts equal)."""
-    from pytest_netbudget import profile
-
-    on_cpu = profile(model, inputs=inputs, device="cpu")
-    on_meta = profile(model, inputs=inputs, device="meta")
+    on_cpu = profiles.on("cpu")
+    on_meta = profiles.on("meta")
     differ = [
         f"{name} {getattr(on_cpu, name):,.4f} on cpu vs {getattr(on_meta, name):,.4f} on meta"
         if isinstance(getattr(on_cpu, name), float)
@@ -272,7 +293,8 @@ def device_consistency(model: torch.nn.Module, inputs: Inputs) -> list[str]:
 
 def attention_probe() -> str:
     """activations_mb of one causal SDPA call (1 x 8 heads x 2048 tokens x 64) on cpu and on meta:
-    CPU runs a fused kernel, meta PyTorch's math path, which materialises the score matrix."""
+    CPU runs a fused kernel; PyTorch alone would take the math path on meta, which materialises
+    the score matrix, so the two agree only while netbudget routes meta to the fused kernel too."""
     from pytest_netbudget import profile
 
     class Attention(torch.nn.Module):

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from diagnose import device_consistency, diagnose, error_notes
+from diagnose import NetbudgetProfiles, device_consistency, diagnose, error_notes
 from models import MODELS, BenchModel
 from results import ModelResult, Outcome
 from tools import TOOL_NAMES, Inputs, Tool, first_line, run_bare, run_flop_counter, run_netbudget, tools_for
@@ -169,8 +169,9 @@ def measure_model(bench: BenchModel, reps: int, only: list[str] | None = None) -
 
     timed_rounds(tools, outcomes, model, inputs, reps, limit)
     result = ModelResult(bench.name, expected_params, expected_macs, outcomes)
-    result.notes = diagnose(bench, model, inputs, result) + device_consistency(model, inputs)
-    del model
+    profiles = NetbudgetProfiles(model, inputs)
+    result.notes = diagnose(bench, model, inputs, result, profiles, "cpu") + device_consistency(profiles)
+    del model, profiles
     gc.collect()
     return result
 
@@ -223,7 +224,7 @@ def child_main(spec: str) -> None:
     for tool in tool_list.split(","):
         if tool == "notes":  # diagnose the tools run so far, as for the in-process models
             result = ModelResult(model_name, *bench.expected(), outcomes=outcomes_from(report))
-            report["notes"] = diagnose(bench, model, inputs, result)
+            report["notes"] = diagnose(bench, model, inputs, result, NetbudgetProfiles(model, inputs), "meta")
             continue
         entry: dict[str, Any] = {}
         try:
