@@ -157,11 +157,11 @@ def _is_matmul_like(name: str) -> bool:
 
 
 def _differences(tool: Counter[str], reference: Counter[str], total: int) -> str:
-    """Categories where a tool counts more or less than the reference, largest first."""
+    """Categories where a tool counts more or less than the reference, largest first (ties by name)."""
     keys = set(tool) | set(reference)
     diffs = [(key, tool.get(key, 0) - reference.get(key, 0)) for key in keys]
     diffs = [(key, diff) for key, diff in diffs if abs(diff) > 0.001 * total]
-    diffs.sort(key=lambda item: -abs(item[1]))
+    diffs.sort(key=lambda item: (-abs(item[1]), item[0]))
     return ", ".join(f"{key} {'+' if diff > 0 else '-'}{_g(abs(diff))}" for key, diff in diffs[:6]) or "spread thinly"
 
 
