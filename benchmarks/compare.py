@@ -16,6 +16,11 @@ fresh subprocess, so that its time and peak RSS (VmHWM) are its own.
 
 The benchmark tools (thop, ptflops, torchinfo, fvcore, transformers) come from
 ``benchmarks/requirements.txt``; they are never runtime dependencies.
+
+This file only parses the arguments and runs the steps: ``models.py`` holds the models
+and their hand-derived figures, ``tools.py`` one adapter per tool, ``measure.py`` the
+timed rounds and subprocesses, ``diagnose.py`` the notes on why a tool differs (from
+netbudget's own per-op and per-layer figures), ``report.py`` the printing.
 """
 
 from __future__ import annotations

@@ -142,13 +142,14 @@ def _rounds(
 # --------------------------------------------------------------------------------------
 
 
-def measure_model(bench: BenchModel, reps: int, only: list[str] | None = None) -> ModelResult:
+def measure_model(bench: BenchModel, reps: int) -> ModelResult:
+    """Every tool on the CPU-built model: a warm-up round for the figures, the timed rounds, the notes."""
     torch.manual_seed(0)
     model = bench.build().eval()
     inputs = bench.make_inputs("cpu")
     expected_params, expected_macs = bench.expected()
     tools: dict[str, Tool] = {"bare forward": run_bare}
-    tools.update({name: tool for name, tool in tools_for(bench).items() if only is None or name in only})
+    tools.update(tools_for(bench))
     outcomes = {name: Outcome() for name in tools}
 
     # warm-up round: gives the figures; a tool that fails here is not timed
