@@ -24,7 +24,7 @@ _FREE_OPS = {  # rule -> ops
         """,
     "free (draws random numbers)": "rand randn randint rand_like randn_like randint_like normal uniform random",
     "free (data movement: index, gather, scatter, select)": """
-        embedding index_select gather scatter index index_put index_copy index_fill masked_fill masked_select
+        embedding index_select gather index index_copy index_fill masked_fill masked_select
         masked_scatter where slice_scatter select_scatter diagonal_scatter as_strided_scatter tril triu
         one_hot bucketize searchsorted nonzero unique _unique2 bincount isin
         """,
