@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import formulas
 from .meta_kernels import META_KERNELS, run_on_meta
+from .model_forms import script_module_hooks, scripted
 
 _aten = torch.ops.aten
 
@@ -224,9 +225,13 @@ class Tracer(TorchDispatchMode):
         self._handles: list[Any] = []
 
     def __enter__(self) -> Tracer:
+        script_ids = scripted(self.modules)
         for _, module in self.modules:
-            self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+            if id(module) not in script_ids:
+                self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+        if script_ids:
+            self._handles += script_module_hooks(script_ids, self._enter, self._leave)
         try:
             return super().__enter__()
         except BaseException:
