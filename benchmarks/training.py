@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference_models import Decoder, SpecCNN, resnet18  # noqa: E402
+from reference_models import CausalBlock, Decoder, LSTMModel, SpecCNN, resnet18  # noqa: E402
 
 from pytest_netbudget import profile  # noqa: E402
 from pytest_netbudget.engine.tracer import tensor_leaves  # noqa: E402
@@ -36,40 +35,14 @@ from pytest_netbudget.engine.tracer import tensor_leaves  # noqa: E402
 MIB = 2**20
 
 
-class Block(nn.Module):
-    """A GPT-2-small-sized transformer block: pre-norm, causal SDPA, GELU MLP."""
-
-    def __init__(self, dim: int = 768, heads: int = 12) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, seq, dim = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(batch, seq, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(batch, seq, dim)
-        x = x + self.proj(attended)
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-
-class Tagger(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(5000, 64)
-        self.lstm = nn.LSTM(64, 128, num_layers=2, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(256, 17)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.out(self.lstm(self.embed(tokens))[0])
-
-
 MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any]]] = {
     "cnn b32": (SpecCNN, lambda: torch.randn(32, 1, 28, 28)),
     "resnet18 b8": (resnet18, lambda: torch.randn(8, 3, 224, 224)),
-    "block b8x256": (Block, lambda: torch.randn(8, 256, 768)),
-    "bilstm b16x64": (Tagger, lambda: torch.randint(0, 5000, (16, 64))),
+    "block b8x256": (CausalBlock, lambda: torch.randn(8, 256, 768)),
+    "bilstm b16x64": (
+        lambda: LSTMModel(vocab=5000, embed=64, hidden=128, classes=17),
+        lambda: torch.randint(0, 5000, (16, 64)),
+    ),
 }
 QUICK = ("cnn b32", "block b8x256", "bilstm b16x64")
 

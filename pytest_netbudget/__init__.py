@@ -6,8 +6,7 @@ is installed, and that must not cost an ``import torch``.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from pytest_netbudget.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -25,13 +24,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        value = getattr(import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'pytest_netbudget' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__ = lazy_names(__name__, _PUBLIC)

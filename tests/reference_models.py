@@ -166,6 +166,24 @@ class FunctionalAttention(nn.Module):
         return F.linear(out.transpose(1, 2).reshape(batch, length, dim), self.wo)
 
 
+class CausalBlock(nn.Module):
+    """A pre-norm transformer block with causal SDPA and a GELU MLP (GPT-2-small-sized at the defaults)."""
+
+    def __init__(self, dim: int = 768, heads: int = 12) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, dim = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(batch, seq, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(batch, seq, dim)
+        x = x + self.proj(attended)
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
 # --- recurrent, embeddings -------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_models import Decoder, SpecCNN, decoder_params, resnet18
+from reference_models import CausalBlock, Decoder, LSTMModel, SpecCNN, decoder_params, resnet18
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
@@ -91,40 +91,11 @@ def test_a_7b_decoder_steps_on_meta_with_a_breakdown_to_check_by_hand():
 # --- against PyTorch's own counters -------------------------------------------------------------------------
 
 
-class Block(nn.Module):
-    """A pre-norm transformer block with causal SDPA."""
-
-    def __init__(self, dim: int = 32, heads: int = 4) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, seq, dim = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(batch, seq, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(batch, seq, dim)
-        x = x + self.proj(attended)
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-
-class Tagger(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(100, 16)
-        self.lstm = nn.LSTM(16, 32, num_layers=2, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(64, 5)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.out(self.lstm(self.embed(tokens))[0])
-
-
 ZOO = {
     "cnn": (SpecCNN, lambda: torch.randn(2, 1, 28, 28)),
     "resnet18": (resnet18, lambda: torch.randn(1, 3, 64, 64)),
-    "block": (Block, lambda: torch.randn(2, 16, 32)),
-    "lstm": (Tagger, lambda: torch.randint(0, 100, (2, 12))),
+    "block": (lambda: CausalBlock(dim=32, heads=4), lambda: torch.randn(2, 16, 32)),
+    "lstm": (lambda: LSTMModel(vocab=100, embed=16, hidden=32, classes=5), lambda: torch.randint(0, 100, (2, 12))),
 }
 
 

@@ -6,8 +6,7 @@ types) is imported by the torch-free layers, and must not pull in torch through 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from pytest_netbudget.lazy import lazy_names
 
 _PUBLIC = {
     "LayerStats": "pytest_netbudget.engine.data",
@@ -20,13 +19,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        value = getattr(import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'pytest_netbudget.engine' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__ = lazy_names(__name__, _PUBLIC)

@@ -16,7 +16,7 @@ import math
 from torch.utils import flop_counter
 
 from .attention import sdpa_macs
-from .elementwise import SOFTMAX_BACKWARD_COST, per_output_element
+from .elementwise import SOFTMAX_BACKWARD_COST, per_element_of, per_output_element
 from .pooling import INTERPOLATION_COST, window_elements
 from .registry import Cost, OpCall, aten, numel, register
 
@@ -137,18 +137,11 @@ register(
 )
 
 
-def _interpolation_backward(cost: int):
-    def formula(call: OpCall) -> Cost:
-        return Cost(0, cost * numel(call["grad_output"]))
-
-    return formula
-
-
 for _name, _cost in INTERPOLATION_COST.items():
     if not _name.startswith("grid_sampler"):
         register(
             f"aten::{_name}_backward",
-            _interpolation_backward(_cost),
+            per_element_of("grad_output", _cost),
             family="backward",
             rule=f"{_cost} FLOPs per output-gradient element (as the forward's per output element)",
         )

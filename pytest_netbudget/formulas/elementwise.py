@@ -26,6 +26,11 @@ def per_input_element(cost: int) -> OpFormula:
     return lambda call: Cost(0, cost * numel(call.args[0]))
 
 
+def per_element_of(argument: str, cost: int) -> OpFormula:
+    """``cost`` FLOPs per element of the named argument (a tensor, or every tensor of a list)."""
+    return lambda call: Cost(0, cost * numel(call[argument]))
+
+
 _ELEMENTWISE = aten(
     """
     add sub rsub mul div neg reciprocal abs pow sqrt rsqrt exp exp2 log log2 log10 log1p expm1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .elementwise import per_element_of
 from .registry import Cost, OpCall, aten, numel, register
 
 
@@ -18,13 +19,6 @@ register(
 )
 
 
-def _per_prediction(cost: int):
-    def formula(call: OpCall) -> Cost:
-        return Cost(0, cost * numel(call["self"]))
-
-    return formula
-
-
 for _names, _cost, _what in (
     ("mse_loss mse_loss_backward", 3, "difference, square or scale, sum"),
     ("l1_loss smooth_l1_loss smooth_l1_loss_backward huber_loss huber_loss_backward", 3, "difference, clamp, sum"),
@@ -33,5 +27,8 @@ for _names, _cost, _what in (
     ("soft_margin_loss soft_margin_loss_backward", 4, "product, exp, log, sum"),
 ):
     register(
-        aten(_names), _per_prediction(_cost), family="losses", rule=f"{_cost} FLOPs per prediction element ({_what})"
+        aten(_names),
+        per_element_of("self", _cost),
+        family="losses",
+        rule=f"{_cost} FLOPs per prediction element ({_what})",
     )

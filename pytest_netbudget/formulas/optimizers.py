@@ -8,50 +8,20 @@ per element of every tensor in its first list, so a step counts alike on every d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from .registry import Cost, OpCall, OpFormula, aten, register
-
-
-def list_elements(tensors: Sequence) -> int:
-    return sum(tensor.numel() for tensor in tensors)
-
-
-def _per_list_element(cost: int) -> OpFormula:
-    def formula(call: OpCall) -> Cost:
-        return Cost(0, cost * list_elements(call["self"]))
-
-    return formula
-
+from .elementwise import per_element_of
+from .registry import Cost, OpCall, aten, numel, register
 
 _ONE = """
     add sub mul div neg abs sqrt rsqrt exp log sign reciprocal pow maximum minimum clamp_min clamp_max
     sigmoid tanh sin cos erf round floor ceil trunc frac expm1 log1p log10 log2
     """
-register(
-    [name.replace("aten::", "aten::_foreach_") for name in aten(_ONE)],
-    _per_list_element(1),
-    family="optimizers",
-    rule="1 FLOP per element of every tensor in the list",
-)
-register(
-    aten("_foreach_addcmul _foreach_addcdiv _foreach_lerp"),
-    _per_list_element(2),
-    family="optimizers",
-    rule="2 FLOPs per element of every tensor in the list",
-)
-register(
-    aten("_foreach_norm"),
-    _per_list_element(2),
-    family="optimizers",
-    rule="2 FLOPs per element of every tensor in the list (square, sum)",
-)
-register(
-    aten("_foreach_copy _foreach_zero"),
-    _per_list_element(0),
-    family="optimizers",
-    rule="free (data movement)",
-)
+for _names, _cost, _rule in (
+    ([name.replace("aten::", "aten::_foreach_") for name in aten(_ONE)], 1, "1 FLOP per element"),
+    (aten("_foreach_addcmul _foreach_addcdiv _foreach_lerp"), 2, "2 FLOPs per element"),
+    (aten("_foreach_norm"), 2, "2 FLOPs per element (square, sum)"),
+    (aten("_foreach_copy _foreach_zero"), 0, "free (data movement)"),
+):
+    register(_names, per_element_of("self", _cost), family="optimizers", rule=f"{_rule} of every tensor in the list")
 
 #: FLOPs per parameter element of one Adam / AdamW step, as the one-tensor path runs it:
 #: lerp of the first moment (2), decay (1) and addcmul (2) of the second, sqrt (1),
@@ -62,13 +32,13 @@ ADAM_STEP_COST = 10
 def _fused_adam(call: OpCall) -> Cost:
     """A fused Adam/AdamW step: ADAM_STEP_COST per element, +1 with weight decay, +1 with amsgrad."""
     cost = ADAM_STEP_COST + (call["weight_decay"] != 0) + bool(call["amsgrad"])
-    return Cost(0, cost * list_elements(call["self"]))
+    return Cost(0, cost * numel(call["self"]))
 
 
 def _fused_sgd(call: OpCall) -> Cost:
     """A fused SGD step: the update (1), weight decay (1), momentum (2: decay and add)."""
     cost = 1 + (call["weight_decay"] != 0) + 2 * (call["momentum"] != 0)
-    return Cost(0, cost * list_elements(call["self"]))
+    return Cost(0, cost * numel(call["self"]))
 
 
 register(

@@ -87,7 +87,10 @@ _registered: dict[str | type, Registered] = {}
 
 
 def numel(value: Any) -> int:
-    """Elements of a tensor; 0 for anything else (an absent optional tensor)."""
+    """Elements of a tensor, or of every tensor in a list (a ``_foreach_*`` op's operand);
+    0 for anything else (an absent optional tensor)."""
+    if isinstance(value, (list, tuple)):
+        return sum(numel(item) for item in value)
     return value.numel() if isinstance(value, torch.Tensor) else 0
 
 
