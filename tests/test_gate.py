@@ -4,6 +4,11 @@ case that the plugin got wrong before; the unit-level pins live beside the modul
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 pytestmark = pytest.mark.usefixtures("preloaded")
@@ -82,3 +87,102 @@ def test_input_bounds_outside_the_dtype_are_a_usage_error(pytester, project, inp
     project(f'[tool.netbudget.models.tiny]\nfactory = "mymodels:Tiny"\ninputs = [{inputs}]\n')
     result = pytester.runpytest("--netbudget")
     assert_usage_error(result, f"[tool.netbudget.models.tiny] {key}:", fragment)
+
+
+# --- concurrent and interrupted updates ------------------------------------------------------------
+
+FOUR = "".join(
+    f'[tool.netbudget.models.m{width}]\nfactory = "mymodels:Tiny"\nkwargs = {{ n_out = {width} }}\ninput_shape = [1, 10]\n'
+    for width in (1, 2, 3, 4)
+)
+
+# Each process waits at sessionfinish until all four got there, and its baseline write is slowed
+# down, so that without the lock their read-merge-write windows overlap every time.
+RACE_CONFTEST = """
+import os, time
+from pathlib import Path
+
+import pytest
+
+import pytest_netbudget.baseline as baseline
+
+_dumps = baseline.dumps
+
+
+def slow_dumps(models):
+    time.sleep(0.5)
+    return _dumps(models)
+
+
+baseline.dumps = slow_dumps
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    barrier = Path(os.environ["RACE_BARRIER"])
+    (barrier / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(barrier.iterdir())) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+def test_four_parallel_updates_keep_all_four_entries(pytester, project, monkeypatch, tmp_path):
+    # Before: every process read the file, then wrote it with its own model: one entry survived.
+    project(FOUR)
+    pytester.makeconftest(RACE_CONFTEST)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    monkeypatch.setenv("RACE_BARRIER", str(barrier))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pytester.path), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--netbudget", "--netbudget-update"]
+    runs = [
+        subprocess.Popen([*command, "-k", f"m{width}"], cwd=pytester.path, stdout=subprocess.PIPE, text=True)
+        for width in (1, 2, 3, 4)
+    ]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], outputs
+    entries = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))["models"]
+    # Linear(10, n): 10n + n params.
+    assert {name: entry["totals"]["params"] for name, entry in entries.items()} == {
+        "m1": 11,
+        "m2": 22,
+        "m3": 33,
+        "m4": 44,
+    }
+    assert not [name for name in os.listdir(pytester.path) if name.endswith((".lock", ".tmp"))]
+
+
+INTERRUPTING_TEST = """
+def test_ctrl_c():
+    raise KeyboardInterrupt
+"""
+
+
+def test_an_interrupted_update_writes_no_baseline_and_says_so(pytester, project):
+    # Before: Ctrl-C after the models ran wrote their figures as if the run had completed.
+    project(TINY)
+    pytester.makepyfile(test_stop=INTERRUPTING_TEST)
+    result = pytester.runpytest("--netbudget", "--netbudget-update", no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert not (pytester.path / "netbudget-baseline.json").exists()
+    result.stdout.fnmatch_lines(["netbudget: ERROR: the run was interrupted, so the baseline was not written"])
+
+
+CRASHING_CONFTEST = """
+def pytest_runtest_logfinish(nodeid):
+    if nodeid.endswith("test_after"):
+        raise RuntimeError("a plugin crashed")
+"""
+
+
+def test_a_crashed_session_writes_no_baseline_and_says_so(pytester, project):
+    project(TINY)
+    pytester.makeconftest(CRASHING_CONFTEST)
+    pytester.makepyfile(test_after="def test_after():\n    pass\n")
+    baseline = pytester.path / "netbudget-baseline.json"
+    baseline.write_text('{"schema": 1, "models": {}}', encoding="utf-8")
+    result = pytester.runpytest("--netbudget", "--netbudget-update")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    assert baseline.read_text(encoding="utf-8") == '{"schema": 1, "models": {}}'
+    assert "netbudget: ERROR: the run was interrupted, so the baseline was not written" in output(result)
