@@ -83,12 +83,14 @@ def call_with_state(model: torch.nn.Module, state: dict[str, torch.Tensor], args
     modules, which that refuses, the same swap done by hand and undone afterwards."""
     if not scripted(list(model.named_modules())):
         return torch.func.functional_call(model, state, args, kwargs, tie_weights=True, strict=False)
-    with _swapped(model, state):
+    with swapped_state(model, state):
         return model(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def _swapped(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Iterator[None]:
+def swapped_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """The model's parameters and buffers replaced by ``state`` (by every name they have, so
+    ties are kept) until the block ends, also when it raises; TorchScript modules included."""
     originals = []
     try:
         for path, module in model.named_modules(remove_duplicate=False):

@@ -29,7 +29,7 @@ import torch
 
 from .. import formulas
 from ..formulas import FormulaSet
-from .model_forms import call_with_state
+from .model_forms import swapped_state
 from .tracer import LiveMemory, Tracer, _storage_key, argument_tensors, tensor_leaves
 
 #: What the bytes of a step are, in the order reports print them.
@@ -287,10 +287,11 @@ def run_step(
         torch.enable_grad(),
         _grad_hooks(trainable, accumulated),
         torch.autograd.graph.saved_tensors_hooks(saved_for_backward, lambda tensor: tensor),
+        swapped_state(model, state),  # for the whole step: a checkpointed block runs again in the backward
         tracer,
     ):
         with cast:
-            outputs = call_with_state(model, state, args, kwargs)
+            outputs = model(*args, **kwargs)
             tracer.enter_phase("loss")
             scalar = (loss or sum_of_outputs)(outputs)
         _check_scalar(scalar)
