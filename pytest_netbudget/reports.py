@@ -4,6 +4,7 @@ Markdown for a pull-request comment, and JSON for machines (and ``--netbudget-co
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__, metrics, units
@@ -220,11 +221,17 @@ _STATUS_ICON = {
 }
 
 
+def in_report_order(verdicts: list[Verdict]) -> list[Verdict]:
+    """Registered models first, then checks from tests, each by name."""
+    return sorted(verdicts, key=lambda verdict: (verdict.result.origin != ORIGIN_PYPROJECT, verdict.name))
+
+
 def markdown(
     verdicts: list[Verdict],
     removed: list[str] | None = None,
     compared_with: str | None = None,
     baseline_file: str = DEFAULT_BASELINE,
+    conflicts: list[str] | None = None,
 ) -> str:
     """A pull-request comment: headline, what it compares with, one table of models, then a
     section per new, changed or failing model (a failing one open, its layer changes first)."""
@@ -236,6 +243,8 @@ def markdown(
     lines = ["## netbudget", "", f"**{headline(verdicts)}**", ""]
     if compared_with:
         lines += [f"Compared with {compared_with}.", ""]
+    lines += [f"> ⚠️ **conflict:** {conflict}" for conflict in conflicts or []]
+    lines += [""] if conflicts else []
     lines.append("| model | " + " | ".join(columns) + " | status |")
     lines.append("|---|" + "---|" * len(columns) + "---|")
     for verdict in verdicts:
@@ -322,6 +331,7 @@ def to_json(
     removed: list[str] | None = None,
     compared_with: str | None = None,
     baseline_file: str = DEFAULT_BASELINE,
+    conflicts: list[str] | None = None,
 ) -> str:
     """The report as JSON; its ``models`` entries double as a baseline for ``--netbudget-compare``."""
     models = {}
@@ -359,6 +369,71 @@ def to_json(
         "removed": list(removed or []),
         "compared_with": compared_with,
         "baseline_file": baseline_file,
+        "conflicts": list(conflicts or []),
         "models": models,
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+class ReportError(ValueError):
+    """A file given to ``netbudget merge`` is not a report it can merge; the message names it."""
+
+
+@dataclass
+class MergedReport:
+    """The reports of several shards or matrix jobs as one: what ``markdown`` and ``to_json`` take."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    compared_with: str | None = None
+    baseline_file: str = DEFAULT_BASELINE
+    conflicts: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        return markdown(self.verdicts, self.removed, self.compared_with, self.baseline_file, self.conflicts)
+
+    def to_json(self) -> str:
+        return to_json(self.verdicts, self.removed, self.compared_with, self.baseline_file, self.conflicts)
+
+
+def merge_reports(documents: dict[str, Any]) -> MergedReport:
+    """One report from JSON reports (file name -> parsed JSON) of shards or matrix jobs.
+
+    A model in several reports with the same result appears once; with different results it is
+    a conflict: the first report's is kept and the conflict is named, never silently overwritten.
+    """
+    for source, document in documents.items():
+        if not isinstance(document, dict) or document.get("kind") != "netbudget-report":
+            raise ReportError(f"{source}: not a netbudget JSON report (--netbudget-report=PATH.json writes one)")
+        if document.get("schema") != SCHEMA:
+            raise ReportError(f"{source}: report schema {document.get('schema')!r}, this version reads {SCHEMA}")
+        for name, entry in document.get("models", {}).items():
+            if "verdict" not in entry:
+                raise ReportError(f"{source}: model {name!r} has no 'verdict' (a report from an older version?)")
+    first = next(iter(documents.values()), {})
+    merged = MergedReport(
+        compared_with=first.get("compared_with"), baseline_file=first.get("baseline_file", DEFAULT_BASELINE)
+    )
+    seen: dict[str, tuple[str, dict[str, Any]]] = {}
+    for source, document in documents.items():
+        merged.removed += [name for name in document.get("removed", []) if name not in merged.removed]
+        for name, entry in document["models"].items():
+            if name not in seen:
+                seen[name] = (source, entry)
+                merged.verdicts.append(Verdict.from_dict(entry["verdict"]))
+            elif seen[name][1]["verdict"] != entry["verdict"]:
+                merged.conflicts.append(_conflict(name, seen[name], (source, entry)))
+    merged.verdicts = in_report_order(merged.verdicts)
+    merged.removed.sort()
+    return merged
+
+
+def _conflict(name: str, first: tuple[str, dict[str, Any]], other: tuple[str, dict[str, Any]]) -> str:
+    (source, entry), (other_source, other_entry) = first, other
+    differ = [
+        f"{metric} {value(metric, entry['totals'].get(metric))} vs {value(metric, other_entry['totals'].get(metric))}"
+        for metric in metrics.NAMES
+        if entry["totals"].get(metric) != other_entry["totals"].get(metric)
+    ]
+    what = ", ".join(differ) if differ else f"status {entry['status']} vs {other_entry['status']}"
+    return f"{name} differs between {source} and {other_source} ({what}); this report shows {source}'s"

@@ -221,7 +221,7 @@ class NetbudgetSession:
         """Write the reports, the job summary and (on update) the baseline; False when a write failed."""
         if self.is_worker or not self.verdicts:
             return True
-        self.verdicts.sort(key=lambda verdict: (verdict.result.origin != budgets.ORIGIN_PYPROJECT, verdict.name))
+        self.verdicts = reports.in_report_order(self.verdicts)
         removed = self.removed_models()
         for path in self.options.reports:
             self._write_report(Path(path), removed)
