@@ -20,6 +20,7 @@ from ..formulas import FormulaSet
 from .data import LayerStats, OpStats, Profile, TrainStep
 from .fused_on_meta import FusedKernelsOnMeta
 from .model_forms import call_with_state, check_not_lazy, set_mode, unwrap
+from .padded_encoders import padded_encoders
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
@@ -316,6 +317,7 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(prepared.device) else contextlib.nullcontext()
     with (
         _module_modes(model, train=False),
+        padded_encoders(model),
         torch.no_grad(),
         _cuda_peak(prepared.device) as measured,
         fused,
