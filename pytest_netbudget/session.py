@@ -61,7 +61,8 @@ class NetbudgetSession:
         self.baseline: dict[str, dict[str, Any]] = {}
         self.verdicts: list[budgets.Verdict] = []
         self.notes: list[str] = []
-        self.write_failed = False
+        self.failed = False  # a file could not be written, or a result was refused: the run fails
+        self._claimed: dict[str, str] = {}  # a check's name -> the node id of the test that owns it
         if options.active:
             self._load()
 
@@ -141,10 +142,28 @@ class NetbudgetSession:
             layer_changes=changes,
         )
 
+    def claim(self, name: str, origin: str) -> str | None:
+        """Take ``name`` for the check of test ``origin``; the problem when it is not free: the
+        name of a registered model, or of another test's check (one would overwrite the other)."""
+        if name in self._registered_names():
+            return f"check name {name!r} of {origin} is a model registered in {self.pyproject}: pass another name="
+        owner = self._claimed.setdefault(name, origin)
+        if owner != origin:
+            return f"check name {name!r} of {origin} is already used by {owner}: pass another name="
+        return None
+
     def collect(self, result: budgets.Result) -> None:
-        """Keep a result for the summary and the files (on the controller only)."""
-        if not self.is_worker:
-            self.verdicts.append(self.judge(result))
+        """Keep a result for the summary and the files (on the controller only). A check whose name
+        another test took in another pytest-xdist worker is kept as an error of its own."""
+        if self.is_worker:
+            return
+        if result.origin != budgets.ORIGIN_PYPROJECT and result.error is None:
+            problem = self.claim(result.name, result.origin)
+            if problem:
+                result = budgets.Result(name=conflicting_name(result), origin=result.origin, error=problem)
+                self.notes.append(f"ERROR: {problem}")
+                self.failed = True
+        self.verdicts.append(self.judge(result))
 
     def _registered_names(self) -> set[str]:
         return {spec.name for spec in self.settings.models} if self.settings else set()
@@ -185,10 +204,10 @@ class NetbudgetSession:
                 self.notes.append(f"could not append to GITHUB_STEP_SUMMARY ({step_summary}): {error.strerror}")
         if self.options.update and interrupted:
             self.notes.append("ERROR: the run was interrupted, so the baseline was not written")
-            self.write_failed = True
+            self.failed = True
         elif self.options.update:
             self._write_baseline()
-        return not self.write_failed
+        return not self.failed
 
     def _write_report(self, path: Path, removed: list[str]) -> None:
         text = (
@@ -202,10 +221,10 @@ class NetbudgetSession:
             self.notes.append(f"report written to {path}")
         except OSError as error:
             self.notes.append(f"ERROR: {path}: cannot write the report: {error.strerror}")
-            self.write_failed = True
+            self.failed = True
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
-            self.write_failed = True
+            self.failed = True
 
     def _write_baseline(self) -> None:
         """Merge this run's entries into the file as it is now, under its lock: parallel updates
@@ -228,4 +247,9 @@ class NetbudgetSession:
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
-            self.write_failed = True
+            self.failed = True
+
+
+def conflicting_name(result: budgets.Result) -> str:
+    """A name for a check refused its own: unique, since it carries the test's node id."""
+    return f"{result.origin} (name={result.name!r})"
