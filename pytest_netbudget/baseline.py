@@ -1,4 +1,4 @@
-"""The baseline file (stable JSON, atomic writes) and the per-layer diff against it.
+"""The baseline file (validated, stable JSON) and the per-layer diff against it.
 
 The file is committed next to pyproject.toml, so it is written for people to read
 in a pull request: sorted keys, one layer per line, nothing that changes between
@@ -8,13 +8,13 @@ two identical runs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import metrics
+from . import files, metrics
 from .budgets import LayerChange, stored_totals
 from .engine.data import Profile
 
@@ -38,42 +38,41 @@ def entry_from_profile(profile: Profile, origin: str) -> dict[str, Any]:
 
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
-    """Model name -> entry, from a baseline file or a JSON report; {} when the file does not exist."""
+    """Model name -> entry, from a baseline file or a JSON report; {} when the file does not exist.
+
+    Every field the comparison reads is checked, so a hand-edited or corrupt file is one error
+    naming the file and the JSON path (``models.resnet.layers["fc"].params``), never a crash later.
+    """
     if not path.exists():
         return {}
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise BaselineError(f"{path}: cannot read the baseline: {error}") from None
+        raise BaselineError(f"{path}: cannot read the file: {error}") from None
     return parse(text, str(path))
 
 
 def parse(text: str, source: str) -> dict[str, dict[str, Any]]:
-    """Model name -> entry, from the text of a baseline file or a JSON report; ``source``
-    names it in errors (a path, or ``REF:path`` for a file read from git)."""
+    """Model name -> entry, from the text of a baseline file or a JSON report, validated as
+    :func:`load` says; ``source`` names it in errors (a path, or ``REF:path`` read from git)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise BaselineError(
-            f"{source}: not valid JSON ({error}); fix it or rewrite it with --netbudget-update"
-        ) from None
+        raise BaselineError(f"{source}: not valid JSON ({error})") from None
     if not isinstance(data, dict) or "schema" not in data:
         raise BaselineError(f"{source}: not a netbudget baseline or report (no 'schema' field)")
     if data["schema"] != SCHEMA:
         raise BaselineError(
             f"{source}: schema version {data['schema']!r} is not one this version of pytest-netbudget reads "
-            f"(it reads {SCHEMA}); upgrade pytest-netbudget or rewrite the file with --netbudget-update"
+            f"(it reads {SCHEMA}); upgrade pytest-netbudget or write the file again with this version"
         )
     models = data.get("models")
     if not isinstance(models, dict):
         raise BaselineError(f"{source}: missing the 'models' table")
     for name, entry in models.items():
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("totals"), dict)
-            or not isinstance(entry.get("layers"), dict)
-        ):
-            raise BaselineError(f"{source}: model {name!r} lacks its 'totals' or 'layers'")
+        problem = _entry_problem(entry, f"models{_key(name)}")
+        if problem:
+            raise BaselineError(f"{source}: {problem}")
     return models
 
 
@@ -109,6 +108,43 @@ def at_revision(ref: str, path: Path) -> dict[str, dict[str, Any]] | None:
     return parse(shown.stdout, f"{ref}:{inside}")
 
 
+def _key(name: str) -> str:
+    """One step of a JSON path: ``.resnet`` for a plain name, ``["conv1.0"]`` for any other."""
+    return f".{name}" if name.isidentifier() else f"[{json.dumps(name)}]"
+
+
+def _figure_problem(value: Any, where: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"{where}: expected a finite number, got {json.dumps(value)}"
+    return None
+
+
+def _entry_problem(entry: Any, where: str) -> str | None:
+    """What is wrong with one model's entry, at its JSON path; None when it can be compared with."""
+    if not isinstance(entry, dict):
+        return f"{where}: expected an object with 'totals' and 'layers', got {json.dumps(entry)}"
+    if not isinstance(entry.get("origin", ""), str):
+        return f"{where}.origin: expected a string, got {json.dumps(entry['origin'])}"
+    for part in ("totals", "layers"):
+        if not isinstance(entry.get(part), dict):
+            return f"{where}.{part}: expected an object, got {json.dumps(entry.get(part))}"
+    for metric, figure in entry["totals"].items():
+        problem = _figure_problem(figure, f"{where}.totals{_key(metric)}")
+        if problem:
+            return problem
+    for layer, row in entry["layers"].items():
+        at = f"{where}.layers{_key(layer)}"
+        if not isinstance(row, dict):
+            return f"{at}: expected an object with 'type' and figures, got {json.dumps(row)}"
+        if not isinstance(row.get("type"), str):
+            return f"{at}.type: expected a string, got {json.dumps(row.get('type'))}"
+        for metric, figure in row.items():
+            problem = None if metric == "type" else _figure_problem(figure, f"{at}{_key(metric)}")
+            if problem:
+                return problem
+    return None
+
+
 def dumps(models: dict[str, dict[str, Any]]) -> str:
     """Sorted JSON with one layer per line, so that its own diff reads well."""
     lines = ["{", f'  "schema": {SCHEMA},', '  "models": {']
@@ -129,32 +165,10 @@ def dumps(models: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: never half a file."""
-    directory = path.parent
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as error:
-        raise BaselineError(f"{path}: cannot write the baseline: {error.strerror}; the old file is untouched") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        if path.exists():
-            os.chmod(temporary, path.stat().st_mode & 0o777)
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise BaselineError(f"{path}: cannot write the baseline: {error.strerror}; the old file is untouched") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def update(path: Path, fresh: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]]) -> None:
-    """Rewrite the baseline with this run's models; models that did not run keep their entries."""
-    write_atomic(path, dumps({**previous, **fresh}))
+    """Rewrite the baseline with this run's models; models that did not run keep their entries.
+    Raises ``files.WriteError`` naming the file when it cannot be written."""
+    files.write_atomic(path, dumps({**previous, **fresh}), "the baseline")
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -7,6 +7,7 @@ a misspelt one; the plugin turns it into a pytest usage error, never a traceback
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,8 +285,20 @@ def _input_spec(item: Any, where: Place, index: int) -> InputSpec:
     dtype = _dtype(item.get("dtype", "float32"), where, f"{key}.dtype", devices.INPUT_DTYPES)
     low, high = item.get("low", 0), item.get("high")
     for bound_name, bound in (("low", low), ("high", high)):
-        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+        if bound is None:
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
             raise where.error(f"{key}.{bound_name}", f"must be a number, got {bound!r}")
+        if not math.isfinite(bound):
+            raise where.error(f"{key}.{bound_name}", f"must be a finite number, got {bound!r}")
+    if devices.is_integer_dtype(dtype):
+        smallest, past_largest = devices.integer_range(dtype)
+        if not smallest <= low < past_largest:
+            raise where.error(f"{key}.low", f"must be within {dtype}'s range [{smallest}, {past_largest}), got {low!r}")
+        if high is not None and not smallest < high <= past_largest:
+            raise where.error(
+                f"{key}.high", f"must be within {dtype}'s range ({smallest}, {past_largest}] (exclusive), got {high!r}"
+            )
     if devices.is_integer_dtype(dtype) and high is None:
         raise where.error(
             f"{key}.high",
@@ -323,13 +336,18 @@ def _max_increase(value: Any, where: Place) -> dict[str, Increase]:
 
 
 def _increase(value: Any, where: Place, key: str) -> Increase:
-    fraction = units.parse_percent(value)
+    try:
+        fraction = units.parse_percent(value)
+    except units.QuantityError as error:
+        raise where.error(key, str(error)) from None
     if fraction is not None:
         if fraction < 0:
             raise where.error(key, f"must not be negative, got {value!r}")
         return Increase(fraction=fraction)
     try:
         amount = units.parse_quantity(value)
+    except units.QuantityOverflow as error:
+        raise where.error(key, str(error)) from None
     except units.QuantityError:
         raise where.error(key, f"{value!r} is neither a percentage like '2%' nor a quantity like '1k'") from None
     if amount < 0:

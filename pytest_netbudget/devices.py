@@ -53,6 +53,15 @@ def is_integer_dtype(name: str) -> bool:
     return name.startswith(("int", "uint"))
 
 
+def integer_range(name: str) -> tuple[int, int]:
+    """The values ``torch.randint`` can draw for an integer dtype: ``low`` from the first,
+    the exclusive ``high`` up to the second (int64's ``high`` must itself fit in an int64)."""
+    bits = int(name.removeprefix("u").removeprefix("int"))
+    if name.startswith("uint"):
+        return 0, 2**bits
+    return -(2 ** (bits - 1)), min(2 ** (bits - 1), 2**63 - 1)
+
+
 def _close(value: object, known: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(str(value).lower(), [name for name in known if name != "cuda:N"], n=1)
     return f"; did you mean {close[0]!r}?" if close else ""

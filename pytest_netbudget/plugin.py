@@ -150,9 +150,20 @@ class SessionHooks:
             for data in report.netbudget:
                 self.session.collect(budgets.Result.from_dict(data))
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.session.finish() and session.exitstatus == 0:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        if not self.session.finish(interrupted) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+            # pytest prints no terminal summary after an internal error: say it here.
+            self.print_notes(session.config.pluginmanager.get_plugin("terminalreporter"))
+
+    def print_notes(self, terminalreporter: Any) -> None:
+        """What was written where, and what could not be."""
+        if terminalreporter is None:
+            return
+        for note in self.session.notes:
+            terminalreporter.write_line(f"netbudget: {note}", red=note.startswith("ERROR"))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         session = self.session
@@ -173,8 +184,7 @@ class SessionHooks:
                 if verdict.profile is not None:
                     terminalreporter.write_sep("-", f"{verdict.name}: layers")
                     terminalreporter.write_line(verdict.profile.table(None if depth < 0 else depth))
-        for note in session.notes:
-            terminalreporter.write_line(f"netbudget: {note}", red=note.startswith("ERROR"))
+        self.print_notes(terminalreporter)
 
 
 # --- items -------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from . import baseline, budgets, config, devices, reports
+from . import baseline, budgets, config, devices, files, reports
 
 REPORT_SUFFIXES = (".md", ".json")
 
@@ -125,26 +125,34 @@ class NetbudgetSession:
             if self.options.update:
                 self.notes.append(f"the old baseline could not be read and will be replaced: {error}")
                 return {}
-            raise pytest.UsageError(str(error)) from None
+            raise pytest.UsageError(
+                f"{error}\nfix the file, or rewrite it from this code with: pytest --netbudget --netbudget-update"
+            ) from None
 
     def _load_reference(self) -> dict[str, dict[str, Any]] | None:
         """The base branch's figures that the reports show the change against, when asked for."""
         compare, base = self.options.compare, self.options.base
         gate = f"the checked-out {self.baseline_file}"
-        try:
-            if compare:
-                if not Path(compare).exists():
-                    raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
-                self.compared_with = f"the report {compare}; budgets and max_increase: {gate}"
+        if compare:
+            if not Path(compare).exists():
+                raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
+            self.compared_with = f"the report {compare}; budgets and max_increase: {gate}"
+            try:
                 return baseline.load(Path(compare))
-            if base:
-                found = baseline.at_revision(base, self.baseline_path)
-                there = " (no baseline there: every model is new)" if found is None else ""
-                self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
-                return found or {}
+            except baseline.BaselineError as error:
+                # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
+                raise pytest.UsageError(
+                    f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
+                ) from None
+        if not base:
+            return None
+        try:
+            found = baseline.at_revision(base, self.baseline_path)
         except baseline.BaselineError as error:
             raise pytest.UsageError(str(error)) from None
-        return None
+        there = " (no baseline there: every model is new)" if found is None else ""
+        self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
+        return found or {}
 
     @property
     def models(self) -> list[config.ModelSpec]:
@@ -187,15 +195,16 @@ class NetbudgetSession:
     def _registered_names(self) -> set[str]:
         return {spec.name for spec in self.settings.models} if self.settings else set()
 
-    def removed_models(self) -> list[str]:
-        """Registered models that have a baseline entry but are no longer in pyproject.toml.
+    def removed_models(self, entries: dict[str, dict[str, Any]] | None = None) -> list[str]:
+        """Registered models that have an entry (in ``entries``, by default the baseline read at
+        the start) but are no longer in pyproject.toml.
 
         Checks from tests are never called removed: a run may simply not have selected them.
         """
         present = self._registered_names() | {verdict.name for verdict in self.verdicts}
         return sorted(
             name
-            for name, entry in self.baseline.items()
+            for name, entry in (self.baseline if entries is None else entries).items()
             if name not in present and entry.get("origin", budgets.ORIGIN_PYPROJECT) == budgets.ORIGIN_PYPROJECT
         )
 
@@ -217,8 +226,12 @@ class NetbudgetSession:
 
     # --- end -------------------------------------------------------------------------------------
 
-    def finish(self) -> bool:
-        """Write the reports, the job summary and (on update) the baseline; False when a write failed."""
+    def finish(self, interrupted: bool = False) -> bool:
+        """Write the reports, the job summary and (on update) the baseline; False when a write failed.
+
+        An ``interrupted`` run (Ctrl-C, an internal error) measured only part of what it was asked
+        to: its figures never become the baseline.
+        """
         if self.is_worker or not self.verdicts:
             return True
         self.verdicts = reports.in_report_order(self.verdicts)
@@ -234,7 +247,10 @@ class NetbudgetSession:
                     )
             except OSError as error:
                 self.notes.append(f"could not append to GITHUB_STEP_SUMMARY ({step_summary}): {error.strerror}")
-        if self.options.update:
+        if self.options.update and interrupted:
+            self.notes.append("ERROR: the run was interrupted, so the baseline was not written")
+            self.write_failed = True
+        elif self.options.update:
             self._write_baseline()
         else:
             self._note_stale_baseline(removed)
@@ -261,13 +277,18 @@ class NetbudgetSession:
         )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            baseline.write_atomic(path, text)
+            files.write_atomic(path, text, "the report")
             self.notes.append(f"report written to {path}")
-        except (OSError, baseline.BaselineError) as error:
-            self.notes.append(f"ERROR: could not write the report {path}: {error}")
+        except OSError as error:
+            self.notes.append(f"ERROR: {path}: cannot write the report: {error.strerror}")
+            self.write_failed = True
+        except files.WriteError as error:
+            self.notes.append(f"ERROR: {error}")
             self.write_failed = True
 
     def _write_baseline(self) -> None:
+        """Merge this run's entries into the file as it is now, under its lock: parallel updates
+        (``-k`` shards) each add theirs; models that failed or did not run keep their entries."""
         target = self.baseline_path
         fresh = {
             verdict.name: baseline.entry_from_profile(verdict.profile, verdict.result.origin)
@@ -275,14 +296,15 @@ class NetbudgetSession:
             if verdict.profile is not None
         }
         try:
-            previous = baseline.load(target)
-        except baseline.BaselineError:
-            previous = {}
-        removed = set(self.removed_models())
-        kept = {name: entry for name, entry in previous.items() if name not in removed}
-        try:
-            baseline.update(target, fresh, kept)
+            with files.locked(target, "the baseline"):
+                try:
+                    previous = baseline.load(target)
+                except baseline.BaselineError:
+                    previous = {}  # unreadable: already reported at the start, replaced now
+                removed = set(self.removed_models(previous))
+                kept = {name: entry for name, entry in previous.items() if name not in removed}
+                baseline.update(target, fresh, kept)
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
-        except baseline.BaselineError as error:
+        except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
             self.write_failed = True

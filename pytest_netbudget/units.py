@@ -20,6 +20,10 @@ class QuantityError(ValueError):
     """A value that is not a quantity; the message says what was expected."""
 
 
+class QuantityOverflow(QuantityError):
+    """A well-written quantity too large for a float ("1e400"): never a budget of infinity."""
+
+
 def parse_quantity(value: object) -> float:
     """Parse ``"30k"``, ``"1.5M"``, ``"1e6"``, ``12`` or ``0.2`` into a number.
 
@@ -41,15 +45,21 @@ def parse_quantity(value: object) -> float:
         )
     number, suffix = match.groups()
     scaled = float(number) * SUFFIXES[suffix.replace("K", "k")]
+    if not math.isfinite(scaled):
+        raise QuantityOverflow(f"{value!r} is too large: expected a finite quantity")
     return int(scaled) if scaled.is_integer() else scaled
 
 
 def parse_percent(value: object) -> float | None:
-    """Return the fraction for ``"2%"`` (0.02), or None when ``value`` is not a percentage."""
+    """Return the fraction for ``"2%"`` (0.02), or None when ``value`` is not a percentage;
+    a percentage too large for a float raises ``QuantityOverflow``."""
     if isinstance(value, str):
         match = _PERCENT.match(value)
         if match:
-            return float(match.group(1)) / 100
+            fraction = float(match.group(1)) / 100
+            if not math.isfinite(fraction):
+                raise QuantityOverflow(f"{value!r} is too large: expected a finite percentage")
+            return fraction
     return None
 
 

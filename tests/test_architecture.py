@@ -16,6 +16,7 @@ from pytest_netbudget.engine.data import Profile
 TORCH_FREE = [
     "pytest_netbudget",
     "pytest_netbudget.units",
+    "pytest_netbudget.files",
     "pytest_netbudget.metrics",
     "pytest_netbudget.devices",
     "pytest_netbudget.engine.data",

@@ -379,12 +379,50 @@ def test_compare_with_a_missing_file_is_a_usage_error(pytester, project):
 # --- bad baselines -------------------------------------------------------------------------------
 
 BAD_BASELINES = [
-    pytest.param("{ not json", ["not valid JSON", "--netbudget-update"], id="not-json"),
+    pytest.param("{ not json", ["not valid JSON"], id="not-json"),
     pytest.param('{"schema": 99, "models": {}}', ["schema version 99"], id="schema-99"),
     pytest.param('{"models": {}}', ["no 'schema' field"], id="no-schema"),
     pytest.param("[1, 2]", ["no 'schema' field"], id="not-an-object"),
     pytest.param('{"schema": 1}', ["missing the 'models' table"], id="no-models"),
-    pytest.param('{"schema": 1, "models": {"tiny": {"layers": {}}}}', ["'tiny' lacks its 'totals'"], id="no-totals"),
+    pytest.param(
+        '{"schema": 1, "models": {"tiny": {"layers": {}}}}', ["models.tiny.totals: expected an object"], id="no-totals"
+    ),
+    # Field by field, each at its JSON path (before: these aborted the session with INTERNALERROR, exit 3).
+    pytest.param(
+        '{"schema": 1, "models": {"tiny": {"totals": {"params": "abc"}, "layers": {}}}}',
+        ['models.tiny.totals.params: expected a finite number, got "abc"'],
+        id="total-string",
+    ),
+    pytest.param(
+        '{"schema": 1, "models": {"tiny": {"totals": {"params": 55}, "layers": {"fc": {"type": "Linear", "params": "abc"}}}}}',
+        ['models.tiny.layers.fc.params: expected a finite number, got "abc"'],
+        id="layer-figure-string",
+    ),
+    pytest.param(
+        '{"schema": 1, "models": {"tiny": {"totals": {}, "layers": {"fc.0": {"type": 3, "params": 1}}}}}',
+        ['models.tiny.layers["fc.0"].type: expected a string, got 3'],
+        id="layer-type-number",
+    ),
+    pytest.param(
+        '{"schema": 1, "models": {"my net": {"totals": {}, "layers": {"3": [1]}}}}',
+        ['models["my net"].layers["3"]: expected an object'],
+        id="layer-not-object",
+    ),
+    pytest.param(
+        '{"schema": 1, "models": {"tiny": {"totals": {"macs": NaN}, "layers": {}}}}',
+        ["models.tiny.totals.macs: expected a finite number, got NaN"],
+        id="total-nan",
+    ),
+    pytest.param(
+        '{"schema": 1, "models": {"tiny": {"totals": {"macs": true}, "layers": {}}}}',
+        ["models.tiny.totals.macs: expected a finite number, got true"],
+        id="total-bool",
+    ),
+    pytest.param(
+        '{"schema": 1, "models": {"tiny": {"origin": 7, "totals": {}, "layers": {}}}}',
+        ["models.tiny.origin: expected a string, got 7"],
+        id="origin-number",
+    ),
 ]
 
 
@@ -400,6 +438,7 @@ def test_bad_baseline_is_a_usage_error_and_left_alone(pytester, project, content
     assert f"{path}:" in text
     for fragment in fragments:
         assert fragment in text
+    assert "rewrite it from this code with: pytest --netbudget --netbudget-update" in text
     assert path.read_text(encoding="utf-8") == content
 
 
@@ -414,12 +453,19 @@ def test_bad_baseline_is_replaced_by_update(pytester, project, content, fragment
     assert sorted(read_baseline(pytester)["models"]) == ["conv", "tiny"]
 
 
-def test_bad_compare_file_is_a_usage_error_even_with_update(pytester, project):
+@pytest.mark.parametrize(("content", "fragments"), BAD_BASELINES)
+def test_bad_compare_file_is_a_usage_error_even_with_update(pytester, project, content, fragments):
     write(pytester, project)
-    (pytester.path / "other.json").write_text('{"schema": 99}', encoding="utf-8")
+    (pytester.path / "other.json").write_text(content, encoding="utf-8")
     result = pytester.runpytest("--netbudget", "--netbudget-update", "--netbudget-compare=other.json")
+    text = output(result)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "schema version 99" in output(result)
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    assert "--netbudget-compare=other.json: other.json: " in text
+    assert all(fragment in text for fragment in fragments)
+    # --netbudget-update rewrites the baseline, never the compare file: it is not suggested.
+    assert "--netbudget-update" not in text.replace("--netbudget-compare=other.json", "")
+    assert "pass a JSON report written by --netbudget-report" in text
     assert not (pytester.path / BASELINE).exists()
 
 
@@ -477,7 +523,9 @@ def test_unwritable_report_fails_the_run(pytester, project):
     result = pytester.runpytest("--netbudget", "--netbudget-report=report.md")
     result.assert_outcomes(passed=2)
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["netbudget: ERROR: could not write the report report.md: *"])
+    # Before: "... report.md: cannot write the baseline: ..." (the report was called the baseline).
+    result.stdout.fnmatch_lines(["netbudget: ERROR: report.md: cannot write the report: *; the old file is untouched"])
+    assert "baseline" not in result.stdout.str().split("netbudget: ERROR:")[1]
 
 
 # pytest-xdist with --netbudget-update is covered in test_plugin.py's xdist test (one subprocess run for both).

@@ -161,6 +161,13 @@ def model(body: str) -> str:
         ('max_macs = "0k"', "[tool.netbudget.models.m] max_macs: must be a positive budget, got '0k'"),
         ("max_params = true", "[tool.netbudget.models.m] max_params: expected a number or a quantity"),
         ("max_params = nan", "[tool.netbudget.models.m] max_params: expected a finite number"),
+        # 1e400 overflows a float to inf: a usage error here, not an OverflowError after the tests ran.
+        ('max_params = "1e400"', "[tool.netbudget.models.m] max_params: '1e400' is too large"),
+        ('max_macs = "1e306k"', "[tool.netbudget.models.m] max_macs: '1e306k' is too large"),
+        ("max_params = inf", "[tool.netbudget.models.m] max_params: expected a finite number"),
+        ('max_increase = "1e400"', "[tool.netbudget.models.m] max_increase: '1e400' is too large"),
+        ('max_increase = { params = "1e400" }', "[tool.netbudget.models.m.max_increase] params: '1e400' is too"),
+        (f'max_increase = "{"9" * 400}%"', "[tool.netbudget.models.m] max_increase: '999"),
         ("max_params = [1]", "[tool.netbudget.models.m] max_params: expected a number or a quantity"),
         ("kwargs = 3", "[tool.netbudget.models.m] kwargs: must be a table of keyword arguments, got 3"),
         ('device = "tpu"', "[tool.netbudget.models.m] device: unknown device 'tpu'"),
@@ -226,12 +233,41 @@ def test_model_key_errors(tmp_path, body, expected):
             'factory = "a:b"\ninputs = [{ shape = [1] }, { shape = [2], dtype = "int8" }]',
             "inputs[1].high: an integer input needs 'high'",
         ),
+        # Bounds are finite and within what the dtype holds (torch.randint's [low, high)).
+        ('factory = "a:b"\ninputs = [{ shape = [1], high = nan }]', "inputs[0].high: must be a finite number, got nan"),
+        ('factory = "a:b"\ninputs = [{ shape = [1], low = -inf }]', "inputs[0].low: must be a finite number, got -inf"),
+        (
+            'factory = "a:b"\ninputs = [{ shape = [1], dtype = "int64", high = inf }]',
+            "inputs[0].high: must be a finite number, got inf",
+        ),
+        (
+            'factory = "a:b"\ninputs = [{ shape = [1], dtype = "int8", high = 1000 }]',
+            "inputs[0].high: must be within int8's range (-128, 128] (exclusive), got 1000",
+        ),
+        (
+            'factory = "a:b"\ninputs = [{ shape = [1], dtype = "uint8", low = -1, high = 3 }]',
+            "inputs[0].low: must be within uint8's range [0, 256), got -1",
+        ),
+        (
+            'factory = "a:b"\ninputs = [{ shape = [1], dtype = "int64", high = 9223372036854775807.0 }]',
+            "inputs[0].high: must be within int64's range",
+        ),
     ],
 )
 def test_model_table_errors(tmp_path, table, expected):
     message = error_of(tmp_path, f"[tool.netbudget.models.m]\n{table}\n")
     assert "[tool.netbudget.models.m]" in message
     assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("dtype", "low", "high"),
+    [("int8", -128, 128), ("uint8", 0, 256), ("int16", -(2**15), 2**15), ("int64", -(2**63), 2**63 - 1)],
+)
+def test_integer_inputs_take_their_dtypes_whole_range(tmp_path, dtype, low, high):
+    table = f'[tool.netbudget.models.m]\nfactory = "a:b"\ninputs = [{{ shape = [1], dtype = "{dtype}", low = {low}, high = {high} }}]\n'
+    (spec,) = load(tmp_path, table).models
+    assert (spec.inputs[0].low, spec.inputs[0].high) == (low, high)
 
 
 @pytest.mark.parametrize(
