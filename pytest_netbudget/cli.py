@@ -154,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _merge(args: argparse.Namespace) -> int:
     """Read the reports, write the merged Markdown and JSON (Markdown on stdout when neither is asked for)."""
-    from .baseline import BaselineError, write_atomic
+    from .files import WriteError, write_atomic
     from .reports import ReportError, merge_reports
 
     documents = {}
@@ -171,8 +171,8 @@ def _merge(args: argparse.Namespace) -> int:
     for target, render in outputs:
         if target is not None:
             try:
-                write_atomic(Path(target), render())
-            except BaselineError as error:
+                write_atomic(Path(target), render(), "the merged report")
+            except WriteError as error:
                 raise CommandError(str(error)) from None
     if args.markdown is None and args.json_out is None:
         print(merged.markdown())

@@ -263,6 +263,9 @@ class NetbudgetSession:
         if not problems:
             return
         refresh = f"refresh it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
+        if not self.baseline_path.exists():
+            problems = ["there is no such file yet"]
+            refresh = f"write it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
         if self.options.check_baseline:
             self.baseline_failed = True
             self.notes.append(f"ERROR: {self.baseline_file} does not match this run: {'; '.join(problems)}; {refresh}")

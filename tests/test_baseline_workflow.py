@@ -525,7 +525,8 @@ def test_unwritable_report_fails_the_run(pytester, project):
     assert result.ret == 1
     # Before: "... report.md: cannot write the baseline: ..." (the report was called the baseline).
     result.stdout.fnmatch_lines(["netbudget: ERROR: report.md: cannot write the report: *; the old file is untouched"])
-    assert "baseline" not in result.stdout.str().split("netbudget: ERROR:")[1]
+    error = next(line for line in result.stdout.lines if line.startswith("netbudget: ERROR:"))
+    assert "baseline" not in error
 
 
 # pytest-xdist with --netbudget-update is covered in test_plugin.py's xdist test (one subprocess run for both).
