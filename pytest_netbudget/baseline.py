@@ -76,38 +76,6 @@ def parse(text: str, source: str) -> dict[str, dict[str, Any]]:
     return models
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
-    except OSError as error:
-        raise BaselineError(f"--netbudget-base needs the git command: {error.strerror}") from None
-
-
-def at_revision(ref: str, path: Path) -> dict[str, dict[str, Any]] | None:
-    """The baseline file ``path`` as of git revision ``ref`` (``git show REF:path``); None when
-    that revision has no such file (the pull request that introduces netbudget)."""
-    directory = path.parent if path.parent.is_dir() else Path.cwd()
-    top = _git(directory, "rev-parse", "--show-toplevel")
-    if top.returncode != 0:
-        raise BaselineError(f"--netbudget-base={ref}: {directory} is not in a git repository ({top.stderr.strip()})")
-    root = Path(top.stdout.strip())
-    if _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
-        raise BaselineError(
-            f"--netbudget-base={ref}: no such commit, branch or tag in {root} "
-            "(in CI, fetch it first: actions/checkout with fetch-depth: 0, or git fetch origin BRANCH)"
-        )
-    try:
-        inside = Path(os.path.realpath(path)).relative_to(Path(os.path.realpath(root))).as_posix()
-    except ValueError:
-        raise BaselineError(
-            f"--netbudget-base={ref}: the baseline {path} is outside the git repository {root}"
-        ) from None
-    shown = _git(root, "show", f"{ref}:{inside}")
-    if shown.returncode != 0:
-        return None
-    return parse(shown.stdout, f"{ref}:{inside}")
-
-
 def _key(name: str) -> str:
     """One step of a JSON path: ``.resnet`` for a plain name, ``["conv1.0"]`` for any other."""
     return f".{name}" if name.isidentifier() else f"[{json.dumps(name)}]"
@@ -143,6 +111,38 @@ def _entry_problem(entry: Any, where: str) -> str | None:
             if problem:
                 return problem
     return None
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise BaselineError(f"--netbudget-base needs the git command: {error.strerror}") from None
+
+
+def at_revision(ref: str, path: Path) -> dict[str, dict[str, Any]] | None:
+    """The baseline file ``path`` as of git revision ``ref`` (``git show REF:path``); None when
+    that revision has no such file (the pull request that introduces netbudget)."""
+    directory = path.parent if path.parent.is_dir() else Path.cwd()
+    top = _git(directory, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise BaselineError(f"--netbudget-base={ref}: {directory} is not in a git repository ({top.stderr.strip()})")
+    root = Path(top.stdout.strip())
+    if _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
+        raise BaselineError(
+            f"--netbudget-base={ref}: no such commit, branch or tag in {root} "
+            "(in CI, fetch it first: actions/checkout with fetch-depth: 0, or git fetch origin BRANCH)"
+        )
+    try:
+        inside = Path(os.path.realpath(path)).relative_to(Path(os.path.realpath(root))).as_posix()
+    except ValueError:
+        raise BaselineError(
+            f"--netbudget-base={ref}: the baseline {path} is outside the git repository {root}"
+        ) from None
+    shown = _git(root, "show", f"{ref}:{inside}")
+    if shown.returncode != 0:
+        return None
+    return parse(shown.stdout, f"{ref}:{inside}")
 
 
 def dumps(models: dict[str, dict[str, Any]]) -> str:

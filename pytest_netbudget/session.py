@@ -149,6 +149,11 @@ class NetbudgetSession:
         try:
             found = baseline.at_revision(base, self.baseline_path)
         except baseline.BaselineError as error:
+            if compare:
+                # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
+                raise pytest.UsageError(
+                    f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
+                ) from None
             raise pytest.UsageError(str(error)) from None
         there = " (no baseline there: every model is new)" if found is None else ""
         self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"

@@ -525,8 +525,8 @@ def test_unwritable_report_fails_the_run(pytester, project):
     assert result.ret == 1
     # Before: "... report.md: cannot write the baseline: ..." (the report was called the baseline).
     result.stdout.fnmatch_lines(["netbudget: ERROR: report.md: cannot write the report: *; the old file is untouched"])
-    error = next(line for line in result.stdout.lines if line.startswith("netbudget: ERROR:"))
-    assert "baseline" not in error
+    (error_line,) = [line for line in result.outlines if line.startswith("netbudget: ERROR:")]
+    assert "baseline" not in error_line
 
 
 # pytest-xdist with --netbudget-update is covered in test_plugin.py's xdist test (one subprocess run for both).
