@@ -135,17 +135,21 @@ class NetbudgetSession:
         """The base branch's figures that the reports show the change against, when asked for."""
         compare, base = self.options.compare, self.options.base
         gate = f"the checked-out {self.baseline_file}"
-        try:
-            if compare:
-                if not Path(compare).exists():
-                    raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
-                self.compared_with = f"the report {compare}; budgets and max_increase: {gate}"
+        if compare:
+            if not Path(compare).exists():
+                raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
+            self.compared_with = f"the report {compare}; budgets and max_increase: {gate}"
+            try:
                 return baseline.load(Path(compare))
-            if base:
-                found = baseline.at_revision(base, self.baseline_path)
-                there = " (no baseline there: every model is new)" if found is None else ""
-                self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
-                return found or {}
+            except baseline.BaselineError as error:
+                # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
+                raise pytest.UsageError(
+                    f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
+                ) from None
+        if not base:
+            return None
+        try:
+            found = baseline.at_revision(base, self.baseline_path)
         except baseline.BaselineError as error:
             if compare:
                 # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
@@ -153,7 +157,9 @@ class NetbudgetSession:
                     f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
                 ) from None
             raise pytest.UsageError(str(error)) from None
-        return None
+        there = " (no baseline there: every model is new)" if found is None else ""
+        self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
+        return found or {}
 
     @property
     def models(self) -> list[config.ModelSpec]:
@@ -282,6 +288,9 @@ class NetbudgetSession:
         if not problems:
             return
         refresh = f"refresh it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
+        if not self.baseline_path.exists():
+            problems = ["there is no such file yet"]
+            refresh = f"write it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
         if self.options.check_baseline:
             self.failed = True
             self.notes.append(f"ERROR: {self.baseline_file} does not match this run: {'; '.join(problems)}; {refresh}")
