@@ -9,13 +9,14 @@ through :func:`submit`, and the result rides on the test report
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import budgets, config, reports
-from .session import NetbudgetSession, Options
+from .session import NetbudgetSession, Options, conflicting_name
 
 SESSION = pytest.StashKey[NetbudgetSession]()
 RESULTS = pytest.StashKey[list]()
@@ -258,16 +259,32 @@ class BudgetChecker:
         name: str | None = None,
         **limits: Any,
     ) -> Any:
-        """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override)."""
-        place = config.Place(f"{self._item.nodeid}: netbudget limits")
-        try:
-            parsed = config.parse_limits({**self._marker_limits, **limits}, place)
-        except config.ConfigError as error:
-            pytest.fail(str(error), pytrace=False)
-        measured = self.profile(model, inputs, input_shape=input_shape, device=device, dtype=dtype)
+        """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override).
+
+        The check is named after its test's node id (``tests/test_x.py::test_fits[cpu]``, then
+        ``...[2]`` for a second check), or ``name``. Whatever goes wrong, it has one result: a
+        bad limit, a taken name or a failing profile is that result's error.
+        """
+        from .runner import check_error_text
+
+        nodeid = self._item.nodeid
         self._checks += 1
-        label = name or (self._item.name if self._checks == 1 else f"{self._item.name}[{self._checks}]")
-        submit(self._item, budgets.Result(name=label, origin=self._item.nodeid, limits=parsed, profile=measured))
+        label = name or (nodeid if self._checks == 1 else f"{nodeid}[{self._checks}]")
+        result = budgets.Result(name=label, origin=nodeid)
+        # submit() fails the test when the result is an error, so each error below ends the check.
+        problem = self._session.claim(label, nodeid)
+        if problem:
+            submit(self._item, replace(result, name=conflicting_name(result), error=problem))
+        try:
+            limits = config.parse_limits({**self._marker_limits, **limits}, config.Place(f"{nodeid}: netbudget limits"))
+        except config.ConfigError as error:
+            submit(self._item, replace(result, error=str(error)))
+        chosen = device or self._session.default_device
+        try:
+            measured = self.profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype)
+        except Exception as error:
+            submit(self._item, replace(result, limits=limits, error=check_error_text(error, chosen)))
+        submit(self._item, replace(result, limits=limits, profile=measured))
         return measured
 
 

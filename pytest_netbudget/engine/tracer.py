@@ -277,9 +277,10 @@ class Tracer(TorchDispatchMode):
         formula = self._module_formulas[index]
         if formula is not None:
             self._suppressed -= 1
-            if output is not None and self._suppressed == 0:
-                cost = formula(module, args, output)
-                tally.charge(f"module:{type(module).__name__}", cost.macs, cost.total_flops)
+            if self._suppressed == 0:  # whatever the forward returned, None included
+                name = f"module:{type(module).__name__}"
+                cost = formulas.apply(formula, name, module, args, output)
+                tally.charge(name, cost.macs, cost.total_flops)
 
     # --- operator counting ---------------------------------------------------------------
 
@@ -334,5 +335,6 @@ class Tracer(TorchDispatchMode):
         if formula is None:
             self.uncounted[str(func.overloadpacket)] += 1
         elif not self.formula_set.is_free(formula):
-            cost = formula(self._op_call(func, args, kwargs, out))
-            tally.charge(str(func.overloadpacket), cost.macs, cost.total_flops)
+            name = str(func.overloadpacket)
+            cost = formulas.apply(formula, name, self._op_call(func, args, kwargs, out))
+            tally.charge(name, cost.macs, cost.total_flops)
