@@ -22,6 +22,7 @@ from .fused_on_meta import FusedKernelsOnMeta
 from .model_forms import call_with_state, check_not_lazy, set_mode, unwrap
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
+from .quantized import packed_tensors, stored_bytes
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
@@ -130,6 +131,9 @@ def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
                 counts["trainable_params"] += count if tensor.requires_grad else 0
             else:
                 counts["buffers"] += count
+        for tensor in packed_tensors(module):  # quantized weights: not trainable, in their own dtype
+            counts["params"] += tensor.numel()
+            inventory.size_bytes += stored_bytes(tensor)
         inventory.rows.append(_InventoryRow(path, type(module).__name__, counts))
     return inventory
 
