@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +46,33 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise BaselineError(f"{path}: cannot read the file: {error}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str) -> dict[str, dict[str, Any]]:
+    """Model name -> entry, from the text of a baseline file or a JSON report; ``source``
+    names it in errors (a path, or ``REF:path`` for a file read from git)."""
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise BaselineError(f"{path}: not valid JSON ({error})") from None
+        raise BaselineError(f"{source}: not valid JSON ({error})") from None
     if not isinstance(data, dict) or "schema" not in data:
-        raise BaselineError(f"{path}: not a netbudget baseline or report (no 'schema' field)")
+        raise BaselineError(f"{source}: not a netbudget baseline or report (no 'schema' field)")
     if data["schema"] != SCHEMA:
         raise BaselineError(
-            f"{path}: schema version {data['schema']!r} is not one this version of pytest-netbudget reads "
+            f"{source}: schema version {data['schema']!r} is not one this version of pytest-netbudget reads "
             f"(it reads {SCHEMA}); upgrade pytest-netbudget or write the file again with this version"
         )
     models = data.get("models")
     if not isinstance(models, dict):
-        raise BaselineError(f"{path}: missing the 'models' table")
+        raise BaselineError(f"{source}: missing the 'models' table")
     for name, entry in models.items():
         problem = _entry_problem(entry, f"models{_key(name)}")
         if problem:
-            raise BaselineError(f"{path}: {problem}")
+            raise BaselineError(f"{source}: {problem}")
     return models
 
 
@@ -103,6 +113,38 @@ def _entry_problem(entry: Any, where: str) -> str | None:
     return None
 
 
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise BaselineError(f"--netbudget-base needs the git command: {error.strerror}") from None
+
+
+def at_revision(ref: str, path: Path) -> dict[str, dict[str, Any]] | None:
+    """The baseline file ``path`` as of git revision ``ref`` (``git show REF:path``); None when
+    that revision has no such file (the pull request that introduces netbudget)."""
+    directory = path.parent if path.parent.is_dir() else Path.cwd()
+    top = _git(directory, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise BaselineError(f"--netbudget-base={ref}: {directory} is not in a git repository ({top.stderr.strip()})")
+    root = Path(top.stdout.strip())
+    if _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
+        raise BaselineError(
+            f"--netbudget-base={ref}: no such commit, branch or tag in {root} "
+            "(in CI, fetch it first: actions/checkout with fetch-depth: 0, or git fetch origin BRANCH)"
+        )
+    try:
+        inside = Path(os.path.realpath(path)).relative_to(Path(os.path.realpath(root))).as_posix()
+    except ValueError:
+        raise BaselineError(
+            f"--netbudget-base={ref}: the baseline {path} is outside the git repository {root}"
+        ) from None
+    shown = _git(root, "show", f"{ref}:{inside}")
+    if shown.returncode != 0:
+        return None
+    return parse(shown.stdout, f"{ref}:{inside}")
+
+
 def dumps(models: dict[str, dict[str, Any]]) -> str:
     """Sorted JSON with one layer per line, so that its own diff reads well."""
     lines = ["{", f'  "schema": {SCHEMA},', '  "models": {']
@@ -127,6 +169,16 @@ def update(path: Path, fresh: dict[str, dict[str, Any]], previous: dict[str, dic
     """Rewrite the baseline with this run's models; models that did not run keep their entries.
     Raises ``files.WriteError`` naming the file when it cannot be written."""
     files.write_atomic(path, dumps({**previous, **fresh}), "the baseline")
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two entries of one model: the totals that changed (in metric
+    order), then any other part (``layers``, ...); the origin is not a figure."""
+    totals = [name for name in metrics.NAMES if old["totals"].get(name) != new["totals"].get(name)]
+    parts = sorted(
+        key for key in set(old) | set(new) if key not in ("origin", "totals") and old.get(key) != new.get(key)
+    )
+    return totals + parts
 
 
 def layer_diff(old: dict[str, Any], new: dict[str, Any]) -> list[LayerChange]:

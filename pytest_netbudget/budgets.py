@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import metrics
@@ -60,13 +60,29 @@ class Result:
 
 @dataclass(frozen=True)
 class MetricCheck:
-    """One metric of one model: its figure, its limit, its baseline and what that makes it."""
+    """One metric of one model: its figure, its limit, its baseline and what that makes it.
+
+    ``baseline`` is the committed baseline's figure, the gate that ``increase`` judges;
+    ``reference`` is what the "change" column shows the figure against: the same, or the
+    base branch's figure (``--netbudget-base``, ``--netbudget-compare``).
+    """
 
     metric: str
     actual: float | None
     limit: float | None = None
     baseline: float | None = None
     increase: Increase | None = None
+    reference: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["increase"] = asdict(self.increase) if self.increase is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MetricCheck:
+        increase = data["increase"]
+        return cls(**{**data, "increase": Increase(**increase) if increase is not None else None})
 
     @property
     def measured(self) -> bool:
@@ -116,15 +132,25 @@ class LayerChange:
     def delta(self, name: str) -> float:
         return (self.new or {}).get(name, 0) - (self.old or {}).get(name, 0)
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class Verdict:
-    """Everything decided about one result: a check per metric shown, and what changed."""
+    """Everything decided about one result: a check per metric shown, and what changed.
+
+    ``has_baseline`` / ``layer_changes`` are against the committed baseline (the gate);
+    ``has_reference`` / ``reference_changes`` against what the reports compare with, the
+    same unless a base branch was given (see :func:`compared_with`).
+    """
 
     result: Result
     checks: list[MetricCheck] = field(default_factory=list)
     has_baseline: bool = False
     layer_changes: list[LayerChange] = field(default_factory=list)
+    has_reference: bool = False
+    reference_changes: list[LayerChange] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -167,12 +193,35 @@ class Verdict:
 
     @property
     def changed(self) -> bool:
-        return bool(self.layer_changes) or any(
-            check.baseline is not None and check.actual != check.baseline for check in self.checks
+        """Different from the reference (what the reports show the change against)."""
+        return bool(self.reference_changes) or any(
+            check.reference is not None and check.actual != check.reference for check in self.checks
         )
 
     def check_for(self, metric: str) -> MetricCheck | None:
         return next((check for check in self.checks if check.metric == metric), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything a report needs to render this verdict again (``netbudget merge``)."""
+        return {
+            "result": self.result.to_dict(),
+            "checks": [check.to_dict() for check in self.checks],
+            "has_baseline": self.has_baseline,
+            "layer_changes": [item.to_dict() for item in self.layer_changes],
+            "has_reference": self.has_reference,
+            "reference_changes": [item.to_dict() for item in self.reference_changes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        return cls(
+            result=Result.from_dict(data["result"]),
+            checks=[MetricCheck.from_dict(check) for check in data["checks"]],
+            has_baseline=data["has_baseline"],
+            layer_changes=[LayerChange(**item) for item in data["layer_changes"]],
+            has_reference=data["has_reference"],
+            reference_changes=[LayerChange(**item) for item in data["reference_changes"]],
+        )
 
 
 def stored_totals(profile: Profile) -> dict[str, float]:
@@ -199,7 +248,7 @@ def judge(
     become the new baseline.
     """
     if result.profile is None:
-        return Verdict(result, has_baseline=baseline is not None)
+        return Verdict(result, has_baseline=baseline is not None, has_reference=baseline is not None)
     totals = stored_totals(result.profile)
     increase = {} if accept_growth else result.max_increase
     shown = [
@@ -209,14 +258,32 @@ def judge(
         or metric.name in result.limits
         or (metric.name in increase and metric.name in totals)
     ]
+    previous = {} if baseline is None else baseline
     checks = [
         MetricCheck(
             metric=name,
             actual=totals.get(name),
             limit=result.limits.get(name),
-            baseline=None if baseline is None else baseline.get(name),
+            baseline=previous.get(name),
             increase=increase.get(name),
+            reference=previous.get(name),
         )
         for name in shown
     ]
-    return Verdict(result, checks, has_baseline=baseline is not None, layer_changes=list(layer_changes or []))
+    changes = list(layer_changes or [])
+    has_baseline = baseline is not None
+    return Verdict(result, checks, has_baseline, changes, has_reference=has_baseline, reference_changes=changes)
+
+
+def compared_with(
+    verdict: Verdict, reference: dict[str, Any] | None, layer_changes: list[LayerChange] | None = None
+) -> Verdict:
+    """The verdict with its "change" figures against ``reference`` (the base branch's totals, None
+    when it has no entry) instead of the committed baseline; pass or fail stays as judged."""
+    figures = {} if reference is None else reference
+    return replace(
+        verdict,
+        checks=[replace(check, reference=figures.get(check.metric)) for check in verdict.checks],
+        has_reference=reference is not None,
+        reference_changes=list(layer_changes or []),
+    )

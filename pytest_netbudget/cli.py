@@ -1,5 +1,6 @@
 """The ``netbudget`` command: ``show`` prints the per-layer table of one model without pytest,
-``formulas`` lists how every op and module type is counted."""
+``formulas`` lists how every op and module type is counted, ``merge`` joins the JSON reports
+of sharded or matrix jobs into one report."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netbudget",
         description="Profile PyTorch models: params, MACs, FLOPs, memory; per layer; a training step.",
-        epilog="examples:\n  netbudget show mnist_cnn\n  netbudget formulas --grep conv",
+        epilog="examples:\n  netbudget show mnist_cnn\n  netbudget formulas --grep conv\n"
+        "  netbudget merge shard-*.json --markdown netbudget.md --json netbudget.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"netbudget (pytest-netbudget) {__version__}")
@@ -133,7 +135,50 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="import MODULE first, so that the formulas it registers are listed too",
     )
+    merge = commands.add_parser(
+        "merge",
+        help="merge the JSON reports of sharded or matrix jobs into one report",
+        description="Merge JSON reports (pytest --netbudget --netbudget-report=PATH.json, one per shard or job) "
+        "into one report and one pull-request comment. A model found in two reports with different figures is "
+        "a conflict: named in both outputs, the first report's figures kept, exit code 1.",
+        epilog="examples:\n"
+        "  netbudget merge shard-1.json shard-2.json --markdown netbudget.md --json netbudget.json\n"
+        "  netbudget merge reports/*.json > comment.md          # the Markdown on stdout",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    merge.add_argument("reports", nargs="+", metavar="REPORT.json", help="JSON reports to merge")
+    merge.add_argument("--markdown", metavar="OUT.md", default=None, help="write the merged Markdown report here")
+    merge.add_argument("--json", dest="json_out", metavar="OUT.json", default=None, help="write the merged JSON here")
     return parser
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Read the reports, write the merged Markdown and JSON (Markdown on stdout when neither is asked for)."""
+    from .files import WriteError, write_atomic
+    from .reports import ReportError, merge_reports
+
+    documents = {}
+    for name in args.reports:
+        try:
+            documents[name] = json.loads(Path(name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CommandError(f"cannot read the report {name}: {error}") from None
+    try:
+        merged = merge_reports(documents)
+    except ReportError as error:
+        raise CommandError(str(error)) from None
+    outputs = [(args.markdown, merged.markdown), (args.json_out, merged.to_json)]
+    for target, render in outputs:
+        if target is not None:
+            try:
+                write_atomic(Path(target), render(), "the merged report")
+            except WriteError as error:
+                raise CommandError(str(error)) from None
+    if args.markdown is None and args.json_out is None:
+        print(merged.markdown())
+    for conflict in merged.conflicts:
+        print(f"netbudget: conflict: {conflict}", file=sys.stderr)
+    return 1 if merged.conflicts else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "formulas":
             _import_all(args.imports)
             return _list_formulas(args.grep)
+        if args.command == "merge":
+            return _merge(args)
         _import_all(args.formulas)
         spec = _spec(args)
     except (CommandError, LoadError, ConfigError, ValueError) as error:

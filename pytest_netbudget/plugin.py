@@ -41,10 +41,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write a Markdown (.md) or JSON (.json) report; may be given twice",
     )
     group.addoption(
+        "--netbudget-base",
+        default=None,
+        metavar="REF",
+        help="show the change against the baseline file as of git revision REF (e.g. origin/main); "
+        "budgets and max_increase still judge against the checked-out baseline",
+    )
+    group.addoption(
         "--netbudget-compare",
         default=None,
         metavar="PATH",
-        help="compare with this JSON report (e.g. the base branch's) instead of the baseline file",
+        help="show the change against this JSON report (e.g. the base branch's CI artifact)",
+    )
+    group.addoption(
+        "--netbudget-check-baseline",
+        action="store_true",
+        default=False,
+        help="fail the run when the baseline file does not match it (missing, obsolete or changed entries)",
     )
     group.addoption(
         "--netbudget-device",
@@ -94,9 +107,10 @@ def submit(item: pytest.Item, result: budgets.Result) -> budgets.Verdict:
         for metric, figure in result.profile.totals.items():
             if figure is not None:
                 item.user_properties.append((f"netbudget_{metric}", figure))
-    verdict = _session(item.config).judge(result)
+    session = _session(item.config)
+    verdict = session.judge(result)
     if not verdict.passed:
-        pytest.fail(reports.failure_text(verdict), pytrace=False)
+        pytest.fail(reports.failure_text(verdict, session.baseline_file), pytrace=False)
     return verdict
 
 

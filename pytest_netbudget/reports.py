@@ -4,11 +4,13 @@ Markdown for a pull-request comment, and JSON for machines (and ``--netbudget-co
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__, metrics, units
 from .baseline import SCHEMA, entry_from_profile
-from .budgets import LayerChange, MetricCheck, Verdict
+from .budgets import ORIGIN_PYPROJECT, LayerChange, MetricCheck, Verdict
+from .config import DEFAULT_BASELINE
 from .engine.data import Profile
 from .engine.table import train_step_lines
 
@@ -19,10 +21,44 @@ def value(metric: str, number: float | None) -> str:
     return metrics.get(metric).format(number)
 
 
-def change(check: MetricCheck) -> str:
-    if check.baseline is None or check.actual is None:
+def change(check: MetricCheck, gate: bool = False) -> str:
+    """The change against the reference (what reports compare with), or against the committed
+    baseline with ``gate`` (what ``max_increase`` judged)."""
+    old = check.baseline if gate else check.reference
+    if old is None or check.actual is None:
         return ""
-    return metrics.get(check.metric).format_change(check.baseline, check.actual)
+    return metrics.get(check.metric).format_change(old, check.actual)
+
+
+def update_hint(baseline_file: str = DEFAULT_BASELINE) -> str:
+    return f"accept it with `pytest --netbudget --netbudget-update` and commit {baseline_file}"
+
+
+def limits_place(verdict: Verdict) -> str:
+    """Where a model's limits are set: its table in pyproject.toml, or the test that checked it."""
+    if verdict.result.origin == ORIGIN_PYPROJECT:
+        return f"{ORIGIN_PYPROJECT} [tool.netbudget.models.{verdict.name}]"
+    return f"the netbudget marker or check() keywords of {verdict.result.origin}"
+
+
+def next_steps(verdict: Verdict, baseline_file: str = DEFAULT_BASELINE) -> list[str]:
+    """What the author of a failing change can do about each problem, one line each."""
+    steps = []
+    for check in verdict.checks:
+        if check.over_budget:
+            key = metrics.get(check.metric).limit_key
+            steps.append(
+                f"{check.metric} is over {key} = {value(check.metric, check.limit)}, set in {limits_place(verdict)}: "
+                "make the model smaller, or raise the limit there"
+            )
+    if any(check.grew_too_much for check in verdict.checks):
+        steps.append(f"if the growth is intended, {update_hint(baseline_file)}")
+    if verdict.strict_failure:
+        steps.append(
+            "register a counting formula for these ops (pytest_netbudget.register_formula), "
+            f"or set strict = false in {limits_place(verdict)}"
+        )
+    return steps
 
 
 def _over(check: MetricCheck) -> str:
@@ -32,7 +68,7 @@ def _over(check: MetricCheck) -> str:
         excess = check.actual - check.limit
         return f"{metrics.get(check.metric).format_excess(excess)} (+{excess / check.limit * 100:.1f}%)"
     if check.grew_too_much:
-        return f"grew {change(check)}, more than the allowed {check.increase.describe()}"
+        return f"grew {change(check, gate=True)}, more than the allowed {check.increase.describe()}"
     return "ok"
 
 
@@ -75,10 +111,17 @@ def _old_new(item: LayerChange, name: str) -> str:
     return f"{old} -> {new}"
 
 
-def failure_text(verdict: Verdict, with_layers: bool = True) -> str:
-    """What a failing item shows: the diff against the budget, the biggest layers, what changed."""
+def failure_text(verdict: Verdict, baseline_file: str = DEFAULT_BASELINE) -> str:
+    """What a failing item shows: the diff against the budget and the committed baseline, the
+    layers that changed (the biggest layers when over budget), and what to do next."""
+    steps = [f"  next: {step}" for step in next_steps(verdict, baseline_file)]
+    return "\n".join(problem_lines(verdict) + steps)
+
+
+def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
+    """Why a model fails: the metrics against budget and baseline, uncounted ops, the layers."""
     if verdict.error is not None:
-        return f"{verdict.name} could not be profiled\n  {verdict.error}"
+        return [f"{verdict.name} could not be profiled", f"  {verdict.error}"]
     problems = []
     if any(check.over_budget for check in verdict.checks):
         problems.append("exceeds its budget")
@@ -95,35 +138,37 @@ def failure_text(verdict: Verdict, with_layers: bool = True) -> str:
             continue
         row = [check.metric, value(check.metric, check.limit), value(check.metric, check.actual), _over(check)]
         if verdict.has_baseline:
-            row[3:3] = [value(check.metric, check.baseline), change(check)]
+            row[3:3] = [value(check.metric, check.baseline), change(check, gate=True)]
         rows.append(row)
     if len(rows) > 1:
         lines += _columns(rows)
     if verdict.strict_failure:
         lines.append("  uncounted ops: " + ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items()))
-    largest = largest_layers_line(verdict.profile)
-    if largest:
-        lines.append("  " + largest)
+    if verdict.status == "over":
+        largest = largest_layers_line(verdict.profile)
+        if largest:
+            lines.append("  " + largest)
     if with_layers:
         lines += ["  " + line for line in layer_diff_lines(verdict.layer_changes)]
-    return "\n".join(lines)
+    return lines
 
 
 def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None) -> list[str]:
     """The end-of-session table: each metric as actual / budget, percent used, change, status."""
-    over = sum(verdict.status in ("over", "grew", "uncounted", "error") for verdict in verdicts)
-    lines = [
-        f"{len(verdicts)} model(s) profiled, {over} failing"
-        if over
-        else f"{len(verdicts)} model(s) profiled, all within budget"
-    ]
+    failing = sum(not verdict.passed for verdict in verdicts)
+    broken = sum(verdict.error is not None for verdict in verdicts)
+    if broken:
+        first = f"{len(verdicts)} model(s), {broken} could not be profiled, {failing} failing"
+    else:
+        first = f"{len(verdicts)} model(s) profiled, " + (f"{failing} failing" if failing else "all within budget")
+    lines = [first]
     rows = [["model", "metric", "actual", "budget", "used", "vs baseline", "status"]]
     for verdict in verdicts:
         if verdict.status == "error":
             rows.append([verdict.name, "-", "-", "-", "-", "-", "error"])
             continue
         for index, check in enumerate(verdict.checks):
-            baseline = change(check) if verdict.has_baseline else ("new" if index == 0 else "")
+            baseline = change(check) if verdict.has_reference else ("new" if index == 0 else "")
             rows.append(
                 [
                     verdict.name if index == 0 else "",
@@ -150,35 +195,56 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None) -> 
     return lines
 
 
-def _headline(verdicts: list[Verdict]) -> str:
-    over = sum(verdict.status == "over" for verdict in verdicts)
-    grew = sum(verdict.status == "grew" for verdict in verdicts)
-    broken = sum(verdict.status in ("error", "uncounted") for verdict in verdicts)
-    if not (over or grew or broken):
+#: How each status reads in the headline and in a failing model's section.
+_STATUS_WORDS = {
+    "over": "over budget",
+    "grew": "grew past max_increase",
+    "uncounted": "ran uncounted ops (strict)",
+    "error": "could not be profiled",
+}
+
+
+def headline(verdicts: list[Verdict]) -> str:
+    counts = {status: sum(verdict.status == status for verdict in verdicts) for status in _STATUS_WORDS}
+    if not any(counts.values()):
         return f"All {len(verdicts)} model(s) within budget"
-    parts = [f"{over} over budget"] if over else []
-    parts += [f"{grew} grew past max_increase"] if grew else []
-    parts += [f"{broken} failed to profile"] if broken else []
+    parts = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
     return ", ".join(parts) + f" (of {len(verdicts)} model(s))"
 
 
 _STATUS_ICON = {
     "pass": "✅ pass",
     "over": "❌ over",
-    "grew": "⚠️ grew",
-    "error": "💥 error",
+    "grew": "❌ grew",
+    "error": "❌ error",
     "uncounted": "❌ uncounted ops",
 }
 
 
-def markdown(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
-    """A pull-request comment: headline, one table of models, a collapsible block per changed model."""
+def in_report_order(verdicts: list[Verdict]) -> list[Verdict]:
+    """Registered models first, then checks from tests, each by name."""
+    return sorted(verdicts, key=lambda verdict: (verdict.result.origin != ORIGIN_PYPROJECT, verdict.name))
+
+
+def markdown(
+    verdicts: list[Verdict],
+    removed: list[str] | None = None,
+    compared_with: str | None = None,
+    baseline_file: str = DEFAULT_BASELINE,
+    conflicts: list[str] | None = None,
+) -> str:
+    """A pull-request comment: headline, what it compares with, one table of models, then a
+    section per new, changed or failing model (a failing one open, its layer changes first)."""
     columns = [
         name
         for name in metrics.HEADLINE
         if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
     ]
-    lines = ["## netbudget", "", f"**{_headline(verdicts)}**", ""]
+    lines = ["## netbudget", "", f"**{headline(verdicts)}**", ""]
+    if compared_with:
+        lines += [f"Compared with {compared_with}.", ""]
+    lines += [f"> ⚠️ **conflict:** {conflict}" for conflict in conflicts or []]
+    lines += [""] if conflicts else []
     lines.append("| model | " + " | ".join(columns) + " | status |")
     lines.append("|---|" + "---|" * len(columns) + "---|")
     for verdict in verdicts:
@@ -191,7 +257,7 @@ def markdown(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
             cell = value(metric, check.actual)
             if check.limit is not None:
                 cell += f" / {value(metric, check.limit)} ({check.used * 100:.0f}%)"
-            if verdict.has_baseline and check.baseline is not None:
+            if verdict.has_reference and check.reference is not None:
                 cell += f"<br>{change(check)}"
             cells.append(cell)
         lines.append(
@@ -201,39 +267,38 @@ def markdown(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
         lines.append(f"| `{name}` | " + " | ".join("-" for _ in columns) + " | removed |")
     lines.append("")
     for verdict in verdicts:
-        if verdict.error is not None:
-            lines += [
-                f"<details><summary><code>{verdict.name}</code>: error</summary>",
-                "",
-                "```",
-                verdict.error,
-                "```",
-                "",
-                "</details>",
-                "",
-            ]
-            continue
-        if not (verdict.changed or not verdict.has_baseline or verdict.status != "pass"):
-            continue
-        title = "new model" if not verdict.has_baseline else ("changed" if verdict.changed else verdict.status)
-        lines += [f"<details><summary><code>{verdict.name}</code>: {title}</summary>", ""]
-        if verdict.failures or verdict.strict_failure:
-            lines += ["```", failure_text(verdict, with_layers=False), "```", ""]
-        if verdict.layer_changes:
-            columns = diff_columns(verdict.layer_changes)
-            header = "| layer | change | " + " | ".join(columns) + " |"
-            lines += [header, "|---|---|" + "---|" * len(columns)]
-            for item in verdict.layer_changes[:LAYER_DIFF_LIMIT]:
-                figures = " | ".join(_old_new(item, name) for name in columns)
-                lines.append(f"| `{item.path}` ({item.type}) | {item.kind} | {figures} |")
-            if len(verdict.layer_changes) > LAYER_DIFF_LIMIT:
-                lines.append(f"| ... | {len(verdict.layer_changes) - LAYER_DIFF_LIMIT} more |" + " |" * len(columns))
-            lines.append("")
-        if verdict.profile.train is not None:
-            lines += ["```", *train_step_lines(verdict.profile), "```", ""]
-        lines += mermaid_charts(verdict.profile)
-        lines += ["</details>", ""]
+        lines += _model_section(verdict, baseline_file)
     return "\n".join(lines)
+
+
+def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
+    """The collapsible block of one new, changed or failing model; none for an unchanged pass."""
+    failing = not verdict.passed
+    if not (failing or verdict.changed or not verdict.has_reference):
+        return []
+    title = _STATUS_WORDS[verdict.status] if failing else ("changed" if verdict.has_reference else "new model")
+    lines = [f"<details{' open' if failing else ''}><summary><code>{verdict.name}</code>: {title}</summary>", ""]
+    if verdict.error is not None:
+        return [*lines, "```", verdict.error, "```", "", "</details>", ""]
+    lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file)]
+    lines += [""] if failing and lines[-1] != "" else []
+    if verdict.reference_changes:
+        columns = diff_columns(verdict.reference_changes)
+        header = "| layer | change | " + " | ".join(columns) + " |"
+        lines += [header, "|---|---|" + "---|" * len(columns)]
+        for item in verdict.reference_changes[:LAYER_DIFF_LIMIT]:
+            figures = " | ".join(_old_new(item, name) for name in columns)
+            lines.append(f"| `{item.path}` ({item.type}) | {item.kind} | {figures} |")
+        if len(verdict.reference_changes) > LAYER_DIFF_LIMIT:
+            more = len(verdict.reference_changes) - LAYER_DIFF_LIMIT
+            lines.append(f"| ... | {more} more |" + " |" * len(columns))
+        lines.append("")
+    if verdict.failures or verdict.strict_failure:
+        lines += ["```", *problem_lines(verdict, with_layers=False), "```", ""]
+    if verdict.profile.train is not None:
+        lines += ["```", *train_step_lines(verdict.profile), "```", ""]
+    lines += mermaid_charts(verdict.profile)
+    return [*lines, "</details>", ""]
 
 
 def top_level_blocks(profile: Profile) -> dict[str, dict[str, int]]:
@@ -261,7 +326,13 @@ def mermaid_charts(profile: Profile) -> list[str]:
     return lines
 
 
-def to_json(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
+def to_json(
+    verdicts: list[Verdict],
+    removed: list[str] | None = None,
+    compared_with: str | None = None,
+    baseline_file: str = DEFAULT_BASELINE,
+    conflicts: list[str] | None = None,
+) -> str:
     """The report as JSON; its ``models`` entries double as a baseline for ``--netbudget-compare``."""
     models = {}
     for verdict in verdicts:
@@ -276,6 +347,7 @@ def to_json(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
                     "actual": check.actual,
                     "budget": check.limit,
                     "baseline": check.baseline,
+                    "reference": check.reference,
                     "max_increase": check.increase.describe() if check.increase else None,
                     "status": check.status,
                 }
@@ -287,13 +359,81 @@ def to_json(verdicts: list[Verdict], removed: list[str] | None = None) -> str:
             {"path": item.path, "type": item.type, "kind": item.kind, "old": item.old, "new": item.new}
             for item in verdict.layer_changes
         ]
+        entry["verdict"] = verdict.to_dict()
         models[verdict.name] = entry
     document = {
         "schema": SCHEMA,
         "kind": "netbudget-report",
         "generator": f"pytest-netbudget {__version__}",
-        "headline": _headline(verdicts),
+        "headline": headline(verdicts),
         "removed": list(removed or []),
+        "compared_with": compared_with,
+        "baseline_file": baseline_file,
+        "conflicts": list(conflicts or []),
         "models": models,
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+class ReportError(ValueError):
+    """A file given to ``netbudget merge`` is not a report it can merge; the message names it."""
+
+
+@dataclass
+class MergedReport:
+    """The reports of several shards or matrix jobs as one: what ``markdown`` and ``to_json`` take."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    compared_with: str | None = None
+    baseline_file: str = DEFAULT_BASELINE
+    conflicts: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        return markdown(self.verdicts, self.removed, self.compared_with, self.baseline_file, self.conflicts)
+
+    def to_json(self) -> str:
+        return to_json(self.verdicts, self.removed, self.compared_with, self.baseline_file, self.conflicts)
+
+
+def merge_reports(documents: dict[str, Any]) -> MergedReport:
+    """One report from JSON reports (file name -> parsed JSON) of shards or matrix jobs.
+
+    A model in several reports with the same result appears once; with different results it is
+    a conflict: the first report's is kept and the conflict is named, never silently overwritten.
+    """
+    for source, document in documents.items():
+        if not isinstance(document, dict) or document.get("kind") != "netbudget-report":
+            raise ReportError(f"{source}: not a netbudget JSON report (--netbudget-report=PATH.json writes one)")
+        if document.get("schema") != SCHEMA:
+            raise ReportError(f"{source}: report schema {document.get('schema')!r}, this version reads {SCHEMA}")
+        for name, entry in document.get("models", {}).items():
+            if "verdict" not in entry:
+                raise ReportError(f"{source}: model {name!r} has no 'verdict' (a report from an older version?)")
+    first = next(iter(documents.values()), {})
+    merged = MergedReport(
+        compared_with=first.get("compared_with"), baseline_file=first.get("baseline_file", DEFAULT_BASELINE)
+    )
+    seen: dict[str, tuple[str, dict[str, Any]]] = {}
+    for source, document in documents.items():
+        merged.removed += [name for name in document.get("removed", []) if name not in merged.removed]
+        for name, entry in document["models"].items():
+            if name not in seen:
+                seen[name] = (source, entry)
+                merged.verdicts.append(Verdict.from_dict(entry["verdict"]))
+            elif seen[name][1]["verdict"] != entry["verdict"]:
+                merged.conflicts.append(_conflict(name, seen[name], (source, entry)))
+    merged.verdicts = in_report_order(merged.verdicts)
+    merged.removed.sort()
+    return merged
+
+
+def _conflict(name: str, first: tuple[str, dict[str, Any]], other: tuple[str, dict[str, Any]]) -> str:
+    (source, entry), (other_source, other_entry) = first, other
+    differ = [
+        f"{metric} {value(metric, entry['totals'].get(metric))} vs {value(metric, other_entry['totals'].get(metric))}"
+        for metric in metrics.NAMES
+        if entry["totals"].get(metric) != other_entry["totals"].get(metric)
+    ]
+    what = ", ".join(differ) if differ else f"status {entry['status']} vs {other_entry['status']}"
+    return f"{name} differs between {source} and {other_source} ({what}); this report shows {source}'s"

@@ -30,6 +30,8 @@ class Options:
     update: bool = False
     reports: tuple[str, ...] = ()
     compare: str | None = None
+    base: str | None = None
+    check_baseline: bool = False
     device: str | None = None
     layers: int | None = None
 
@@ -40,6 +42,8 @@ class Options:
             update=pytest_config.getoption("netbudget_update"),
             reports=tuple(pytest_config.getoption("netbudget_report")),
             compare=pytest_config.getoption("netbudget_compare"),
+            base=pytest_config.getoption("netbudget_base"),
+            check_baseline=pytest_config.getoption("netbudget_check_baseline"),
             device=pytest_config.getoption("netbudget_device"),
             layers=pytest_config.getoption("netbudget_layers"),
         )
@@ -59,9 +63,14 @@ class NetbudgetSession:
         self.is_worker = is_worker
         self.settings: config.Settings | None = None
         self.baseline: dict[str, dict[str, Any]] = {}
+        # What the "change" column compares with when it is not the baseline (None: the baseline).
+        self.reference: dict[str, dict[str, Any]] | None = None
+        self.compared_with = "no baseline"
         self.verdicts: list[budgets.Verdict] = []
         self.notes: list[str] = []
-        self.failed = False  # a file could not be written, or a result was refused: the run fails
+        self.write_failed = False
+        self.baseline_failed = False  # --netbudget-check-baseline found the baseline out of date
+        self.name_taken = False  # a check's name= was another's: the run fails
         self._claimed: dict[str, str] = {}  # a check's name -> the node id of the test that owns it
         if options.active:
             self._load()
@@ -72,6 +81,12 @@ class NetbudgetSession:
         for path in self.options.reports:
             if Path(path).suffix not in REPORT_SUFFIXES:
                 raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md or .json")
+        if self.options.base and self.options.compare:
+            raise pytest.UsageError("--netbudget-base and --netbudget-compare both name what to compare with; give one")
+        if self.options.check_baseline and self.options.update:
+            raise pytest.UsageError(
+                "--netbudget-check-baseline checks the baseline file that --netbudget-update would rewrite; give one"
+            )
         try:
             if self.options.device:
                 devices.check_device(self.options.device, "--netbudget-device")
@@ -86,35 +101,59 @@ class NetbudgetSession:
         if root not in sys.path:
             sys.path.insert(0, root)
         self.baseline = self._load_baseline()
+        self.reference = self._load_reference()
 
     def _wants_cuda(self) -> bool:
         chosen = [self.options.device] if self.options.device else [spec.device for spec in self.settings.models]
         return any(device.startswith("cuda") for device in chosen)
 
+    @property
+    def baseline_path(self) -> Path:
+        return self.settings.baseline if self.settings else self.pyproject.parent / config.DEFAULT_BASELINE
+
+    @property
+    def baseline_file(self) -> str:
+        """The baseline file as the user names it: relative to pyproject.toml's directory."""
+        return os.path.relpath(self.baseline_path, self.pyproject.parent)
+
     def _load_baseline(self) -> dict[str, dict[str, Any]]:
-        compare = self.options.compare
-        if compare:
-            path = Path(compare)
-            if not path.exists():
-                raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
-        elif self.settings is not None:
-            path = self.settings.baseline
-        else:
+        """The committed baseline: the gate every model is judged against."""
+        self.compared_with = f"{self.baseline_file} as checked out (HEAD)"
+        if self.settings is None:
             return {}
         try:
-            return baseline.load(path)
+            return baseline.load(self.settings.baseline)
         except baseline.BaselineError as error:
-            if compare:
-                # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
-                raise pytest.UsageError(
-                    f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
-                ) from None
             if self.options.update:
                 self.notes.append(f"the old baseline could not be read and will be replaced: {error}")
                 return {}
             raise pytest.UsageError(
                 f"{error}\nfix the file, or rewrite it from this code with: pytest --netbudget --netbudget-update"
             ) from None
+
+    def _load_reference(self) -> dict[str, dict[str, Any]] | None:
+        """The base branch's figures that the reports show the change against, when asked for."""
+        compare, base = self.options.compare, self.options.base
+        gate = f"the checked-out {self.baseline_file}"
+        try:
+            if compare:
+                if not Path(compare).exists():
+                    raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
+                self.compared_with = f"the report {compare}; budgets and max_increase: {gate}"
+                return baseline.load(Path(compare))
+            if base:
+                found = baseline.at_revision(base, self.baseline_path)
+                there = " (no baseline there: every model is new)" if found is None else ""
+                self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
+                return found or {}
+        except baseline.BaselineError as error:
+            if compare:
+                # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
+                raise pytest.UsageError(
+                    f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
+                ) from None
+            raise pytest.UsageError(str(error)) from None
+        return None
 
     @property
     def models(self) -> list[config.ModelSpec]:
@@ -129,17 +168,24 @@ class NetbudgetSession:
     # --- results ------------------------------------------------------------------------------
 
     def judge(self, result: budgets.Result) -> budgets.Verdict:
-        """A result against its limits and its baseline entry, with the layers that changed."""
+        """A result against its limits and its baseline entry, with the layers that changed; the
+        change shown against the base branch when one was given."""
+        fresh = baseline.entry_from_profile(result.profile, result.origin) if result.profile is not None else None
         previous = self.baseline.get(result.name)
-        changes = []
-        if previous is not None and result.profile is not None:
-            changes = baseline.layer_diff(previous, baseline.entry_from_profile(result.profile, result.origin))
-        return budgets.judge(
+        verdict = budgets.judge(
             result,
             previous["totals"] if previous is not None else None,
             # An update run accepts growth: its figures become the new baseline (budgets still apply).
             accept_growth=self.options.update,
-            layer_changes=changes,
+            layer_changes=baseline.layer_diff(previous, fresh) if previous and fresh else [],
+        )
+        if self.reference is None:
+            return verdict
+        other = self.reference.get(result.name)
+        return budgets.compared_with(
+            verdict,
+            other["totals"] if other is not None else None,
+            baseline.layer_diff(other, fresh) if other and fresh else [],
         )
 
     def claim(self, name: str, origin: str) -> str | None:
@@ -162,7 +208,7 @@ class NetbudgetSession:
             if problem:
                 result = budgets.Result(name=conflicting_name(result), origin=result.origin, error=problem)
                 self.notes.append(f"ERROR: {problem}")
-                self.failed = True
+                self.name_taken = True
         self.verdicts.append(self.judge(result))
 
     def _registered_names(self) -> set[str]:
@@ -181,6 +227,22 @@ class NetbudgetSession:
             if name not in present and entry.get("origin", budgets.ORIGIN_PYPROJECT) == budgets.ORIGIN_PYPROJECT
         )
 
+    def baseline_mismatches(self) -> list[str]:
+        """How the committed baseline differs from this run: a model without an entry, or whose
+        figures differ (either direction); registered models it still lists are ``removed_models``."""
+        problems = []
+        for verdict in self.verdicts:
+            if verdict.profile is None:
+                continue
+            entry = self.baseline.get(verdict.name)
+            if entry is None:
+                problems.append(f"{verdict.name} has no entry")
+                continue
+            differ = baseline.differences(entry, baseline.entry_from_profile(verdict.profile, verdict.result.origin))
+            if differ:
+                problems.append(f"{verdict.name}'s {', '.join(differ)} differ")
+        return problems
+
     # --- end -------------------------------------------------------------------------------------
 
     def finish(self, interrupted: bool = False) -> bool:
@@ -191,7 +253,7 @@ class NetbudgetSession:
         """
         if self.is_worker or not self.verdicts:
             return True
-        self.verdicts.sort(key=lambda verdict: (verdict.result.origin != budgets.ORIGIN_PYPROJECT, verdict.name))
+        self.verdicts = reports.in_report_order(self.verdicts)
         removed = self.removed_models()
         for path in self.options.reports:
             self._write_report(Path(path), removed)
@@ -199,21 +261,38 @@ class NetbudgetSession:
         if step_summary:
             try:
                 with open(step_summary, "a", encoding="utf-8") as stream:
-                    stream.write(reports.markdown(self.verdicts, removed) + "\n")
+                    stream.write(
+                        reports.markdown(self.verdicts, removed, self.compared_with, self.baseline_file) + "\n"
+                    )
             except OSError as error:
                 self.notes.append(f"could not append to GITHUB_STEP_SUMMARY ({step_summary}): {error.strerror}")
         if self.options.update and interrupted:
             self.notes.append("ERROR: the run was interrupted, so the baseline was not written")
-            self.failed = True
+            self.write_failed = True
         elif self.options.update:
             self._write_baseline()
-        return not self.failed
+        else:
+            self._note_stale_baseline(removed)
+        return not (self.write_failed or self.baseline_failed or self.name_taken)
+
+    def _note_stale_baseline(self, removed: list[str]) -> None:
+        """Say when the baseline no longer matches the run, and how to refresh it; under
+        ``--netbudget-check-baseline`` that fails the run (as an obsolete snapshot does)."""
+        problems = self.baseline_mismatches() + [f"{name} is no longer registered" for name in removed]
+        if not problems:
+            return
+        refresh = f"refresh it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
+        if self.options.check_baseline:
+            self.baseline_failed = True
+            self.notes.append(f"ERROR: {self.baseline_file} does not match this run: {'; '.join(problems)}; {refresh}")
+        else:
+            self.notes.append(f"{self.baseline_file} is out of date: {'; '.join(problems)}; {refresh}")
 
     def _write_report(self, path: Path, removed: list[str]) -> None:
         text = (
-            reports.markdown(self.verdicts, removed)
+            reports.markdown(self.verdicts, removed, self.compared_with, self.baseline_file)
             if path.suffix == ".md"
-            else reports.to_json(self.verdicts, removed)
+            else reports.to_json(self.verdicts, removed, self.compared_with, self.baseline_file)
         )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,15 +300,15 @@ class NetbudgetSession:
             self.notes.append(f"report written to {path}")
         except OSError as error:
             self.notes.append(f"ERROR: {path}: cannot write the report: {error.strerror}")
-            self.failed = True
+            self.write_failed = True
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
-            self.failed = True
+            self.write_failed = True
 
     def _write_baseline(self) -> None:
         """Merge this run's entries into the file as it is now, under its lock: parallel updates
         (``-k`` shards) each add theirs; models that failed or did not run keep their entries."""
-        target = self.settings.baseline if self.settings else self.pyproject.parent / config.DEFAULT_BASELINE
+        target = self.baseline_path
         fresh = {
             verdict.name: baseline.entry_from_profile(verdict.profile, verdict.result.origin)
             for verdict in self.verdicts
@@ -247,7 +326,7 @@ class NetbudgetSession:
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
-            self.failed = True
+            self.write_failed = True
 
 
 def conflicting_name(result: budgets.Result) -> str:

@@ -264,3 +264,39 @@ class Decoder(nn.Module):
 def decoder_params(vocab: int = 32000, dim: int = 4096, layers: int = 32, hidden: int = 11008) -> int:
     """By hand: embeddings + per layer (four dim x dim projections, three dim x hidden, two norms) + norm + head."""
     return vocab * dim + layers * (4 * dim * dim + 3 * dim * hidden + 2 * dim) + dim + dim * vocab
+
+
+# --- in-place metadata ops: channels-last convolutions, recurrent layers on meta, packed sequences ---------
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block: depthwise 7x7, LayerNorm over channels, pointwise MLP, layer scale, residual."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class PackedGRUTagger(nn.Module):
+    """Embedding -> GRU over a packed batch of sequences of different lengths -> Linear per token."""
+
+    def __init__(self, vocab: int = 20, embed: int = 4, hidden: int = 6, classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.gru = nn.GRU(embed, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(tokens), lengths, batch_first=True)
+        features, _ = self.gru(packed)
+        return self.head(nn.utils.rnn.pad_packed_sequence(features, batch_first=True)[0])

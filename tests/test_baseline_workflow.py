@@ -159,12 +159,14 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
             r"^\s+metric\s+budget\s+actual\s+baseline\s+change\s+over$",
             r"^\s+params\s+100\s+66\s+55\s+\+11 \(\+20\.0%\)\s+grew \+11 \(\+20\.0%\), more than the allowed 2%$",
             r"^\s+macs\s+-\s+60\s+50\s+\+10 \(\+20\.0%\)\s+grew \+10 \(\+20\.0%\), more than the allowed 2%$",
-            r"^\s+largest layers by params: fc \(Linear\) 66$",
             r"^\s+layers changed since the baseline:$",
             r"^\s+layer\s+change\s+params\s+macs\s+flops$",
             r"^\s+fc \(Linear\)\s+resized\s+55 -> 66\s+50 -> 60\s+105 -> 126$",  # FLOPs: 2 * MACs + bias
+            r"^\s+next: if the growth is intended, accept it with `pytest --netbudget --netbudget-update` "
+            r"and commit netbudget-baseline.json$",
         ]
     )
+    assert "largest layers" not in result.stdout.str()  # a growth failure is about what changed
     # the summary shows the change per metric, and conv unchanged
     result.stdout.re_match_lines(
         [
@@ -188,10 +190,16 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
     assert "66 / 100 (66%)<br>+11 (+20.0%)" in tiny_row
     assert "grew" in tiny_row
     assert any(line.startswith("| `conv` |") and "pass" in line for line in markdown.splitlines())
-    details = markdown[markdown.index("<details><summary><code>tiny</code>") :]
+    details = markdown[markdown.index("<details open><summary><code>tiny</code>: grew past max_increase") :]
     details = details[: details.index("</details>")]
+    assert (
+        "- **next:** if the growth is intended, accept it with `pytest --netbudget --netbudget-update` "
+        "and commit netbudget-baseline.json"
+    ) in details
     assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 |" in details
+    assert details.index("| `fc` (Linear)") < details.index("tiny grew more")  # the changed layers first
     assert "```mermaid" in details
+    assert "Compared with netbudget-baseline.json as checked out (HEAD)." in markdown
     assert "<code>conv</code>" not in markdown  # unchanged and passing: no section
 
     report = json.loads((pytester.path / "out" / "report.json").read_text(encoding="utf-8"))
@@ -326,31 +334,38 @@ def test_update_drops_a_removed_model(pytester, project):
     assert "no longer registered" not in again.stdout.str()
 
 
-def test_compare_with_a_json_report(pytester, project):
+def test_compare_with_a_json_report_shows_the_change_but_the_baseline_is_the_gate(pytester, project):
     write(pytester, project)
     assert pytester.runpytest("--netbudget", "--netbudget-report=base.json").ret == 0
     write(pytester, project, width=6)
-    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json")
-    result.assert_outcomes(passed=1, failed=1)
+    # no baseline file: the report only sets the "change" column, nothing is judged against it
+    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json", "--netbudget-report=r.md")
+    result.assert_outcomes(passed=2)
     result.stdout.re_match_lines(
         [
-            r"^tiny grew more than max_increase allows over its baseline$",
-            r"^\s+fc \(Linear\)\s+resized\s+55 -> 66\s+50 -> 60\s+105 -> 126$",  # FLOPs: 2 * MACs + bias
             r"^conv\s+params\s+20\s+100\s+20\.0%\s+=\s+pass$",
+            r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$",
         ]
     )
+    markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert "Compared with the report base.json; budgets and max_increase: the checked-out" in markdown
+    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
     assert not (pytester.path / BASELINE).exists()
 
 
-def test_compare_takes_precedence_over_the_baseline_file(pytester, project):
-    write(pytester, project, width=6)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0  # baseline file: 66
+def test_compare_leaves_the_gate_to_the_baseline_file(pytester, project):
     write(pytester, project, width=5)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0  # baseline file: 55
     assert pytester.runpytest("--netbudget", "--netbudget-report=base.json").ret == 0  # report: 55
     write(pytester, project, width=6)
     result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=1)  # grew over the baseline file
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+grew$"])
+    # accepted in the baseline file: green, and the change against the report still shows
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
 
 
 def test_compare_with_a_missing_file_is_a_usage_error(pytester, project):
@@ -510,7 +525,8 @@ def test_unwritable_report_fails_the_run(pytester, project):
     assert result.ret == 1
     # Before: "... report.md: cannot write the baseline: ..." (the report was called the baseline).
     result.stdout.fnmatch_lines(["netbudget: ERROR: report.md: cannot write the report: *; the old file is untouched"])
-    assert "baseline" not in result.stdout.str().split("netbudget: ERROR:")[1]
+    (error_line,) = [line for line in result.outlines if line.startswith("netbudget: ERROR:")]
+    assert "baseline" not in error_line
 
 
 # pytest-xdist with --netbudget-update is covered in test_plugin.py's xdist test (one subprocess run for both).

@@ -162,6 +162,10 @@ def test_failure_text_over_budget():
         "  macs     3.00M   2.02M   ok",
         "  size_mb  0.200   0.500   +0.300 (+150.0%)",
         "  largest layers by params: out (Linear) 15.7k, conv (Conv2d) 12.8k",
+        "  next: params is over max_params = 25.0k, set in pyproject.toml [tool.netbudget.models.net]: "
+        "make the model smaller, or raise the limit there",
+        "  next: size_mb is over max_size_mb = 0.200, set in pyproject.toml [tool.netbudget.models.net]: "
+        "make the model smaller, or raise the limit there",
     ]
 
 
@@ -210,7 +214,7 @@ def test_summary_lines():
     failing = result_for(NET, {"params": 25_000}, name="big")
     broken = broken_result("broken", "cannot import module 'x'")
     lines = reports.summary_lines([passing, failing, broken], removed=["gone"])
-    assert lines[0] == "3 model(s) profiled, 2 failing"
+    assert lines[0] == "3 model(s), 1 could not be profiled, 2 failing"  # not "3 profiled"
     assert lines[1].split() == ["model", "metric", "actual", "budget", "used", "vs", "baseline", "status"]
     assert lines[2].split() == ["net", "params", "28.9k", "50.0k", "57.8%", "new", "pass"]
     assert lines[3].split() == ["macs", "2.02M", "-"]
@@ -244,7 +248,7 @@ def test_markdown_report():
     assert net_row.endswith("| ❌ over |")
     assert "| `gone` | - | - | - | - | - | removed |" in lines
     # a section for the changed model and the new one, none for the unchanged one
-    assert "<details><summary><code>net</code>: changed</summary>" in lines
+    assert "<details open><summary><code>net</code>: over budget</summary>" in lines  # failing: open
     assert "<details><summary><code>fresh</code>: new model</summary>" in lines
     assert "<code>same</code>" not in text
     section = text[text.index("<code>net</code>") : text.index("</details>")]
@@ -254,14 +258,15 @@ def test_markdown_report():
     assert section.index("`out`") < section.index("`norm`")  # largest change first
     assert "```mermaid\npie showData title MACs by block" in section
     assert '    "conv" : 2000000' in section
-    assert text.count("<details>") == text.count("</details>") == 2
+    assert text.count("<details") == text.count("</details>") == 2
 
 
 def test_markdown_error_section():
     broken = broken_result("broken", "boom")
     text = reports.markdown([broken])
-    assert "**1 failed to profile (of 1 model(s))**" in text
-    assert "<details><summary><code>broken</code>: error</summary>\n\n```\nboom\n```" in text
+    assert "**1 could not be profiled (of 1 model(s))**" in text
+    assert "| ❌ error |" in text
+    assert "<details open><summary><code>broken</code>: could not be profiled</summary>\n\n```\nboom\n```" in text
 
 
 def test_json_report_doubles_as_baseline(tmp_path):
@@ -281,6 +286,7 @@ def test_json_report_doubles_as_baseline(tmp_path):
         "actual": 28_900,
         "budget": 25_000,
         "baseline": 12_800,
+        "reference": 12_800,
         "max_increase": None,
         "status": "over",
     }
@@ -459,10 +465,13 @@ def test_reports_figure_formatting():
     assert reports.value("size_mb", 0.110) == "0.110"
     assert reports.value("peak_memory_mb", None) == "not measured"
     assert reports.value("macs", None) == "-"
-    check = budgets.MetricCheck("params", 30_860, baseline=28_560)
+    check = budgets.MetricCheck("params", 30_860, baseline=28_560, reference=28_560)
     assert reports.change(check) == "+2.3k (+8.1%)"
     assert reports.change(budgets.MetricCheck("params", 5, baseline=None)) == ""
-    assert reports.change(budgets.MetricCheck("size_mb", 0.25, baseline=0.5)) == "-0.250 (-50.0%)"
+    assert reports.change(budgets.MetricCheck("size_mb", 0.25, reference=0.5)) == "-0.250 (-50.0%)"
+    # the gate's change (what max_increase judged) and the reference's (the base branch) apart
+    both = budgets.MetricCheck("params", 66, baseline=66, reference=55)
+    assert (reports.change(both, gate=True), reports.change(both)) == ("=", "+11 (+20.0%)")
 
 
 def test_mermaid_charts_by_top_level_block():

@@ -98,6 +98,7 @@ def test_every_registered_formula_has_a_family_and_a_rule():
             "pooling",
             "backward",
             "optimizers",
+            "indexing",
             "losses",
             "free",
             "user",
@@ -120,7 +121,8 @@ def test_rules_of_a_few_formulas():
     assert rules["aten::mm"] == ("linalg", "MACs = M*K*N for [M, K] @ [K, N]; FLOPs = 2*MACs")
     assert rules["aten::addmm"] == (
         "linalg",
-        "MACs = M*K*N for bias + [M, K] @ [K, N]; FLOPs = 2*MACs + M*N (the bias)",
+        "MACs = M*K*N for bias + [M, K] @ [K, N]; FLOPs = 2*MACs + M*N (the bias),"
+        " +1 per output element each for beta and alpha when not 1, none for the bias when beta is 0",
     )
     assert rules["aten::relu"] == ("elementwise", "1 FLOP per output element")
     assert rules["aten::_softmax"] == ("elementwise", "3 FLOPs per output element (exponent, sum, divide)")
@@ -303,6 +305,7 @@ def test_formulas_grep_conv_lists_the_convolutions_and_nothing_else(capsys):
     assert code == 0
     assert [(name, family) for name, family, _ in lines] == [
         ("aten::_convolution", "conv"),
+        ("aten::conv_tbc", "conv"),
         ("aten::convolution", "conv"),
         ("aten::convolution_backward", "backward"),
         ("aten::cudnn_convolution", "conv"),

@@ -275,7 +275,7 @@ def test_a_failure_on_a_models_path_is_its_own_error_everywhere(pytester, projec
     text = output(result)
     assert "Traceback" not in text
     summary = text[text.index("netbudget summary") :]
-    assert "2 model(s) profiled, 1 failing" in summary
+    assert "2 model(s), 1 could not be profiled, 1 failing" in summary
     assert re.search(r"^broken\s+-\s+-\s+-\s+-\s+-\s+error$", summary, re.MULTILINE)
     assert "broken: " in summary and cause in summary
     entry = json_report(pytester)["models"]["broken"]

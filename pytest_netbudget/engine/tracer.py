@@ -18,6 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import formulas
+from .meta_kernels import META_KERNELS, run_on_meta
 
 _aten = torch.ops.aten
 
@@ -284,7 +285,7 @@ class Tracer(TorchDispatchMode):
             decomposed = self._decompose(func, args, kwargs)
             if decomposed is not NotImplemented:
                 return decomposed
-        out = func(*args, **kwargs)
+        out = func(*args, **kwargs) if func not in META_KERNELS else run_on_meta(func, args, kwargs)
         self._account(func, formula, args, kwargs, out)
         return out
 

@@ -36,3 +36,18 @@ register(
     family="conv",
     rule="MACs as aten::convolution, by FlopCounterMode's formula; FLOPs = 2*MACs + 1 per output element",
 )
+
+
+def _conv_tbc_formula(call: OpCall) -> Cost:
+    """Time-batch-channel convolution, weight [kernel, in, out]: output elements * in * kernel."""
+    kernel, channels_in = call["weight"].shape[:2]
+    macs = numel(call.out) * channels_in * kernel
+    return Cost(macs, 2 * macs + numel(call.out))
+
+
+register(
+    "aten::conv_tbc",
+    _conv_tbc_formula,
+    family="conv",
+    rule="MACs = output elements * in channels * kernel; FLOPs = 2*MACs + 1 per output element (the bias)",
+)

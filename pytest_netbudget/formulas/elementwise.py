@@ -46,7 +46,7 @@ _ELEMENTWISE = aten(
 _REDUCTIONS = aten(
     """
     sum mean amax amin max min argmax argmin aminmax prod var std var_mean std_mean norm linalg_vector_norm
-    logsumexp cumsum cumprod cummax cummin all any median nanmedian mode kthvalue topk sort
+    logsumexp cumsum cumprod cummax cummin all any median nanmedian mode kthvalue topk sort histc
     """
 )
 _SOFTMAX = aten("_softmax _log_softmax _safe_softmax softmax log_softmax")
@@ -92,6 +92,11 @@ def _cdist_formula(call: OpCall) -> Cost:
     return Cost(0, 3 * features * numel(call.first_out))
 
 
+def _pdist_formula(call: OpCall) -> Cost:
+    """Distances between every pair of rows: as ``cdist``, per feature of each pair."""
+    return Cost(0, 3 * call["self"].shape[-1] * numel(call.first_out))
+
+
 def _embedding_bag_formula(call: OpCall) -> Cost:
     """Bags of embeddings: one add per gathered element."""
     gathered = numel(call["indices"]) * call["weight"].shape[-1]
@@ -103,6 +108,12 @@ register(
     _cdist_formula,
     family="elementwise",
     rule="3 FLOPs per feature per output pair (difference, square, add)",
+)
+register(
+    "aten::_pdist_forward",
+    _pdist_formula,
+    family="elementwise",
+    rule="3 FLOPs per feature per row pair (difference, square, add)",
 )
 register(
     ["aten::embedding_bag", "aten::_embedding_bag"],

@@ -16,6 +16,7 @@ _FREE_OPS = {  # rule -> ops
     "free (data movement: join, split, repeat, permute)": """
         cat stack hstack vstack unsafe_split unsafe_split_with_sizes unsafe_chunk repeat repeat_interleave tile
         flip roll pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle im2col
+        _pack_padded_sequence _pad_packed_sequence
         """,
     "free (creates a tensor)": """
         zeros ones empty empty_strided full fill zero arange linspace eye tril_indices triu_indices scalar_tensor
@@ -24,7 +25,7 @@ _FREE_OPS = {  # rule -> ops
         """,
     "free (draws random numbers)": "rand randn randint rand_like randn_like randint_like normal uniform random",
     "free (data movement: index, gather, scatter, select)": """
-        embedding index_select gather scatter index index_put index_copy index_fill masked_fill masked_select
+        embedding index_select gather index index_copy index_fill masked_fill masked_select
         masked_scatter where slice_scatter select_scatter diagonal_scatter as_strided_scatter tril triu
         one_hot bucketize searchsorted nonzero unique _unique2 bincount isin
         """,

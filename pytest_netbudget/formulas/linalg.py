@@ -6,32 +6,51 @@ total wherever it counts; a bias addition is one FLOP per output element and no 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.utils import flop_counter
 
-from .registry import Cost, OpCall, OpFormula, numel, register
+from .registry import Cost, OpCall, OpFormula, aten, numel, register
 
 
 def _shapes(values: tuple) -> list[Any]:
     return [value.shape if isinstance(value, torch.Tensor) else value for value in values]
 
 
+def added_term(call: OpCall) -> int:
+    """FLOPs of ``beta * self + alpha * product`` beyond the product: adding ``self`` is one
+    per output element (none when ``beta`` is 0), scaling by ``beta`` or ``alpha`` one more
+    each when it is not 1."""
+    out = numel(call.first_out)
+    if not call.kwargs:
+        return out
+    beta = call.get("beta", 1)
+    return (out if beta != 0 else 0) + _scalings(call)
+
+
+def _scalings(call: OpCall) -> int:
+    """One FLOP per output element for each of ``beta`` (when neither 0 nor 1) and ``alpha``
+    (when not 1)."""
+    if not call.kwargs:
+        return 0
+    out = numel(call.first_out)
+    beta, alpha = call.get("beta", 1), call.get("alpha", 1)
+    return (out if beta not in (0, 1) else 0) + (out if alpha != 1 else 0)
+
+
 def _matmul_formula(torch_formula: Callable[..., int], operands: int, has_bias: bool) -> OpFormula:
-    """MACs from FlopCounterMode's formula called on the operand shapes directly; the bias
-    (``self`` of addmm/baddbmm) adds one FLOP per output element."""
+    """MACs from FlopCounterMode's formula called on the operand shapes directly; the added
+    tensor (``self`` of addmm/baddbmm) and its scalings as :func:`added_term` counts them."""
     # The public formula (flop_registry's) maps a pytree pass over every argument first:
     # ~10 us a call against 0.3 us for the function it wraps, measured on every matmul.
     raw = torch_formula.__wrapped__
 
     def formula(call: OpCall) -> Cost:
-        if call.kwargs:
-            return via_flop_counter(call)
         macs = raw(*_shapes(call.args[:operands])) // 2
-        extra = numel(call.out) if has_bias else 0
-        return Cost(macs, 2 * macs + extra)
+        return Cost(macs, 2 * macs + (added_term(call) if has_bias else 0))
 
     return formula
 
@@ -43,6 +62,9 @@ def via_flop_counter(call: OpCall) -> Cost:
     bias = next((call[name] for name in ("bias", "self") if name in call), None)
     return Cost(macs, 2 * macs + (numel(call.first_out) if bias is not None else 0))
 
+
+#: How every ``beta * self + alpha * product`` op counts its scalars.
+_SCALED = ", +1 per output element each for beta and alpha when not 1, none for the bias when beta is 0"
 
 register(
     "aten::mm",
@@ -60,11 +82,97 @@ register(
     "aten::addmm",
     _matmul_formula(flop_counter.addmm_flop, 3, has_bias=True),
     family="linalg",
-    rule="MACs = M*K*N for bias + [M, K] @ [K, N]; FLOPs = 2*MACs + M*N (the bias)",
+    rule="MACs = M*K*N for bias + [M, K] @ [K, N]; FLOPs = 2*MACs + M*N (the bias)" + _SCALED,
 )
 register(
     "aten::baddbmm",
     _matmul_formula(flop_counter.baddbmm_flop, 3, has_bias=True),
     family="linalg",
-    rule="MACs = B*M*K*N for bias + [B, M, K] @ [B, K, N]; FLOPs = 2*MACs + B*M*N (the bias)",
+    rule="MACs = B*M*K*N for bias + [B, M, K] @ [B, K, N]; FLOPs = 2*MACs + B*M*N (the bias)" + _SCALED,
 )
+
+
+def _product_formula(macs_of: Callable[[OpCall], int], extra: Callable[[OpCall], int]) -> OpFormula:
+    def formula(call: OpCall) -> Cost:
+        macs = macs_of(call)
+        return Cost(macs, 2 * macs + extra(call))
+
+    return formula
+
+
+def _no_extra(call: OpCall) -> int:
+    return 0
+
+
+def _bias(call: OpCall) -> int:
+    """A ``bias`` argument: one FLOP per output element when given."""
+    return numel(call.first_out) if call["bias"] is not None else 0
+
+
+def _trilinear_macs(call: OpCall) -> int:
+    """``_trilinear`` (``nn.Bilinear``, ``F.bilinear``): each operand is unsqueezed at its
+    ``expand`` dimensions, the three are multiplied and summed over ``sumdim``. One MAC per
+    point of the space the three span: N*O*I*J for a bilinear layer."""
+    span: list[int] = []
+    for operand, expand in (
+        (call["i1"], call["expand1"]),
+        (call["i2"], call["expand2"]),
+        (call["i3"], call["expand3"]),
+    ):
+        shape = list(operand.shape)
+        for dim in sorted(expand):
+            shape.insert(dim, 1)
+        span = [max(a, b) for a, b in zip(span, shape)] if span else shape
+    return math.prod(span)
+
+
+def _grouped_mm_macs(call: OpCall) -> int:
+    """Groups of matrix products in one op (the experts of a mixture-of-experts layer).
+
+    2-D by 2-D: the groups split the contraction, M*K_total*N. Otherwise the groups split
+    the rows of a 2-D ``self`` (2-D by 3-D), the columns of a 2-D ``mat2`` (3-D by 2-D) or
+    are a batch (3-D by 3-D): output elements * K. Counted from the shapes, so every row of
+    a 2-D operand counts, as on meta, where the offsets' values are unknown."""
+    mat_a, mat_b = call["self"], call["mat2"]
+    if mat_a.dim() == 2 and mat_b.dim() == 2:
+        return numel(mat_a) * mat_b.shape[-1]
+    return numel(call.out) * mat_a.shape[-1]
+
+
+for _names, _macs_of, _extra, _rule in (
+    ("mv", lambda call: numel(call["self"]), _no_extra, "MACs = M*K for [M, K] @ [K]; FLOPs = 2*MACs"),
+    ("dot vdot", lambda call: numel(call["self"]), _no_extra, "MACs = K for [K] . [K]; FLOPs = 2*MACs"),
+    (
+        "addmv",
+        lambda call: numel(call["mat"]),
+        added_term,
+        "MACs = M*K for bias + [M, K] @ [K]; FLOPs = 2*MACs + M (the bias)" + _SCALED,
+    ),
+    (
+        "addbmm",
+        lambda call: numel(call["batch1"]) * call["batch2"].shape[-1],
+        added_term,
+        "MACs = B*M*K*N for bias + the sum over B of [B, M, K] @ [B, K, N]; FLOPs = 2*MACs + M*N (the bias)" + _SCALED,
+    ),
+    (
+        "addr",
+        lambda call: numel(call["vec1"]) * numel(call["vec2"]),
+        _scalings,
+        "MACs = M*N for self + [M] outer [N] (a rank-1 update: each product accumulated into self);"
+        " FLOPs = 2*MACs, +1 per output element each for beta and alpha when not 1",
+    ),
+    (
+        "_trilinear",
+        _trilinear_macs,
+        _no_extra,
+        "MACs = the product of every dimension the three operands span (N*O*I*J for nn.Bilinear); FLOPs = 2*MACs",
+    ),
+    (
+        "_grouped_mm",
+        _grouped_mm_macs,
+        _bias,
+        "MACs = output elements * K (2-D by 2-D: M*K*N, the groups splitting K); FLOPs = 2*MACs"
+        " + 1 per output element when there is a bias",
+    ),
+):
+    register(aten(_names), _product_formula(_macs_of, _extra), family="linalg", rule=_rule)

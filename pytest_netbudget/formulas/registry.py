@@ -206,6 +206,13 @@ def registered() -> list[Registered]:
     return sorted(_registered.values(), key=lambda record: record.name)
 
 
+def _is_view_op(namespace: str, qualified: str) -> bool:
+    """Whether the op named ``ns::name`` returns views of its input (its first overload's schema says)."""
+    packet = getattr(getattr(torch.ops, namespace), qualified.split("::")[-1], None)
+    overloads = packet.overloads() if packet is not None else []
+    return bool(overloads) and getattr(packet, overloads[0]).is_view
+
+
 class FormulaSet:
     """The formulas one profile uses: the global registry plus that call's overrides.
 
@@ -231,7 +238,8 @@ class FormulaSet:
         """The formula for an aten overload, ``FREE`` for data movement, None when uncounted.
 
         In-place variants (``add_``) share the formula of their functional op (``add``);
-        views are free by their schema. Answers are cached per overload.
+        views are free by their schema, and so are in-place views (``transpose_``,
+        ``as_strided_``), which change only a tensor's metadata. Answers are cached per overload.
         """
         try:
             return self._cache[func]
@@ -241,7 +249,7 @@ class FormulaSet:
         found = self._ops.get(name)
         if found is None and name.endswith("_"):
             found = self._ops.get(name[:-1])
-        if found is None and func.is_view:
+        if found is None and (func.is_view or (name.endswith("_") and _is_view_op(func.namespace, name[:-1]))):
             found = FREE
         self._cache[func] = found
         return found

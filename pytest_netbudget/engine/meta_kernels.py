@@ -1,0 +1,44 @@
+"""Output shapes on meta for ops whose meta kernel refuses inputs that CPU runs.
+
+PyTorch's meta kernel of ``_grouped_mm`` applies the CUDA kernel's checks (bfloat16
+only, 16-byte strides), so a float32 mixture-of-experts layer that runs on CPU fails on
+meta. On meta only the output's shape and dtype matter: these functions give them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def _grouped_mm(
+    mat_a: torch.Tensor,
+    mat_b: torch.Tensor,
+    offs: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """2-D by 2-D: one [M, N] per group; 2-D by 3-D: [M, N]; 3-D by 2-D: [M, N]; 3-D by 3-D: [G, M, N]."""
+    if mat_a.dim() == 2 and mat_b.dim() == 2:
+        shape = [offs.shape[0], mat_a.shape[0], mat_b.shape[1]]
+    elif mat_a.dim() == 3 and mat_b.dim() == 3:
+        shape = [mat_a.shape[0], mat_a.shape[1], mat_b.shape[-1]]
+    else:
+        shape = [mat_a.shape[-2], mat_b.shape[-1]]
+    return torch.empty(shape, dtype=out_dtype or mat_a.dtype, device="meta")
+
+
+#: aten overload -> a function of the op's arguments that returns its meta output.
+META_KERNELS: dict[Any, Callable[..., Any]] = {}
+if hasattr(torch.ops.aten, "_grouped_mm"):
+    META_KERNELS[torch.ops.aten._grouped_mm.default] = _grouped_mm
+
+
+def run_on_meta(func: Any, args: tuple, kwargs: dict) -> Any:
+    """The op's output; on meta through our kernel where PyTorch's refuses what CPU runs."""
+    kernel = META_KERNELS.get(func)
+    if kernel is not None and args and getattr(args[0], "is_meta", False):
+        return kernel(*args, **kwargs)
+    return func(*args, **kwargs)
