@@ -53,8 +53,8 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def parse(text: str, source: str) -> dict[str, dict[str, Any]]:
-    """Model name -> entry, from the text of a baseline file or a JSON report; ``source``
-    names it in errors (a path, or ``REF:path`` for a file read from git)."""
+    """Model name -> entry, from the text of a baseline file or a JSON report, validated as
+    :func:`load` says; ``source`` names it in errors (a path, or ``REF:path`` read from git)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:

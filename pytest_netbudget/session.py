@@ -68,9 +68,9 @@ class NetbudgetSession:
         self.compared_with = "no baseline"
         self.verdicts: list[budgets.Verdict] = []
         self.notes: list[str] = []
-        self.write_failed = False
-        self.baseline_failed = False  # --netbudget-check-baseline found the baseline out of date
-        self.name_taken = False  # a check's name= was another's: the run fails
+        # A file could not be written, a result was refused, or --netbudget-check-baseline found
+        # the baseline out of date: the run fails.
+        self.failed = False
         self._claimed: dict[str, str] = {}  # a check's name -> the node id of the test that owns it
         if options.active:
             self._load()
@@ -135,17 +135,21 @@ class NetbudgetSession:
         """The base branch's figures that the reports show the change against, when asked for."""
         compare, base = self.options.compare, self.options.base
         gate = f"the checked-out {self.baseline_file}"
-        try:
-            if compare:
-                if not Path(compare).exists():
-                    raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
-                self.compared_with = f"the report {compare}; budgets and max_increase: {gate}"
+        if compare:
+            if not Path(compare).exists():
+                raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
+            self.compared_with = f"the report {compare}; budgets and max_increase: {gate}"
+            try:
                 return baseline.load(Path(compare))
-            if base:
-                found = baseline.at_revision(base, self.baseline_path)
-                there = " (no baseline there: every model is new)" if found is None else ""
-                self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
-                return found or {}
+            except baseline.BaselineError as error:
+                # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
+                raise pytest.UsageError(
+                    f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
+                ) from None
+        if not base:
+            return None
+        try:
+            found = baseline.at_revision(base, self.baseline_path)
         except baseline.BaselineError as error:
             if compare:
                 # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
@@ -153,7 +157,9 @@ class NetbudgetSession:
                     f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
                 ) from None
             raise pytest.UsageError(str(error)) from None
-        return None
+        there = " (no baseline there: every model is new)" if found is None else ""
+        self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
+        return found or {}
 
     @property
     def models(self) -> list[config.ModelSpec]:
@@ -208,7 +214,7 @@ class NetbudgetSession:
             if problem:
                 result = budgets.Result(name=conflicting_name(result), origin=result.origin, error=problem)
                 self.notes.append(f"ERROR: {problem}")
-                self.name_taken = True
+                self.failed = True
         self.verdicts.append(self.judge(result))
 
     def _registered_names(self) -> set[str]:
@@ -268,12 +274,12 @@ class NetbudgetSession:
                 self.notes.append(f"could not append to GITHUB_STEP_SUMMARY ({step_summary}): {error.strerror}")
         if self.options.update and interrupted:
             self.notes.append("ERROR: the run was interrupted, so the baseline was not written")
-            self.write_failed = True
+            self.failed = True
         elif self.options.update:
             self._write_baseline()
         else:
             self._note_stale_baseline(removed)
-        return not (self.write_failed or self.baseline_failed or self.name_taken)
+        return not self.failed
 
     def _note_stale_baseline(self, removed: list[str]) -> None:
         """Say when the baseline no longer matches the run, and how to refresh it; under
@@ -282,8 +288,11 @@ class NetbudgetSession:
         if not problems:
             return
         refresh = f"refresh it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
+        if not self.baseline_path.exists():
+            problems = ["there is no such file yet"]
+            refresh = f"write it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
         if self.options.check_baseline:
-            self.baseline_failed = True
+            self.failed = True
             self.notes.append(f"ERROR: {self.baseline_file} does not match this run: {'; '.join(problems)}; {refresh}")
         else:
             self.notes.append(f"{self.baseline_file} is out of date: {'; '.join(problems)}; {refresh}")
@@ -300,10 +309,10 @@ class NetbudgetSession:
             self.notes.append(f"report written to {path}")
         except OSError as error:
             self.notes.append(f"ERROR: {path}: cannot write the report: {error.strerror}")
-            self.write_failed = True
+            self.failed = True
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
-            self.write_failed = True
+            self.failed = True
 
     def _write_baseline(self) -> None:
         """Merge this run's entries into the file as it is now, under its lock: parallel updates
@@ -326,7 +335,7 @@ class NetbudgetSession:
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
-            self.write_failed = True
+            self.failed = True
 
 
 def conflicting_name(result: budgets.Result) -> str:

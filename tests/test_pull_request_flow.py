@@ -119,6 +119,21 @@ def test_check_baseline_fails_on_a_stale_baseline_and_says_how_to_refresh(pytest
     assert pytester.runpytest("--netbudget", "--netbudget-check-baseline").ret == 0
 
 
+def test_without_a_baseline_file_one_note_says_how_to_write_it(pytester, project):
+    write(pytester, project)
+    result = pytester.runpytest("--netbudget")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "netbudget: netbudget-baseline.json is out of date: there is no such file yet; write it with "
+            "`pytest --netbudget --netbudget-update` and commit netbudget-baseline.json"
+        ]
+    )
+    checked = pytester.runpytest("--netbudget", "--netbudget-check-baseline")
+    assert checked.ret == pytest.ExitCode.TESTS_FAILED
+    checked.stdout.fnmatch_lines(["netbudget: ERROR: netbudget-baseline.json does not match this run: there is no*"])
+
+
 def test_check_baseline_with_update_is_a_usage_error(pytester, project):
     write(pytester, project)
     result = pytester.runpytest("--netbudget", "--netbudget-update", "--netbudget-check-baseline")
