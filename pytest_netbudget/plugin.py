@@ -86,6 +86,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SessionHooks(session), "netbudget-session")
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The marker's limits apply to ``netbudget.check()``: a marked test without the fixture
+    would pass without checking anything, so it is an error that says so."""
+    if item.get_closest_marker("netbudget") is not None and "netbudget" not in getattr(item, "fixturenames", ()):
+        pytest.fail(
+            f"{item.nodeid} is marked netbudget (@pytest.mark.netbudget or @budget) but does not use the "
+            "netbudget fixture, so nothing is checked: add a `netbudget` argument and call "
+            "netbudget.check(model, input_shape=...)",
+            pytrace=False,
+        )
+
+
 def _pyproject(pytest_config: pytest.Config) -> Path:
     inipath = pytest_config.inipath
     if inipath is not None and inipath.name == "pyproject.toml":
@@ -258,16 +270,36 @@ class BudgetChecker:
         name: str | None = None,
         **limits: Any,
     ) -> Any:
-        """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override)."""
+        """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override),
+        or, with a baseline entry, grew past ``max_increase``; ``strict=True`` fails on uncounted ops.
+        ``max_increase`` and ``strict`` default to ``[tool.netbudget]``'s, as for a registered model."""
         place = config.Place(f"{self._item.nodeid}: netbudget limits")
+        settings = self._session.settings
         try:
-            parsed = config.parse_limits({**self._marker_limits, **limits}, place)
+            parsed, increase, strict = config.parse_check(
+                {**self._marker_limits, **limits},
+                place,
+                settings.max_increase if settings else None,
+                settings.strict if settings else False,
+            )
         except config.ConfigError as error:
-            pytest.fail(str(error), pytrace=False)
+            problem = str(error)
+        else:
+            problem = None
+        if problem is not None:  # failed outside the except block: no "During handling of ..." chain
+            pytest.fail(problem, pytrace=False)
         measured = self.profile(model, inputs, input_shape=input_shape, device=device, dtype=dtype)
         self._checks += 1
         label = name or (self._item.name if self._checks == 1 else f"{self._item.name}[{self._checks}]")
-        submit(self._item, budgets.Result(name=label, origin=self._item.nodeid, limits=parsed, profile=measured))
+        result = budgets.Result(
+            name=label,
+            origin=self._item.nodeid,
+            limits=parsed,
+            max_increase=increase,
+            strict=strict,
+            profile=measured,
+        )
+        submit(self._item, result)
         return measured
 
 
