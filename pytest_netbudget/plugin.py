@@ -9,13 +9,14 @@ through :func:`submit`, and the result rides on the test report
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import budgets, config, reports
-from .session import NetbudgetSession, Options
+from .session import NetbudgetSession, Options, conflicting_name
 
 SESSION = pytest.StashKey[NetbudgetSession]()
 RESULTS = pytest.StashKey[list]()
@@ -272,34 +273,44 @@ class BudgetChecker:
     ) -> Any:
         """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override),
         or, with a baseline entry, grew past ``max_increase``; ``strict=True`` fails on uncounted ops.
-        ``max_increase`` and ``strict`` default to ``[tool.netbudget]``'s, as for a registered model."""
-        place = config.Place(f"{self._item.nodeid}: netbudget limits")
+        ``max_increase`` and ``strict`` default to ``[tool.netbudget]``'s, as for a registered model.
+
+        The check is named after its test's node id (``tests/test_x.py::test_fits[cpu]``, then
+        ``...[2]`` for a second check), or ``name``. Whatever goes wrong, it has one result: a
+        bad limit, a taken name or a failing profile is that result's error.
+        """
+        from .runner import check_error_text
+
+        nodeid = self._item.nodeid
+        self._checks += 1
+        label = name or (nodeid if self._checks == 1 else f"{nodeid}[{self._checks}]")
+        result = budgets.Result(name=label, origin=nodeid)
+        # submit() fails the test when the result is an error, so each error below ends the check;
+        # it is called outside the except blocks, so no "During handling of ..." chain is shown.
+        problem = self._session.claim(label, nodeid)
+        if problem:
+            submit(self._item, replace(result, name=conflicting_name(result), error=problem))
         settings = self._session.settings
         try:
-            parsed, increase, strict = config.parse_check(
+            limits, increase, strict = config.parse_check(
                 {**self._marker_limits, **limits},
-                place,
+                config.Place(f"{nodeid}: netbudget limits"),
                 settings.max_increase if settings else None,
                 settings.strict if settings else False,
             )
         except config.ConfigError as error:
             problem = str(error)
-        else:
-            problem = None
-        if problem is not None:  # failed outside the except block: no "During handling of ..." chain
-            pytest.fail(problem, pytrace=False)
-        measured = self.profile(model, inputs, input_shape=input_shape, device=device, dtype=dtype)
-        self._checks += 1
-        label = name or (self._item.name if self._checks == 1 else f"{self._item.name}[{self._checks}]")
-        result = budgets.Result(
-            name=label,
-            origin=self._item.nodeid,
-            limits=parsed,
-            max_increase=increase,
-            strict=strict,
-            profile=measured,
-        )
-        submit(self._item, result)
+        if problem:
+            submit(self._item, replace(result, error=problem))
+        result = replace(result, limits=limits, max_increase=increase, strict=strict)
+        chosen = device or self._session.default_device
+        try:
+            measured = self.profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype)
+        except Exception as error:
+            problem = check_error_text(error, chosen)
+        if problem:
+            submit(self._item, replace(result, error=problem))
+        submit(self._item, replace(result, profile=measured))
         return measured
 
 

@@ -16,6 +16,7 @@ from .budgets import Result
 from .config import InputSpec, ModelSpec
 from .engine import Profile
 from .engine.run import build_model, profile, resolve_device, torch_dtype
+from .formulas import FormulaError
 from .loading import LoadError, import_callable
 
 
@@ -41,10 +42,32 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip()
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(error)
+
+
+def out_of_memory_text(what: str, device: torch.device | str, error: BaseException) -> str:
+    return (
+        f"{what} ran out of memory on device {device}: {describe(error)}\n"
+        '  Set device = "meta" for this model to count it without allocating weights or activations.'
+    )
+
+
 META_HINT = (
     "\n  On the meta device tensors have shapes but no values: a forward that reads values "
     '(.item(), data-dependent shapes, Python branches on tensors) cannot run there. Set device = "cpu" for this model.'
 )
+
+
+def check_error_text(error: Exception, device: str) -> str:
+    """Why a check from a test could not be profiled: the formula's own message, running out of
+    memory with the way out, or the exception (with the meta hint on meta)."""
+    if isinstance(error, FormulaError):
+        return str(error)
+    if is_out_of_memory(error):
+        return out_of_memory_text("the forward pass", device, error)
+    return f"profiling failed: {describe(error)}{META_HINT if device == 'meta' else ''}"
 
 
 def run_spec(spec: ModelSpec, device_override: str | None = None) -> Result:
@@ -54,6 +77,8 @@ def run_spec(spec: ModelSpec, device_override: str | None = None) -> Result:
         return replace(result, profile=profile_spec(spec, device_override))
     except ModelError as error:
         return replace(result, error=str(error))
+    except Exception as error:  # a path not foreseen above: still this model's own error, never the session's
+        return replace(result, error=f"profiling failed: {describe(error)}")
 
 
 def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile:
@@ -70,6 +95,8 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
     try:
         model = build_model(factory, spec.kwargs, device)
     except Exception as error:
+        if is_out_of_memory(error):
+            raise ModelError(out_of_memory_text(f"factory {spec.factory}", device, error)) from None
         raise ModelError(f"factory {spec.factory} raised while building the model: {describe(error)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"factory {spec.factory} returned a {type(model).__name__}, not a torch.nn.Module")
@@ -102,16 +129,11 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             autocast=step.autocast if step else None,
             batch=step.batch if step else None,
         )
-    except torch.cuda.OutOfMemoryError as error:
-        raise ModelError(
-            f"out of GPU memory during the forward on {device}: {describe(error)}; "
-            'try device = "meta" to count without allocating'
-        ) from None
-    except MemoryError:
-        raise ModelError(
-            f'out of memory during the forward on {device}; try device = "meta" to count without allocating'
-        ) from None
+    except FormulaError as error:
+        raise ModelError(str(error)) from None
     except Exception as error:
+        if is_out_of_memory(error):
+            raise ModelError(out_of_memory_text("the forward pass", device, error)) from None
         hint = META_HINT if device.type == "meta" else ""
         shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
         what = "the forward pass or the training step" if step is not None else "the forward pass"

@@ -68,8 +68,10 @@ class NetbudgetSession:
         self.compared_with = "no baseline"
         self.verdicts: list[budgets.Verdict] = []
         self.notes: list[str] = []
-        self.write_failed = False
-        self.baseline_failed = False  # --netbudget-check-baseline found the baseline out of date
+        # A file could not be written, a result was refused, or --netbudget-check-baseline found
+        # the baseline out of date: the run fails.
+        self.failed = False
+        self._claimed: dict[str, str] = {}  # a check's name -> the node id of the test that owns it
         if options.active:
             self._load()
 
@@ -192,10 +194,28 @@ class NetbudgetSession:
             baseline.layer_diff(other, fresh) if other and fresh else [],
         )
 
+    def claim(self, name: str, origin: str) -> str | None:
+        """Take ``name`` for the check of test ``origin``; the problem when it is not free: the
+        name of a registered model, or of another test's check (one would overwrite the other)."""
+        if name in self._registered_names():
+            return f"check name {name!r} of {origin} is a model registered in {self.pyproject}: pass another name="
+        owner = self._claimed.setdefault(name, origin)
+        if owner != origin:
+            return f"check name {name!r} of {origin} is already used by {owner}: pass another name="
+        return None
+
     def collect(self, result: budgets.Result) -> None:
-        """Keep a result for the summary and the files (on the controller only)."""
-        if not self.is_worker:
-            self.verdicts.append(self.judge(result))
+        """Keep a result for the summary and the files (on the controller only). A check whose name
+        another test took in another pytest-xdist worker is kept as an error of its own."""
+        if self.is_worker:
+            return
+        if result.origin != budgets.ORIGIN_PYPROJECT and result.error is None:
+            problem = self.claim(result.name, result.origin)
+            if problem:
+                result = budgets.Result(name=conflicting_name(result), origin=result.origin, error=problem)
+                self.notes.append(f"ERROR: {problem}")
+                self.failed = True
+        self.verdicts.append(self.judge(result))
 
     def _registered_names(self) -> set[str]:
         return {spec.name for spec in self.settings.models} if self.settings else set()
@@ -254,12 +274,12 @@ class NetbudgetSession:
                 self.notes.append(f"could not append to GITHUB_STEP_SUMMARY ({step_summary}): {error.strerror}")
         if self.options.update and interrupted:
             self.notes.append("ERROR: the run was interrupted, so the baseline was not written")
-            self.write_failed = True
+            self.failed = True
         elif self.options.update:
             self._write_baseline()
         else:
             self._note_stale_baseline(removed)
-        return not self.write_failed and not self.baseline_failed
+        return not self.failed
 
     def _note_stale_baseline(self, removed: list[str]) -> None:
         """Say when the baseline no longer matches the run, and how to refresh it; under
@@ -272,7 +292,7 @@ class NetbudgetSession:
             problems = ["there is no such file yet"]
             refresh = f"write it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
         if self.options.check_baseline:
-            self.baseline_failed = True
+            self.failed = True
             self.notes.append(f"ERROR: {self.baseline_file} does not match this run: {'; '.join(problems)}; {refresh}")
         else:
             self.notes.append(f"{self.baseline_file} is out of date: {'; '.join(problems)}; {refresh}")
@@ -289,10 +309,10 @@ class NetbudgetSession:
             self.notes.append(f"report written to {path}")
         except OSError as error:
             self.notes.append(f"ERROR: {path}: cannot write the report: {error.strerror}")
-            self.write_failed = True
+            self.failed = True
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
-            self.write_failed = True
+            self.failed = True
 
     def _write_baseline(self) -> None:
         """Merge this run's entries into the file as it is now, under its lock: parallel updates
@@ -315,4 +335,9 @@ class NetbudgetSession:
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
-            self.write_failed = True
+            self.failed = True
+
+
+def conflicting_name(result: budgets.Result) -> str:
+    """A name for a check refused its own: unique, since it carries the test's node id."""
+    return f"{result.origin} (name={result.name!r})"

@@ -42,13 +42,15 @@ def test_a_check_grows_past_the_top_level_max_increase_and_says_what_to_do(pytes
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines(
         [
-            r"^test_head grew more than max_increase allows over its baseline$",
+            r"^test_head\.py::test_head grew more than max_increase allows over its baseline$",
             r"^\s+params\s+100\s+66\s+55\s+\+11 \(\+20\.0%\)\s+grew \+11 \(\+20\.0%\), more than the allowed 2%$",
             r"^\s+next: if the growth is intended, accept it with `pytest --netbudget --netbudget-update` "
             r"and commit netbudget-baseline.json$",
         ]
     )
-    result.stdout.re_match_lines([r"^test_head\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+grew$"])
+    result.stdout.re_match_lines(
+        [r"^test_head\.py::test_head\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+grew$"]
+    )
     properties = {
         prop.get("name"): prop.get("value") for prop in ET.parse(pytester.path / "junit.xml").iter("property")
     }
@@ -69,7 +71,9 @@ def test_a_checks_own_max_increase_overrides_the_top_level(pytester, marker, cal
     checks(pytester, width=6, marker=marker, call=call)
     result = pytester.runpytest("--netbudget")
     result.assert_outcomes(passed=1)  # +20% is within 50%
-    result.stdout.re_match_lines([r"^test_head\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
+    result.stdout.re_match_lines(
+        [r"^test_head\.py::test_head\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"]
+    )
 
 
 def test_a_check_with_max_increase_per_metric(pytester):
@@ -112,7 +116,7 @@ def test_strict_applies_to_checks(pytester, top, call, fails):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "test_opaque ran ops that have no counting formula (strict = true)",
+            "test_opaque.py::test_opaque ran ops that have no counting formula (strict = true)",
             "  uncounted ops: nbplugtest.mystery x1",
             "  next: register a counting formula for these ops (pytest_netbudget.register_formula), or set "
             "strict = false in the netbudget marker or check() keywords of test_opaque.py::test_opaque",

@@ -4,12 +4,13 @@ model profiles with no uncounted op on cpu and on meta, so ``strict = true`` pas
 
 from __future__ import annotations
 
+import pytest
 import torch
 from engine_helpers import profile_both
 from reference_models import ConvNeXtBlock, PackedGRUTagger
 from torch import nn
 
-from pytest_netbudget.formulas import ELEMENTWISE_COST, NORM_COST, RNN_CELL_COST
+from pytest_netbudget.formulas import ELEMENTWISE_COST, NORM_COST, RNN_CELL_COST, SOFTMAX_COST
 
 
 def test_convnext_block_channels_last():
@@ -60,3 +61,39 @@ def test_in_place_metadata_ops_are_free():
 
     p = profile_both(InPlaceViews(), torch.randn(3, 4))
     assert (p.macs, p.flops) == (0, 0)
+
+
+class PaddedEncoder(nn.Module):
+    """Two encoder layers over a batch of sequences of lengths 6 and 4, padded to 6."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2)  # nested-tensor path on by default
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x, src_key_padding_mask=padding)
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
+def test_transformer_encoder_with_padding_mask_counts_the_padded_batch():
+    """Batch 2 x length 6 = 12 tokens of width 16, 4 heads of 4, feed-forward 32, per layer:
+    q/k/v and out projections 12*16*(48 + 16), QK^T and AV 2*4*6*6*4 each, feed-forward
+    2*12*16*32. FLOPs: 2*MACs, biases, q and k scaled, softmax and the mask added per score,
+    two residual adds, two layer norms, the ReLU."""
+    model = PaddedEncoder()
+    padding = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    p = profile_both(model, (torch.randn(2, 6, 16), padding))
+    tokens, scores = 12, 2 * 4 * 6 * 6
+    macs = tokens * 16 * (48 + 16) + 2 * scores * 4 + 2 * tokens * 16 * 32
+    assert p.macs == 2 * macs
+    extra = (
+        tokens * (48 + 16)  # projection biases
+        + 2 * 4 * (6 + 6) * 4  # q and k scaled
+        + (SOFTMAX_COST + 1) * scores  # softmax, the mask added
+        + 2 * tokens * 16  # residual adds
+        + 2 * NORM_COST * tokens * 16
+        + tokens * 32 + ELEMENTWISE_COST * tokens * 32 + tokens * 16  # feed-forward biases and the ReLU
+    )  # fmt: skip
+    assert p.flops == 2 * (2 * macs + extra)
+    assert model.encoder.use_nested_tensor  # switched off while profiling only

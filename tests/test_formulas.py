@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pytest_netbudget import Cost, cli, profile, register_formula
-from pytest_netbudget.formulas import FormulaSet, registered
+from pytest_netbudget.formulas import FormulaError, FormulaSet, registered
 
 
 @torch.library.custom_op("nbformulas::scale", mutates_args=())
@@ -226,6 +226,48 @@ def test_a_per_call_module_formula_applies_to_subclasses_for_that_call_only():
     plain = profile(model, input_shape=(3, 4), device="meta")
     assert (plain.macs, plain.flops) == (2 * 3 * 4 * 4, 2 * 2 * 3 * 4 * 4)
     assert FormulaSet().for_module(model[0]) is None
+
+
+class Sink(nn.Module):
+    """Consumes its input and returns nothing, as a logging or caching module does."""
+
+    def forward(self, x: torch.Tensor) -> None:
+        x.sum()
+
+
+def test_a_module_formula_applies_when_the_forward_returns_none():
+    # Before: the formula was skipped when the forward returned None, so the model counted 0 MACs.
+    measured = profile(Sink(), input_shape=(2, 3), device="meta", formulas={Sink: lambda m, i, o: Cost(macs=7)})
+    assert measured.macs == 7
+
+
+def named_raising(call):
+    raise ValueError("no shape for this")
+
+
+def named_not_a_cost(call):
+    return 5
+
+
+def named_negative(call):
+    return Cost(macs=-3)
+
+
+@pytest.mark.parametrize(
+    ("formula", "fragment"),
+    [
+        (named_raising, "named_raising for aten.mm raised ValueError: no shape for this"),
+        (named_not_a_cost, "named_not_a_cost for aten.mm returned 5, not a Cost"),
+        (named_negative, "named_negative for aten.mm returned Cost(macs=-3, flops=None): costs are finite and not"),
+        (lambda call: Cost(macs=float("nan")), "<lambda> for aten.mm returned Cost(macs=nan"),
+    ],
+)
+def test_a_formula_that_raises_or_returns_no_cost_is_named(formula, fragment):
+    # Before: a raising formula surfaced as the model's own exception, 5 as "'int' object has no
+    # attribute 'macs'", and a negative cost was added to the totals silently.
+    with pytest.raises(FormulaError) as info:
+        profile(nn.Linear(4, 2, bias=False), input_shape=(1, 4), device="meta", formulas={"aten::mm": formula})
+    assert f"formula {__name__}." in str(info.value) and fragment in str(info.value)
 
 
 def test_a_formula_set_reads_the_registry_and_its_overrides():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -186,3 +187,192 @@ def test_a_crashed_session_writes_no_baseline_and_says_so(pytester, project):
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     assert baseline.read_text(encoding="utf-8") == '{"schema": 1, "models": {}}'
     assert "netbudget: ERROR: the run was interrupted, so the baseline was not written" in output(result)
+
+
+# --- every registered model and every check has exactly one result -----------------------------------
+
+PATH_MODELS = """
+import torch
+from torch import nn
+from pytest_netbudget import Cost, register_formula
+
+
+class Tiny(nn.Module):
+    def __init__(self, n_out=5):
+        super().__init__()
+        self.fc = nn.Linear(10, n_out)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def __getattr__(name):
+    if name == "Lazy":
+        raise RuntimeError("the lazy attribute failed to load")
+    raise AttributeError(name)
+
+
+class Custom(nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+@register_formula(Custom)
+def custom_cost(module, inputs, output):
+    return Cost(macs=-4)
+
+
+def custom():
+    return nn.Sequential(Custom())
+
+
+class Greedy(nn.Module):
+    def forward(self, x):
+        return torch.empty(2**45) if x.numel() else x
+"""
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """The models below register a formula: keep it out of the registry other tests see."""
+    from pytest_netbudget.formulas import registry
+
+    for name in ("_op_formulas", "_module_formulas", "_registered"):
+        monkeypatch.setattr(registry, name, dict(getattr(registry, name)))
+
+
+def json_report(pytester, name="r.json"):
+    return json.loads((pytester.path / name).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("table", "cause"),
+    [
+        pytest.param(
+            'factory = "mymodels:Lazy"\ninput_shape = [1, 10]',
+            "RuntimeError: the lazy attribute failed to load",
+            id="factory-import-raises",
+        ),
+        pytest.param(
+            'factory = "mymodels:custom"\ninput_shape = [1, 10]',
+            "formula mymodels.custom_cost for module:Custom returned Cost(macs=-4, flops=None)",
+            id="formula-negative",
+        ),
+        pytest.param(
+            'factory = "mymodels:Greedy"\ninput_shape = [1, 10]',
+            "the forward pass ran out of memory on device cpu",
+            id="out-of-memory",
+        ),
+    ],
+)
+def test_a_failure_on_a_models_path_is_its_own_error_everywhere(pytester, project, own_registry, table, cause):
+    # Before: a module __getattr__ raising escaped the item as a raw traceback, the summary said
+    # "all within budget" and the JSON report left the model out; a negative formula cost passed
+    # silently; running out of CPU memory named neither the device nor device = "meta".
+    project(TINY + f"[tool.netbudget.models.broken]\n{table}\n", models=PATH_MODELS)
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json", "--netbudget-report=r.md")
+    result.assert_outcomes(passed=1, failed=1)
+    text = output(result)
+    assert "Traceback" not in text
+    summary = text[text.index("netbudget summary") :]
+    assert "2 model(s), 1 could not be profiled, 1 failing" in summary
+    assert re.search(r"^broken\s+-\s+-\s+-\s+-\s+-\s+error$", summary, re.MULTILINE)
+    assert "broken: " in summary and cause in summary
+    entry = json_report(pytester)["models"]["broken"]
+    assert entry["status"] == "error" and cause in entry["error"]
+    assert cause in (pytester.path / "r.md").read_text(encoding="utf-8")
+    if "memory" in cause:
+        assert 'Set device = "meta" for this model' in summary
+
+
+CHECK_TESTS = """
+import pytest
+from torch import nn
+
+
+class Broken(nn.Module):
+    def forward(self, x):
+        raise ValueError("the check's forward failed")
+
+
+def test_broken(netbudget):
+    netbudget.check(Broken(), input_shape=(1, 10))
+
+
+@pytest.mark.netbudget(max_params="lots")
+def test_bad_limit(netbudget):
+    netbudget.check(nn.Linear(10, 5), input_shape=(1, 10))
+"""
+
+
+def test_a_check_that_cannot_be_profiled_is_an_error_in_every_output(pytester, project):
+    # Before: the exception failed the test with a traceback and the check was in no summary or report.
+    project()
+    pytester.makepyfile(test_checks=CHECK_TESTS)
+    result = pytester.runpytest("--netbudget-report=r.json")
+    result.assert_outcomes(failed=2)
+    summary = output(result)[output(result).index("netbudget summary") :]
+    assert "test_checks.py::test_broken: profiling failed: ValueError: the check's forward failed" in summary
+    assert "test_checks.py::test_bad_limit: test_checks.py::test_bad_limit: netbudget limits max_params:" in summary
+    models = json_report(pytester)["models"]
+    assert sorted(models) == ["test_checks.py::test_bad_limit", "test_checks.py::test_broken"]
+    assert {entry["status"] for entry in models.values()} == {"error"}
+
+
+SAME_NAME = """
+from torch import nn
+
+
+def test_fits(netbudget):
+    netbudget.check(nn.Linear(10, {width}), input_shape=(1, 10))
+"""
+
+
+def test_checks_are_keyed_by_node_id(pytester, project):
+    # Before: both checks were "test_fits"; --netbudget-update wrote one entry for two results, and
+    # the next run compared each model with the other's figures.
+    project()
+    pytester.makepyfile(test_a=SAME_NAME.format(width=1), test_b=SAME_NAME.format(width=2))
+    result = pytester.runpytest("--netbudget-update")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["netbudget: baseline updated: * (2 model(s) written)"])
+    entries = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))["models"]
+    # Linear(10, n): 11n params.
+    assert {name: entry["totals"]["params"] for name, entry in entries.items()} == {
+        "test_a.py::test_fits": 11,
+        "test_b.py::test_fits": 22,
+    }
+    assert {name: entry["origin"] for name, entry in entries.items()} == {name: name for name in entries}
+
+
+NAMED = """
+from torch import nn
+
+
+def test_one(netbudget):
+    netbudget.check(nn.Linear(10, 1), input_shape=(1, 10), name="{first}")
+
+
+def test_two(netbudget):
+    netbudget.check(nn.Linear(10, 2), input_shape=(1, 10), name="shared")
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "message"),
+    [
+        pytest.param("shared", "check name 'shared' of test_named.py::test_two is already used by", id="two-checks"),
+        pytest.param("tiny", "check name 'tiny' of test_named.py::test_one is a model registered in", id="model"),
+    ],
+)
+def test_a_check_name_that_is_taken_is_a_clear_error(pytester, project, first, message):
+    # Before: the second result overwrote the first in the baseline and the reports.
+    project(TINY)
+    pytester.makepyfile(test_named=NAMED.format(first=first))
+    result = pytester.runpytest("--netbudget", "--netbudget-update")
+    result.assert_outcomes(passed=2, failed=1)
+    assert message in output(result)
+    assert "pass another name=" in output(result)
+    entries = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))["models"]
+    assert entries["tiny"]["totals"]["params"] == 55  # the registered Linear(10, 5) kept its own entry
+    assert entries["shared"]["totals"]["params"] == (11 if first == "shared" else 22)

@@ -41,7 +41,7 @@ def test_merged_shards_equal_the_unsharded_report(pytester, project):
         shard = pytester.runpytest("--netbudget", "-k", keyword, f"--netbudget-report={report}")
         assert len(shard.parseoutcomes()) >= 1  # each shard ran its own model only
         assert json.loads((pytester.path / report).read_text(encoding="utf-8"))["models"].keys() == {
-            {"tiny": "tiny", "conv": "conv", "small_head": "test_small_head"}[keyword]
+            {"tiny": "tiny", "conv": "conv", "small_head": "test_head.py::test_small_head"}[keyword]
         }
 
     code = cli.main(["merge", "three.json", "one.json", "two.json", "--markdown", "m.md", "--json", "m.json"])
@@ -49,7 +49,7 @@ def test_merged_shards_equal_the_unsharded_report(pytester, project):
     merged = json.loads((pytester.path / "m.json").read_text(encoding="utf-8"))
     unsharded = json.loads((pytester.path / "all.json").read_text(encoding="utf-8"))
     assert merged == unsharded
-    assert list(merged["models"]) == ["conv", "test_small_head", "tiny"]
+    assert list(merged["models"]) == ["conv", "test_head.py::test_small_head", "tiny"]
     assert merged["removed"] == ["gone"]
     assert merged["headline"] == "1 grew past max_increase (of 3 model(s))"
     assert (pytester.path / "m.md").read_text(encoding="utf-8") == (pytester.path / "all.md").read_text(

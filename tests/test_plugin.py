@@ -404,11 +404,11 @@ def test_fixture_check_with_marker_and_budget(pytester, flag):
     )
     result.stdout.re_match_lines(
         [
-            r"^test_marker_fail exceeds its budget$",
+            r"^test_checks.py::test_marker_fail exceeds its budget$",
             r"^\s+params\s+50\s+55\s+\+5 \(\+10\.0%\)$",
-            r"^test_budget_fail exceeds its budget$",
+            r"^test_checks.py::test_budget_fail exceeds its budget$",
             r"^\s+macs\s+49\s+50\s+\+1 \(\+2\.0%\)$",
-            r"^test_kwargs_override_marker_to_fail exceeds its budget$",
+            r"^test_checks.py::test_kwargs_override_marker_to_fail exceeds its budget$",
             r"^\s+params\s+54\s+55\s+\+1 \(\+1\.9%\)$",
         ]
     )
@@ -422,7 +422,7 @@ def test_fixture_check_with_marker_and_budget(pytester, flag):
     text = result.stdout.str()
     summary = text[text.index("netbudget summary") :]
     for name in ("test_marker_pass", "test_marker_fail", "test_budget_pass", "test_kwargs_override_marker"):
-        assert f"\n{name} " in summary
+        assert f"\ntest_checks.py::{name} " in summary  # a check is named after its test's node id
     assert "test_profile_returns_figures" not in summary  # profile() checks nothing
     assert "Traceback" not in text
 
@@ -441,7 +441,11 @@ def test_fixture_check_name_and_several_checks(pytester):
     result = pytester.runpytest()
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines(
-        [r"^head\s+params\s+55\s+55\s+100\.0%", r"^test_two\[2\]\s+params\s+55\s+-", r"^test_two\[3\]\s+params\s+55"]
+        [
+            r"^head\s+params\s+55\s+55\s+100\.0%",
+            r"^test_many.py::test_two\[2\]\s+params\s+55\s+-",
+            r"^test_many.py::test_two\[3\]\s+params\s+55",
+        ]
     )
 
 

@@ -19,6 +19,8 @@ from .. import devices, metrics, units
 from ..formulas import FormulaSet
 from .data import LayerStats, OpStats, Profile, TrainStep
 from .fused_on_meta import FusedKernelsOnMeta
+from .model_forms import call_with_state, check_not_lazy, set_mode, unwrap
+from .padded_encoders import padded_encoders
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
@@ -169,7 +171,7 @@ def _stateless_state(
 def _module_modes(model: torch.nn.Module, train: bool) -> Iterator[None]:
     """Eval (or train) mode, each module's own mode restored afterwards."""
     modes = [(module, module.training) for module in model.modules()]
-    model.train(train)
+    set_mode(model, train)
     try:
         yield
     finally:
@@ -279,8 +281,10 @@ def _prepare(
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
     whether the model can be called as it is or needs converted copies (``copies``: always,
     as a training step, which writes its weights, does)."""
+    model = unwrap(model)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"profile() needs an nn.Module, got {type(model).__name__}")
+    check_not_lazy(model)
     target = resolve_device(device)
     target_dtype = resolve_dtype(dtype)
     args, kwargs = make_inputs(inputs, input_shape, target, target_dtype)
@@ -313,6 +317,7 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(prepared.device) else contextlib.nullcontext()
     with (
         _module_modes(model, train=False),
+        padded_encoders(model),
         torch.no_grad(),
         _cuda_peak(prepared.device) as measured,
         fused,
@@ -321,9 +326,7 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
         if prepared.state is None:
             model(*prepared.args, **prepared.kwargs)
         else:
-            torch.func.functional_call(
-                model, prepared.state, prepared.args, prepared.kwargs, tie_weights=True, strict=False
-            )
+            call_with_state(model, prepared.state, prepared.args, prepared.kwargs)
     return tracer, measured.get("peak_memory_mb")
 
 

@@ -18,7 +18,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import formulas
+from .higher_order import EagerFlexAttention, run_higher_order
 from .meta_kernels import META_KERNELS, run_on_meta
+from .model_forms import script_module_hooks, scripted
 
 _aten = torch.ops.aten
 
@@ -210,6 +212,9 @@ class Tracer(TorchDispatchMode):
     for freed tensors, as ``FlopCounterMode`` enters and leaves its ``ModuleTracker``.
     """
 
+    #: Higher-order ops (``torch.cond``, ``flex_attention``, ...) come to ``__torch_dispatch__`` whole.
+    supports_higher_order_operators = True
+
     def __init__(self, model: torch.nn.Module, external: list[torch.Tensor], formula_set: formulas.FormulaSet) -> None:
         super().__init__()
         self.formula_set = formula_set
@@ -224,9 +229,14 @@ class Tracer(TorchDispatchMode):
         self._handles: list[Any] = []
 
     def __enter__(self) -> Tracer:
+        script_ids = scripted(self.modules)
         for _, module in self.modules:
-            self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+            if id(module) not in script_ids:
+                self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+        if script_ids:
+            self._handles += script_module_hooks(script_ids, self._enter, self._leave)
+        self._handles.append(EagerFlexAttention())
         try:
             return super().__enter__()
         except BaseException:
@@ -267,9 +277,10 @@ class Tracer(TorchDispatchMode):
         formula = self._module_formulas[index]
         if formula is not None:
             self._suppressed -= 1
-            if output is not None and self._suppressed == 0:
-                cost = formula(module, args, output)
-                tally.charge(f"module:{type(module).__name__}", cost.macs, cost.total_flops)
+            if self._suppressed == 0:  # whatever the forward returned, None included
+                name = f"module:{type(module).__name__}"
+                cost = formulas.apply(formula, name, module, args, output)
+                tally.charge(name, cost.macs, cost.total_flops)
 
     # --- operator counting ---------------------------------------------------------------
 
@@ -277,6 +288,8 @@ class Tracer(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _METADATA_OPS:
             return func(*args, **kwargs)
+        if isinstance(func, torch._ops.HigherOrderOperator):  # no public alias of the class
+            return run_higher_order(self, func, args, kwargs, self._traced)
         formula = self.formula_set.for_op(func)
         if formula is None:
             # CompositeImplicit ops without a formula: count what they decompose into,
@@ -296,11 +309,16 @@ class Tracer(TorchDispatchMode):
         return self._stack[-1] if self._stack else 0
 
     def _decompose(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        """Run a CompositeImplicit op's decomposition with this mode active again (only the
-        dispatch mode: the module hooks stay as they are), so that its parts are counted."""
+        """Run a CompositeImplicit op's decomposition with this mode active again, so that
+        its parts are counted."""
+        return self._traced(func.decompose, *args, **kwargs)
+
+    def _traced(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """``function(*args, **kwargs)`` with this dispatch mode active again (only the
+        dispatch mode: the module hooks stay as they are)."""
         TorchDispatchMode.__enter__(self)
         try:
-            return func.decompose(*args, **kwargs)
+            return function(*args, **kwargs)
         finally:
             TorchDispatchMode.__exit__(self, None, None, None)
 
@@ -317,5 +335,6 @@ class Tracer(TorchDispatchMode):
         if formula is None:
             self.uncounted[str(func.overloadpacket)] += 1
         elif not self.formula_set.is_free(formula):
-            cost = formula(self._op_call(func, args, kwargs, out))
-            tally.charge(str(func.overloadpacket), cost.macs, cost.total_flops)
+            name = str(func.overloadpacket)
+            cost = formulas.apply(formula, name, self._op_call(func, args, kwargs, out))
+            tally.charge(name, cost.macs, cost.total_flops)

@@ -29,6 +29,7 @@ import torch
 
 from .. import formulas
 from ..formulas import FormulaSet
+from .model_forms import swapped_state
 from .tracer import LiveMemory, Tracer, _storage_key, argument_tensors, tensor_leaves
 
 #: What the bytes of a step are, in the order reports print them.
@@ -206,7 +207,7 @@ def owners_by_module(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     order) that holds it, as the inventory counts tied weights."""
     owners: dict[int, int] = {}
     for index, (path, module) in enumerate(model.named_modules()):
-        for name in (*module._parameters, *module._buffers):
+        for name in (*module._parameters.keys(), *module._buffers.keys()):  # keys(): TorchScript tables
             copy = state.get(f"{path}.{name}" if path else name)
             key = _storage_key(copy) if copy is not None else None
             if key is not None:
@@ -286,10 +287,11 @@ def run_step(
         torch.enable_grad(),
         _grad_hooks(trainable, accumulated),
         torch.autograd.graph.saved_tensors_hooks(saved_for_backward, lambda tensor: tensor),
+        swapped_state(model, state),  # for the whole step: a checkpointed block runs again in the backward
         tracer,
     ):
         with cast:
-            outputs = torch.func.functional_call(model, state, args, kwargs, tie_weights=True, strict=False)
+            outputs = model(*args, **kwargs)
             tracer.enter_phase("loss")
             scalar = (loss or sum_of_outputs)(outputs)
         _check_scalar(scalar)

@@ -16,7 +16,7 @@ from . import attention, backward, conv, free, indexing, linalg, losses, optimiz
 from .elementwise import ELEMENTWISE_COST, NORM_COST, REDUCTION_COST, SOFTMAX_COST
 from .pooling import INTERPOLATION_COST
 from .recurrent import RNN_CELL_COST
-from .registry import Cost, FormulaSet, OpCall, Registered, register_formula, registered
+from .registry import Cost, FormulaError, FormulaSet, OpCall, Registered, apply, register_formula, registered
 
 __all__ = [
     "ELEMENTWISE_COST",
@@ -26,9 +26,11 @@ __all__ = [
     "RNN_CELL_COST",
     "SOFTMAX_COST",
     "Cost",
+    "FormulaError",
     "FormulaSet",
     "OpCall",
     "Registered",
+    "apply",
     "register_formula",
     "registered",
 ]

@@ -10,6 +10,7 @@ one-line rule that ``netbudget formulas`` shows. A profile reads the registry th
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,26 @@ class Cost:
     @property
     def total_flops(self) -> int:
         return 2 * self.macs if self.flops is None else self.flops
+
+
+class FormulaError(Exception):
+    """A counting formula raised, or returned something other than a finite, non-negative ``Cost``;
+    the message names the formula and what it was counting."""
+
+
+def apply(formula: Callable[..., Any], target: str, *args: Any) -> Cost:
+    """Call ``formula`` for ``target`` (an op's or a module type's name) and check what it returns."""
+    name = f"{getattr(formula, '__module__', '?')}.{getattr(formula, '__qualname__', repr(formula))}"
+    try:
+        cost = formula(*args)
+    except Exception as error:
+        raise FormulaError(f"formula {name} for {target} raised {type(error).__name__}: {error}") from error
+    if not isinstance(cost, Cost):
+        raise FormulaError(f"formula {name} for {target} returned {cost!r}, not a Cost")
+    for figure in (cost.macs, cost.total_flops):
+        if isinstance(figure, bool) or not isinstance(figure, (int, float)) or not 0 <= figure < math.inf:
+            raise FormulaError(f"formula {name} for {target} returned {cost!r}: costs are finite and not negative")
+    return cost
 
 
 class OpCall:

@@ -1,0 +1,106 @@
+"""The forms a model comes in besides a plain ``nn.Module``, and what profiling does with each.
+
+- ``torch.compile`` wraps the model in an ``OptimizedModule``: the original module is profiled,
+  so layer paths carry no ``_orig_mod.`` prefix and figures are the eager model's.
+- ``torch.export`` gives an ``ExportedProgram``: its ``module()`` is profiled. Its graph calls
+  ops directly on the flattened weights, so all its work is the root's row; it has no train
+  or eval mode to set (its mode is fixed when it is exported).
+- TorchScript modules refuse per-module hooks and ``torch.func.functional_call``: they are
+  followed with process-wide module hooks that answer for them only, and called on converted
+  copies by swapping their tensors in and back out.
+- Lazy modules (``nn.LazyLinear``) have no shapes before their first forward: a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+
+def unwrap(model: Any) -> Any:
+    """The module to profile: the original of a compiled one, the module of an exported program."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return model.module()
+    original = getattr(model, "_orig_mod", None)
+    if isinstance(original, torch.nn.Module) and type(model).__name__ == "OptimizedModule":
+        return original
+    return model
+
+
+def check_not_lazy(model: torch.nn.Module) -> None:
+    """A lazy module's parameters have no shape until its first forward: say so, naming it."""
+    for path, module in model.named_modules():
+        for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
+            if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+                where = f"{path}.{name}" if path else name
+                raise ValueError(
+                    f"{where} ({type(module).__name__}) is an uninitialised lazy parameter: its shape is known only "
+                    "after the model's first forward. Run one forward with an example input before profiling "
+                    "(the lazy modules then become ordinary ones)."
+                )
+
+
+def set_mode(model: torch.nn.Module, train: bool) -> None:
+    """``model.train(train)``; an exported module, whose mode is fixed in its graph, is left as it is."""
+    with contextlib.suppress(NotImplementedError):  # torch.export's: "Calling train() is not supported yet"
+        model.train(train)
+
+
+def scripted(modules: list[tuple[str, torch.nn.Module]]) -> set[int]:
+    """Ids of the TorchScript modules among ``modules``."""
+    return {id(module) for _, module in modules if isinstance(module, torch.jit.ScriptModule)}
+
+
+def script_module_hooks(
+    ids: set[int],
+    enter: Callable[[torch.nn.Module, tuple, dict], None],
+    leave: Callable[[torch.nn.Module, tuple, Any], None],
+) -> list[Any]:
+    """Process-wide forward hooks that call ``enter`` / ``leave`` for the modules in ``ids``
+    only. TorchScript modules refuse their own hooks; their children run inside the
+    TorchScript interpreter and are not seen, so a scripted module's ops are its own row."""
+
+    def before(module: torch.nn.Module, args: tuple) -> None:
+        if id(module) in ids:
+            enter(module, args, {})
+
+    def after(module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if id(module) in ids:
+            leave(module, args, output)
+
+    return [
+        torch.nn.modules.module.register_module_forward_pre_hook(before),
+        torch.nn.modules.module.register_module_forward_hook(after, always_call=True),
+    ]
+
+
+def call_with_state(model: torch.nn.Module, state: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> Any:
+    """``model(*args, **kwargs)`` with its parameters and buffers replaced by ``state`` (every
+    name, ties kept): ``torch.func.functional_call``, or for a model holding TorchScript
+    modules, which that refuses, the same swap done by hand and undone afterwards."""
+    if not scripted(list(model.named_modules())):
+        return torch.func.functional_call(model, state, args, kwargs, tie_weights=True, strict=False)
+    with swapped_state(model, state):
+        return model(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def swapped_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """The model's parameters and buffers replaced by ``state`` (by every name they have, so
+    ties are kept) until the block ends, also when it raises; TorchScript modules included."""
+    originals = []
+    try:
+        for path, module in model.named_modules(remove_duplicate=False):
+            for table in (module._parameters, module._buffers):
+                for name in list(table.keys()):
+                    full = f"{path}.{name}" if path else name
+                    if full in state and table[name] is not None:
+                        originals.append((table, name, table[name]))
+                        table[name] = state[full]
+        yield
+    finally:
+        for table, name, original in reversed(originals):
+            table[name] = original
