@@ -141,8 +141,14 @@ class SessionHooks:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
-        """The models come first, also when the collected paths (``testpaths``) do not include pyproject.toml."""
+        """The models come first, also when the collected paths (``testpaths``) do not include pyproject.toml.
+
+        Paths on the command line select as pytest's own do: ``pytest --netbudget tests/test_x.py``
+        runs what that file holds, and the models run when pyproject.toml (or its directory) is named.
+        """
         if not self.session.models or any(isinstance(item, ModelItem) for item in items):
+            return
+        if getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS:
             return
         node = ModelsFile.from_parent(session, path=self.session.settings.path)
         models = list(node.collect())

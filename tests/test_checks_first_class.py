@@ -171,3 +171,27 @@ def test_bad_limits_fail_without_a_chained_traceback(pytester, marker, call, mes
     assert f"test_head.py::test_head: netbudget limits {message}" in text
     assert "During handling of the above exception" not in text
     assert "Traceback" not in text
+
+
+# --- which paths select what -------------------------------------------------------------------------
+
+REGISTERED = '[tool.netbudget.models.tiny]\nfactory = "mymodels:Tiny"\ninput_shape = [1, 10]\nmax_params = 100\n'
+
+
+@pytest.mark.parametrize(
+    ("args", "ran"),
+    [
+        pytest.param([], {"tiny", "test_head.py::test_head"}, id="no-path"),
+        pytest.param(["test_head.py"], {"test_head.py::test_head"}, id="test-file-only"),
+        pytest.param(["pyproject.toml"], {"tiny"}, id="pyproject-only"),
+        pytest.param(["pyproject.toml", "test_head.py"], {"tiny", "test_head.py::test_head"}, id="both"),
+        pytest.param(["."], {"tiny", "test_head.py::test_head"}, id="the-directory"),
+        pytest.param(["-k", "head"], {"test_head.py::test_head"}, id="dash-k"),
+    ],
+)
+def test_paths_select_as_pytests_own_selection(pytester, project, args, ran):
+    project(REGISTERED)
+    pytester.makepyfile(test_head=CHECK.format(width=5, marker="", call=""))
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json", *args)
+    assert result.ret == 0
+    assert set(json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]) == ran
