@@ -194,9 +194,12 @@ class SessionHooks:
             return
         if not session.verdicts:
             return
-        terminalreporter.write_sep("=", "netbudget summary")
-        for line in reports.summary_lines(session.verdicts, session.removed_models()):
-            terminalreporter.write_line(line)
+        # -q: only when something failed; default: one line per model; -v: every metric.
+        verbosity = terminalreporter.config.get_verbosity()
+        if verbosity >= 0 or not all(verdict.passed for verdict in session.verdicts):
+            terminalreporter.write_sep("=", "netbudget summary")
+            for line in reports.summary_lines(session.verdicts, session.removed_models(), full=verbosity > 0):
+                terminalreporter.write_line(line)
         depth = session.options.layers
         if depth is not None:
             for verdict in session.verdicts:
