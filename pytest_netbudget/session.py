@@ -267,9 +267,7 @@ class NetbudgetSession:
         if step_summary:
             try:
                 with open(step_summary, "a", encoding="utf-8") as stream:
-                    stream.write(
-                        reports.markdown(self.verdicts, removed, self.compared_with, self.baseline_file) + "\n"
-                    )
+                    stream.write(reports.markdown(self._report(removed)) + "\n")
             except OSError as error:
                 self.notes.append(f"could not append to GITHUB_STEP_SUMMARY ({step_summary}): {error.strerror}")
         if self.options.update and interrupted:
@@ -297,11 +295,12 @@ class NetbudgetSession:
         else:
             self.notes.append(f"{self.baseline_file} is out of date: {'; '.join(problems)}; {refresh}")
 
+    def _report(self, removed: list[str]) -> reports.Report:
+        return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file)
+
     def _write_report(self, path: Path, removed: list[str]) -> None:
         text = (
-            reports.markdown(self.verdicts, removed, self.compared_with, self.baseline_file)
-            if path.suffix == ".md"
-            else reports.to_json(self.verdicts, removed, self.compared_with, self.baseline_file)
+            reports.markdown(self._report(removed)) if path.suffix == ".md" else reports.to_json(self._report(removed))
         )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
