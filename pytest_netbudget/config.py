@@ -107,6 +107,7 @@ class Settings:
     models: list[ModelSpec]
     device: str = "auto"
     strict: bool = False
+    max_increase: dict[str, Increase] = field(default_factory=dict)
 
 
 class Place:
@@ -180,7 +181,9 @@ def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
         if not isinstance(model_table, dict):
             raise model_where.error(None, "must be a table with at least 'factory' and an input")
         models.append(_model(name, model_table, model_where, device, dtype, increase, strict))
-    return Settings(path=path, baseline=(path.parent / baseline), models=models, device=device, strict=strict)
+    return Settings(
+        path=path, baseline=path.parent / baseline, models=models, device=device, strict=strict, max_increase=increase
+    )
 
 
 def model_spec(name: str, table: dict[str, Any], place: Place) -> ModelSpec:
@@ -322,6 +325,22 @@ def parse_limits(table: dict[str, Any], where: Place) -> dict[str, float]:
             raise where.error(key, f"must be a positive budget, got {value!r}")
         limits[key[len("max_") :]] = number
     return limits
+
+
+#: What a check from a test takes besides its limits (marker or ``check()`` keywords).
+CHECK_RULES = ("max_increase", "strict")
+
+
+def parse_check(
+    table: dict[str, Any], where: Place, increase: dict[str, Increase] | None = None, strict: bool = False
+) -> tuple[dict[str, float], dict[str, Increase], bool]:
+    """A check's keywords (``max_params=...``, ``max_increase=...``, ``strict=...``) -> its limits,
+    ``max_increase`` and ``strict``; the last two default to ``[tool.netbudget]``'s ``increase``
+    and ``strict``, as a registered model's do."""
+    where.unknown_keys(table, metrics.LIMIT_KEYS + CHECK_RULES)
+    limits = parse_limits({key: value for key, value in table.items() if key not in CHECK_RULES}, where)
+    own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else dict(increase or {})
+    return limits, own_increase, _bool(table.get("strict", strict), where, "strict")
 
 
 def _max_increase(value: Any, where: Place) -> dict[str, Increase]:

@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from .config import ConfigError, Place, parse_limits
+from .config import ConfigError, Place, parse_check
 
 
 def budget(**limits: Any) -> pytest.MarkDecorator:
     """``@budget(max_params="12M", max_macs="2G")`` is ``@pytest.mark.netbudget(...)`` with its
-    keys and quantities validated now, so a misspelt limit fails at import with a suggestion."""
+    keys and quantities validated now, so a misspelt limit fails at import with a suggestion.
+    ``max_increase`` and ``strict`` are taken too, as by ``netbudget.check()``."""
     try:
-        parse_limits(limits, Place("budget():"))
+        parse_check(limits, Place("budget():"))
     except ConfigError as error:
         raise ValueError(str(error)) from None
     return pytest.mark.netbudget(**limits)

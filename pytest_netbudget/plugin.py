@@ -87,6 +87,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SessionHooks(session), "netbudget-session")
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The marker's limits apply to ``netbudget.check()``: a marked test without the fixture
+    would pass without checking anything, so it is an error that says so."""
+    if item.get_closest_marker("netbudget") is not None and "netbudget" not in getattr(item, "fixturenames", ()):
+        pytest.fail(
+            f"{item.nodeid} is marked netbudget (@pytest.mark.netbudget or @budget) but does not use the "
+            "netbudget fixture, so nothing is checked: add a `netbudget` argument and call "
+            "netbudget.check(model, input_shape=...)",
+            pytrace=False,
+        )
+
+
 def _pyproject(pytest_config: pytest.Config) -> Path:
     inipath = pytest_config.inipath
     if inipath is not None and inipath.name == "pyproject.toml":
@@ -259,7 +271,9 @@ class BudgetChecker:
         name: str | None = None,
         **limits: Any,
     ) -> Any:
-        """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override).
+        """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override),
+        or, with a baseline entry, grew past ``max_increase``; ``strict=True`` fails on uncounted ops.
+        ``max_increase`` and ``strict`` default to ``[tool.netbudget]``'s, as for a registered model.
 
         The check is named after its test's node id (``tests/test_x.py::test_fits[cpu]``, then
         ``...[2]`` for a second check), or ``name``. Whatever goes wrong, it has one result: a
@@ -271,20 +285,32 @@ class BudgetChecker:
         self._checks += 1
         label = name or (nodeid if self._checks == 1 else f"{nodeid}[{self._checks}]")
         result = budgets.Result(name=label, origin=nodeid)
-        # submit() fails the test when the result is an error, so each error below ends the check.
+        # submit() fails the test when the result is an error, so each error below ends the check;
+        # it is called outside the except blocks, so no "During handling of ..." chain is shown.
         problem = self._session.claim(label, nodeid)
         if problem:
             submit(self._item, replace(result, name=conflicting_name(result), error=problem))
+        settings = self._session.settings
         try:
-            limits = config.parse_limits({**self._marker_limits, **limits}, config.Place(f"{nodeid}: netbudget limits"))
+            limits, increase, strict = config.parse_check(
+                {**self._marker_limits, **limits},
+                config.Place(f"{nodeid}: netbudget limits"),
+                settings.max_increase if settings else None,
+                settings.strict if settings else False,
+            )
         except config.ConfigError as error:
-            submit(self._item, replace(result, error=str(error)))
+            problem = str(error)
+        if problem:
+            submit(self._item, replace(result, error=problem))
+        result = replace(result, limits=limits, max_increase=increase, strict=strict)
         chosen = device or self._session.default_device
         try:
             measured = self.profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype)
         except Exception as error:
-            submit(self._item, replace(result, limits=limits, error=check_error_text(error, chosen)))
-        submit(self._item, replace(result, limits=limits, profile=measured))
+            problem = check_error_text(error, chosen)
+        if problem:
+            submit(self._item, replace(result, error=problem))
+        submit(self._item, replace(result, profile=measured))
         return measured
 
 

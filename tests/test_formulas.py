@@ -99,6 +99,7 @@ def test_every_registered_formula_has_a_family_and_a_rule():
             "backward",
             "optimizers",
             "indexing",
+            "quantized",
             "losses",
             "free",
             "user",
@@ -310,6 +311,8 @@ def test_formulas_grep_conv_lists_the_convolutions_and_nothing_else(capsys):
         ("aten::convolution_backward", "backward"),
         ("aten::cudnn_convolution", "conv"),
         ("aten::cudnn_convolution_transpose", "conv"),
+        ("quantized::conv2d", "quantized"),
+        ("quantized::conv2d_relu", "quantized"),
     ]
 
 

@@ -1,8 +1,9 @@
-"""Output shapes on meta for ops whose meta kernel refuses inputs that CPU runs.
+"""Output shapes on meta for ops whose meta kernel refuses inputs that CPU runs, or is missing.
 
 PyTorch's meta kernel of ``_grouped_mm`` applies the CUDA kernel's checks (bfloat16
 only, 16-byte strides), so a float32 mixture-of-experts layer that runs on CPU fails on
-meta. On meta only the output's shape and dtype matter: these functions give them.
+meta; ``quantized::linear_dynamic`` has no meta kernel at all. On meta only the output's
+shape and dtype matter: these functions give them.
 """
 
 from __future__ import annotations
@@ -30,10 +31,18 @@ def _grouped_mm(
     return torch.empty(shape, dtype=out_dtype or mat_a.dtype, device="meta")
 
 
+def _linear_dynamic(x: torch.Tensor, packed: torch.ScriptObject, reduce_range: bool = False) -> torch.Tensor:
+    """A dynamically quantized linear layer: float in, float out; its width from the packed weight."""
+    out_features = torch.ops.quantized.linear_unpack(packed)[0].shape[0]
+    return torch.empty([*x.shape[:-1], out_features], dtype=x.dtype, device="meta")
+
+
 #: aten overload -> a function of the op's arguments that returns its meta output.
 META_KERNELS: dict[Any, Callable[..., Any]] = {}
 if hasattr(torch.ops.aten, "_grouped_mm"):
     META_KERNELS[torch.ops.aten._grouped_mm.default] = _grouped_mm
+if hasattr(torch.ops.quantized, "linear_dynamic"):
+    META_KERNELS[torch.ops.quantized.linear_dynamic.default] = _linear_dynamic
 
 
 def run_on_meta(func: Any, args: tuple, kwargs: dict) -> Any:

@@ -20,7 +20,9 @@ from ..formulas import FormulaSet
 from .data import LayerStats, OpStats, Profile, TrainStep
 from .fused_on_meta import FusedKernelsOnMeta
 from .model_forms import call_with_state, check_not_lazy, set_mode, unwrap
+from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
+from .quantized import packed_tensors, stored_bytes
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
@@ -59,21 +61,6 @@ def build_model(factory: Callable[..., Any], kwargs: Mapping[str, Any] | None, d
         return factory(**dict(kwargs or {}))
 
 
-def _move(value: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
-    if isinstance(value, torch.Tensor):
-        cast = dtype if dtype is not None and value.is_floating_point() else value.dtype
-        if device.type == "meta":
-            return torch.empty_like(value, device="meta", dtype=cast)
-        return value.to(device=device, dtype=cast)
-    if isinstance(value, tuple):
-        return tuple(_move(item, device, dtype) for item in value)
-    if isinstance(value, list):
-        return [_move(item, device, dtype) for item in value]
-    if isinstance(value, dict):
-        return {key: _move(item, device, dtype) for key, item in value.items()}
-    return value
-
-
 def make_inputs(
     inputs: Any, input_shape: Sequence[int] | None, device: torch.device, dtype: torch.dtype | None
 ) -> tuple[tuple, dict]:
@@ -89,7 +76,7 @@ def make_inputs(
         if device.type == "meta":
             return (torch.empty(shape, dtype=float_dtype, device="meta"),), {}
         return (torch.randn(shape, dtype=float_dtype, device=device),), {}
-    moved = _move(inputs, device, dtype)
+    moved = move(inputs, device, dtype)
     if isinstance(moved, dict):
         return (), moved
     if isinstance(moved, (tuple, list)):
@@ -144,6 +131,9 @@ def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
                 counts["trainable_params"] += count if tensor.requires_grad else 0
             else:
                 counts["buffers"] += count
+        for tensor in packed_tensors(module):  # quantized weights: not trainable, in their own dtype
+            counts["params"] += tensor.numel()
+            inventory.size_bytes += stored_bytes(tensor)
         inventory.rows.append(_InventoryRow(path, type(module).__name__, counts))
     return inventory
 
@@ -157,7 +147,7 @@ def _stateless_state(
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, tensor in named:
         if id(tensor) not in converted:
-            copy = _move(tensor.detach(), device, dtype)
+            copy = move_tensor(tensor.detach(), device, dtype)
             if copy.device.type != "meta" and copy.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
                 copy = copy.clone()  # a train-mode forward updates buffers in place: never the user's
             if isinstance(tensor, torch.nn.Parameter):
@@ -318,6 +308,9 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     with (
         _module_modes(model, train=False),
         padded_encoders(model),
+        moved_attributes(model, prepared.device, prepared.dtype)
+        if prepared.state is not None
+        else contextlib.nullcontext(),
         torch.no_grad(),
         _cuda_peak(prepared.device) as measured,
         fused,
@@ -376,7 +369,12 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
     @contextlib.contextmanager
     def around() -> Iterator[dict[str, float]]:
         fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(device) else contextlib.nullcontext()
-        with _module_modes(prepared.model, train=True), _cuda_peak(device) as measured, fused:
+        with (
+            _module_modes(prepared.model, train=True),
+            moved_attributes(prepared.model, device, prepared.dtype),
+            _cuda_peak(device) as measured,
+            fused,
+        ):
             yield measured
 
     step = run_step(

@@ -12,7 +12,19 @@ the engine as uncounted, never as a silent zero.
 from __future__ import annotations
 
 # Each family registers its formulas when imported.
-from . import attention, backward, conv, free, indexing, linalg, losses, optimizers, pooling, recurrent  # noqa: F401
+from . import (  # noqa: F401
+    attention,
+    backward,
+    conv,
+    free,
+    indexing,
+    linalg,
+    losses,
+    optimizers,
+    pooling,
+    quantized,
+    recurrent,
+)
 from .elementwise import ELEMENTWISE_COST, NORM_COST, REDUCTION_COST, SOFTMAX_COST
 from .pooling import INTERPOLATION_COST
 from .recurrent import RNN_CELL_COST

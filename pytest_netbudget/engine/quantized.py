@@ -1,0 +1,30 @@
+"""Quantized modules: their weights are packed into TorchScript objects, not parameters.
+
+``torch.ao`` quantized ``Linear`` and convolution modules keep weight and bias in an opaque
+packed object (``_packed_params``), so ``parameters()`` sees none of them. The inventory
+unpacks them: the weight's int8 values with their scales and zero points, and the bias,
+count as the module's parameters (not trainable), at the bytes ``state_dict`` saves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def packed_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Weight and bias held in ``module``'s own packed object; none for any other module."""
+    if not isinstance(getattr(module, "_packed_params", None), torch.ScriptObject):
+        return []
+    weight, bias = module._weight_bias()
+    return [tensor for tensor in (weight, bias) if tensor is not None]
+
+
+def stored_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of a tensor's values, and for a quantized one its scales and zero points
+    (float64 and int64, one pair per tensor or per channel)."""
+    values = tensor.numel() * tensor.element_size()
+    if not tensor.is_quantized:
+        return values
+    if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return values + 8 + 8
+    return values + 16 * tensor.q_per_channel_scales().numel()
