@@ -404,3 +404,38 @@ def test_a_new_uncounted_op_is_a_line_in_the_baseline_diff(tmp_path):
         baseline.BaselineError, match=r'models\.net\.uncounted_ops\["mylib::fused"\]: expected a finite'
     ):
         baseline.load(path)
+
+
+# --- no silent pass: nothing measured is said ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(["--netbudget-update"], id="update"),
+        pytest.param(["--netbudget-report=r.md"], id="report"),
+    ],
+)
+def test_a_file_asked_for_without_netbudget_and_no_check_fails_and_says_why(pytester, project, options):
+    # Before: exit 0 and no file: the CI step that posts the report found nothing, the baseline
+    # was never refreshed, and nobody was told.
+    project(TINY)
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    result = pytester.runpytest(*options)
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            f"netbudget: ERROR: no model or check ran, so nothing was written ({options[0]}): "
+            "add --netbudget to profile the models registered in pyproject.toml"
+        ]
+    )
+    assert not (pytester.path / "netbudget-baseline.json").exists() and not (pytester.path / "r.md").exists()
+
+
+def test_netbudget_selecting_no_model_says_nothing_was_written(pytester, project):
+    project(TINY)
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    result = pytester.runpytest("--netbudget", "--netbudget-update", "-k", "test_one")
+    assert result.ret == pytest.ExitCode.OK  # -k chose no model: not a mistake
+    result.stdout.fnmatch_lines(["netbudget: no model or check ran, so nothing was written (--netbudget-update)"])
