@@ -188,11 +188,8 @@ class SessionHooks:
         session = self.session
         if session.is_worker:
             return
-        if session.options.enabled and session.settings is None and not session.verdicts:
-            terminalreporter.write_sep("=", "netbudget")
-            terminalreporter.write_line(f"no [tool.netbudget] table in {session.pyproject}: no models registered")
-            return
         if not session.verdicts:
+            self.print_notes(terminalreporter)
             return
         # -q: only when something failed; default: one line per model; -v: every metric.
         verbosity = terminalreporter.config.get_verbosity()

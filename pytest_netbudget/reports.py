@@ -4,10 +4,12 @@ Markdown for a pull-request comment, and JSON for machines (and ``--netbudget-co
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__, metrics, units
+from . import markdown_text as md
 from .baseline import SCHEMA, entry_from_profile
 from .budgets import ORIGIN_PYPROJECT, LayerChange, MetricCheck, Verdict
 from .config import DEFAULT_BASELINE
@@ -30,33 +32,36 @@ def change(check: MetricCheck, gate: bool = False) -> str:
     return metrics.get(check.metric).format_change(old, check.actual)
 
 
-def update_hint(baseline_file: str = DEFAULT_BASELINE) -> str:
-    return f"accept it with `pytest --netbudget --netbudget-update` and commit {baseline_file}"
+def update_hint(baseline_file: str = DEFAULT_BASELINE, escape: Callable[[str], str] = str) -> str:
+    return f"accept it with `pytest --netbudget --netbudget-update` and commit {escape(baseline_file)}"
 
 
-def limits_place(verdict: Verdict) -> str:
+def limits_place(verdict: Verdict, escape: Callable[[str], str] = str) -> str:
     """Where a model's limits are set: its table in pyproject.toml, or the test that checked it."""
     if verdict.result.origin == ORIGIN_PYPROJECT:
-        return f"{ORIGIN_PYPROJECT} [tool.netbudget.models.{verdict.name}]"
-    return f"the netbudget marker or check() keywords of {verdict.result.origin}"
+        return f"{ORIGIN_PYPROJECT} {escape(f'[tool.netbudget.models.{verdict.name}]')}"
+    return f"the netbudget marker or check() keywords of {escape(verdict.result.origin)}"
 
 
-def next_steps(verdict: Verdict, baseline_file: str = DEFAULT_BASELINE) -> list[str]:
-    """What the author of a failing change can do about each problem, one line each."""
+def next_steps(
+    verdict: Verdict, baseline_file: str = DEFAULT_BASELINE, escape: Callable[[str], str] = str
+) -> list[str]:
+    """What the author of a failing change can do about each problem, one line each; ``escape``
+    is applied to what comes from the project (names, the baseline's file name)."""
     steps = []
     for check in verdict.checks:
         if check.over_budget:
             key = metrics.get(check.metric).limit_key
             steps.append(
-                f"{check.metric} is over {key} = {value(check.metric, check.limit)}, set in {limits_place(verdict)}: "
+                f"{check.metric} is over {key} = {value(check.metric, check.limit)}, set in {limits_place(verdict, escape)}: "
                 "make the model smaller, or raise the limit there"
             )
     if any(check.grew_too_much for check in verdict.checks):
-        steps.append(f"if the growth is intended, {update_hint(baseline_file)}")
+        steps.append(f"if the growth is intended, {update_hint(baseline_file, escape)}")
     if verdict.strict_failure:
         steps.append(
             "register a counting formula for these ops (pytest_netbudget.register_formula), "
-            f"or set strict = false in {limits_place(verdict)}"
+            f"or set strict = false in {limits_place(verdict, escape)}"
         )
     return steps
 
@@ -279,8 +284,8 @@ def markdown(report: Report) -> str:
     ]
     lines = ["## netbudget", "", f"**{headline(verdicts)}**", ""]
     if compared_with:
-        lines += [f"Compared with {compared_with}.", ""]
-    lines += [f"> ⚠️ **conflict:** {conflict}" for conflict in conflicts or []]
+        lines += [f"Compared with {md.inline(compared_with)}.", ""]
+    lines += [f"> ⚠️ **conflict:** {md.inline(conflict)}" for conflict in conflicts or []]
     lines += [""] if conflicts else []
     lines.append("| model | " + " | ".join(columns) + " | status |")
     lines.append("|---|" + "---|" * len(columns) + "---|")
@@ -298,10 +303,12 @@ def markdown(report: Report) -> str:
                 cell += f"<br>{change(check)}"
             cells.append(cell)
         lines.append(
-            f"| `{verdict.name}` | " + " | ".join(cells) + f" | {_STATUS_ICON.get(verdict.status, verdict.status)} |"
+            f"| {md.code(verdict.name)} | "
+            + " | ".join(cells)
+            + f" | {_STATUS_ICON.get(verdict.status, verdict.status)} |"
         )
     for name in report.removed:
-        lines.append(f"| `{name}` | " + " | ".join("-" for _ in columns) + " | removed |")
+        lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
     lines.append("")
     for verdict in verdicts:
         lines += _model_section(verdict, report.baseline_file)
@@ -309,31 +316,39 @@ def markdown(report: Report) -> str:
 
 
 def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
-    """The collapsible block of one new, changed or failing model; none for an unchanged pass."""
+    """The collapsible block of one new, changed or failing model, or one that ran uncounted ops;
+    none for an unchanged pass."""
     failing = not verdict.passed
-    if not (failing or verdict.changed or not verdict.has_reference):
+    if not (failing or verdict.changed or not verdict.has_reference or verdict.uncounted_ops):
         return []
-    title = _STATUS_WORDS[verdict.status] if failing else ("changed" if verdict.has_reference else "new model")
-    lines = [f"<details{' open' if failing else ''}><summary><code>{verdict.name}</code>: {title}</summary>", ""]
+    title = (
+        _STATUS_WORDS[verdict.status]
+        if failing
+        else ("new model" if not verdict.has_reference else "changed" if verdict.changed else "uncounted ops")
+    )
+    lines = [f"<details{' open' if failing else ''}><summary>{md.code(verdict.name)}: {title}</summary>", ""]
     if verdict.error is not None:
-        return [*lines, "```", verdict.error, "```", "", "</details>", ""]
-    lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file)]
-    lines += [""] if failing and lines[-1] != "" else []
+        return [*lines, *md.fence([verdict.error]), "", "</details>", ""]
+    lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file, md.inline)]
+    if verdict.uncounted_ops:
+        ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
+        lines.append(f"- **uncounted ops** (no formula, not in MACs/FLOPs): {ops}")
+    lines += [""] if lines[-1] != "" else []
     if verdict.reference_changes:
         columns = diff_columns(verdict.reference_changes)
         header = "| layer | change | " + " | ".join(columns) + " |"
         lines += [header, "|---|---|" + "---|" * len(columns)]
         for item in verdict.reference_changes[:LAYER_DIFF_LIMIT]:
             figures = " | ".join(_old_new(item, name) for name in columns)
-            lines.append(f"| `{item.path}` ({item.type}) | {item.kind} | {figures} |")
+            lines.append(f"| {md.code(item.path)} ({md.inline(item.type)}) | {item.kind} | {figures} |")
         if len(verdict.reference_changes) > LAYER_DIFF_LIMIT:
             more = len(verdict.reference_changes) - LAYER_DIFF_LIMIT
             lines.append(f"| ... | {more} more |" + " |" * len(columns))
         lines.append("")
     if verdict.failures or verdict.strict_failure:
-        lines += ["```", *problem_lines(verdict, with_layers=False), "```", ""]
+        lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
     if verdict.profile.train is not None:
-        lines += ["```", *train_step_lines(verdict.profile), "```", ""]
+        lines += [*md.fence(train_step_lines(verdict.profile)), ""]
     lines += mermaid_charts(verdict.profile)
     return [*lines, "</details>", ""]
 
@@ -357,9 +372,11 @@ def mermaid_charts(profile: Profile) -> list[str]:
         slices = [(name, figures[metric]) for name, figures in blocks.items() if figures[metric] > 0]
         if not slices:
             continue
-        lines += ["```mermaid", f"pie showData title {title} by block"]
-        lines += [f'    "{name}" : {amount}' for name, amount in slices]
-        lines += ["```", ""]
+        chart = [
+            f"pie showData title {title} by block",
+            *(f'    "{md.mermaid_label(name)}" : {amount}' for name, amount in slices),
+        ]
+        lines += [*md.fence(chart, "mermaid"), ""]
     return lines
 
 

@@ -186,21 +186,21 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
     assert markdown.startswith("## netbudget\n")
     assert "**1 grew past max_increase (of 2 model(s))**" in markdown
     assert "| model | params | macs | flops | size_mb | activations_mb | status |" in markdown
-    tiny_row = next(line for line in markdown.splitlines() if line.startswith("| `tiny` |"))
+    tiny_row = next(line for line in markdown.splitlines() if line.startswith("| <code>tiny</code> |"))
     assert "66 / 100 (66%)<br>+11 (+20.0%)" in tiny_row
     assert "grew" in tiny_row
-    assert any(line.startswith("| `conv` |") and "pass" in line for line in markdown.splitlines())
+    assert any(line.startswith("| <code>conv</code> |") and "pass" in line for line in markdown.splitlines())
     details = markdown[markdown.index("<details open><summary><code>tiny</code>: grew past max_increase") :]
     details = details[: details.index("</details>")]
     assert (
         "- **next:** if the growth is intended, accept it with `pytest --netbudget --netbudget-update` "
         "and commit netbudget-baseline.json"
     ) in details
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 |" in details
-    assert details.index("| `fc` (Linear)") < details.index("tiny grew more")  # the changed layers first
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 |" in details
+    assert details.index("| <code>fc</code> (Linear)") < details.index("tiny grew more")  # the changed layers first
     assert "```mermaid" in details
     assert "Compared with netbudget-baseline.json as checked out (HEAD)." in markdown
-    assert "<code>conv</code>" not in markdown  # unchanged and passing: no section
+    assert "<summary><code>conv</code>" not in markdown  # unchanged and passing: no section
 
     report = json.loads((pytester.path / "out" / "report.json").read_text(encoding="utf-8"))
     assert report["schema"] == 1
@@ -248,7 +248,7 @@ def test_growth_without_max_increase_is_reported_but_passes(pytester, project):
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "<details><summary><code>tiny</code>: changed</summary>" in markdown
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
 
 
 def test_per_metric_max_increase(pytester, project):
@@ -304,7 +304,7 @@ def test_model_without_baseline_entry_is_new(pytester, project):
     )
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "<details><summary><code>conv</code>: new model</summary>" in markdown
-    assert "<code>tiny</code>" not in markdown
+    assert "<summary><code>tiny</code>" not in markdown
     report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
     assert report["models"]["conv"]["metrics"]["params"]["baseline"] is None
 
@@ -318,7 +318,7 @@ def test_removed_model_is_reported_and_kept_until_update(pytester, project):
     result.stdout.fnmatch_lines(
         ["conv: in the baseline but no longer registered (removed; kept until --netbudget-update)"]
     )
-    assert "| `conv` | - | - | - | - | - | removed |" in (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert "| <code>conv</code> | - | - | - | - | - | removed |" in (pytester.path / "r.md").read_text(encoding="utf-8")
     assert json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["removed"] == ["conv"]
     assert sorted(read_baseline(pytester)["models"]) == ["conv", "tiny"]  # kept
 
@@ -349,7 +349,7 @@ def test_compare_with_a_json_report_shows_the_change_but_the_baseline_is_the_gat
     )
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "Compared with the report base.json; budgets and max_increase: the checked-out" in markdown
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
     assert not (pytester.path / BASELINE).exists()
 
 

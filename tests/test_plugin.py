@@ -201,11 +201,19 @@ def test_with_netbudget_ordinary_tests_still_run(pytester, project):
     result.stdout.fnmatch_lines(["*test_plain.py::test_one PASSED*"])
 
 
-def test_netbudget_without_table_says_no_models(pytester):
+def test_netbudget_without_table_is_a_usage_error_naming_the_file(pytester):
+    # Before: exit 5 ("no tests ran") or 0 beside other tests, nothing profiled: a misconfigured CI passed.
     pytester.makepyprojecttoml("[project]\nname = 'x'\n")
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
     result = pytester.runpytest("--netbudget")
-    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
-    result.stdout.fnmatch_lines(["*no [[]tool.netbudget[]] table in*pyproject.toml*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*--netbudget: {pytester.path / 'pyproject.toml'} has no [[]tool.netbudget[]] table;*"]
+    )
+    (pytester.path / "pyproject.toml").unlink()
+    result = pytester.runpytest("--netbudget")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--netbudget: {pytester.path / 'pyproject.toml'} does not exist;*"])
 
 
 def test_loading_the_plugin_does_not_import_torch(pytester):
@@ -388,6 +396,7 @@ def test_profile_returns_figures(netbudget):
 
 @pytest.mark.parametrize("flag", [[], ["--netbudget"]])
 def test_fixture_check_with_marker_and_budget(pytester, flag):
+    pytester.makepyprojecttoml('[tool.netbudget]\ndevice = "cpu"\n')
     pytester.makepyfile(test_checks=FIXTURE_TESTS)
     result = pytester.runpytest(*flag, "-v")
     result.assert_outcomes(passed=4, failed=3)

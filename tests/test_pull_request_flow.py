@@ -73,11 +73,11 @@ def test_the_whole_story_grow_accept_merge(pytester, project, git):
     green.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
     markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
     assert "**All 2 model(s) within budget**" in markdown
-    tiny_row = next(line for line in markdown.splitlines() if line.startswith("| `tiny` |"))
+    tiny_row = next(line for line in markdown.splitlines() if line.startswith("| <code>tiny</code> |"))
     assert "66 / 100 (66%)<br>+11 (+20.0%)" in tiny_row
     assert "<details><summary><code>tiny</code>: changed</summary>" in markdown
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in markdown
-    assert "<code>conv</code>" not in markdown  # unchanged against main
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in markdown
+    assert "<summary><code>conv</code>" not in markdown  # unchanged against main
     # against its own (updated) baseline nothing changed, and nothing is stale
     plain = pytester.runpytest("--netbudget", "-v")
     plain.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+=\s+pass$"])
