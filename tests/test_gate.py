@@ -154,6 +154,20 @@ def test_four_parallel_updates_keep_all_four_entries(pytester, project, monkeypa
     assert not [name for name in os.listdir(pytester.path) if name.endswith((".lock", ".tmp"))]
 
 
+def test_a_model_that_fails_keeps_its_previous_entry(pytester, project):
+    # As before this issue: an update writes what was measured; a model that could not be
+    # profiled keeps the entry it had.
+    project(TINY + '[tool.netbudget.models.conv]\nfactory = "mymodels:conv"\ninput_shape = [1, 1, 5, 5]\n')
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    project(TINY + '[tool.netbudget.models.conv]\nfactory = "mymodels:conv"\ninput_shape = [1, 7]\n')
+    result = pytester.runpytest("--netbudget", "--netbudget-update")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["netbudget: baseline updated: * (1 model(s) written)"])
+    entries = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))["models"]
+    # Conv2d(1, 2, 3): 2*9 + 2 = 20 params; Linear(10, 5): 55.
+    assert {name: entry["totals"]["params"] for name, entry in entries.items()} == {"conv": 20, "tiny": 55}
+
+
 INTERRUPTING_TEST = """
 def test_ctrl_c():
     raise KeyboardInterrupt
