@@ -11,6 +11,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import MODELS
+from test_plugin_errors import assert_usage_error, output
 
 pytestmark = pytest.mark.usefixtures("preloaded")
 
@@ -19,19 +21,6 @@ TINY = """
 factory = "mymodels:Tiny"
 input_shape = [1, 10]
 """
-
-
-def output(result: pytest.RunResult) -> str:
-    return result.stdout.str() + "\n" + result.stderr.str()
-
-
-def assert_usage_error(result: pytest.RunResult, *fragments: str) -> str:
-    text = output(result)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
-    assert "Traceback" not in text and "INTERNALERROR" not in text
-    for fragment in fragments:
-        assert fragment in text, f"{fragment!r} not in:\n{text}"
-    return text
 
 
 # --- every quantity is finite ----------------------------------------------------------------------
@@ -205,19 +194,11 @@ def test_a_crashed_session_writes_no_baseline_and_says_so(pytester, project):
 
 # --- every registered model and every check has exactly one result -----------------------------------
 
-PATH_MODELS = """
-import torch
-from torch import nn
+# conftest's tiny models, and one failure on each path below
+PATH_MODELS = (
+    MODELS
+    + """
 from pytest_netbudget import Cost, register_formula
-
-
-class Tiny(nn.Module):
-    def __init__(self, n_out=5):
-        super().__init__()
-        self.fc = nn.Linear(10, n_out)
-
-    def forward(self, x):
-        return self.fc(x)
 
 
 def __getattr__(name):
@@ -244,6 +225,7 @@ class Greedy(nn.Module):
     def forward(self, x):
         return torch.empty(2**45) if x.numel() else x
 """
+)
 
 
 @pytest.fixture
