@@ -225,6 +225,8 @@ class Tracer(TorchDispatchMode):
         self._index = {id(module): index for index, (_, module) in enumerate(self.modules)}
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
         self._stack: list[int] = []
+        #: Set on the direct path: undoes what the forward writes to the model's own tensors.
+        self.own_writes: Any = None
         self._suppressed = 0  # > 0 inside a module counted by a user's module formula
         self._handles: list[Any] = []
 
@@ -290,6 +292,8 @@ class Tracer(TorchDispatchMode):
             return func(*args, **kwargs)
         if isinstance(func, torch._ops.HigherOrderOperator):  # no public alias of the class
             return run_higher_order(self, func, args, kwargs, self._traced)
+        if self.own_writes is not None:
+            self.own_writes.before(func, args, kwargs)
         formula = self.formula_set.for_op(func)
         if formula is None:
             # CompositeImplicit ops without a formula: count what they decompose into,
