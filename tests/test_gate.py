@@ -125,7 +125,10 @@ def test_four_parallel_updates_keep_all_four_entries(pytester, project, monkeypa
     barrier.mkdir()
     monkeypatch.setenv("RACE_BARRIER", str(barrier))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pytester.path), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--netbudget", "--netbudget-update"]
+    # Only this plugin: the processes start faster with no other plugin to load.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    command = [sys.executable, "-m", "pytest", "-p", "pytest_netbudget.plugin", "-p", "no:cacheprovider", "-q"]
+    command += ["--netbudget", "--netbudget-update"]
     runs = [
         subprocess.Popen([*command, "-k", f"m{width}"], cwd=pytester.path, stdout=subprocess.PIPE, text=True)
         for width in (1, 2, 3, 4)
@@ -295,6 +298,10 @@ def test_broken(netbudget):
     netbudget.check(Broken(), input_shape=(1, 10))
 
 
+def test_bad_dtype(netbudget):
+    netbudget.check(nn.Linear(10, 5), input_shape=(1, 10), dtype="float17")
+
+
 @pytest.mark.netbudget(max_params="lots")
 def test_bad_limit(netbudget):
     netbudget.check(nn.Linear(10, 5), input_shape=(1, 10))
@@ -306,12 +313,17 @@ def test_a_check_that_cannot_be_profiled_is_an_error_in_every_output(pytester, p
     project()
     pytester.makepyfile(test_checks=CHECK_TESTS)
     result = pytester.runpytest("--netbudget-report=r.json")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
     summary = output(result)[output(result).index("netbudget summary") :]
+    assert "test_checks.py::test_bad_dtype: profiling failed: ChoiceError: dtype: unknown dtype 'float17'" in summary
     assert "test_checks.py::test_broken: profiling failed: ValueError: the check's forward failed" in summary
     assert "test_checks.py::test_bad_limit: test_checks.py::test_bad_limit: netbudget limits max_params:" in summary
     models = json_report(pytester)["models"]
-    assert sorted(models) == ["test_checks.py::test_bad_limit", "test_checks.py::test_broken"]
+    assert sorted(models) == [
+        "test_checks.py::test_bad_dtype",
+        "test_checks.py::test_bad_limit",
+        "test_checks.py::test_broken",
+    ]
     assert {entry["status"] for entry in models.values()} == {"error"}
 
 
