@@ -158,15 +158,31 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
     return lines
 
 
-def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None) -> list[str]:
-    """The end-of-session table: each metric as actual / budget, percent used, change, status."""
+def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, full: bool = True) -> list[str]:
+    """The end-of-session summary: with ``full`` (``-v``) each metric as actual / budget, percent
+    used, change and status, and the training steps; otherwise one line per model."""
     failing = sum(not verdict.passed for verdict in verdicts)
     broken = sum(verdict.error is not None for verdict in verdicts)
     if broken:
         first = f"{len(verdicts)} model(s), {broken} could not be profiled, {failing} failing"
     else:
         first = f"{len(verdicts)} model(s) profiled, " + (f"{failing} failing" if failing else "all within budget")
-    lines = [first]
+    lines = [first, *_columns(_full_rows(verdicts) if full else _model_rows(verdicts), indent="")]
+    for verdict in verdicts:
+        if full and verdict.profile is not None and verdict.profile.train is not None:
+            step = train_step_lines(verdict.profile)
+            lines += [f"{verdict.name}: {step[0]}", *step[1:]]
+        if verdict.uncounted_ops:
+            ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
+            lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
+        if verdict.error is not None:
+            lines.append(f"{verdict.name}: {verdict.error}")
+    for name in removed or []:
+        lines.append(f"{name}: in the baseline but no longer registered (removed; kept until --netbudget-update)")
+    return lines
+
+
+def _full_rows(verdicts: list[Verdict]) -> list[list[str]]:
     rows = [["model", "metric", "actual", "budget", "used", "vs baseline", "status"]]
     for verdict in verdicts:
         if verdict.status == "error":
@@ -185,19 +201,33 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None) -> 
                     (verdict.status if index == 0 else "") if check.status == "ok" else check.status,
                 ]
             )
-    lines += _columns(rows, indent="")
+    return rows
+
+
+def closest_check(verdict: Verdict) -> MetricCheck | None:
+    """The metric a one-line summary shows: a failing one (over budget first), else the one that
+    uses most of its budget, else the first."""
+    if not verdict.checks:
+        return None
+    ranked = sorted(
+        verdict.checks,
+        key=lambda check: (not check.over_budget, not check.grew_too_much, -(check.used or -1.0)),
+    )
+    return ranked[0]
+
+
+def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
+    rows = [["model", "status", "nearest its limit", "vs baseline"]]
     for verdict in verdicts:
-        if verdict.profile is not None and verdict.profile.train is not None:
-            step = train_step_lines(verdict.profile)
-            lines += [f"{verdict.name}: {step[0]}", *step[1:]]
-        if verdict.uncounted_ops:
-            ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
-            lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
-        if verdict.error is not None:
-            lines.append(f"{verdict.name}: {verdict.error}")
-    for name in removed or []:
-        lines.append(f"{name}: in the baseline but no longer registered (removed; kept until --netbudget-update)")
-    return lines
+        check = closest_check(verdict)
+        if check is None:
+            rows.append([verdict.name, verdict.status, "-", "-"])
+            continue
+        figure = f"{check.metric} {value(check.metric, check.actual)}"
+        if check.limit is not None:
+            figure += f" / {value(check.metric, check.limit)} ({check.used * 100:.1f}%)"
+        rows.append([verdict.name, verdict.status, figure, change(check) if verdict.has_reference else "new"])
+    return rows
 
 
 #: How each status reads in the headline and in a failing model's section.

@@ -139,7 +139,7 @@ def test_baseline_path_from_pyproject(pytester, project):
 
 def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project, monkeypatch):
     write(pytester, project)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     baseline_before = (pytester.path / BASELINE).read_bytes()
 
     # the pull request widens tiny's layer: 55 -> 66 params (+11, +20.0%), 50 -> 60 MACs
@@ -223,27 +223,27 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
 
     # the change is accepted: update, then the same code passes
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
-    pytester.runpytest("--netbudget", "--netbudget-update")
+    pytester.runpytest("--netbudget", "-v", "--netbudget-update")
     assert read_baseline(pytester)["models"]["tiny"]["totals"]["params"] == 66
-    accepted = pytester.runpytest("--netbudget")
+    accepted = pytester.runpytest("--netbudget", "-v")
     accepted.assert_outcomes(passed=2)
     accepted.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+=\s+pass$"])
 
 
 def test_growth_within_max_increase_passes_and_shows_the_change(pytester, project):
     write(pytester, project, top='device = "cpu"\nmax_increase = "25%"')
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     write(pytester, project, width=6, top='device = "cpu"\nmax_increase = "25%"')
-    result = pytester.runpytest("--netbudget")
+    result = pytester.runpytest("--netbudget", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
 
 
 def test_growth_without_max_increase_is_reported_but_passes(pytester, project):
     write(pytester, project, top='device = "cpu"')
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     write(pytester, project, width=6, top='device = "cpu"')
-    result = pytester.runpytest("--netbudget", "--netbudget-report=r.md")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-report=r.md")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
@@ -286,18 +286,18 @@ def test_model_max_increase_overrides_the_top_level(pytester, project):
 
 def test_shrinking_passes(pytester, project):
     write(pytester, project, width=6)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     write(pytester, project, width=5)
-    result = pytester.runpytest("--netbudget")
+    result = pytester.runpytest("--netbudget", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+55\s+100\s+55\.0%\s+-11 \(-16\.7%\)\s+pass$"])
 
 
 def test_model_without_baseline_entry_is_new(pytester, project):
     write(pytester, project, toml=TINY_AND_CONV.split("[tool.netbudget.models.conv]")[0])
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     write(pytester, project)
-    result = pytester.runpytest("--netbudget", "--netbudget-report=r.md", "--netbudget-report=r.json")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-report=r.md", "--netbudget-report=r.json")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines(
         [r"^conv\s+params\s+20\s+100\s+20\.0%\s+new\s+pass$", r"^tiny\s+params\s+55\s+.*=\s+pass$"]
@@ -336,10 +336,10 @@ def test_update_drops_a_removed_model(pytester, project):
 
 def test_compare_with_a_json_report_shows_the_change_but_the_baseline_is_the_gate(pytester, project):
     write(pytester, project)
-    assert pytester.runpytest("--netbudget", "--netbudget-report=base.json").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-report=base.json").ret == 0
     write(pytester, project, width=6)
     # no baseline file: the report only sets the "change" column, nothing is judged against it
-    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json", "--netbudget-report=r.md")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-compare=base.json", "--netbudget-report=r.md")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines(
         [
@@ -355,15 +355,15 @@ def test_compare_with_a_json_report_shows_the_change_but_the_baseline_is_the_gat
 
 def test_compare_leaves_the_gate_to_the_baseline_file(pytester, project):
     write(pytester, project, width=5)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0  # baseline file: 55
-    assert pytester.runpytest("--netbudget", "--netbudget-report=base.json").ret == 0  # report: 55
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0  # baseline file: 55
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-report=base.json").ret == 0  # report: 55
     write(pytester, project, width=6)
-    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-compare=base.json")
     result.assert_outcomes(passed=1, failed=1)  # grew over the baseline file
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+grew$"])
     # accepted in the baseline file: green, and the change against the report still shows
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
-    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json")
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-compare=base.json")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
 

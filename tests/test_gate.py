@@ -269,7 +269,7 @@ def test_a_failure_on_a_models_path_is_its_own_error_everywhere(pytester, projec
     # "all within budget" and the JSON report left the model out; a negative formula cost passed
     # silently; running out of CPU memory named neither the device nor device = "meta".
     project(TINY + f"[tool.netbudget.models.broken]\n{table}\n", models=PATH_MODELS)
-    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json", "--netbudget-report=r.md")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-report=r.json", "--netbudget-report=r.md")
     result.assert_outcomes(passed=1, failed=1)
     text = output(result)
     assert "Traceback" not in text
