@@ -9,8 +9,10 @@ as they are created and freed, which gives the activation peak on any device.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +227,7 @@ class Tracer(TorchDispatchMode):
         self._index = {id(module): index for index, (_, module) in enumerate(self.modules)}
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
         self._stack: list[int] = []
+        self._paths: dict[str, int] | None = None  # module path -> index, made when first asked
         #: Set on the direct path: undoes what the forward writes to the model's own tensors.
         self.own_writes: Any = None
         self._suppressed = 0  # > 0 inside a module counted by a user's module formula
@@ -258,6 +261,21 @@ class Tracer(TorchDispatchMode):
         self.memory.close()
 
     # --- module attribution ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def charged_to(self, path: str) -> Iterator[None]:
+        """Ops run in this block are charged to the module at ``path``, or to its nearest
+        ancestor that the model has (an exported graph's nodes name the module that made
+        them, but the graph keeps only the modules that hold weights)."""
+        if self._paths is None:
+            self._paths = {name: index for index, (name, _) in enumerate(self.modules)}
+        while path not in self._paths:
+            path = path.rpartition(".")[0]
+        self._stack.append(self._paths[path])
+        try:
+            yield
+        finally:
+            self._stack.pop()
 
     def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         index = self._index[id(module)]
