@@ -49,6 +49,7 @@ _METADATA_OPS = _existing_ops(
     (_aten, "numel", "default"),
     (_aten, "sym_numel", "default"),
     (_aten, "dim", "default"),
+    (_aten, "_nested_tensor_size", "default"),
     (torch.ops.prim, "layout", "default"),
     (torch.ops.prim, "device", "default"),
 )
@@ -116,7 +117,16 @@ def argument_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
 
 
 def shapes_of(value: Any) -> list[list[int]]:
-    return [list(leaf.shape) for leaf in tensor_leaves(value)]
+    return [_shape(leaf) for leaf in tensor_leaves(value)]
+
+
+def _shape(tensor: torch.Tensor) -> list[int]:
+    """A tensor's shape; a nested tensor's padded shape (its sequences' count, then each
+    dimension's largest size), as ``to_padded_tensor`` would give it."""
+    if not (tensor.is_nested and tensor.layout == torch.strided):
+        return list(tensor.shape)
+    sizes = tensor._nested_tensor_size().tolist()  # one row of sizes per sequence
+    return [len(sizes), *(max(column) for column in zip(*sizes))]
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
@@ -332,7 +342,10 @@ class Tracer(TorchDispatchMode):
 
     def _decompose(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """Run a CompositeImplicit op's decomposition with this mode active again, so that
-        its parts are counted."""
+        its parts are counted. Nested tensors have kernels of their own for such ops
+        (``linear``), which the dense decomposition cannot run: those run whole."""
+        if any(tensor.is_nested for tensor in argument_tensors(args, kwargs)):
+            return NotImplemented
         return self._traced(func.decompose, *args, **kwargs)
 
     def _traced(self, function: Any, *args: Any, **kwargs: Any) -> Any:
