@@ -48,14 +48,18 @@ def test_compiled_model_is_profiled_as_its_original():
 
 
 def test_exported_program_and_its_module():
-    """The exported graph calls ops on the flattened weights: totals as eager, all on the root's row."""
+    """The exported graph calls ops on the flattened weights; each node names the module it came
+    from, so the rows are the eager model's. The graph keeps only modules that hold weights: the
+    ReLU's work (15) is its parent's, the root's row."""
     x = torch.randn(3, 4)
+    eager = {row.path: (row.macs, row.flops) for row in profile(mlp(), x, device="cpu").layers}
     program = torch.export.export(mlp(), (x,))
     for model in (program, program.module()):
         p = profile_both(model, x)
         assert (p.macs, p.flops, p.params) == (MACS, FLOPS, 37)
-        assert p.layers[0].path == "" and p.layers[0].macs == MACS
-        assert not any("_orig_mod" in row.path for row in p.layers)
+        rows = {row.path: (row.macs, row.flops) for row in p.layers}
+        assert (rows["0"], rows["2"]) == (eager["0"], eager["2"]) == ((60, 135), (30, 66))
+        assert rows[""] == (0, 15)
 
 
 def test_scripted_submodule_is_charged_to_its_own_row():

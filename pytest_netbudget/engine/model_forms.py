@@ -3,8 +3,9 @@
 - ``torch.compile`` wraps the model in an ``OptimizedModule``: the original module is profiled,
   so layer paths carry no ``_orig_mod.`` prefix and figures are the eager model's.
 - ``torch.export`` gives an ``ExportedProgram``: its ``module()`` is profiled. Its graph calls
-  ops directly on the flattened weights, so all its work is the root's row; it has no train
-  or eval mode to set (its mode is fixed when it is exported).
+  ops directly on the flattened weights, so no module hook fires; it is run node by node and
+  each node's ops are charged to the module its ``nn_module_stack`` names, as in the eager
+  model. It has no train or eval mode to set (its mode is fixed when it is exported).
 - TorchScript modules refuse per-module hooks and ``torch.func.functional_call``: they are
   followed with process-wide module hooks that answer for them only, and called on converted
   copies by swapping their tensors in and back out.
@@ -75,6 +76,34 @@ def script_module_hooks(
         torch.nn.modules.module.register_module_forward_pre_hook(before),
         torch.nn.modules.module.register_module_forward_hook(after, always_call=True),
     ]
+
+
+def is_exported(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is an exported program's module: a graph whose nodes name their modules."""
+    return isinstance(model, torch.fx.GraphModule) and any("nn_module_stack" in node.meta for node in model.graph.nodes)
+
+
+class _ByModule(torch.fx.Interpreter):
+    """Runs an exported graph node by node, each node's ops charged to its innermost module."""
+
+    def __init__(self, module: torch.fx.GraphModule, tracer: Any) -> None:
+        super().__init__(module)
+        self.tracer = tracer
+
+    def run_node(self, node: torch.fx.Node) -> Any:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            return super().run_node(node)
+        with self.tracer.charged_to(next(reversed(stack.values()))[0]):
+            return super().run_node(node)
+
+
+def run_exported(model: torch.fx.GraphModule, args: tuple, kwargs: dict, tracer: Any) -> Any:
+    """The exported module's forward, its ops charged to the layers they came from."""
+    # The graph takes its inputs flattened as its own forward flattens them (fx's pytree, the
+    # module's in_spec: neither has a public form).
+    flat = torch.fx._pytree.tree_flatten_spec((list(args), kwargs), model._in_spec)
+    return _ByModule(model, tracer).run(*flat)
 
 
 def call_with_state(model: torch.nn.Module, state: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> Any:

@@ -19,7 +19,15 @@ from .. import devices, metrics, units
 from ..formulas import FormulaSet
 from .data import LayerStats, OpStats, Profile, TrainStep
 from .fused_on_meta import FusedKernelsOnMeta
-from .model_forms import call_with_state, check_not_lazy, set_mode, unwrap
+from .model_forms import (
+    call_with_state,
+    check_not_lazy,
+    is_exported,
+    run_exported,
+    set_mode,
+    swapped_state,
+    unwrap,
+)
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
 from .quantized import packed_tensors, stored_bytes
@@ -324,7 +332,10 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
         fused,
         tracer,
     ):
-        if prepared.state is None:
+        if is_exported(model):
+            with swapped_state(model, prepared.state or {}):
+                run_exported(model, prepared.args, prepared.kwargs, tracer)
+        elif prepared.state is None:
             model(*prepared.args, **prepared.kwargs)
         else:
             call_with_state(model, prepared.state, prepared.args, prepared.kwargs)

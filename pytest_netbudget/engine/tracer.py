@@ -9,8 +9,10 @@ as they are created and freed, which gives the activation peak on any device.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,7 @@ _METADATA_OPS = _existing_ops(
     (_aten, "numel", "default"),
     (_aten, "sym_numel", "default"),
     (_aten, "dim", "default"),
+    (_aten, "_nested_tensor_size", "default"),
     (torch.ops.prim, "layout", "default"),
     (torch.ops.prim, "device", "default"),
 )
@@ -114,7 +117,16 @@ def argument_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
 
 
 def shapes_of(value: Any) -> list[list[int]]:
-    return [list(leaf.shape) for leaf in tensor_leaves(value)]
+    return [_shape(leaf) for leaf in tensor_leaves(value)]
+
+
+def _shape(tensor: torch.Tensor) -> list[int]:
+    """A tensor's shape; a nested tensor's padded shape (its sequences' count, then each
+    dimension's largest size), as ``to_padded_tensor`` would give it."""
+    if not (tensor.is_nested and tensor.layout == torch.strided):
+        return list(tensor.shape)
+    sizes = tensor._nested_tensor_size().tolist()  # one row of sizes per sequence
+    return [len(sizes), *(max(column) for column in zip(*sizes))]
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
@@ -225,6 +237,7 @@ class Tracer(TorchDispatchMode):
         self._index = {id(module): index for index, (_, module) in enumerate(self.modules)}
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
         self._stack: list[int] = []
+        self._paths: dict[str, int] | None = None  # module path -> index, made when first asked
         #: Set on the direct path: undoes what the forward writes to the model's own tensors.
         self.own_writes: Any = None
         self._suppressed = 0  # > 0 inside a module counted by a user's module formula
@@ -258,6 +271,21 @@ class Tracer(TorchDispatchMode):
         self.memory.close()
 
     # --- module attribution ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def charged_to(self, path: str) -> Iterator[None]:
+        """Ops run in this block are charged to the module at ``path``, or to its nearest
+        ancestor that the model has (an exported graph's nodes name the module that made
+        them, but the graph keeps only the modules that hold weights)."""
+        if self._paths is None:
+            self._paths = {name: index for index, (name, _) in enumerate(self.modules)}
+        while path not in self._paths:
+            path = path.rpartition(".")[0]
+        self._stack.append(self._paths[path])
+        try:
+            yield
+        finally:
+            self._stack.pop()
 
     def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         index = self._index[id(module)]
@@ -314,7 +342,10 @@ class Tracer(TorchDispatchMode):
 
     def _decompose(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """Run a CompositeImplicit op's decomposition with this mode active again, so that
-        its parts are counted."""
+        its parts are counted. Nested tensors have kernels of their own for such ops
+        (``linear``), which the dense decomposition cannot run: those run whole."""
+        if any(tensor.is_nested for tensor in argument_tensors(args, kwargs)):
+            return NotImplemented
         return self._traced(func.decompose, *args, **kwargs)
 
     def _traced(self, function: Any, *args: Any, **kwargs: Any) -> Any:
