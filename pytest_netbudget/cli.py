@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
 def _merge(args: argparse.Namespace) -> int:
     """Read the reports, write the merged Markdown and JSON (Markdown on stdout when neither is asked for)."""
     from .files import WriteError, write_atomic
-    from .reports import ReportError, merge_reports
+    from .reports import ReportError, markdown, merge_reports, to_json
 
     documents = {}
     for name in args.reports:
@@ -167,15 +167,15 @@ def _merge(args: argparse.Namespace) -> int:
         merged = merge_reports(documents)
     except ReportError as error:
         raise CommandError(str(error)) from None
-    outputs = [(args.markdown, merged.markdown), (args.json_out, merged.to_json)]
+    outputs = [(args.markdown, markdown), (args.json_out, to_json)]
     for target, render in outputs:
         if target is not None:
             try:
-                write_atomic(Path(target), render(), "the merged report")
+                write_atomic(Path(target), render(merged), "the merged report")
             except WriteError as error:
                 raise CommandError(str(error)) from None
     if args.markdown is None and args.json_out is None:
-        print(merged.markdown())
+        print(markdown(merged))
     for conflict in merged.conflicts:
         print(f"netbudget: conflict: {conflict}", file=sys.stderr)
     return 1 if merged.conflicts else 0

@@ -261,15 +261,22 @@ def in_report_order(verdicts: list[Verdict]) -> list[Verdict]:
     return sorted(verdicts, key=lambda verdict: (verdict.result.origin != ORIGIN_PYPROJECT, verdict.name))
 
 
-def markdown(
-    verdicts: list[Verdict],
-    removed: list[str] | None = None,
-    compared_with: str | None = None,
-    baseline_file: str = DEFAULT_BASELINE,
-    conflicts: list[str] | None = None,
-) -> str:
+@dataclass
+class Report:
+    """What a report shows: the verdicts, the baseline entries no longer registered, what the
+    changes are against, the baseline file, and (from ``netbudget merge``) conflicting shards."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    compared_with: str | None = None
+    baseline_file: str = DEFAULT_BASELINE
+    conflicts: list[str] = field(default_factory=list)
+
+
+def markdown(report: Report) -> str:
     """A pull-request comment: headline, what it compares with, one table of models, then a
     section per new, changed or failing model (a failing one open, its layer changes first)."""
+    verdicts, compared_with, conflicts = report.verdicts, report.compared_with, report.conflicts
     columns = [
         name
         for name in metrics.HEADLINE
@@ -300,11 +307,11 @@ def markdown(
             + " | ".join(cells)
             + f" | {_STATUS_ICON.get(verdict.status, verdict.status)} |"
         )
-    for name in removed or []:
+    for name in report.removed:
         lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
     lines.append("")
     for verdict in verdicts:
-        lines += _model_section(verdict, baseline_file)
+        lines += _model_section(verdict, report.baseline_file)
     return "\n".join(lines)
 
 
@@ -373,16 +380,10 @@ def mermaid_charts(profile: Profile) -> list[str]:
     return lines
 
 
-def to_json(
-    verdicts: list[Verdict],
-    removed: list[str] | None = None,
-    compared_with: str | None = None,
-    baseline_file: str = DEFAULT_BASELINE,
-    conflicts: list[str] | None = None,
-) -> str:
+def to_json(report: Report) -> str:
     """The report as JSON; its ``models`` entries double as a baseline for ``--netbudget-compare``."""
     models = {}
-    for verdict in verdicts:
+    for verdict in report.verdicts:
         origin = verdict.result.origin
         entry: dict[str, Any] = {"origin": origin, "status": verdict.status, "error": verdict.error}
         if verdict.profile is not None:
@@ -412,11 +413,11 @@ def to_json(
         "schema": SCHEMA,
         "kind": "netbudget-report",
         "generator": f"pytest-netbudget {__version__}",
-        "headline": headline(verdicts),
-        "removed": list(removed or []),
-        "compared_with": compared_with,
-        "baseline_file": baseline_file,
-        "conflicts": list(conflicts or []),
+        "headline": headline(report.verdicts),
+        "removed": list(report.removed),
+        "compared_with": report.compared_with,
+        "baseline_file": report.baseline_file,
+        "conflicts": list(report.conflicts),
         "models": models,
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
@@ -426,24 +427,7 @@ class ReportError(ValueError):
     """A file given to ``netbudget merge`` is not a report it can merge; the message names it."""
 
 
-@dataclass
-class MergedReport:
-    """The reports of several shards or matrix jobs as one: what ``markdown`` and ``to_json`` take."""
-
-    verdicts: list[Verdict] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    compared_with: str | None = None
-    baseline_file: str = DEFAULT_BASELINE
-    conflicts: list[str] = field(default_factory=list)
-
-    def markdown(self) -> str:
-        return markdown(self.verdicts, self.removed, self.compared_with, self.baseline_file, self.conflicts)
-
-    def to_json(self) -> str:
-        return to_json(self.verdicts, self.removed, self.compared_with, self.baseline_file, self.conflicts)
-
-
-def merge_reports(documents: dict[str, Any]) -> MergedReport:
+def merge_reports(documents: dict[str, Any]) -> Report:
     """One report from JSON reports (file name -> parsed JSON) of shards or matrix jobs.
 
     A model in several reports with the same result appears once; with different results it is
@@ -458,7 +442,7 @@ def merge_reports(documents: dict[str, Any]) -> MergedReport:
             if "verdict" not in entry:
                 raise ReportError(f"{source}: model {name!r} has no 'verdict' (a report from an older version?)")
     first = next(iter(documents.values()), {})
-    merged = MergedReport(
+    merged = Report(
         compared_with=first.get("compared_with"), baseline_file=first.get("baseline_file", DEFAULT_BASELINE)
     )
     seen: dict[str, tuple[str, dict[str, Any]]] = {}

@@ -276,9 +276,7 @@ class NetbudgetSession:
         if step_summary:
             try:
                 with open(step_summary, "a", encoding="utf-8") as stream:
-                    stream.write(
-                        reports.markdown(self.verdicts, removed, self.compared_with, self.baseline_file) + "\n"
-                    )
+                    stream.write(reports.markdown(self._report(removed)) + "\n")
             except OSError as error:
                 self.notes.append(f"could not append to GITHUB_STEP_SUMMARY ({step_summary}): {error.strerror}")
         if self.options.update and interrupted:
@@ -306,6 +304,9 @@ class NetbudgetSession:
         else:
             self.notes.append(f"{self.baseline_file} is out of date: {'; '.join(problems)}; {refresh}")
 
+    def _report(self, removed: list[str]) -> reports.Report:
+        return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file)
+
     def _nothing_measured(self) -> bool:
         """No model and no check ran: say so when a file was asked for. Without ``--netbudget``
         that is a mistake in the command (fail); with it, ``-k`` may simply have selected none."""
@@ -325,9 +326,7 @@ class NetbudgetSession:
 
     def _write_report(self, path: Path, removed: list[str]) -> None:
         text = (
-            reports.markdown(self.verdicts, removed, self.compared_with, self.baseline_file)
-            if path.suffix == ".md"
-            else reports.to_json(self.verdicts, removed, self.compared_with, self.baseline_file)
+            reports.markdown(self._report(removed)) if path.suffix == ".md" else reports.to_json(self._report(removed))
         )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -238,7 +238,7 @@ def test_markdown_report():
     changed = result_for(NET, {"params": 25_000}, base=baseline.entry_from_profile(old, "pyproject.toml"))
     same = result_for(NET, {}, base=baseline.entry_from_profile(NET, "pyproject.toml"), name="same")
     new = result_for(NET, {}, name="fresh")
-    text = reports.markdown([changed, same, new], removed=["gone"])
+    text = reports.markdown(reports.Report([changed, same, new], removed=["gone"]))
     lines = text.splitlines()
     assert lines[0] == "## netbudget"
     assert "**1 over budget (of 3 model(s))**" in lines
@@ -263,7 +263,7 @@ def test_markdown_report():
 
 def test_markdown_error_section():
     broken = broken_result("broken", "boom")
-    text = reports.markdown([broken])
+    text = reports.markdown(reports.Report([broken]))
     assert "**1 could not be profiled (of 1 model(s))**" in text
     assert "| ❌ error |" in text
     assert "<details open><summary><code>broken</code>: could not be profiled</summary>\n\n```\nboom\n```" in text
@@ -273,7 +273,7 @@ def test_json_report_doubles_as_baseline(tmp_path):
     base = baseline.entry_from_profile(
         make_profile(row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000)), "pyproject.toml"
     )
-    text = reports.to_json([result_for(NET, {"params": 25_000}, base=base)], removed=["gone"])
+    text = reports.to_json(reports.Report([result_for(NET, {"params": 25_000}, base=base)], removed=["gone"]))
     assert text.endswith("}\n")
     data = json.loads(text)
     assert data["schema"] == 1

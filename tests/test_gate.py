@@ -11,6 +11,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import MODELS
+from test_plugin_errors import assert_usage_error, output
 
 pytestmark = pytest.mark.usefixtures("preloaded")
 
@@ -19,19 +21,6 @@ TINY = """
 factory = "mymodels:Tiny"
 input_shape = [1, 10]
 """
-
-
-def output(result: pytest.RunResult) -> str:
-    return result.stdout.str() + "\n" + result.stderr.str()
-
-
-def assert_usage_error(result: pytest.RunResult, *fragments: str) -> str:
-    text = output(result)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
-    assert "Traceback" not in text and "INTERNALERROR" not in text
-    for fragment in fragments:
-        assert fragment in text, f"{fragment!r} not in:\n{text}"
-    return text
 
 
 # --- every quantity is finite ----------------------------------------------------------------------
@@ -136,7 +125,10 @@ def test_four_parallel_updates_keep_all_four_entries(pytester, project, monkeypa
     barrier.mkdir()
     monkeypatch.setenv("RACE_BARRIER", str(barrier))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pytester.path), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--netbudget", "--netbudget-update"]
+    # Only this plugin: the processes start faster with no other plugin to load.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    command = [sys.executable, "-m", "pytest", "-p", "pytest_netbudget.plugin", "-p", "no:cacheprovider", "-q"]
+    command += ["--netbudget", "--netbudget-update"]
     runs = [
         subprocess.Popen([*command, "-k", f"m{width}"], cwd=pytester.path, stdout=subprocess.PIPE, text=True)
         for width in (1, 2, 3, 4)
@@ -152,6 +144,20 @@ def test_four_parallel_updates_keep_all_four_entries(pytester, project, monkeypa
         "m4": 44,
     }
     assert not [name for name in os.listdir(pytester.path) if name.endswith((".lock", ".tmp"))]
+
+
+def test_a_model_that_fails_keeps_its_previous_entry(pytester, project):
+    # As before this issue: an update writes what was measured; a model that could not be
+    # profiled keeps the entry it had.
+    project(TINY + '[tool.netbudget.models.conv]\nfactory = "mymodels:conv"\ninput_shape = [1, 1, 5, 5]\n')
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    project(TINY + '[tool.netbudget.models.conv]\nfactory = "mymodels:conv"\ninput_shape = [1, 7]\n')
+    result = pytester.runpytest("--netbudget", "--netbudget-update")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["netbudget: baseline updated: * (1 model(s) written)"])
+    entries = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))["models"]
+    # Conv2d(1, 2, 3): 2*9 + 2 = 20 params; Linear(10, 5): 55.
+    assert {name: entry["totals"]["params"] for name, entry in entries.items()} == {"conv": 20, "tiny": 55}
 
 
 INTERRUPTING_TEST = """
@@ -191,19 +197,11 @@ def test_a_crashed_session_writes_no_baseline_and_says_so(pytester, project):
 
 # --- every registered model and every check has exactly one result -----------------------------------
 
-PATH_MODELS = """
-import torch
-from torch import nn
+# conftest's tiny models, and one failure on each path below
+PATH_MODELS = (
+    MODELS
+    + """
 from pytest_netbudget import Cost, register_formula
-
-
-class Tiny(nn.Module):
-    def __init__(self, n_out=5):
-        super().__init__()
-        self.fc = nn.Linear(10, n_out)
-
-    def forward(self, x):
-        return self.fc(x)
 
 
 def __getattr__(name):
@@ -230,6 +228,7 @@ class Greedy(nn.Module):
     def forward(self, x):
         return torch.empty(2**45) if x.numel() else x
 """
+)
 
 
 @pytest.fixture
@@ -299,6 +298,10 @@ def test_broken(netbudget):
     netbudget.check(Broken(), input_shape=(1, 10))
 
 
+def test_bad_dtype(netbudget):
+    netbudget.check(nn.Linear(10, 5), input_shape=(1, 10), dtype="float17")
+
+
 @pytest.mark.netbudget(max_params="lots")
 def test_bad_limit(netbudget):
     netbudget.check(nn.Linear(10, 5), input_shape=(1, 10))
@@ -310,12 +313,17 @@ def test_a_check_that_cannot_be_profiled_is_an_error_in_every_output(pytester, p
     project()
     pytester.makepyfile(test_checks=CHECK_TESTS)
     result = pytester.runpytest("--netbudget-report=r.json")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
     summary = output(result)[output(result).index("netbudget summary") :]
+    assert "test_checks.py::test_bad_dtype: profiling failed: ChoiceError: dtype: unknown dtype 'float17'" in summary
     assert "test_checks.py::test_broken: profiling failed: ValueError: the check's forward failed" in summary
     assert "test_checks.py::test_bad_limit: test_checks.py::test_bad_limit: netbudget limits max_params:" in summary
     models = json_report(pytester)["models"]
-    assert sorted(models) == ["test_checks.py::test_bad_limit", "test_checks.py::test_broken"]
+    assert sorted(models) == [
+        "test_checks.py::test_bad_dtype",
+        "test_checks.py::test_bad_limit",
+        "test_checks.py::test_broken",
+    ]
     assert {entry["status"] for entry in models.values()} == {"error"}
 
 

@@ -85,7 +85,9 @@ def test_a_hostile_corpus_leaves_the_report_structure_intact():
     # and @everyone notified the whole organisation.
     verdicts = hostile_verdicts()
     removed = [f"gone {name}" for name in HOSTILE]
-    text = reports.markdown(verdicts, removed, compared_with="main <b>", conflicts=[f"{HOSTILE[1]} differs"])
+    text = reports.markdown(
+        reports.Report(verdicts, removed, compared_with="main <b>", conflicts=[f"{HOSTILE[1]} differs"])
+    )
     outside, fences = outside_fences(text)
 
     model_table, *layer_tables = tables(outside)
@@ -146,7 +148,7 @@ def test_mermaid_labels_keep_only_plain_characters():
 
 
 def test_the_error_fence_outlasts_the_error_text():
-    text = reports.markdown([broken_result("b", "x\n```\n````\ny")])
+    text = reports.markdown(reports.Report([broken_result("b", "x\n```\n````\ny")]))
     outside, fences = outside_fences(text)
     assert ["x", "```", "````", "y"] in fences
 
@@ -160,7 +162,7 @@ def test_uncounted_ops_are_listed_in_the_markdown_of_a_passing_unchanged_model()
     }
     verdict = result_for(profile, base=entry, name="net")
     assert verdict.passed and not verdict.changed
-    text = reports.markdown([verdict])
+    text = reports.markdown(reports.Report([verdict]))
     assert "<details><summary><code>net</code>: uncounted ops</summary>" in text
     assert (
         "- **uncounted ops** (no formula, not in MACs/FLOPs): <code>aten::weird</code> ×1, <code>mylib::fused</code> ×3"
