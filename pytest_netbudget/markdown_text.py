@@ -6,7 +6,8 @@ an HTML tag, start a link, emphasis or math, mention a team, or end a code fence
 
 - ``inline`` for table cells and HTML (``<summary>``): every character that GFM or HTML reads as
   markup becomes a numeric character reference, which renders as the character itself in both
-  places (a backslash escape would show in HTML); an ``@`` gets a zero-width space after it.
+  places (a backslash escape would show in HTML), so no link or autolink forms either; an ``@``
+  gets a zero-width space after it.
 - ``code`` is ``inline`` in a ``<code>`` element: how names are shown.
 - ``fence`` puts lines in a code block whose fence is longer than any backtick run inside.
 - ``mermaid_label`` keeps a chart label to characters Mermaid reads as plain text.
@@ -18,7 +19,9 @@ import re
 
 #: Characters that GFM or HTML read as markup. ``_`` only where it can start emphasis: inside a
 #: word (``mnist_cnn``) it cannot, and stays readable.
-_MARKUP = re.compile(r"[&<>\"'|\\`*\[\]~$\n\r\t]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+#: The ``:`` of ``://`` and the dot of ``www.``: GFM turns ``https://...`` and ``www....`` into links
+#: by themselves (any other link needs ``[``, ``]`` or ``<``, escaped already).
+_MARKUP = re.compile(r"[&<>\"'|\\`*\[\]~$\n\r\t]|:(?=//)|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|(?<=[wW]{3})\.")
 #: After an @, so that "@everyone" renders as text and notifies nobody.
 ZERO_WIDTH_SPACE = "\u200b"
 

@@ -27,6 +27,7 @@ HOSTILE = [
     "*bold* _em_ ~~gone~~ $x^2$",
     "&amp; &lt;b&gt; \\| \\",
     "<!-- unclosed",
+    "https://evil.example/x www.evil.example",
 ]
 ERROR = "boom\n```\n</details><img src=x onerror=alert(1)>\n`````\n@everyone [x](javascript:alert(1))\n\n# heading"
 #: The report's own HTML: everything else must be text.
@@ -107,6 +108,7 @@ def test_a_hostile_corpus_leaves_the_report_structure_intact():
     assert prose.count("<summary>") == prose.count("</summary>") == len(verdicts)
     assert re.search(r"\]\s*\(", prose) is None  # no inline link
     assert "javascript:alert" not in prose or "[" not in prose
+    assert re.search(r"(?i)://|www\.", prose) is None  # nothing GFM autolinks
     assert "@everyone" not in text  # an @ is followed by a zero-width space everywhere
     assert "~~" not in prose and "$x" not in prose and "*bold*" not in prose
 
@@ -126,6 +128,9 @@ def test_a_hostile_corpus_leaves_the_report_structure_intact():
         ("\"'", "&#34;&#39;"),
         ("two\nlines", "two&#10;lines"),
         ("[x](javascript:y)", "&#91;x&#93;(javascript:y)"),
+        ("https://evil.example", "https&#58;//evil.example"),  # no autolink
+        ("see WWW.evil.example", "see WWW&#46;evil.example"),
+        ("tests/test_x.py::test_a", "tests/test_x.py::test_a"),
         ("*b* `c` ~d~ $e$", "&#42;b&#42; &#96;c&#96; &#126;d&#126; &#36;e&#36;"),
         ("_em_ mnist_cnn", "&#95;em&#95; mnist_cnn"),  # inside a word _ cannot emphasise: kept
         ("@team", "@\u200bteam"),
