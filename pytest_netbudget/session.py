@@ -146,6 +146,7 @@ class NetbudgetSession:
             if not Path(compare).exists():
                 raise pytest.UsageError(f"--netbudget-compare={compare}: no such file")
             self.compared_with = f"the report {compare}; budgets and max_increase: {gate}"
+            self.notes.append(f"changes are against {self.compared_with}")
             try:
                 return baseline.load(Path(compare))
             except baseline.BaselineError as error:
@@ -166,6 +167,7 @@ class NetbudgetSession:
             raise pytest.UsageError(str(error)) from None
         there = " (no baseline there: every model is new)" if found is None else ""
         self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
+        self.notes.append(f"changes are against {self.compared_with}")
         return found or {}
 
     @property

@@ -71,6 +71,12 @@ def test_the_whole_story_grow_accept_merge(pytester, project, git):
     assert green.ret == 0
     # ... and the comment still shows the growth against main, down to the layer
     green.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
+    green.stdout.fnmatch_lines(
+        [
+            "netbudget: changes are against netbudget-baseline.json at main; "
+            "budgets and max_increase: the checked-out netbudget-baseline.json"
+        ]
+    )
     markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
     assert "**All 2 model(s) within budget**" in markdown
     tiny_row = next(line for line in markdown.splitlines() if line.startswith("| <code>tiny</code> |"))
