@@ -27,14 +27,18 @@ class BaselineError(Exception):
 
 def entry_from_profile(profile: Profile, origin: str) -> dict[str, Any]:
     """What the baseline keeps of one profile: where it came from (``pyproject.toml`` or a
-    test's node id), totals rounded as stored, and the rows that carry figures."""
+    test's node id), totals rounded as stored, the rows that carry figures, and the ops it ran
+    that no formula counts (only when there are any: a new one is a line in review)."""
     measured = [name for name in metrics.LAYER_DIFF if profile.totals.get(name) is not None]
     layers = {}
     for row in profile.layers:
         figures = {name: row.figures.get(name, 0) for name in measured}
         if any(figures.values()):
             layers[row.name] = {"type": row.type, **figures}
-    return {"origin": origin, "totals": stored_totals(profile), "layers": layers}
+    entry = {"origin": origin, "totals": stored_totals(profile), "layers": layers}
+    if profile.uncounted_ops:
+        entry["uncounted_ops"] = dict(sorted(profile.uncounted_ops.items()))
+    return entry
 
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
@@ -96,10 +100,13 @@ def _entry_problem(entry: Any, where: str) -> str | None:
     for part in ("totals", "layers"):
         if not isinstance(entry.get(part), dict):
             return f"{where}.{part}: expected an object, got {json.dumps(entry.get(part))}"
-    for metric, figure in entry["totals"].items():
-        problem = _figure_problem(figure, f"{where}.totals{_key(metric)}")
-        if problem:
-            return problem
+    if not isinstance(entry.get("uncounted_ops", {}), dict):
+        return f"{where}.uncounted_ops: expected an object, got {json.dumps(entry['uncounted_ops'])}"
+    for part in ("totals", "uncounted_ops"):
+        for name, figure in entry.get(part, {}).items():
+            problem = _figure_problem(figure, f"{where}.{part}{_key(name)}")
+            if problem:
+                return problem
     for layer, row in entry["layers"].items():
         at = f"{where}.layers{_key(layer)}"
         if not isinstance(row, dict):
@@ -154,6 +161,8 @@ def dumps(models: dict[str, dict[str, Any]]) -> str:
         lines.append(f"    {json.dumps(name)}: {{")
         lines.append(f'      "origin": {json.dumps(entry.get("origin", "pyproject.toml"))},')
         lines.append(f'      "totals": {json.dumps(entry["totals"], sort_keys=True)},')
+        if entry.get("uncounted_ops"):
+            lines.append(f'      "uncounted_ops": {json.dumps(entry["uncounted_ops"], sort_keys=True)},')
         lines.append('      "layers": {')
         layer_names = sorted(entry["layers"])
         for layer_index, layer in enumerate(layer_names):

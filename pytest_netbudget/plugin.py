@@ -141,8 +141,14 @@ class SessionHooks:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
-        """The models come first, also when the collected paths (``testpaths``) do not include pyproject.toml."""
+        """The models come first, also when the collected paths (``testpaths``) do not include pyproject.toml.
+
+        Paths on the command line select as pytest's own do: ``pytest --netbudget tests/test_x.py``
+        runs what that file holds, and the models run when pyproject.toml (or its directory) is named.
+        """
         if not self.session.models or any(isinstance(item, ModelItem) for item in items):
+            return
+        if getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS:
             return
         node = ModelsFile.from_parent(session, path=self.session.settings.path)
         models = list(node.collect())
@@ -182,15 +188,15 @@ class SessionHooks:
         session = self.session
         if session.is_worker:
             return
-        if session.options.enabled and session.settings is None and not session.verdicts:
-            terminalreporter.write_sep("=", "netbudget")
-            terminalreporter.write_line(f"no [tool.netbudget] table in {session.pyproject}: no models registered")
-            return
         if not session.verdicts:
+            self.print_notes(terminalreporter)
             return
-        terminalreporter.write_sep("=", "netbudget summary")
-        for line in reports.summary_lines(session.verdicts, session.removed_models()):
-            terminalreporter.write_line(line)
+        # -q: only when something failed; default: one line per model; -v: every metric.
+        verbosity = terminalreporter.config.get_verbosity()
+        if verbosity >= 0 or not all(verdict.passed for verdict in session.verdicts):
+            terminalreporter.write_sep("=", "netbudget summary")
+            for line in reports.summary_lines(session.verdicts, session.removed_models(), full=verbosity > 0):
+                terminalreporter.write_line(line)
         depth = session.options.layers
         if depth is not None:
             for verdict in session.verdicts:

@@ -4,10 +4,12 @@ Markdown for a pull-request comment, and JSON for machines (and ``--netbudget-co
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__, metrics, units
+from . import markdown_text as md
 from .baseline import SCHEMA, entry_from_profile
 from .budgets import ORIGIN_PYPROJECT, LayerChange, MetricCheck, Verdict
 from .config import DEFAULT_BASELINE
@@ -30,33 +32,36 @@ def change(check: MetricCheck, gate: bool = False) -> str:
     return metrics.get(check.metric).format_change(old, check.actual)
 
 
-def update_hint(baseline_file: str = DEFAULT_BASELINE) -> str:
-    return f"accept it with `pytest --netbudget --netbudget-update` and commit {baseline_file}"
+def update_hint(baseline_file: str = DEFAULT_BASELINE, escape: Callable[[str], str] = str) -> str:
+    return f"accept it with `pytest --netbudget --netbudget-update` and commit {escape(baseline_file)}"
 
 
-def limits_place(verdict: Verdict) -> str:
+def limits_place(verdict: Verdict, escape: Callable[[str], str] = str) -> str:
     """Where a model's limits are set: its table in pyproject.toml, or the test that checked it."""
     if verdict.result.origin == ORIGIN_PYPROJECT:
-        return f"{ORIGIN_PYPROJECT} [tool.netbudget.models.{verdict.name}]"
-    return f"the netbudget marker or check() keywords of {verdict.result.origin}"
+        return f"{ORIGIN_PYPROJECT} {escape(f'[tool.netbudget.models.{verdict.name}]')}"
+    return f"the netbudget marker or check() keywords of {escape(verdict.result.origin)}"
 
 
-def next_steps(verdict: Verdict, baseline_file: str = DEFAULT_BASELINE) -> list[str]:
-    """What the author of a failing change can do about each problem, one line each."""
+def next_steps(
+    verdict: Verdict, baseline_file: str = DEFAULT_BASELINE, escape: Callable[[str], str] = str
+) -> list[str]:
+    """What the author of a failing change can do about each problem, one line each; ``escape``
+    is applied to what comes from the project (names, the baseline's file name)."""
     steps = []
     for check in verdict.checks:
         if check.over_budget:
             key = metrics.get(check.metric).limit_key
             steps.append(
-                f"{check.metric} is over {key} = {value(check.metric, check.limit)}, set in {limits_place(verdict)}: "
+                f"{check.metric} is over {key} = {value(check.metric, check.limit)}, set in {limits_place(verdict, escape)}: "
                 "make the model smaller, or raise the limit there"
             )
     if any(check.grew_too_much for check in verdict.checks):
-        steps.append(f"if the growth is intended, {update_hint(baseline_file)}")
+        steps.append(f"if the growth is intended, {update_hint(baseline_file, escape)}")
     if verdict.strict_failure:
         steps.append(
             "register a counting formula for these ops (pytest_netbudget.register_formula), "
-            f"or set strict = false in {limits_place(verdict)}"
+            f"or set strict = false in {limits_place(verdict, escape)}"
         )
     return steps
 
@@ -153,15 +158,31 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
     return lines
 
 
-def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None) -> list[str]:
-    """The end-of-session table: each metric as actual / budget, percent used, change, status."""
+def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, full: bool = True) -> list[str]:
+    """The end-of-session summary: with ``full`` (``-v``) each metric as actual / budget, percent
+    used, change and status, and the training steps; otherwise one line per model."""
     failing = sum(not verdict.passed for verdict in verdicts)
     broken = sum(verdict.error is not None for verdict in verdicts)
     if broken:
         first = f"{len(verdicts)} model(s), {broken} could not be profiled, {failing} failing"
     else:
         first = f"{len(verdicts)} model(s) profiled, " + (f"{failing} failing" if failing else "all within budget")
-    lines = [first]
+    lines = [first, *_columns(_full_rows(verdicts) if full else _model_rows(verdicts), indent="")]
+    for verdict in verdicts:
+        if full and verdict.profile is not None and verdict.profile.train is not None:
+            step = train_step_lines(verdict.profile)
+            lines += [f"{verdict.name}: {step[0]}", *step[1:]]
+        if verdict.uncounted_ops:
+            ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
+            lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
+        if verdict.error is not None:
+            lines.append(f"{verdict.name}: {verdict.error}")
+    for name in removed or []:
+        lines.append(f"{name}: in the baseline but no longer registered (removed; kept until --netbudget-update)")
+    return lines
+
+
+def _full_rows(verdicts: list[Verdict]) -> list[list[str]]:
     rows = [["model", "metric", "actual", "budget", "used", "vs baseline", "status"]]
     for verdict in verdicts:
         if verdict.status == "error":
@@ -180,19 +201,33 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None) -> 
                     (verdict.status if index == 0 else "") if check.status == "ok" else check.status,
                 ]
             )
-    lines += _columns(rows, indent="")
+    return rows
+
+
+def closest_check(verdict: Verdict) -> MetricCheck | None:
+    """The metric a one-line summary shows: a failing one (over budget first), else the one that
+    uses most of its budget, else the first."""
+    if not verdict.checks:
+        return None
+    ranked = sorted(
+        verdict.checks,
+        key=lambda check: (not check.over_budget, not check.grew_too_much, -(check.used or -1.0)),
+    )
+    return ranked[0]
+
+
+def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
+    rows = [["model", "status", "nearest its limit", "vs baseline"]]
     for verdict in verdicts:
-        if verdict.profile is not None and verdict.profile.train is not None:
-            step = train_step_lines(verdict.profile)
-            lines += [f"{verdict.name}: {step[0]}", *step[1:]]
-        if verdict.uncounted_ops:
-            ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
-            lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
-        if verdict.error is not None:
-            lines.append(f"{verdict.name}: {verdict.error}")
-    for name in removed or []:
-        lines.append(f"{name}: in the baseline but no longer registered (removed; kept until --netbudget-update)")
-    return lines
+        check = closest_check(verdict)
+        if check is None:
+            rows.append([verdict.name, verdict.status, "-", "-"])
+            continue
+        figure = f"{check.metric} {value(check.metric, check.actual)}"
+        if check.limit is not None:
+            figure += f" / {value(check.metric, check.limit)} ({check.used * 100:.1f}%)"
+        rows.append([verdict.name, verdict.status, figure, change(check) if verdict.has_reference else "new"])
+    return rows
 
 
 #: How each status reads in the headline and in a failing model's section.
@@ -242,8 +277,8 @@ def markdown(
     ]
     lines = ["## netbudget", "", f"**{headline(verdicts)}**", ""]
     if compared_with:
-        lines += [f"Compared with {compared_with}.", ""]
-    lines += [f"> ⚠️ **conflict:** {conflict}" for conflict in conflicts or []]
+        lines += [f"Compared with {md.inline(compared_with)}.", ""]
+    lines += [f"> ⚠️ **conflict:** {md.inline(conflict)}" for conflict in conflicts or []]
     lines += [""] if conflicts else []
     lines.append("| model | " + " | ".join(columns) + " | status |")
     lines.append("|---|" + "---|" * len(columns) + "---|")
@@ -261,10 +296,12 @@ def markdown(
                 cell += f"<br>{change(check)}"
             cells.append(cell)
         lines.append(
-            f"| `{verdict.name}` | " + " | ".join(cells) + f" | {_STATUS_ICON.get(verdict.status, verdict.status)} |"
+            f"| {md.code(verdict.name)} | "
+            + " | ".join(cells)
+            + f" | {_STATUS_ICON.get(verdict.status, verdict.status)} |"
         )
     for name in removed or []:
-        lines.append(f"| `{name}` | " + " | ".join("-" for _ in columns) + " | removed |")
+        lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
     lines.append("")
     for verdict in verdicts:
         lines += _model_section(verdict, baseline_file)
@@ -272,31 +309,39 @@ def markdown(
 
 
 def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
-    """The collapsible block of one new, changed or failing model; none for an unchanged pass."""
+    """The collapsible block of one new, changed or failing model, or one that ran uncounted ops;
+    none for an unchanged pass."""
     failing = not verdict.passed
-    if not (failing or verdict.changed or not verdict.has_reference):
+    if not (failing or verdict.changed or not verdict.has_reference or verdict.uncounted_ops):
         return []
-    title = _STATUS_WORDS[verdict.status] if failing else ("changed" if verdict.has_reference else "new model")
-    lines = [f"<details{' open' if failing else ''}><summary><code>{verdict.name}</code>: {title}</summary>", ""]
+    title = (
+        _STATUS_WORDS[verdict.status]
+        if failing
+        else ("new model" if not verdict.has_reference else "changed" if verdict.changed else "uncounted ops")
+    )
+    lines = [f"<details{' open' if failing else ''}><summary>{md.code(verdict.name)}: {title}</summary>", ""]
     if verdict.error is not None:
-        return [*lines, "```", verdict.error, "```", "", "</details>", ""]
-    lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file)]
-    lines += [""] if failing and lines[-1] != "" else []
+        return [*lines, *md.fence([verdict.error]), "", "</details>", ""]
+    lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file, md.inline)]
+    if verdict.uncounted_ops:
+        ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
+        lines.append(f"- **uncounted ops** (no formula, not in MACs/FLOPs): {ops}")
+    lines += [""] if lines[-1] != "" else []
     if verdict.reference_changes:
         columns = diff_columns(verdict.reference_changes)
         header = "| layer | change | " + " | ".join(columns) + " |"
         lines += [header, "|---|---|" + "---|" * len(columns)]
         for item in verdict.reference_changes[:LAYER_DIFF_LIMIT]:
             figures = " | ".join(_old_new(item, name) for name in columns)
-            lines.append(f"| `{item.path}` ({item.type}) | {item.kind} | {figures} |")
+            lines.append(f"| {md.code(item.path)} ({md.inline(item.type)}) | {item.kind} | {figures} |")
         if len(verdict.reference_changes) > LAYER_DIFF_LIMIT:
             more = len(verdict.reference_changes) - LAYER_DIFF_LIMIT
             lines.append(f"| ... | {more} more |" + " |" * len(columns))
         lines.append("")
     if verdict.failures or verdict.strict_failure:
-        lines += ["```", *problem_lines(verdict, with_layers=False), "```", ""]
+        lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
     if verdict.profile.train is not None:
-        lines += ["```", *train_step_lines(verdict.profile), "```", ""]
+        lines += [*md.fence(train_step_lines(verdict.profile)), ""]
     lines += mermaid_charts(verdict.profile)
     return [*lines, "</details>", ""]
 
@@ -320,9 +365,11 @@ def mermaid_charts(profile: Profile) -> list[str]:
         slices = [(name, figures[metric]) for name, figures in blocks.items() if figures[metric] > 0]
         if not slices:
             continue
-        lines += ["```mermaid", f"pie showData title {title} by block"]
-        lines += [f'    "{name}" : {amount}' for name, amount in slices]
-        lines += ["```", ""]
+        chart = [
+            f"pie showData title {title} by block",
+            *(f'    "{md.mermaid_label(name)}" : {amount}' for name, amount in slices),
+        ]
+        lines += [*md.fence(chart, "mermaid"), ""]
     return lines
 
 

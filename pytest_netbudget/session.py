@@ -97,6 +97,13 @@ class NetbudgetSession:
                 config.check_cuda(self.settings, torch.cuda.is_available(), self.options.device)
         except (config.ConfigError, devices.ChoiceError) as error:
             raise pytest.UsageError(str(error)) from None
+        if self.options.enabled and self.settings is None:
+            # Profiling nothing and passing would let a misconfigured CI job pass every time.
+            found = "has no [tool.netbudget] table" if self.pyproject.exists() else "does not exist"
+            raise pytest.UsageError(
+                f"--netbudget: {self.pyproject} {found}; netbudget reads the pyproject.toml of pytest's rootdir "
+                "(or the one given with -c): register models in its [tool.netbudget.models.NAME] tables"
+            )
         root = str(self.pyproject.parent)
         if root not in sys.path:
             sys.path.insert(0, root)
@@ -257,8 +264,10 @@ class NetbudgetSession:
         An ``interrupted`` run (Ctrl-C, an internal error) measured only part of what it was asked
         to: its figures never become the baseline.
         """
-        if self.is_worker or not self.verdicts:
+        if self.is_worker:
             return True
+        if not self.verdicts:
+            return self._nothing_measured()
         self.verdicts = reports.in_report_order(self.verdicts)
         removed = self.removed_models()
         for path in self.options.reports:
@@ -296,6 +305,23 @@ class NetbudgetSession:
             self.notes.append(f"ERROR: {self.baseline_file} does not match this run: {'; '.join(problems)}; {refresh}")
         else:
             self.notes.append(f"{self.baseline_file} is out of date: {'; '.join(problems)}; {refresh}")
+
+    def _nothing_measured(self) -> bool:
+        """No model and no check ran: say so when a file was asked for. Without ``--netbudget``
+        that is a mistake in the command (fail); with it, ``-k`` may simply have selected none."""
+        wanted = [f"--netbudget-report={path}" for path in self.options.reports]
+        wanted += ["--netbudget-update"] if self.options.update else []
+        if not wanted:
+            return True
+        if self.options.enabled:
+            self.notes.append(f"no model or check ran, so nothing was written ({', '.join(wanted)})")
+            return True
+        self.notes.append(
+            f"ERROR: no model or check ran, so nothing was written ({', '.join(wanted)}): "
+            "add --netbudget to profile the models registered in pyproject.toml"
+        )
+        self.failed = True
+        return False
 
     def _write_report(self, path: Path, removed: list[str]) -> None:
         text = (

@@ -141,7 +141,7 @@ def test_the_actions_steps_on_a_pull_request(pull_request, tmp_path, preloaded):
     # the comment is the Markdown report, and the job summary got it too
     comment_step = next(step for step in ACTION["runs"]["steps"] if "sticky" in step.get("uses", ""))
     comment = Path(evaluate(comment_step["with"]["path"], context)).read_text(encoding="utf-8")
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in comment
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in comment
     assert comment in ran["summary"].read_text(encoding="utf-8")
     upload_step = next(step for step in ACTION["runs"]["steps"] if "upload-artifact" in step.get("uses", ""))
     assert evaluate(upload_step["with"]["path"], context) == context["steps.run.outputs.report"]

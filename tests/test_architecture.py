@@ -17,6 +17,7 @@ TORCH_FREE = [
     "pytest_netbudget",
     "pytest_netbudget.units",
     "pytest_netbudget.files",
+    "pytest_netbudget.markdown_text",
     "pytest_netbudget.metrics",
     "pytest_netbudget.devices",
     "pytest_netbudget.engine.data",

@@ -139,7 +139,7 @@ def test_baseline_path_from_pyproject(pytester, project):
 
 def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project, monkeypatch):
     write(pytester, project)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     baseline_before = (pytester.path / BASELINE).read_bytes()
 
     # the pull request widens tiny's layer: 55 -> 66 params (+11, +20.0%), 50 -> 60 MACs
@@ -186,21 +186,21 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
     assert markdown.startswith("## netbudget\n")
     assert "**1 grew past max_increase (of 2 model(s))**" in markdown
     assert "| model | params | macs | flops | size_mb | activations_mb | status |" in markdown
-    tiny_row = next(line for line in markdown.splitlines() if line.startswith("| `tiny` |"))
+    tiny_row = next(line for line in markdown.splitlines() if line.startswith("| <code>tiny</code> |"))
     assert "66 / 100 (66%)<br>+11 (+20.0%)" in tiny_row
     assert "grew" in tiny_row
-    assert any(line.startswith("| `conv` |") and "pass" in line for line in markdown.splitlines())
+    assert any(line.startswith("| <code>conv</code> |") and "pass" in line for line in markdown.splitlines())
     details = markdown[markdown.index("<details open><summary><code>tiny</code>: grew past max_increase") :]
     details = details[: details.index("</details>")]
     assert (
         "- **next:** if the growth is intended, accept it with `pytest --netbudget --netbudget-update` "
         "and commit netbudget-baseline.json"
     ) in details
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 |" in details
-    assert details.index("| `fc` (Linear)") < details.index("tiny grew more")  # the changed layers first
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 |" in details
+    assert details.index("| <code>fc</code> (Linear)") < details.index("tiny grew more")  # the changed layers first
     assert "```mermaid" in details
     assert "Compared with netbudget-baseline.json as checked out (HEAD)." in markdown
-    assert "<code>conv</code>" not in markdown  # unchanged and passing: no section
+    assert "<summary><code>conv</code>" not in markdown  # unchanged and passing: no section
 
     report = json.loads((pytester.path / "out" / "report.json").read_text(encoding="utf-8"))
     assert report["schema"] == 1
@@ -223,32 +223,32 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
 
     # the change is accepted: update, then the same code passes
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
-    pytester.runpytest("--netbudget", "--netbudget-update")
+    pytester.runpytest("--netbudget", "-v", "--netbudget-update")
     assert read_baseline(pytester)["models"]["tiny"]["totals"]["params"] == 66
-    accepted = pytester.runpytest("--netbudget")
+    accepted = pytester.runpytest("--netbudget", "-v")
     accepted.assert_outcomes(passed=2)
     accepted.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+=\s+pass$"])
 
 
 def test_growth_within_max_increase_passes_and_shows_the_change(pytester, project):
     write(pytester, project, top='device = "cpu"\nmax_increase = "25%"')
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     write(pytester, project, width=6, top='device = "cpu"\nmax_increase = "25%"')
-    result = pytester.runpytest("--netbudget")
+    result = pytester.runpytest("--netbudget", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
 
 
 def test_growth_without_max_increase_is_reported_but_passes(pytester, project):
     write(pytester, project, top='device = "cpu"')
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     write(pytester, project, width=6, top='device = "cpu"')
-    result = pytester.runpytest("--netbudget", "--netbudget-report=r.md")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-report=r.md")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "<details><summary><code>tiny</code>: changed</summary>" in markdown
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
 
 
 def test_per_metric_max_increase(pytester, project):
@@ -286,25 +286,25 @@ def test_model_max_increase_overrides_the_top_level(pytester, project):
 
 def test_shrinking_passes(pytester, project):
     write(pytester, project, width=6)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     write(pytester, project, width=5)
-    result = pytester.runpytest("--netbudget")
+    result = pytester.runpytest("--netbudget", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+55\s+100\s+55\.0%\s+-11 \(-16\.7%\)\s+pass$"])
 
 
 def test_model_without_baseline_entry_is_new(pytester, project):
     write(pytester, project, toml=TINY_AND_CONV.split("[tool.netbudget.models.conv]")[0])
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     write(pytester, project)
-    result = pytester.runpytest("--netbudget", "--netbudget-report=r.md", "--netbudget-report=r.json")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-report=r.md", "--netbudget-report=r.json")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines(
         [r"^conv\s+params\s+20\s+100\s+20\.0%\s+new\s+pass$", r"^tiny\s+params\s+55\s+.*=\s+pass$"]
     )
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "<details><summary><code>conv</code>: new model</summary>" in markdown
-    assert "<code>tiny</code>" not in markdown
+    assert "<summary><code>tiny</code>" not in markdown
     report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
     assert report["models"]["conv"]["metrics"]["params"]["baseline"] is None
 
@@ -318,7 +318,7 @@ def test_removed_model_is_reported_and_kept_until_update(pytester, project):
     result.stdout.fnmatch_lines(
         ["conv: in the baseline but no longer registered (removed; kept until --netbudget-update)"]
     )
-    assert "| `conv` | - | - | - | - | - | removed |" in (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert "| <code>conv</code> | - | - | - | - | - | removed |" in (pytester.path / "r.md").read_text(encoding="utf-8")
     assert json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["removed"] == ["conv"]
     assert sorted(read_baseline(pytester)["models"]) == ["conv", "tiny"]  # kept
 
@@ -336,10 +336,10 @@ def test_update_drops_a_removed_model(pytester, project):
 
 def test_compare_with_a_json_report_shows_the_change_but_the_baseline_is_the_gate(pytester, project):
     write(pytester, project)
-    assert pytester.runpytest("--netbudget", "--netbudget-report=base.json").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-report=base.json").ret == 0
     write(pytester, project, width=6)
     # no baseline file: the report only sets the "change" column, nothing is judged against it
-    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json", "--netbudget-report=r.md")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-compare=base.json", "--netbudget-report=r.md")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines(
         [
@@ -349,21 +349,21 @@ def test_compare_with_a_json_report_shows_the_change_but_the_baseline_is_the_gat
     )
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "Compared with the report base.json; budgets and max_increase: the checked-out" in markdown
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 |" in markdown
     assert not (pytester.path / BASELINE).exists()
 
 
 def test_compare_leaves_the_gate_to_the_baseline_file(pytester, project):
     write(pytester, project, width=5)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0  # baseline file: 55
-    assert pytester.runpytest("--netbudget", "--netbudget-report=base.json").ret == 0  # report: 55
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0  # baseline file: 55
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-report=base.json").ret == 0  # report: 55
     write(pytester, project, width=6)
-    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-compare=base.json")
     result.assert_outcomes(passed=1, failed=1)  # grew over the baseline file
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+grew$"])
     # accepted in the baseline file: green, and the change against the report still shows
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
-    result = pytester.runpytest("--netbudget", "--netbudget-compare=base.json")
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-compare=base.json")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
 

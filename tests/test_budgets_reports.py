@@ -243,19 +243,19 @@ def test_markdown_report():
     assert lines[0] == "## netbudget"
     assert "**1 over budget (of 3 model(s))**" in lines
     assert "| model | params | macs | flops | size_mb | activations_mb | status |" in lines
-    net_row = next(line for line in lines if line.startswith("| `net` |"))
+    net_row = next(line for line in lines if line.startswith("| <code>net</code> |"))
     assert "28.9k / 25.0k (116%)<br>+6.1k (+26.8%)" in net_row
     assert net_row.endswith("| ❌ over |")
-    assert "| `gone` | - | - | - | - | - | removed |" in lines
+    assert "| <code>gone</code> | - | - | - | - | - | removed |" in lines
     # a section for the changed model and the new one, none for the unchanged one
     assert "<details open><summary><code>net</code>: over budget</summary>" in lines  # failing: open
     assert "<details><summary><code>fresh</code>: new model</summary>" in lines
-    assert "<code>same</code>" not in text
-    section = text[text.index("<code>net</code>") : text.index("</details>")]
+    assert "<summary><code>same</code>" not in text
+    section = text[text.index("<summary><code>net</code>") : text.index("</details>")]
     assert "net exceeds its budget" in section
-    assert "| `out` (Linear) | resized | 10.0k -> 15.7k | 10.0k -> 15.7k |" in section
-    assert "| `norm` (LayerNorm) | added | - -> 400 | - -> 0 |" in section
-    assert section.index("`out`") < section.index("`norm`")  # largest change first
+    assert "| <code>out</code> (Linear) | resized | 10.0k -> 15.7k | 10.0k -> 15.7k |" in section
+    assert "| <code>norm</code> (LayerNorm) | added | - -> 400 | - -> 0 |" in section
+    assert section.index("<code>out</code>") < section.index("<code>norm</code>")  # largest change first
     assert "```mermaid\npie showData title MACs by block" in section
     assert '    "conv" : 2000000' in section
     assert text.count("<details") == text.count("</details>") == 2

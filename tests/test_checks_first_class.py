@@ -34,11 +34,11 @@ def checks(pytester, width=5, marker="", call="", top='device = "cpu"\nmax_incre
 
 def test_a_check_grows_past_the_top_level_max_increase_and_says_what_to_do(pytester):
     checks(pytester)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     entry = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))["models"]
     assert [value["origin"] for value in entry.values()] == ["test_head.py::test_head"]
     checks(pytester, width=6)
-    result = pytester.runpytest("--netbudget", "--junitxml=junit.xml", "--netbudget-report=r.json")
+    result = pytester.runpytest("--netbudget", "-v", "--junitxml=junit.xml", "--netbudget-report=r.json")
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines(
         [
@@ -67,9 +67,9 @@ def test_a_check_grows_past_the_top_level_max_increase_and_says_what_to_do(pytes
 )
 def test_a_checks_own_max_increase_overrides_the_top_level(pytester, marker, call):
     checks(pytester, marker=marker, call=call)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     checks(pytester, width=6, marker=marker, call=call)
-    result = pytester.runpytest("--netbudget")
+    result = pytester.runpytest("--netbudget", "-v")
     result.assert_outcomes(passed=1)  # +20% is within 50%
     result.stdout.re_match_lines(
         [r"^test_head\.py::test_head\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"]
@@ -171,3 +171,27 @@ def test_bad_limits_fail_without_a_chained_traceback(pytester, marker, call, mes
     assert f"test_head.py::test_head: netbudget limits {message}" in text
     assert "During handling of the above exception" not in text
     assert "Traceback" not in text
+
+
+# --- which paths select what -------------------------------------------------------------------------
+
+REGISTERED = '[tool.netbudget.models.tiny]\nfactory = "mymodels:Tiny"\ninput_shape = [1, 10]\nmax_params = 100\n'
+
+
+@pytest.mark.parametrize(
+    ("args", "ran"),
+    [
+        pytest.param([], {"tiny", "test_head.py::test_head"}, id="no-path"),
+        pytest.param(["test_head.py"], {"test_head.py::test_head"}, id="test-file-only"),
+        pytest.param(["pyproject.toml"], {"tiny"}, id="pyproject-only"),
+        pytest.param(["pyproject.toml", "test_head.py"], {"tiny", "test_head.py::test_head"}, id="both"),
+        pytest.param(["."], {"tiny", "test_head.py::test_head"}, id="the-directory"),
+        pytest.param(["-k", "head"], {"test_head.py::test_head"}, id="dash-k"),
+    ],
+)
+def test_paths_select_as_pytests_own_selection(pytester, project, args, ran):
+    project(REGISTERED)
+    pytester.makepyfile(test_head=CHECK.format(width=5, marker="", call=""))
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json", *args)
+    assert result.ret == 0
+    assert set(json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]) == ran

@@ -5,11 +5,13 @@ model profiles with no uncounted op on cpu and on meta, so ``strict = true`` pas
 from __future__ import annotations
 
 import pytest
+import reference_models
 import torch
 from engine_helpers import profile_both
 from reference_models import ConvNeXtBlock, PackedGRUTagger
 from torch import nn
 
+from pytest_netbudget import profile
 from pytest_netbudget.formulas import ELEMENTWISE_COST, NORM_COST, RNN_CELL_COST, SOFTMAX_COST
 
 
@@ -97,3 +99,32 @@ def test_transformer_encoder_with_padding_mask_counts_the_padded_batch():
     )  # fmt: skip
     assert p.flops == 2 * (2 * macs + extra)
     assert model.encoder.use_nested_tensor  # switched off while profiling only
+
+
+REFERENCE_ZOO = {
+    "spec-cnn": (reference_models.SpecCNN, lambda: torch.randn(1, 1, 28, 28)),
+    "resnet18": (reference_models.resnet18, lambda: torch.randn(2, 3, 16, 16)),
+    "vit-block": (reference_models.ViTBlock, lambda: torch.randn(2, 6, 16)),
+    "vit-block-weights": (lambda: reference_models.ViTBlock(need_weights=True), lambda: torch.randn(2, 6, 16)),
+    "functional-attention": (reference_models.FunctionalAttention, lambda: torch.randn(2, 6, 16)),
+    "causal-block": (lambda: reference_models.CausalBlock(dim=16, heads=2), lambda: torch.randn(2, 6, 16)),
+    "lstm": (reference_models.LSTMModel, lambda: torch.randint(0, 50, (3, 5))),
+    "tied-lm": (reference_models.TiedLM, lambda: torch.randint(0, 100, (2, 5))),
+    "decoder": (
+        lambda: reference_models.Decoder(vocab=100, dim=32, layers=2, heads=4, hidden=64),
+        lambda: torch.randint(0, 100, (1, 8)),
+    ),
+    "convnext-block": (ConvNeXtBlock, lambda: torch.randn(1, 8, 14, 14)),
+    "packed-gru": (PackedGRUTagger, lambda: (torch.randint(0, 20, (2, 3)), [3, 2])),
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_ZOO))
+def test_reference_zoo_has_no_uncounted_op(name: str):
+    """strict = true passes every reference model: forward and training step, cpu and meta."""
+    build, inputs = REFERENCE_ZOO[name]
+    torch.manual_seed(0)
+    model = build()
+    for device in ("cpu", "meta"):
+        p = profile(model, inputs(), device=device, train=True, optimizer="adamw")
+        assert p.uncounted_ops == {}, (device, p.uncounted_ops)

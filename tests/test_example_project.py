@@ -16,7 +16,7 @@ def copy_example(tmp_path: Path) -> Path:
 
 def run_netbudget(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "--netbudget", "-p", "no:cacheprovider", "-q", *args],
+        [sys.executable, "-m", "pytest", "--netbudget", "-p", "no:cacheprovider", *args],
         cwd=project,
         capture_output=True,
         text=True,
@@ -25,7 +25,7 @@ def run_netbudget(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_example_passes_with_its_summary_table(tmp_path):
-    result = run_netbudget(copy_example(tmp_path))
+    result = run_netbudget(copy_example(tmp_path), "-v")  # -v: every metric; the default is a line per model
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "netbudget summary" in out

@@ -306,6 +306,7 @@ def test_formulas_grep_conv_lists_the_convolutions_and_nothing_else(capsys):
     assert code == 0
     assert [(name, family) for name, family, _ in lines] == [
         ("aten::_convolution", "conv"),
+        ("aten::_slow_conv2d_forward", "conv"),
         ("aten::conv_tbc", "conv"),
         ("aten::convolution", "conv"),
         ("aten::convolution_backward", "backward"),

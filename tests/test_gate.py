@@ -270,7 +270,7 @@ def test_a_failure_on_a_models_path_is_its_own_error_everywhere(pytester, projec
     # "all within budget" and the JSON report left the model out; a negative formula cost passed
     # silently; running out of CPU memory named neither the device nor device = "meta".
     project(TINY + f"[tool.netbudget.models.broken]\n{table}\n", models=PATH_MODELS)
-    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json", "--netbudget-report=r.md")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-report=r.json", "--netbudget-report=r.md")
     result.assert_outcomes(passed=1, failed=1)
     text = output(result)
     assert "Traceback" not in text
@@ -376,3 +376,66 @@ def test_a_check_name_that_is_taken_is_a_clear_error(pytester, project, first, m
     entries = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))["models"]
     assert entries["tiny"]["totals"]["params"] == 55  # the registered Linear(10, 5) kept its own entry
     assert entries["shared"]["totals"]["params"] == (11 if first == "shared" else 22)
+
+
+# --- no silent pass: uncounted ops are in the baseline too -------------------------------------------
+
+
+def test_a_new_uncounted_op_is_a_line_in_the_baseline_diff(tmp_path):
+    # Before: the baseline kept totals and layers only, so a model that started running an op no
+    # formula counts (its MACs silently missing) changed nothing in the committed file.
+    from test_budgets_reports import make_profile, row
+
+    from pytest_netbudget import baseline
+
+    counted = make_profile(row("fc", "Linear", 55, 50, 105))
+    uncounted = make_profile(row("fc", "Linear", 55, 50, 105), uncounted={"mylib::fused": 3})
+    before = baseline.dumps({"net": baseline.entry_from_profile(counted, "pyproject.toml")})
+    after = baseline.dumps({"net": baseline.entry_from_profile(uncounted, "pyproject.toml")})
+    added = sorted(set(after.splitlines()) - set(before.splitlines()))
+    assert added == ['      "uncounted_ops": {"mylib::fused": 3},']
+    path = tmp_path / "b.json"
+    path.write_text(after, encoding="utf-8")
+    entry = baseline.load(path)["net"]
+    assert entry["uncounted_ops"] == {"mylib::fused": 3}
+    assert baseline.differences(baseline.entry_from_profile(counted, "pyproject.toml"), entry) == ["uncounted_ops"]
+    path.write_text(after.replace(": 3}", ': "3"}'), encoding="utf-8")
+    with pytest.raises(
+        baseline.BaselineError, match=r'models\.net\.uncounted_ops\["mylib::fused"\]: expected a finite'
+    ):
+        baseline.load(path)
+
+
+# --- no silent pass: nothing measured is said ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(["--netbudget-update"], id="update"),
+        pytest.param(["--netbudget-report=r.md"], id="report"),
+    ],
+)
+def test_a_file_asked_for_without_netbudget_and_no_check_fails_and_says_why(pytester, project, options):
+    # Before: exit 0 and no file: the CI step that posts the report found nothing, the baseline
+    # was never refreshed, and nobody was told.
+    project(TINY)
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    result = pytester.runpytest(*options)
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            f"netbudget: ERROR: no model or check ran, so nothing was written ({options[0]}): "
+            "add --netbudget to profile the models registered in pyproject.toml"
+        ]
+    )
+    assert not (pytester.path / "netbudget-baseline.json").exists() and not (pytester.path / "r.md").exists()
+
+
+def test_netbudget_selecting_no_model_says_nothing_was_written(pytester, project):
+    project(TINY)
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    result = pytester.runpytest("--netbudget", "--netbudget-update", "-k", "test_one")
+    assert result.ret == pytest.ExitCode.OK  # -k chose no model: not a mistake
+    result.stdout.fnmatch_lines(["netbudget: no model or check ran, so nothing was written (--netbudget-update)"])

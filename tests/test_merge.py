@@ -78,7 +78,7 @@ def test_the_same_model_in_two_reports_appears_once(pytester, project, capsys):
     assert pytester.runpytest("--netbudget", "--netbudget-report=a.json").ret == 0
     assert cli.main(["merge", "a.json", "a.json"]) == 0  # no output named: the Markdown on stdout
     out = capsys.readouterr().out
-    assert out.count("| `tiny` |") == 1
+    assert out.count("| <code>tiny</code> |") == 1
     assert "**All 2 model(s) within budget**" in out
 
 

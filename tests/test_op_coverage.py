@@ -150,6 +150,67 @@ LINEAR_ALGEBRA = [
     ),
 ]
 
+# ops found by walking torch.ops.aten for contractions that had no formula
+INT8 = torch.int8
+LINEAR_ALGEBRA += [
+    Case(
+        "_int_mm",
+        lambda: Call(lambda m, a, b: torch.ops.aten._int_mm(a, b)),
+        lambda: (torch.randint(-5, 5, (32, 16), dtype=INT8), torch.randint(-5, 5, (16, 8), dtype=INT8)),
+        macs=32 * 16 * 8,
+        flops=2 * 4096,
+    ),
+    Case(
+        "_weight_int8pack_mm",  # [4, 16] by int8 [8, 16]^T, then a scale per output column
+        lambda: Call(lambda m, a, w, s: torch.ops.aten._weight_int8pack_mm(a, w, s)),
+        lambda: (torch.randn(4, 16), torch.randint(-5, 5, (8, 16), dtype=INT8), torch.randn(8)),
+        macs=4 * 16 * 8,
+        flops=2 * 512 + 4 * 8,
+    ),
+    Case(
+        "_addmm_activation",
+        lambda: Call(lambda m, c, a, b: torch.ops.aten._addmm_activation(c, a, b, use_gelu=True)),
+        rs((5,), (3, 4), (4, 5)),
+        macs=3 * 4 * 5,
+        flops=2 * 60 + 15 + 15,  # the bias, the GELU
+    ),
+    Case(
+        "_euclidean_dist",  # [3, 4] against [5, 4]: one [3, 6] @ [6, 5] with the norms as 2 extra columns
+        lambda: Call(lambda m, a, b: torch.ops.aten._euclidean_dist(a, b)),
+        rs((3, 4), (5, 4)),
+        macs=3 * 5 * (4 + 2),
+        flops=2 * 90 + (3 * 3 * 4 + 2 * 5 * 4) + 2 * 15,  # norms and -2 * x1; clamp and square root
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "fn", "shapes", "macs", "flops"),
+    [
+        ("inner", torch.inner, ((3, 4), (5, 4)), 3 * 4 * 5, 2 * 60),
+        ("tensordot", lambda a, b: torch.tensordot(a, b, dims=2), ((3, 4, 5), (4, 5, 6)), 3 * 20 * 6, 2 * 360),
+        (
+            "multi_dot",
+            lambda a, b, c: torch.linalg.multi_dot([a, b, c]),
+            ((2, 3), (3, 4), (4, 5)),
+            2 * 3 * 4 + 2 * 4 * 5,  # (AB)C: the cheaper order for these shapes
+            2 * 64,
+        ),
+        ("einsum-contract-two", lambda a, b: torch.einsum("ij,jk->ik", a, b), ((3, 4), (4, 5)), 60, 120),
+        ("outer", torch.outer, ((3,), (4,)), 0, 12),  # products, nothing accumulated: elementwise
+        ("kron", torch.kron, ((2, 3), (3, 2)), 0, 36),
+        # two row norms (12 each), two clamps of the 3 norms, two divisions (12 each), product and sum (12 each)
+        ("cosine_similarity", lambda a, b: F.cosine_similarity(a, b), ((3, 4), (3, 4)), 0, 24 + 6 + 24 + 12 + 12),
+    ],
+)
+def test_contractions_that_decompose_into_counted_ops(name, fn, shapes, macs, flops):
+    """The walk of torch.ops.aten also found contractions that are CompositeImplicit: they reach
+    the tracer as mm / mul / sum and are counted as those."""
+    inputs = tuple(torch.randn(*shape) for shape in shapes)
+    p = profile_both(Call(lambda m, *xs: fn(*xs)), inputs)
+    assert (p.macs, p.flops) == (macs, flops)
+
+
 # Scatters that combine: one FLOP per element combined; plain writes are free.
 INDEX = torch.tensor([0, 1, 1, 3])
 

@@ -91,7 +91,7 @@ def test_over_budget_fails_that_item_with_the_budget_table(pytester, project):
 
 def test_summary_table_at_the_end(pytester, project):
     project(TINY.format(max_params=110) + CONV)
-    result = pytester.runpytest("--netbudget")
+    result = pytester.runpytest("--netbudget", "-v")
     assert result.ret == 0
     result.stdout.re_match_lines(
         [
@@ -111,7 +111,7 @@ def test_summary_table_at_the_end(pytester, project):
 
 def test_summary_marks_the_failing_model_over(pytester, project):
     project(TINY.format(max_params=50) + CONV)
-    result = pytester.runpytest("--netbudget")
+    result = pytester.runpytest("--netbudget", "-v")
     result.stdout.re_match_lines(
         [r"^2 model\(s\) profiled, 1 failing$", r"^tiny\s+params\s+55\s+50\s+110\.0%\s+new\s+over$"]
     )
@@ -159,7 +159,7 @@ def test_no_layers_tables_without_the_option(pytester, project):
 
 def test_device_option_meta(pytester, project):
     project(TINY.format(max_params=60) + CONV, top='device = "cpu"')
-    result = pytester.runpytest("--netbudget", "--netbudget-device=meta", "--netbudget-layers")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-device=meta", "--netbudget-layers")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^tiny\s+params\s+55\s+60\s+91\.7%", r"^Model: Tiny on meta\b"])
 
@@ -201,11 +201,19 @@ def test_with_netbudget_ordinary_tests_still_run(pytester, project):
     result.stdout.fnmatch_lines(["*test_plain.py::test_one PASSED*"])
 
 
-def test_netbudget_without_table_says_no_models(pytester):
+def test_netbudget_without_table_is_a_usage_error_naming_the_file(pytester):
+    # Before: exit 5 ("no tests ran") or 0 beside other tests, nothing profiled: a misconfigured CI passed.
     pytester.makepyprojecttoml("[project]\nname = 'x'\n")
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
     result = pytester.runpytest("--netbudget")
-    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
-    result.stdout.fnmatch_lines(["*no [[]tool.netbudget[]] table in*pyproject.toml*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*--netbudget: {pytester.path / 'pyproject.toml'} has no [[]tool.netbudget[]] table;*"]
+    )
+    (pytester.path / "pyproject.toml").unlink()
+    result = pytester.runpytest("--netbudget")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--netbudget: {pytester.path / 'pyproject.toml'} does not exist;*"])
 
 
 def test_loading_the_plugin_does_not_import_torch(pytester):
@@ -250,7 +258,7 @@ max_params = 400
 """,
         models=models,
     )
-    result = pytester.runpytest("--netbudget")
+    result = pytester.runpytest("--netbudget", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines([r"^bag\s+params\s+400\s+400\s+100\.0%\s+new\s+pass$", r"^\s+macs\s+0\s+-"])
 
@@ -283,7 +291,7 @@ max_macs = 60
 """,
         models=models,
     )
-    result = pytester.runpytest("--netbudget", "--netbudget-layers")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-layers")
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines(
         [
@@ -316,7 +324,7 @@ device = "meta"
 """,
         models=models,
     )
-    result = pytester.runpytest("--netbudget", "--netbudget-report=report.json")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-report=report.json")
     result.assert_outcomes(passed=2)
     models_json = json.loads((pytester.path / "report.json").read_text())["models"]
     full = models_json["full"]["totals"]["size_mb"]
@@ -388,6 +396,7 @@ def test_profile_returns_figures(netbudget):
 
 @pytest.mark.parametrize("flag", [[], ["--netbudget"]])
 def test_fixture_check_with_marker_and_budget(pytester, flag):
+    pytester.makepyprojecttoml('[tool.netbudget]\ndevice = "cpu"\n')
     pytester.makepyfile(test_checks=FIXTURE_TESTS)
     result = pytester.runpytest(*flag, "-v")
     result.assert_outcomes(passed=4, failed=3)
@@ -438,7 +447,7 @@ def test_fixture_check_name_and_several_checks(pytester):
             netbudget.check(nn.Linear(10, 5), input_shape=(1, 10))
         """
     )
-    result = pytester.runpytest()
+    result = pytester.runpytest("-v")
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines(
         [
@@ -606,7 +615,7 @@ max_train_macs = {max_train_macs}
 
 def test_a_training_step_is_budgeted_reported_and_kept_in_the_baseline(pytester, project):
     project(TRAIN.format(max_train_macs=90))
-    result = pytester.runpytest("--netbudget", "--netbudget-update", "--netbudget-report=r.json")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-update", "--netbudget-report=r.json")
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines(
         [

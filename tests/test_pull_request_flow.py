@@ -47,14 +47,14 @@ def commit_all(git, message: str) -> None:
 def test_the_whole_story_grow_accept_merge(pytester, project, git):
     # main: two models and their committed baseline
     write(pytester, project)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     commit_all(git, "models and their baseline")
 
     # a pull request widens tiny: the committed baseline (still main's) is the gate, so it fails
     git("checkout", "-q", "-b", "wider-tiny")
     write(pytester, project, width=6)
     commit_all(git, "wider tiny")
-    failing = pytester.runpytest("--netbudget", "--netbudget-base=main", "--netbudget-report=pr.md")
+    failing = pytester.runpytest("--netbudget", "-v", "--netbudget-base=main", "--netbudget-report=pr.md")
     failing.assert_outcomes(passed=1, failed=1)
     failing.stdout.fnmatch_lines(["tiny grew more than max_increase allows over its baseline", f"  next: *{HINT}"])
     markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
@@ -63,30 +63,30 @@ def test_the_whole_story_grow_accept_merge(pytester, project, git):
     assert "Compared with netbudget-baseline.json at main; budgets and max_increase: the checked-out" in markdown
 
     # the author accepts the growth: update, commit the baseline, and the same code is green
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     assert git("status", "--porcelain").strip() == f"M {BASELINE}"
     commit_all(git, "accept the wider tiny")
-    green = pytester.runpytest("--netbudget", "--netbudget-base=main", "--netbudget-report=pr.md")
+    green = pytester.runpytest("--netbudget", "-v", "--netbudget-base=main", "--netbudget-report=pr.md")
     green.assert_outcomes(passed=2)
     assert green.ret == 0
     # ... and the comment still shows the growth against main, down to the layer
     green.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+\+11 \(\+20\.0%\)\s+pass$"])
     markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
     assert "**All 2 model(s) within budget**" in markdown
-    tiny_row = next(line for line in markdown.splitlines() if line.startswith("| `tiny` |"))
+    tiny_row = next(line for line in markdown.splitlines() if line.startswith("| <code>tiny</code> |"))
     assert "66 / 100 (66%)<br>+11 (+20.0%)" in tiny_row
     assert "<details><summary><code>tiny</code>: changed</summary>" in markdown
-    assert "| `fc` (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in markdown
-    assert "<code>conv</code>" not in markdown  # unchanged against main
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in markdown
+    assert "<summary><code>conv</code>" not in markdown  # unchanged against main
     # against its own (updated) baseline nothing changed, and nothing is stale
-    plain = pytester.runpytest("--netbudget")
+    plain = pytester.runpytest("--netbudget", "-v")
     plain.stdout.re_match_lines([r"^tiny\s+params\s+66\s+100\s+66\.0%\s+=\s+pass$"])
     assert "out of date" not in plain.stdout.str()
 
     # merged back: main's CI checks that the committed baseline matches the code
     git("checkout", "-q", "main")
     git("merge", "-q", "--no-ff", "-m", "merge wider-tiny", "wider-tiny")
-    checked = pytester.runpytest("--netbudget", "--netbudget-check-baseline")
+    checked = pytester.runpytest("--netbudget", "-v", "--netbudget-check-baseline")
     checked.assert_outcomes(passed=2)
     assert checked.ret == 0
     assert "does not match" not in checked.stdout.str()
@@ -146,9 +146,9 @@ def test_base_without_a_baseline_at_ref_makes_every_model_new(pytester, project,
     write(pytester, project)
     commit_all(git, "models")
     git("checkout", "-q", "-b", "add-netbudget")
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    assert pytester.runpytest("--netbudget", "-v", "--netbudget-update").ret == 0
     commit_all(git, "netbudget baseline")
-    result = pytester.runpytest("--netbudget", "--netbudget-base=main", "--netbudget-report=r.md")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-base=main", "--netbudget-report=r.md")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([r"^conv\s+params\s+20\s+100\s+20\.0%\s+new\s+pass$"])
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")

@@ -23,6 +23,7 @@ from .model_forms import call_with_state, check_not_lazy, set_mode, unwrap
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
 from .quantized import packed_tensors, stored_bytes
+from .state import OwnWrites, model_lock, preserved_rng
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
@@ -235,18 +236,21 @@ def profile(
     every input that many rows (dimension 0) for the step.
     """
     step = _step_settings(train, optimizer, autocast, batch)
-    prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=False)
-    tracer, peak_memory_mb = _trace(prepared)
-    result = _assemble(prepared, tracer, peak_memory_mb)
-    if step is None:
-        return result
-    prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=True)
-    if prepared.device.type == "meta" and step.autocast is not None:
-        raise ValueError(
-            "autocast runs on cpu and cuda only (PyTorch has no autocast for meta tensors): profile the step "
-            'on cpu, or on meta with dtype = "bfloat16" for a step entirely in low precision'
-        )
-    return _with_step(result, prepared, step, loss)
+    # An exported program gives a new module each time: nothing to share, nothing to lock.
+    lock = model_lock(unwrap(model)) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
+    with lock, preserved_rng():
+        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=False)
+        tracer, peak_memory_mb = _trace(prepared)
+        result = _assemble(prepared, tracer, peak_memory_mb)
+        if step is None:
+            return result
+        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=True)
+        if prepared.device.type == "meta" and step.autocast is not None:
+            raise ValueError(
+                "autocast runs on cpu and cuda only (PyTorch has no autocast for meta tensors): profile the step "
+                'on cpu, or on meta with dtype = "bfloat16" for a step entirely in low precision'
+            )
+        return _with_step(result, prepared, step, loss)
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,11 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     """Run the forward once under the tracer; the CUDA peak when on CUDA."""
     model = prepared.model
     fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(prepared.device) else contextlib.nullcontext()
+    tracer = Tracer(model, prepared.external, prepared.formulas, prepared.inventory.modules)
+    if prepared.state is None:  # the model's own tensors: what the forward writes to them is undone
+        tracer.own_writes = OwnWrites(model, prepared.inventory.tensors)
     with (
+        tracer.own_writes or contextlib.nullcontext(),
         _module_modes(model, False, prepared.inventory.modules),
         padded_encoders(model),
         moved_attributes(model, prepared.device, prepared.dtype)
@@ -323,7 +331,7 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
         torch.no_grad(),
         _cuda_peak(prepared.device) as measured,
         fused,
-        Tracer(model, prepared.external, prepared.formulas, prepared.inventory.modules) as tracer,
+        tracer,
     ):
         if prepared.state is None:
             model(*prepared.args, **prepared.kwargs)

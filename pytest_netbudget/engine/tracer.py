@@ -224,7 +224,17 @@ class OpPlan:
     formula set: whether it is a layout query, its formula, whether it is free, and which
     of its outputs are activations."""
 
-    __slots__ = ("count_bytes", "decompose", "formula", "free", "memory_outputs", "meta_kernel", "metadata", "name")
+    __slots__ = (
+        "count_bytes",
+        "decompose",
+        "formula",
+        "free",
+        "memory_outputs",
+        "meta_kernel",
+        "metadata",
+        "name",
+        "writes",
+    )
 
     def __init__(self, func: Any, formula_set: formulas.FormulaSet) -> None:
         found = formula_set.for_op(func)
@@ -239,6 +249,8 @@ class OpPlan:
         self.count_bytes = not func.is_view
         self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
         self.meta_kernel = func in META_KERNELS  # ours replaces PyTorch's on meta
+        #: Whether the op writes an argument (``Tensor(a!)`` in its schema): OwnWrites looks at those.
+        self.writes = any(arg.alias_info is not None and arg.alias_info.is_write for arg in func._schema.arguments)
 
 
 # Whether this torch's C extension can mark a code object for dynamo to skip (2.6 and later).
@@ -296,6 +308,8 @@ class Tracer(TorchDispatchMode):
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
         self._plans: dict[Any, OpPlan] = formula_set.plans
         self._stack: list[int] = []
+        #: Set on the direct path: undoes what the forward writes to the model's own tensors.
+        self.own_writes: Any = None
         self._suppressed = 0  # > 0 inside a module counted by a user's module formula
         self._forwards: list[tuple[torch.nn.Module, Any]] = []  # each module's own forward attribute, if any
         self._handles: list[Any] = []
@@ -391,6 +405,8 @@ class Tracer(TorchDispatchMode):
             plan = self._plans[func] = OpPlan(func, self.formula_set)
         if plan.metadata:
             return func(*args, **kwargs)
+        if plan.writes and self.own_writes is not None:
+            self.own_writes.before(func, args, kwargs)
         if plan.decompose:
             decomposed = self._decompose(func, args, kwargs)
             if decomposed is not NotImplemented:

@@ -31,7 +31,7 @@ register(
     ),
 )
 register(
-    ["aten::cudnn_convolution", "aten::cudnn_convolution_transpose"],
+    ["aten::cudnn_convolution", "aten::cudnn_convolution_transpose", "aten::_slow_conv2d_forward"],
     via_flop_counter,
     family="conv",
     rule="MACs as aten::convolution, by FlopCounterMode's formula; FLOPs = 2*MACs + 1 per output element",

@@ -142,6 +142,37 @@ def _grouped_mm_macs(call: OpCall) -> int:
     return numel(call.out) * mat_a.shape[-1]
 
 
+def _per_output_element(call: OpCall) -> int:
+    """One FLOP per output element (the scales of an int8 weight, an activation)."""
+    return numel(call.first_out)
+
+
+def _added_and_activated(call: OpCall) -> int:
+    """``_addmm_activation``: the added tensor as :func:`added_term` counts it, then the
+    ReLU or GELU, one FLOP per output element."""
+    return added_term(call) + numel(call.first_out)
+
+
+def _euclidean_dist(call: OpCall) -> Cost:
+    """Pairwise distances as PyTorch's ``_euclidean_dist`` runs them: squared norms of both
+    sides' rows, one product of [P, M + 2] by [M + 2, R] (the norms ride along as two extra
+    columns), a clamp and a square root per distance."""
+    x1, x2 = call["x1"], call["x2"]
+    rows, features, others = x1.shape[-2], x1.shape[-1], x2.shape[-2]
+    batch = numel(call.first_out) // (rows * others)
+    macs = numel(call.first_out) * (features + 2)
+    norms = batch * (2 * rows * features + rows * features + 2 * others * features)  # square and sum; -2 * x1
+    return Cost(macs, 2 * macs + norms + 2 * numel(call.first_out))
+
+
+register(
+    "aten::_euclidean_dist",
+    _euclidean_dist,
+    family="linalg",
+    rule="MACs = P*R*(M+2) for rows [P, M] against [R, M]; FLOPs = 2*MACs + 3*P*M + 2*R*M (norms, scaling)"
+    " + 2 per distance (clamp, square root)",
+)
+
 for _names, _macs_of, _extra, _rule in (
     ("mv", lambda call: numel(call["self"]), _no_extra, "MACs = M*K for [M, K] @ [K]; FLOPs = 2*MACs"),
     ("dot vdot", lambda call: numel(call["self"]), _no_extra, "MACs = K for [K] . [K]; FLOPs = 2*MACs"),
@@ -169,6 +200,24 @@ for _names, _macs_of, _extra, _rule in (
         _trilinear_macs,
         _no_extra,
         "MACs = the product of every dimension the three operands span (N*O*I*J for nn.Bilinear); FLOPs = 2*MACs",
+    ),
+    (
+        "_int_mm",
+        lambda call: numel(call["self"]) * call["mat2"].shape[-1],
+        _no_extra,
+        "MACs = M*K*N (int8); FLOPs = 2*MACs",
+    ),
+    (
+        "_weight_int8pack_mm",
+        lambda call: numel(call["self"]) * call["mat2"].shape[0],
+        _per_output_element,
+        "MACs = M*K*N for [M, K] by an int8 [N, K]; FLOPs = 2*MACs + 1 per output element (the scales)",
+    ),
+    (
+        "_addmm_activation",
+        lambda call: numel(call["mat1"]) * call["mat2"].shape[-1],
+        _added_and_activated,
+        "MACs = M*K*N; FLOPs = 2*MACs + M*N (the bias) + M*N (ReLU or GELU)" + _SCALED,
     ),
     (
         "_grouped_mm",
