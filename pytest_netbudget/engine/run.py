@@ -107,6 +107,7 @@ class _Inventory:
     """One pass over the model's own tensors: per-module counts and what profiling needs to know."""
 
     rows: list[_InventoryRow]
+    modules: list[tuple[str, torch.nn.Module]]  # named_modules(), walked once per profile
     size_bytes: int
     tensors: list[torch.Tensor]  # unique parameters and buffers
     devices: set[torch.device]
@@ -117,8 +118,9 @@ def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
     """Per-module parameter and buffer counts; a tensor shared by two modules counts once,
     for the first module that holds it."""
     seen: set[int] = set()
-    inventory = _Inventory(rows=[], size_bytes=0, tensors=[], devices=set(), float_dtypes=set())
-    for path, module in model.named_modules():
+    modules = list(model.named_modules())
+    inventory = _Inventory(rows=[], modules=modules, size_bytes=0, tensors=[], devices=set(), float_dtypes=set())
+    for path, module in modules:
         counts = {"params": 0, "trainable_params": 0, "buffers": 0}
         owned = [(tensor, True) for tensor in module._parameters.values() if tensor is not None]
         owned += [(tensor, False) for tensor in module._buffers.values() if tensor is not None]
@@ -166,16 +168,23 @@ def _stateless_state(
     return state
 
 
+_MODULE_TRAIN = torch.nn.Module.train
+
+
 @contextlib.contextmanager
-def _module_modes(model: torch.nn.Module, train: bool) -> Iterator[None]:
-    """Eval (or train) mode, each module's own mode restored afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    set_mode(model, train)
+def _module_modes(model: torch.nn.Module, train: bool, modules: list[tuple[str, torch.nn.Module]]) -> Iterator[None]:
+    """Eval (or train) mode, each of ``modules``' own mode restored afterwards."""
+    modes = [(module, module.training) for _, module in modules]
+    # Module.train (and its __setattr__) is slow next to a small forward: skip it where it
+    # would change nothing, unless a module overrides train() and may do more there.
+    if any(was_training != train or type(module).train is not _MODULE_TRAIN for module, was_training in modes):
+        set_mode(model, train)
     try:
         yield
     finally:
         for module, was_training in modes:
-            module.training = was_training
+            if module.training != was_training:
+                module.training = was_training
 
 
 @contextlib.contextmanager
@@ -317,12 +326,12 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     """Run the forward once under the tracer; the CUDA peak when on CUDA."""
     model = prepared.model
     fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(prepared.device) else contextlib.nullcontext()
-    tracer = Tracer(model, prepared.external, prepared.formulas)
+    tracer = Tracer(model, prepared.external, prepared.formulas, prepared.inventory.modules)
     if prepared.state is None:  # the model's own tensors: what the forward writes to them is undone
         tracer.own_writes = OwnWrites(model, prepared.inventory.tensors)
     with (
         tracer.own_writes or contextlib.nullcontext(),
-        _module_modes(model, train=False),
+        _module_modes(model, False, prepared.inventory.modules),
         padded_encoders(model),
         moved_attributes(model, prepared.device, prepared.dtype)
         if prepared.state is not None
@@ -389,7 +398,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
     def around() -> Iterator[dict[str, float]]:
         fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(device) else contextlib.nullcontext()
         with (
-            _module_modes(prepared.model, train=True),
+            _module_modes(prepared.model, True, prepared.inventory.modules),
             moved_attributes(prepared.model, device, prepared.dtype),
             _cuda_peak(device) as measured,
             fused,

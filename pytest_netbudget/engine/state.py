@@ -34,8 +34,8 @@ def _written_arguments(func: Any) -> tuple[tuple[int, str], ...]:
 class OwnWrites:
     """Copies of the model's tensors taken before an op first writes them, put back on exit.
 
-    ``before(func, args, kwargs)`` is called by the tracer before each op; it costs one
-    dictionary lookup for an op that writes nothing.
+    ``before(func, args, kwargs)`` is called by the tracer before each op whose schema writes
+    an argument (the tracer's plan for the op says which do).
     """
 
     def __init__(self, model: torch.nn.Module, tensors: list[torch.Tensor]) -> None:

@@ -25,6 +25,9 @@ from .meta_kernels import META_KERNELS, run_on_meta
 from .model_forms import script_module_hooks, scripted
 
 _aten = torch.ops.aten
+_NO_FORWARD = object()  # a module with no forward of its own in its __dict__ (the usual case)
+# The key whose kernel OpOverload.decompose runs (it answers NotImplemented without one).
+_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
 
 
 def _existing_ops(*names: tuple[Any, str, str]) -> frozenset:
@@ -95,13 +98,23 @@ def tensor_leaves(value: Any) -> list[torch.Tensor]:
     """Tensors inside nested tuples, lists, dicts and dataclasses, in order."""
     if isinstance(value, torch.Tensor):
         return [value]
-    if isinstance(value, (tuple, list)):
-        return [leaf for item in value for leaf in tensor_leaves(item)]
-    if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in tensor_leaves(item)]
-    if hasattr(value, "__dataclass_fields__"):
-        return [leaf for name in value.__dataclass_fields__ for leaf in tensor_leaves(getattr(value, name, None))]
-    return []
+    found: list[torch.Tensor] = []
+    _collect_leaves(value, found)
+    return found
+
+
+def _collect_leaves(value: Any, found: list[torch.Tensor]) -> None:
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _collect_leaves(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_leaves(item, found)
+    elif hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            _collect_leaves(getattr(value, name, None), found)
 
 
 def argument_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -161,6 +174,7 @@ class LiveMemory:
         self.current = 0
         self.peak = 0
         self._open = True
+        self._on_freed = self._freed  # one bound method for every weakref's callback
 
     def saw(self, tensor: torch.Tensor) -> None:
         try:
@@ -179,7 +193,7 @@ class LiveMemory:
                 self._new_peak()
         entry[1] += 1
         # Refs are kept by id: two refs to one tensor would compare their tensors with ==.
-        ref = weakref.ref(tensor, self._freed)
+        ref = weakref.ref(tensor, self._on_freed)
         self._refs[id(ref)] = (ref, key)
 
     def _new_peak(self) -> None:
@@ -216,43 +230,115 @@ class LiveMemory:
         self._refs.clear()
 
 
+class OpPlan:
+    """How the tracer treats one op overload, worked out on its first call and kept with the
+    formula set: whether it is a layout query, its formula, whether it is free, and which
+    of its outputs are activations."""
+
+    __slots__ = (
+        "count_bytes",
+        "decompose",
+        "formula",
+        "free",
+        "memory_outputs",
+        "meta_kernel",
+        "metadata",
+        "name",
+        "writes",
+    )
+
+    def __init__(self, func: Any, formula_set: formulas.FormulaSet) -> None:
+        found = formula_set.for_op(func)
+        self.metadata = func in _METADATA_OPS
+        self.free = formula_set.is_free(found)
+        self.formula = None if self.free else found
+        #: CompositeImplicit ops without a formula: count what they decompose into, as FlopCounterMode does.
+        self.decompose = found is None and (
+            _COMPOSITE in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _COMPOSITE)
+        )
+        self.name = str(func.overloadpacket)
+        self.count_bytes = not func.is_view
+        self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
+        self.meta_kernel = func in META_KERNELS  # ours replaces PyTorch's on meta
+        #: Whether the op writes an argument (``Tensor(a!)`` in its schema): OwnWrites looks at those.
+        self.writes = any(arg.alias_info is not None and arg.alias_info.is_write for arg in func._schema.arguments)
+
+
+# Whether this torch's C extension can mark a code object for dynamo to skip (2.6 and later).
+_CODE_MARKS = hasattr(torch._C._dynamo.eval_frame, "set_code_exec_strategy")
+
+# Modules whose forward takes another path when a hook is attached to them or a child:
+# TransformerEncoderLayer skips its fused fast path then (torch checks _forward_hooks and
+# _forward_pre_hooks). Profiling followed modules with hooks before it wrapped forwards, so
+# these keep one (a no-op) and run, and count, as they always have here.
+_HOOK_SENSITIVE = (torch.nn.TransformerEncoderLayer,)
+
+
+def _no_op_hook(module: torch.nn.Module, args: tuple) -> None:
+    return None
+
+
 class Tracer(TorchDispatchMode):
     """Counts every op of a forward and charges it to the module that ran it.
 
-    One context manager: entering it hooks every module and starts the dispatch mode,
-    leaving it (also when the forward raises) removes the hooks and stops listening
-    for freed tensors, as ``FlopCounterMode`` enters and leaves its ``ModuleTracker``.
+    One context manager: entering it wraps every module's ``forward`` (an instance attribute
+    that ``Module.__call__`` finds first) and starts the dispatch mode; leaving it (also when
+    the forward raises) restores every ``forward`` and stops listening for freed tensors. A
+    wrapper costs about 1 us a module call where a forward pre-hook and hook pair costs about
+    7 us (any hook sends ``Module.__call__`` down its slow path). It runs after the module's
+    own pre-hooks and before its forward hooks, so it sees the arguments and output they see.
+    TorchScript modules, whose ``forward`` cannot be replaced, are followed with process-wide
+    hooks that answer for them only.
     """
 
     #: Higher-order ops (``torch.cond``, ``flex_attention``, ...) come to ``__torch_dispatch__`` whole.
     supports_higher_order_operators = True
 
-    def __init__(self, model: torch.nn.Module, external: list[torch.Tensor], formula_set: formulas.FormulaSet) -> None:
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode wraps a subclass's __torch_dispatch__ in torch._disable_dynamo
+        # unless this says False: that wrapper imports torch._dynamo on its first call (over a
+        # second) and swaps the frame evaluator around every op. The same exclusion is set
+        # once on the method's code instead, below the class, where this torch can.
+        return not _CODE_MARKS
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        external: list[torch.Tensor],
+        formula_set: formulas.FormulaSet,
+        modules: list[tuple[str, torch.nn.Module]] | None = None,
+    ) -> None:
         super().__init__()
         self.formula_set = formula_set
-        self.modules = list(model.named_modules())
+        self.modules = list(model.named_modules()) if modules is None else modules
         self.tallies = [LayerTally() for _ in self.modules]
         self.uncounted: Counter[str] = Counter()
         self.memory = LiveMemory(external)
         self._index = {id(module): index for index, (_, module) in enumerate(self.modules)}
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
+        self._plans: dict[Any, OpPlan] = formula_set.plans
         self._stack: list[int] = []
         self._paths: dict[str, int] | None = None  # module path -> index, made when first asked
         #: Set on the direct path: undoes what the forward writes to the model's own tensors.
         self.own_writes: Any = None
         self._suppressed = 0  # > 0 inside a module counted by a user's module formula
+        self._forwards: list[tuple[torch.nn.Module, Any]] = []  # each module's own forward attribute, if any
         self._handles: list[Any] = []
 
     def __enter__(self) -> Tracer:
-        script_ids = scripted(self.modules)
-        for _, module in self.modules:
-            if id(module) not in script_ids:
-                self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
-                self._handles.append(module.register_forward_hook(self._leave, always_call=True))
-        if script_ids:
-            self._handles += script_module_hooks(script_ids, self._enter, self._leave)
-        self._handles.append(EagerFlexAttention())
         try:
+            script_ids = scripted(self.modules)
+            for _, module in self.modules:
+                if id(module) not in script_ids:
+                    own = vars(module)
+                    self._forwards.append((module, own.get("forward", _NO_FORWARD)))
+                    own["forward"] = self._wrapped_forward(module, module.forward)
+                if isinstance(module, _HOOK_SENSITIVE):
+                    self._handles.append(module.register_forward_pre_hook(_no_op_hook))
+            if script_ids:
+                self._handles += script_module_hooks(script_ids, self._enter, self._leave)
+            self._handles.append(EagerFlexAttention())
             return super().__enter__()
         except BaseException:
             self._detach()
@@ -265,10 +351,33 @@ class Tracer(TorchDispatchMode):
             self._detach()
 
     def _detach(self) -> None:
+        for module, forward in reversed(self._forwards):
+            if forward is _NO_FORWARD:
+                del vars(module)["forward"]
+            else:
+                vars(module)["forward"] = forward
+        self._forwards.clear()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self.memory.close()
+
+    def _wrapped_forward(self, module: torch.nn.Module, forward: Any) -> Any:
+        enter, leave = self._enter, self._leave
+
+        def traced_forward(*args: Any, **kwargs: Any) -> Any:
+            enter(module, args, kwargs)
+            try:
+                output = forward(*args, **kwargs)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the forward's own error is the one to report
+                    leave(module, args, None)
+                raise
+            leave(module, args, output)
+            return output
+
+        traced_forward.__wrapped__ = forward  # type: ignore[attr-defined]  # inspect.signature sees the model's own
+        return traced_forward
 
     # --- module attribution ---------------------------------------------------------
 
@@ -300,7 +409,7 @@ class Tracer(TorchDispatchMode):
     def _leave(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         index = self._index[id(module)]
         while self._stack and self._stack.pop() != index:
-            pass  # a child raised and its hook never ran; unwind to this module
+            pass  # a child left without its exit (not expected with wrappers); unwind to this module
         tally = self.tallies[index]
         if tally.calls == 1 and not tally.output_shapes:
             tally.output_shapes = shapes_of(output)
@@ -316,21 +425,21 @@ class Tracer(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func in _METADATA_OPS:
+        plan = self._plans.get(func)
+        if plan is None:
+            if isinstance(func, torch._ops.HigherOrderOperator):  # no public alias of the class
+                return run_higher_order(self, func, args, kwargs, self._traced)
+            plan = self._plans[func] = OpPlan(func, self.formula_set)
+        if plan.metadata:
             return func(*args, **kwargs)
-        if isinstance(func, torch._ops.HigherOrderOperator):  # no public alias of the class
-            return run_higher_order(self, func, args, kwargs, self._traced)
-        if self.own_writes is not None:
+        if plan.writes and self.own_writes is not None:
             self.own_writes.before(func, args, kwargs)
-        formula = self.formula_set.for_op(func)
-        if formula is None:
-            # CompositeImplicit ops without a formula: count what they decompose into,
-            # as FlopCounterMode does.
+        if plan.decompose:
             decomposed = self._decompose(func, args, kwargs)
             if decomposed is not NotImplemented:
                 return decomposed
-        out = func(*args, **kwargs) if func not in META_KERNELS else run_on_meta(func, args, kwargs)
-        self._account(func, formula, args, kwargs, out)
+        out = run_on_meta(func, args, kwargs) if plan.meta_kernel else func(*args, **kwargs)
+        self._account(func, plan, args, kwargs, out)
         return out
 
     def _op_call(self, func: Any, args: tuple, kwargs: dict, out: Any) -> formulas.OpCall:
@@ -357,19 +466,37 @@ class Tracer(TorchDispatchMode):
         finally:
             TorchDispatchMode.__exit__(self, None, None, None)
 
-    def _account(self, func: Any, formula: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        outputs = argument_tensors((out,), {})
-        for tensor in outputs[:1] if func in _STATISTICS_OUTPUTS else outputs:
-            self.memory.saw(tensor)
+    def _account(self, func: Any, plan: OpPlan, args: tuple, kwargs: dict, out: Any) -> None:
+        # One pass over the outputs: the live-memory tally and the bytes written.
+        outputs = [out] if isinstance(out, torch.Tensor) else argument_tensors((out,), {})
+        written = 0
+        saw = self.memory.saw
+        for position, tensor in enumerate(outputs):
+            written += tensor.numel() * tensor.element_size()
+            if plan.memory_outputs is None or position < plan.memory_outputs:
+                saw(tensor)
         if self._suppressed:
             return
         tally = self.tallies[self._owner(args, kwargs)]
-        if not func.is_view:
+        if plan.count_bytes:
             tally.read_bytes += sum(_nbytes(tensor) for tensor in argument_tensors(args, kwargs))
-            tally.write_bytes += sum(_nbytes(tensor) for tensor in outputs)
-        if formula is None:
-            self.uncounted[str(func.overloadpacket)] += 1
-        elif not self.formula_set.is_free(formula):
-            name = str(func.overloadpacket)
-            cost = formulas.apply(formula, name, self._op_call(func, args, kwargs, out))
-            tally.charge(name, cost.macs, cost.total_flops)
+            tally.write_bytes += written
+        if plan.formula is not None:
+            cost = formulas.apply(plan.formula, plan.name, self._op_call(func, args, kwargs, out))
+            tally.charge(plan.name, cost.macs, cost.total_flops)
+        elif not plan.free:
+            self.uncounted[plan.name] += 1
+
+
+def _skip_dynamo(code: Any) -> None:
+    """Dynamo (which ``torch.cond`` and other higher-order ops run eagerly) neither traces nor
+    compiles this code, nor anything it calls: what ``torch._disable_dynamo`` does per call,
+    marked once on the code object through torch's C extension, which is loaded with torch
+    (torch._dynamo's own ``skip_code`` marks the frame alone)."""
+    eval_frame = torch._C._dynamo.eval_frame
+    skip = eval_frame._FrameAction.SKIP
+    eval_frame.set_code_exec_strategy(code, eval_frame._FrameExecStrategy(skip, skip))
+
+
+if _CODE_MARKS:
+    _skip_dynamo(Tracer.__torch_dispatch__.__code__)

@@ -30,7 +30,7 @@ import torch
 from .. import formulas
 from ..formulas import FormulaSet
 from .model_forms import swapped_state
-from .tracer import LiveMemory, Tracer, _storage_key, argument_tensors, tensor_leaves
+from .tracer import LiveMemory, OpPlan, Tracer, _storage_key, argument_tensors, tensor_leaves
 
 #: What the bytes of a step are, in the order reports print them.
 PARTS = ("params", "buffers", "inputs", "grads", "optimizer_state", "activations", "temporaries")
@@ -166,8 +166,8 @@ class StepTracer(Tracer):
         needed = tuple(edge[0] is not None for edge in node.next_functions)
         return formulas.OpCall(func, args, kwargs, out, grad_needed=needed)
 
-    def _account(self, func: Any, formula: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        super()._account(func, formula, args, kwargs, out)
+    def _account(self, func: Any, plan: OpPlan, args: tuple, kwargs: dict, out: Any) -> None:
+        super()._account(func, plan, args, kwargs, out)
         if self.phase == "optimizer":  # what an update creates belongs to its parameter's module
             owner = self._owner(args, kwargs)
             for tensor in argument_tensors((out,), {}):

@@ -105,6 +105,9 @@ class Registered:
 _op_formulas: dict[str, OpFormula | object] = {}
 _module_formulas: dict[type, ModuleFormula] = {}
 _registered: dict[str | type, Registered] = {}
+# What sets without overrides have worked out: formulas per overload, per module type, and
+# the engine's per-overload plans. Emptied by every registration.
+_shared_answers: tuple[dict[Any, Any], dict[type, Any], dict[Any, Any]] = ({}, {}, {})
 
 
 def numel(value: Any) -> int:
@@ -123,15 +126,29 @@ def aten(names: str) -> list[str]:
 
 def _bind(func: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
     bound: dict[str, Any] = {}
-    # func._schema: an overload's argument names and defaults have no public accessor.
-    for index, argument in enumerate(func._schema.arguments):
-        if index < len(args) and not argument.kwarg_only:
-            bound[argument.name] = args[index]
-        elif argument.name in kwargs:
-            bound[argument.name] = kwargs[argument.name]
+    for index, (name, kwarg_only, default) in enumerate(_schema_arguments(func)):
+        if index < len(args) and not kwarg_only:
+            bound[name] = args[index]
+        elif name in kwargs:
+            bound[name] = kwargs[name]
         else:
-            bound[argument.name] = argument.default_value if argument.has_default_value() else None
+            bound[name] = default
     return bound
+
+
+_schemas: dict[Any, list[tuple[str, bool, Any]]] = {}
+
+
+def _schema_arguments(func: Any) -> list[tuple[str, bool, Any]]:
+    """An overload's arguments as (name, keyword-only, default), read once per overload."""
+    found = _schemas.get(func)
+    if found is None:
+        # func._schema: an overload's argument names and defaults have no public accessor.
+        found = _schemas[func] = [
+            (argument.name, argument.kwarg_only, argument.default_value if argument.has_default_value() else None)
+            for argument in func._schema.arguments
+        ]
+    return found
 
 
 def _key(target: Any) -> str | type:
@@ -179,6 +196,8 @@ def register(
         else:
             _op_formulas[key] = formula
         _registered[key] = Registered(_display(key), family, rule.strip())
+    for answers in _shared_answers:
+        answers.clear()
 
 
 def register_formula(target: Any, *, replace: bool = False) -> Callable[[Callable], Callable]:
@@ -217,14 +236,20 @@ class FormulaSet:
     """The formulas one profile uses: the global registry plus that call's overrides.
 
     ``overrides`` maps ops (as :func:`register_formula` takes them) or ``nn.Module`` types
-    to formulas, as ``FlopCounterMode``'s ``custom_mapping`` does. The registry is copied
-    when the set is made, so an override never leaks into it.
+    to formulas, as ``FlopCounterMode``'s ``custom_mapping`` does. A set with overrides
+    copies the registry, so an override never leaks into it; sets without overrides read
+    the registry itself and share their answers, per op overload and module type, from
+    one profile to the next (until the next registration empties them).
     """
 
     def __init__(self, overrides: Mapping[Any, Callable[..., Cost]] | None = None) -> None:
-        self._ops: dict[str, OpFormula | object] = dict(_op_formulas)
-        self._modules: dict[type, ModuleFormula] = dict(_module_formulas)
-        for target, formula in (overrides or {}).items():
+        if not overrides:
+            self._ops, self._modules = _op_formulas, _module_formulas
+            self._cache, self._module_cache, self.plans = _shared_answers
+            return
+        self._ops = dict(_op_formulas)
+        self._modules = dict(_module_formulas)
+        for target, formula in overrides.items():
             if not callable(formula):
                 raise TypeError(f"the formula for {target!r} must be callable, got {formula!r}")
             key = _key(target)
@@ -232,7 +257,10 @@ class FormulaSet:
                 self._modules[key] = formula
             else:
                 self._ops[key] = formula
-        self._cache: dict[Any, OpFormula | object | None] = {}
+        self._cache = {}
+        self._module_cache = {}
+        #: Per op overload, what the engine derived from this set's answers (its own memo).
+        self.plans = {}
 
     def for_op(self, func: Any) -> OpFormula | object | None:
         """The formula for an aten overload, ``FREE`` for data movement, None when uncounted.
@@ -256,12 +284,14 @@ class FormulaSet:
 
     def for_module(self, module: torch.nn.Module) -> ModuleFormula | None:
         """The formula for this module's type (or its nearest base type that has one), if any."""
-        if not self._modules:
-            return None
-        for klass in type(module).__mro__:
-            if klass in self._modules:
-                return self._modules[klass]
-        return None
+        kind = type(module)
+        try:
+            return self._module_cache[kind]
+        except KeyError:
+            pass
+        found = next((self._modules[klass] for klass in kind.__mro__ if klass in self._modules), None)
+        self._module_cache[kind] = found
+        return found
 
     @staticmethod
     def is_free(formula: object) -> bool:
