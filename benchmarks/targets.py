@@ -1,7 +1,7 @@
 """The speed targets of issue 13, each judged met / not met over three runs.
 
-    python benchmarks/targets.py                 # everything (about 10 minutes on a loaded 2-core box)
-    python benchmarks/targets.py --runs 1 --skip suite,startup
+    python benchmarks/targets.py --threads 1     # everything (4 minutes quiet, 20 on a loaded 2-core box)
+    python benchmarks/targets.py --threads 1 --runs 1 --skip suite,startup
 
 Every in-process figure is a ratio taken in one process from interleaved rounds: each
 round runs every variant once (the order rotated every round), each paired with a bare

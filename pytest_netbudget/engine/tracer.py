@@ -2,8 +2,8 @@
 
 A ``TorchDispatchMode`` sees every aten op of the forward, including those that
 functional code (``F.linear``, ``@``, ``einsum``) and fused fast paths produce;
-forward hooks on every module keep a stack, so each op is charged to the module
-whose own ``forward`` issued it. The same mode follows live intermediate tensors
+a wrapper around every module's ``forward`` keeps a stack, so each op is charged to
+the module whose own ``forward`` issued it. The same mode follows live intermediate tensors
 as they are created and freed, which gives the activation peak on any device.
 """
 
