@@ -205,9 +205,9 @@ def meta_run(name: str, rounds: int) -> dict[str, float]:
 
 def routed_meta_forward(model: torch.nn.Module, inputs: tuple) -> None:
     """A bare meta forward with the engine's SDPA routing for meta around it, as profile() sets it."""
-    from pytest_netbudget.engine.fused_on_meta import FusedKernelsOnMeta
+    from pytest_netbudget.engine.fused_on_meta import FUSED_KERNELS_ON_META
 
-    with torch.no_grad(), FusedKernelsOnMeta():
+    with torch.no_grad(), FUSED_KERNELS_ON_META:
         model(*inputs)
 
 

@@ -16,7 +16,7 @@ from engine_helpers import Call, Case, profile_both, r, rs
 from torch import nn
 
 from pytest_netbudget import profile
-from pytest_netbudget.formulas import ELEMENTWISE_COST, REDUCTION_COST
+from pytest_netbudget.formulas import REDUCTION_COST
 
 pytestmark = pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter", "ignore:index_reduce")
 
@@ -267,13 +267,53 @@ def test_histc_and_pdist_are_counted():
     assert p.flops == REDUCTION_COST * 15 + 3 * 3 * pairs
 
 
-def test_linalg_vecdot_is_counted_as_its_decomposition():
-    """``linalg.vecdot`` decomposes before any dispatch mode sees it: a product (1 FLOP per
-    element) and a sum (1 per element), 2 FLOPs per product as a dot product's 2*MACs, but
-    under ``flops`` alone (a known limit, in the README)."""
-    p = profile_both(Call(lambda m, a, b: torch.linalg.vecdot(a, b)), (torch.randn(3, 4), torch.randn(3, 4)))
-    assert p.macs == 0
-    assert p.flops == ELEMENTWISE_COST * 12 + REDUCTION_COST * 12
+@pytest.mark.parametrize(
+    ("a", "b", "dim", "products"),
+    [
+        ((3, 4), (3, 4), -1, 3 * 4),  # three dot products of length 4
+        ((4, 3), (4, 1), 0, 3 * 4),  # over dim 0, b broadcast over the 3 columns
+        ((5,), (5,), -1, 5),  # one dot product
+    ],
+)
+def test_linalg_vecdot_counts_its_dot_products(a, b, dim, products):
+    """``linalg.vecdot`` decomposes into a product and a sum before a dispatch mode sees it; while
+    a profile runs it is routed through a batched matmul, so each product is one MAC (and 2 FLOPs,
+    as its mul + sum were), on cpu and meta alike."""
+    x, y = torch.randn(a), torch.randn(b)
+    model = Call(lambda m, x, y: torch.linalg.vecdot(x, y, dim=dim))
+    p = profile_both(model, (x, y))
+    assert (p.macs, p.flops) == (products, 2 * products)
+    assert torch.allclose(profile_output(model, x, y), torch.linalg.vecdot(x, y, dim=dim))
+
+
+def profile_output(model: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """What the model returns while a profile runs (the routed vecdot), caught by a forward hook."""
+    seen = []
+    handle = model.register_forward_hook(lambda module, args, output: seen.append(output))
+    try:
+        profile(model, inputs)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_linalg_vecdot_routing_keeps_gradients_and_ends_with_the_profile():
+    """In a training step the gradient of w is again 3x4 products: forward 12 MACs + backward 12
+    (the input needs no gradient); after the profile, vecdot takes its own path (a product and a
+    sum) again."""
+    model = Call(lambda m, x: torch.linalg.vecdot(x, m.w), w=torch.randn(3, 4))
+    p = profile(model, input_shape=(3, 4), train=True, optimizer="none")
+    assert p.train_macs == 12 + 12
+
+    class Ops(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    seen: list[str] = []
+    with Ops():
+        torch.linalg.vecdot(torch.randn(3, 4), torch.randn(3, 4))
+    assert "bmm" not in " ".join(seen)
 
 
 def test_grouped_mm_on_meta_in_float32():

@@ -11,11 +11,12 @@ meta, whose meta implementation only infers shapes. MACs and FLOPs do not change
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .kernel_overrides import KernelOverride
 
 FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -72,41 +73,12 @@ def _meta_attention(*args: Any, **kwargs: Any) -> torch.Tensor:
     return fused if fused is not None else _ATTENTION.decompose(*args, **kwargs)
 
 
-class FusedKernelsOnMeta:
-    """While active, meta-device ``F.scaled_dot_product_attention`` calls run the kernel CPU would.
+#: While active, meta-device ``F.scaled_dot_product_attention`` calls run the kernel CPU would:
+#: a kernel for ``aten::scaled_dot_product_attention`` at the ``AutogradMeta`` key, which meta
+#: calls reach before the composite decomposes them. A model that calls no attention pays nothing.
+FUSED_KERNELS_ON_META = KernelOverride("scaled_dot_product_attention", _meta_attention, ("AutogradMeta",))
 
-    The routing is a kernel for ``aten::scaled_dot_product_attention`` at the ``AutogradMeta``
-    dispatch key, which meta calls reach before the composite decomposes them (with or without
-    grad), registered on entry and removed on exit. Other ops never see it, so a model that
-    calls no attention pays nothing per op, where a ``TorchFunctionMode`` would see every torch
-    call. The registration is process-wide while active (another thread's meta attention takes
-    it too, to the same output shapes); under ``torch.inference_mode`` autograd keys are skipped
-    and meta attention keeps its math path.
-    """
 
-    _lock = threading.Lock()
-    _active = 0
-    _library: Any = None
-
-    @staticmethod
-    def wanted(device: torch.device) -> bool:
-        """On meta, where this torch has the CPU flash kernel (2.2 and later)."""
-        return device.type == "meta" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
-
-    def __enter__(self) -> FusedKernelsOnMeta:
-        cls = FusedKernelsOnMeta
-        with cls._lock:
-            if cls._active == 0:  # one registration however deeply profiles nest
-                library = torch.library.Library("aten", "IMPL")
-                library.impl("scaled_dot_product_attention", _meta_attention, "AutogradMeta")
-                cls._library = library
-            cls._active += 1
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        cls = FusedKernelsOnMeta
-        with cls._lock:
-            cls._active -= 1
-            if cls._active == 0:
-                cls._library._destroy()
-                cls._library = None
+def fused_kernels_wanted(device: torch.device) -> bool:
+    """On meta, where this torch has the CPU flash kernel (2.2 and later)."""
+    return device.type == "meta" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")

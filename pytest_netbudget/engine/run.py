@@ -18,7 +18,8 @@ import torch
 from .. import devices, metrics, units
 from ..formulas import FormulaSet
 from .data import LayerStats, OpStats, Profile, TrainStep
-from .fused_on_meta import FusedKernelsOnMeta
+from .fused_on_meta import FUSED_KERNELS_ON_META, fused_kernels_wanted
+from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
     call_with_state,
     check_not_lazy,
@@ -322,10 +323,17 @@ def _prepare(
     )
 
 
+@contextlib.contextmanager
+def _kernel_overrides(device: torch.device) -> Iterator[None]:
+    """The kernels put in front of aten's while a profile runs: vecdot as the dot products it is,
+    and on meta the fused attention kernel CPU would take."""
+    with VECDOT_AS_MATMUL, FUSED_KERNELS_ON_META if fused_kernels_wanted(device) else contextlib.nullcontext():
+        yield
+
+
 def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     """Run the forward once under the tracer; the CUDA peak when on CUDA."""
     model = prepared.model
-    fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(prepared.device) else contextlib.nullcontext()
     tracer = Tracer(model, prepared.external, prepared.formulas, prepared.inventory.modules)
     if prepared.state is None:  # the model's own tensors: what the forward writes to them is undone
         tracer.own_writes = OwnWrites(model, prepared.inventory.tensors)
@@ -338,7 +346,7 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
         else contextlib.nullcontext(),
         torch.no_grad(),
         _cuda_peak(prepared.device) as measured,
-        fused,
+        _kernel_overrides(prepared.device),
         tracer,
     ):
         if is_exported(model):
@@ -396,12 +404,11 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
 
     @contextlib.contextmanager
     def around() -> Iterator[dict[str, float]]:
-        fused = FusedKernelsOnMeta() if FusedKernelsOnMeta.wanted(device) else contextlib.nullcontext()
         with (
             _module_modes(prepared.model, True, prepared.inventory.modules),
             moved_attributes(prepared.model, device, prepared.dtype),
             _cuda_peak(device) as measured,
-            fused,
+            _kernel_overrides(device),
         ):
             yield measured
 
