@@ -121,11 +121,13 @@ def argument_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """Tensors passed to an op: directly or in a list (``cat``), never deeper; faster than
     walking every int of stride and padding lists."""
     found = []
-    for value in (*args, *kwargs.values()):
+    for value in (*args, *kwargs.values()) if kwargs else args:
         if isinstance(value, torch.Tensor):
             found.append(value)
         elif isinstance(value, (list, tuple)):
-            found.extend(item for item in value if isinstance(item, torch.Tensor))
+            for item in value:
+                if isinstance(item, torch.Tensor):
+                    found.append(item)
     return found
 
 
@@ -140,10 +142,6 @@ def _shape(tensor: torch.Tensor) -> list[int]:
         return list(tensor.shape)
     sizes = tensor._nested_tensor_size().tolist()  # one row of sizes per sequence
     return [len(sizes), *(max(column) for column in zip(*sizes))]
-
-
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
 
 
 def _storage_key(tensor: torch.Tensor) -> int | None:
@@ -237,6 +235,7 @@ class OpPlan:
 
     __slots__ = (
         "count_bytes",
+        "counted",
         "decompose",
         "formula",
         "free",
@@ -258,6 +257,8 @@ class OpPlan:
         )
         self.name = str(func.overloadpacket)
         self.count_bytes = not func.is_view
+        #: False for a free view: nothing to charge to a module, only the live memory to follow.
+        self.counted = self.count_bytes or not self.free
         self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
         self.meta_kernel = func in META_KERNELS  # ours replaces PyTorch's on meta
         #: Whether the op writes an argument (``Tensor(a!)`` in its schema): OwnWrites looks at those.
@@ -468,18 +469,23 @@ class Tracer(TorchDispatchMode):
 
     def _account(self, func: Any, plan: OpPlan, args: tuple, kwargs: dict, out: Any) -> None:
         # One pass over the outputs: the live-memory tally and the bytes written.
-        outputs = [out] if isinstance(out, torch.Tensor) else argument_tensors((out,), {})
-        written = 0
         saw = self.memory.saw
-        for position, tensor in enumerate(outputs):
-            written += tensor.numel() * tensor.element_size()
-            if plan.memory_outputs is None or position < plan.memory_outputs:
-                saw(tensor)
-        if self._suppressed:
+        if isinstance(out, torch.Tensor):  # most ops: one output, always an activation
+            written = out.numel() * out.element_size()
+            saw(out)
+        else:
+            written = 0
+            for position, tensor in enumerate(argument_tensors((out,), {})):
+                written += tensor.numel() * tensor.element_size()
+                if plan.memory_outputs is None or position < plan.memory_outputs:
+                    saw(tensor)
+        if self._suppressed or not plan.counted:
             return
         tally = self.tallies[self._owner(args, kwargs)]
         if plan.count_bytes:
-            tally.read_bytes += sum(_nbytes(tensor) for tensor in argument_tensors(args, kwargs))
+            tally.read_bytes += sum(
+                [tensor.numel() * tensor.element_size() for tensor in argument_tensors(args, kwargs)]
+            )
             tally.write_bytes += written
         if plan.formula is not None:
             cost = formulas.apply(plan.formula, plan.name, self._op_call(func, args, kwargs, out))

@@ -24,9 +24,12 @@ INTERPOLATION_COST = {
 }
 
 
+_SPATIAL_DIMS = re.compile(r"pool(\d)d")  # compiled once: re's own cache lookup costs more than the search
+
+
 def window_elements(call: OpCall) -> int:
     """Elements of a pooling window (``kernel_size`` may give one size for every dimension)."""
-    spatial = int(re.search(r"pool(\d)d", call.func.name()).group(1))
+    spatial = int(_SPATIAL_DIMS.search(call.func.name()).group(1))
     kernel = list(call["kernel_size"])
     return math.prod(kernel) if len(kernel) == spatial else kernel[0] ** spatial
 

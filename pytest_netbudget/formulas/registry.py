@@ -37,17 +37,25 @@ class FormulaError(Exception):
 
 def apply(formula: Callable[..., Any], target: str, *args: Any) -> Cost:
     """Call ``formula`` for ``target`` (an op's or a module type's name) and check what it returns."""
-    name = f"{getattr(formula, '__module__', '?')}.{getattr(formula, '__qualname__', repr(formula))}"
     try:
         cost = formula(*args)
     except Exception as error:
-        raise FormulaError(f"formula {name} for {target} raised {type(error).__name__}: {error}") from error
+        raise FormulaError(f"formula {_name(formula)} for {target} raised {type(error).__name__}: {error}") from error
     if not isinstance(cost, Cost):
-        raise FormulaError(f"formula {name} for {target} returned {cost!r}, not a Cost")
+        raise FormulaError(f"formula {_name(formula)} for {target} returned {cost!r}, not a Cost")
     for figure in (cost.macs, cost.total_flops):
+        if type(figure) is int and figure >= 0:  # the usual answer, checked first (bool is not int here)
+            continue
         if isinstance(figure, bool) or not isinstance(figure, (int, float)) or not 0 <= figure < math.inf:
-            raise FormulaError(f"formula {name} for {target} returned {cost!r}: costs are finite and not negative")
+            raise FormulaError(
+                f"formula {_name(formula)} for {target} returned {cost!r}: costs are finite and not negative"
+            )
     return cost
+
+
+def _name(formula: Callable[..., Any]) -> str:
+    """How an error names a formula; built only when one is reported."""
+    return f"{getattr(formula, '__module__', '?')}.{getattr(formula, '__qualname__', repr(formula))}"
 
 
 class OpCall:
