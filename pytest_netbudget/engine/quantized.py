@@ -13,6 +13,10 @@ import torch
 
 def packed_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
     """Weight and bias held in ``module``'s own packed object; none for any other module."""
+    # A ScriptObject is held in the instance's __dict__ (or by its class), never in _parameters,
+    # _buffers or _modules: asking those first spares Module.__getattr__'s AttributeError.
+    if "_packed_params" not in vars(module) and not hasattr(type(module), "_packed_params"):
+        return []
     if not isinstance(getattr(module, "_packed_params", None), torch.ScriptObject):
         return []
     weight, bias = module._weight_bias()
