@@ -85,6 +85,19 @@ def call_tool(tool: Tool, model: torch.nn.Module, inputs: Inputs, limit: float) 
 # --------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """No collection inside the timed runs: a pause (gc.collect()) before a run lets the
+    OpenMP workers sleep, and on a loaded 2-core machine waking them can cost more than a
+    small model's whole forward."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def timed_rounds(
     tools: dict[str, Tool],
     outcomes: dict[str, Outcome],
@@ -99,42 +112,22 @@ def timed_rounds(
     timed runs add up to PER_TOOL_BUDGET seconds."""
     names = [name for name in tools if name != "bare forward" and outcomes[name].error is None]
     bare = outcomes["bare forward"]
-    # No collection inside the timed runs: a pause (gc.collect()) before a run lets the
-    # OpenMP workers sleep, and on a loaded 2-core machine waking them can cost more
-    # than a small model's whole forward.
-    gc.collect()
-    gc.disable()
-    try:
-        _rounds(tools, outcomes, model, inputs, reps, limit, names, bare)
-    finally:
-        gc.enable()
-
-
-def _rounds(
-    tools: dict[str, Tool],
-    outcomes: dict[str, Outcome],
-    model: torch.nn.Module,
-    inputs: Inputs,
-    reps: int,
-    limit: float,
-    names: list[str],
-    bare: Outcome,
-) -> None:
-    for round_index in range(reps):
-        shift = round_index % max(len(names), 1)
-        for name in names[shift:] + names[:shift]:
-            outcome = outcomes[name]
-            if sum(outcome.times) > PER_TOOL_BUDGET or outcome.error is not None:
-                continue
-            try:
-                reference, _ = call_tool(run_bare, model, inputs, limit)
-                elapsed, _ = call_tool(tools[name], model, inputs, limit)
-            except ToolTimeout:
-                outcome.error = "ToolTimeout"
-                continue
-            bare.times.append(reference)
-            outcome.times.append(elapsed)
-            outcome.ratios.append(elapsed / reference)
+    with _no_collection():
+        for round_index in range(reps):
+            shift = round_index % max(len(names), 1)
+            for name in names[shift:] + names[:shift]:
+                outcome = outcomes[name]
+                if sum(outcome.times) > PER_TOOL_BUDGET or outcome.error is not None:
+                    continue
+                try:
+                    reference, _ = call_tool(run_bare, model, inputs, limit)
+                    elapsed, _ = call_tool(tools[name], model, inputs, limit)
+                except ToolTimeout:
+                    outcome.error = "ToolTimeout"
+                    continue
+                bare.times.append(reference)
+                outcome.times.append(elapsed)
+                outcome.ratios.append(elapsed / reference)
 
 
 # --------------------------------------------------------------------------------------
