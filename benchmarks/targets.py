@@ -207,7 +207,7 @@ def routed_meta_forward(model: torch.nn.Module, inputs: tuple) -> None:
     """A bare meta forward with the engine's SDPA routing for meta around it, as profile() sets it."""
     from pytest_netbudget.engine.fused_on_meta import FUSED_KERNELS_ON_META
 
-    with torch.no_grad(), FUSED_KERNELS_ON_META:
+    with torch.no_grad(), FUSED_KERNELS_ON_META.on(torch.device("meta")):
         model(*inputs)
 
 

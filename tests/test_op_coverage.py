@@ -300,7 +300,7 @@ def profile_output(model: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
 def test_linalg_vecdot_routing_keeps_gradients_and_ends_with_the_profile():
     """In a training step the gradient of w is again 3x4 products: forward 12 MACs + backward 12
     (the input needs no gradient); after the profile, vecdot takes its own path (a product and a
-    sum) again."""
+    sum) again, gradients included."""
     model = Call(lambda m, x: torch.linalg.vecdot(x, m.w), w=torch.randn(3, 4))
     p = profile(model, input_shape=(3, 4), train=True, optimizer="none")
     assert p.train_macs == 12 + 12
@@ -314,6 +314,15 @@ def test_linalg_vecdot_routing_keeps_gradients_and_ends_with_the_profile():
     with Ops():
         torch.linalg.vecdot(torch.randn(3, 4), torch.randn(3, 4))
     assert "bmm" not in " ".join(seen)
+    # The registration stays for the process, answering as aten's composite: a product and a sum,
+    # with their gradient (d/dx of sum(x * y) is y).
+    x = torch.randn(3, 4, requires_grad=True)
+    y = torch.randn(3, 4)
+    out = torch.linalg.vecdot(x, y)
+    assert type(out.grad_fn).__name__ == "SumBackward1"
+    assert torch.equal(out, (x * y).sum(-1))
+    out.sum().backward()
+    assert torch.equal(x.grad, y)
 
 
 def test_grouped_mm_on_meta_in_float32():

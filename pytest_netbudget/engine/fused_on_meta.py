@@ -69,14 +69,15 @@ def _meta_attention(*args: Any, **kwargs: Any) -> torch.Tensor:
     this routing was a ``TorchFunctionMode`` (off while it handled that outer call), so that no
     figure moves: routing them too would make ``nn.MultiheadAttention``'s meta activations
     equal CPU's (ViT-B/16: 8.17 -> 8.08 MiB), a change of figures to decide on its own."""
-    fused = None if sys._getframe(1).f_code is _MHA_CODE else _flash_attention(*args, **kwargs)
+    caller = sys._getframe(2)  # frame 1 is KernelOverride's dispatching kernel, which called this one
+    fused = None if caller.f_code is _MHA_CODE else _flash_attention(*args, **kwargs)
     return fused if fused is not None else _ATTENTION.decompose(*args, **kwargs)
 
 
 #: While active, meta-device ``F.scaled_dot_product_attention`` calls run the kernel CPU would:
 #: a kernel for ``aten::scaled_dot_product_attention`` at the ``AutogradMeta`` key, which meta
 #: calls reach before the composite decomposes them. A model that calls no attention pays nothing.
-FUSED_KERNELS_ON_META = KernelOverride("scaled_dot_product_attention", _meta_attention, ("AutogradMeta",))
+FUSED_KERNELS_ON_META = KernelOverride("scaled_dot_product_attention", _meta_attention, ("meta",))
 
 
 def fused_kernels_wanted(device: torch.device) -> bool:

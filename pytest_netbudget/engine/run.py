@@ -327,7 +327,10 @@ def _prepare(
 def _kernel_overrides(device: torch.device) -> Iterator[None]:
     """The kernels put in front of aten's while a profile runs: vecdot as the dot products it is,
     and on meta the fused attention kernel CPU would take."""
-    with VECDOT_AS_MATMUL, FUSED_KERNELS_ON_META if fused_kernels_wanted(device) else contextlib.nullcontext():
+    with (
+        VECDOT_AS_MATMUL.on(device),
+        FUSED_KERNELS_ON_META.on(device) if fused_kernels_wanted(device) else contextlib.nullcontext(),
+    ):
         yield
 
 
