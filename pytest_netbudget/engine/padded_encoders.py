@@ -16,10 +16,11 @@ import torch
 
 
 @contextlib.contextmanager
-def padded_encoders(model: torch.nn.Module) -> Iterator[None]:
+def padded_encoders(modules: list[tuple[str, torch.nn.Module]]) -> Iterator[None]:
+    """The nested-tensor path off for every encoder among ``modules`` (the model's ``named_modules()``)."""
     encoders = [
         module
-        for module in model.modules()
+        for _, module in modules
         if isinstance(module, torch.nn.TransformerEncoder) and getattr(module, "use_nested_tensor", False)
     ]
     for encoder in encoders:

@@ -339,11 +339,11 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     model = prepared.model
     tracer = Tracer(model, prepared.external, prepared.formulas, prepared.inventory.modules)
     if prepared.state is None:  # the model's own tensors: what the forward writes to them is undone
-        tracer.own_writes = OwnWrites(model, prepared.inventory.tensors)
+        tracer.own_writes = OwnWrites(prepared.inventory.modules, prepared.inventory.tensors)
     with (
         tracer.own_writes or contextlib.nullcontext(),
         _module_modes(model, False, prepared.inventory.modules),
-        padded_encoders(model),
+        padded_encoders(prepared.inventory.modules),
         moved_attributes(model, prepared.device, prepared.dtype)
         if prepared.state is not None
         else contextlib.nullcontext(),

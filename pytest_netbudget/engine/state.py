@@ -38,18 +38,23 @@ class OwnWrites:
     an argument (the tracer's plan for the op says which do).
     """
 
-    def __init__(self, model: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
-        self._owned = {key: tensor for tensor in tensors if (key := _storage_key(tensor)) is not None}
+    def __init__(self, modules: list[tuple[str, torch.nn.Module]], tensors: list[torch.Tensor]) -> None:
+        """``modules``: the model's ``named_modules()``; ``tensors``: its parameters and buffers."""
+        self._tensors = tensors
+        self._owned: dict[int, torch.Tensor] | None = None  # storage key -> tensor, made at the first write
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._writes: dict[Any, tuple[tuple[int, str], ...]] = {}
+        # Only entries that exist can be replaced; a forward adding a new one is not undone.
         self._tables = [
-            (table, dict(table)) for module in model.modules() for table in (module._parameters, module._buffers)
+            (table, dict(table)) for _, module in modules for table in (module._parameters, module._buffers) if table
         ]
 
     def before(self, func: Any, args: tuple, kwargs: dict) -> None:
         writes = self._writes.get(func)
         if writes is None:
             writes = self._writes[func] = _written_arguments(func)
+        if self._owned is None:  # most forwards write none of their tensors: no keys taken then
+            self._owned = {key: tensor for tensor in self._tensors if (key := _storage_key(tensor)) is not None}
         for index, name in writes:
             tensor = args[index] if index < len(args) else kwargs.get(name)
             key = _storage_key(tensor) if isinstance(tensor, torch.Tensor) else None

@@ -316,7 +316,6 @@ class Tracer(TorchDispatchMode):
         self.tallies = [LayerTally() for _ in self.modules]
         self.uncounted: Counter[str] = Counter()
         self.memory = LiveMemory(external)
-        self._index = {id(module): index for index, (_, module) in enumerate(self.modules)}
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
         self._plans: dict[Any, OpPlan] = formula_set.plans
         self._stack: list[int] = []
@@ -330,15 +329,20 @@ class Tracer(TorchDispatchMode):
     def __enter__(self) -> Tracer:
         try:
             script_ids = scripted(self.modules)
-            for _, module in self.modules:
+            for index, (_, module) in enumerate(self.modules):
                 if id(module) not in script_ids:
                     own = vars(module)
                     self._forwards.append((module, own.get("forward", _NO_FORWARD)))
-                    own["forward"] = self._wrapped_forward(module, module.forward)
+                    own["forward"] = self._wrapped_forward(index, module.forward)
                 if isinstance(module, _HOOK_SENSITIVE):
                     self._handles.append(module.register_forward_pre_hook(_no_op_hook))
             if script_ids:
-                self._handles += script_module_hooks(script_ids, self._enter, self._leave)
+                index_of = {id(module): index for index, (_, module) in enumerate(self.modules)}
+                self._handles += script_module_hooks(
+                    script_ids,
+                    lambda module, args, kwargs: self._enter(index_of[id(module)], args, kwargs),
+                    lambda module, args, output: self._leave(index_of[id(module)], args, output),
+                )
             self._handles.append(EagerFlexAttention())
             return super().__enter__()
         except BaseException:
@@ -363,18 +367,19 @@ class Tracer(TorchDispatchMode):
         self._handles.clear()
         self.memory.close()
 
-    def _wrapped_forward(self, module: torch.nn.Module, forward: Any) -> Any:
+    def _wrapped_forward(self, index: int, forward: Any) -> Any:
+        """``forward`` between ``_enter`` and ``_leave`` of the module at ``index``."""
         enter, leave = self._enter, self._leave
 
         def traced_forward(*args: Any, **kwargs: Any) -> Any:
-            enter(module, args, kwargs)
+            enter(index, args, kwargs)
             try:
                 output = forward(*args, **kwargs)
             except BaseException:
                 with contextlib.suppress(Exception):  # the forward's own error is the one to report
-                    leave(module, args, None)
+                    leave(index, args, None)
                 raise
-            leave(module, args, output)
+            leave(index, args, output)
             return output
 
         traced_forward.__wrapped__ = forward  # type: ignore[attr-defined]  # inspect.signature sees the model's own
@@ -397,18 +402,16 @@ class Tracer(TorchDispatchMode):
         finally:
             self._stack.pop()
 
-    def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        index = self._index[id(module)]
+    def _enter(self, index: int, args: tuple, kwargs: dict) -> None:
         tally = self.tallies[index]
         tally.calls += 1
         if tally.calls == 1:
-            tally.input_shapes = shapes_of((args, kwargs))
+            tally.input_shapes = shapes_of((args, kwargs) if kwargs else args)
         self._stack.append(index)
         if self._module_formulas[index] is not None:
             self._suppressed += 1
 
-    def _leave(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        index = self._index[id(module)]
+    def _leave(self, index: int, args: tuple, output: Any) -> None:
         while self._stack and self._stack.pop() != index:
             pass  # a child left without its exit (not expected with wrappers); unwind to this module
         tally = self.tallies[index]
@@ -418,6 +421,7 @@ class Tracer(TorchDispatchMode):
         if formula is not None:
             self._suppressed -= 1
             if self._suppressed == 0:  # whatever the forward returned, None included
+                module = self.modules[index][1]
                 name = f"module:{type(module).__name__}"
                 cost = formulas.apply(formula, name, module, args, output)
                 tally.charge(name, cost.macs, cost.total_flops)

@@ -118,16 +118,16 @@ class StepTracer(Tracer):
     def owner_of(self, tensor: torch.Tensor) -> int | None:
         return self._owners.get(_storage_key(tensor))
 
-    def _enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    def _enter(self, index: int, args: tuple, kwargs: dict) -> None:
         if self.phase == "forward":
-            super()._enter(module, args, kwargs)
+            super()._enter(index, args, kwargs)
             self._note_module()
         else:  # a checkpointed block running its forward again inside the backward
-            self._stack.append(self._index[id(module)])
+            self._stack.append(index)
 
-    def _leave(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+    def _leave(self, index: int, args: tuple, output: Any) -> None:
         if self.phase == "forward":
-            super()._leave(module, args, output)
+            super()._leave(index, args, output)
             self._note_module()
         elif self._stack:
             self._stack.pop()

@@ -71,23 +71,20 @@ class OpCall:
         #: In a backward: for each input of the forward op, whether autograd wants its gradient
         #: (a fused kernel computes them all; its unfused form only those). None elsewhere.
         self.grad_needed = grad_needed
-        self._bound: dict[str, Any] | None = None
-
-    def _arguments(self) -> dict[str, Any]:
-        if self._bound is None:
-            self._bound = _bind(self.func, self.args, self.kwargs)
-        return self._bound
 
     def __getitem__(self, name: str) -> Any:
-        return self._arguments()[name]
+        index, kwarg_only, default = _schema_arguments(self.func)[name]
+        if index < len(self.args) and not kwarg_only:
+            return self.args[index]
+        return self.kwargs.get(name, default)
 
     def __contains__(self, name: str) -> bool:
         """Whether the op's schema has an argument of this name."""
-        return name in self._arguments()
+        return name in _schema_arguments(self.func)
 
     def get(self, name: str, default: Any = None) -> Any:
         """An argument that only some overloads or torch versions have."""
-        return self._arguments().get(name, default)
+        return self[name] if name in _schema_arguments(self.func) else default
 
     @property
     def first_out(self) -> torch.Tensor:
@@ -132,30 +129,23 @@ def aten(names: str) -> list[str]:
     return [f"aten::{name}" for name in names.split()]
 
 
-def _bind(func: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
-    bound: dict[str, Any] = {}
-    for index, (name, kwarg_only, default) in enumerate(_schema_arguments(func)):
-        if index < len(args) and not kwarg_only:
-            bound[name] = args[index]
-        elif name in kwargs:
-            bound[name] = kwargs[name]
-        else:
-            bound[name] = default
-    return bound
+_schemas: dict[Any, dict[str, tuple[int, bool, Any]]] = {}
 
 
-_schemas: dict[Any, list[tuple[str, bool, Any]]] = {}
-
-
-def _schema_arguments(func: Any) -> list[tuple[str, bool, Any]]:
-    """An overload's arguments as (name, keyword-only, default), read once per overload."""
+def _schema_arguments(func: Any) -> dict[str, tuple[int, bool, Any]]:
+    """An overload's arguments by name: (position, keyword-only, default), read once per overload;
+    a formula then looks up only the arguments it reads."""
     found = _schemas.get(func)
     if found is None:
         # func._schema: an overload's argument names and defaults have no public accessor.
-        found = _schemas[func] = [
-            (argument.name, argument.kwarg_only, argument.default_value if argument.has_default_value() else None)
-            for argument in func._schema.arguments
-        ]
+        found = _schemas[func] = {
+            argument.name: (
+                index,
+                argument.kwarg_only,
+                argument.default_value if argument.has_default_value() else None,
+            )
+            for index, argument in enumerate(func._schema.arguments)
+        }
     return found
 
 
