@@ -31,17 +31,15 @@ def unwrap(model: Any) -> Any:
     return model
 
 
-def check_not_lazy(model: torch.nn.Module) -> None:
-    """A lazy module's parameters have no shape until its first forward: say so, naming it."""
-    for path, module in model.named_modules():
-        for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
-            if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
-                where = f"{path}.{name}" if path else name
-                raise ValueError(
-                    f"{where} ({type(module).__name__}) is an uninitialised lazy parameter: its shape is known only "
-                    "after the model's first forward. Run one forward with an example input before profiling "
-                    "(the lazy modules then become ordinary ones)."
-                )
+def lazy_parameter_error(path: str, name: str, module: torch.nn.Module) -> ValueError:
+    """A lazy module's parameters have no shape until its first forward: the error that says so,
+    naming it (``path`` is the module's, ``name`` the parameter's)."""
+    where = f"{path}.{name}" if path else name
+    return ValueError(
+        f"{where} ({type(module).__name__}) is an uninitialised lazy parameter: its shape is known only "
+        "after the model's first forward. Run one forward with an example input before profiling "
+        "(the lazy modules then become ordinary ones)."
+    )
 
 
 def set_mode(model: torch.nn.Module, train: bool) -> None:

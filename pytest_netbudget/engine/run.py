@@ -22,8 +22,8 @@ from .fused_on_meta import FUSED_KERNELS_ON_META, fused_kernels_wanted
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
     call_with_state,
-    check_not_lazy,
     is_exported,
+    lazy_parameter_error,
     run_exported,
     set_mode,
     swapped_state,
@@ -115,39 +115,48 @@ class _Inventory:
     float_dtypes: set[torch.dtype]
 
 
+_LAZY = torch.nn.parameter.UninitializedTensorMixin
+
+
 def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
     """Per-module parameter and buffer counts; a tensor shared by two modules counts once,
-    for the first module that holds it."""
+    for the first module that holds it. A lazy parameter, which has no shape yet, is an error.
+    One pass: a large model has thousands of tensors, and this runs on every profile."""
     seen: set[int] = set()
     modules = list(model.named_modules())
-    inventory = _Inventory(rows=[], modules=modules, size_bytes=0, tensors=[], devices=set(), float_dtypes=set())
+    rows, tensors, devices, float_dtypes = [], [], set(), set()
+    size_bytes = 0
     for path, module in modules:
-        counts = {"params": 0, "trainable_params": 0, "buffers": 0}
-        owned = [(tensor, True) for tensor in module._parameters.values() if tensor is not None]
-        owned += [(tensor, False) for tensor in module._buffers.values() if tensor is not None]
-        for tensor, is_param in owned:
-            if id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            inventory.tensors.append(tensor)
-            inventory.devices.add(tensor.device)
-            floating = tensor.is_floating_point()
-            if floating:
-                inventory.float_dtypes.add(tensor.dtype)
-            count = tensor.numel()
-            inventory.size_bytes += count * (
-                dtype.itemsize if dtype is not None and floating else tensor.element_size()
-            )
-            if is_param:
-                counts["params"] += count
-                counts["trainable_params"] += count if tensor.requires_grad else 0
-            else:
-                counts["buffers"] += count
+        params = trainable = buffers = 0
+        for table, is_param in ((module._parameters, True), (module._buffers, False)):
+            for name, tensor in table.items():
+                if tensor is None:
+                    continue
+                if isinstance(tensor, _LAZY):
+                    raise lazy_parameter_error(path, name, module)
+                if id(tensor) in seen:
+                    continue
+                seen.add(id(tensor))
+                tensors.append(tensor)
+                devices.add(tensor.device)
+                count = tensor.numel()
+                if tensor.is_floating_point():
+                    float_dtypes.add(tensor.dtype)
+                    size_bytes += count * (tensor.element_size() if dtype is None else dtype.itemsize)
+                else:
+                    size_bytes += count * tensor.element_size()
+                if not is_param:
+                    buffers += count
+                else:
+                    params += count
+                    if tensor.requires_grad:
+                        trainable += count
         for tensor in packed_tensors(module):  # quantized weights: not trainable, in their own dtype
-            counts["params"] += tensor.numel()
-            inventory.size_bytes += stored_bytes(tensor)
-        inventory.rows.append(_InventoryRow(path, type(module).__name__, counts))
-    return inventory
+            params += tensor.numel()
+            size_bytes += stored_bytes(tensor)
+        counts = {"params": params, "trainable_params": trainable, "buffers": buffers}
+        rows.append(_InventoryRow(path, type(module).__name__, counts))
+    return _Inventory(rows, modules, size_bytes, tensors, devices, float_dtypes)
 
 
 def _stateless_state(
@@ -296,7 +305,6 @@ def _prepare(
     model = unwrap(model)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"profile() needs an nn.Module, got {type(model).__name__}")
-    check_not_lazy(model)
     target = resolve_device(device)
     target_dtype = resolve_dtype(dtype)
     args, kwargs = make_inputs(inputs, input_shape, target, target_dtype)
