@@ -335,3 +335,34 @@ def test_grouped_mm_on_meta_in_float32():
     p = profile(model, a, device="meta")
     assert p.macs == 6 * 8 * 4
     assert p.layers[0].output_shapes == [[6, 4]]
+
+
+@pytest.mark.parametrize(
+    "fn, inputs, read",
+    [
+        # a list of tensors (cat): 2x3 + 4x3 float32
+        (lambda m, x, y: torch.cat([x, y]), (torch.randn(2, 3), torch.randn(4, 3)), 24 + 48),
+        # a list of optional tensors (index): 3x4 float32 and 2 int64 indices
+        (
+            lambda m, x, i: torch.ops.aten.index.Tensor(x, [None, i]),
+            (torch.randn(3, 4), torch.tensor([0, 2])),
+            48 + 16,
+        ),
+        # an absent optional tensor and int lists (convolution): 1x2x4x4 and 3x2x3x3 float32
+        (lambda m, x, w: F.conv2d(x, w), (torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3)), 128 + 216),
+        # a bool condition beside two float32 operands (where)
+        (
+            lambda m, c, x, y: torch.where(c, x, y),
+            (torch.ones(6, dtype=torch.bool), torch.randn(6), torch.randn(6)),
+            54,
+        ),
+        # a scalar operand reads nothing (add.Scalar's other is a number)
+        (lambda m, x: x + 2.0, (torch.randn(5),), 20),
+    ],
+    ids=["cat", "index", "conv", "where", "scalar"],
+)
+def test_bytes_read_by_every_kind_of_argument(fn, inputs, read):
+    """Read bytes are the sizes of the tensors an op is given, directly, in a list or as an
+    optional; the schema's int lists, numbers and absent tensors add nothing."""
+    p = profile_both(Call(fn), inputs)
+    assert p.layers[0].read_bytes == read

@@ -10,6 +10,7 @@ as they are created and freed, which gives the activation peak on any device.
 from __future__ import annotations
 
 import contextlib
+import re
 import weakref
 from collections import Counter
 from collections.abc import Iterator
@@ -131,6 +132,44 @@ def argument_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     return found
 
 
+# Schema types that never hold a tensor: an op's arguments of these types are not walked for
+# the bytes it reads (a convolution's stride, padding and dilation lists, say).
+_NO_TENSOR_TYPE = re.compile(
+    r"((Optional|List)\[)*"
+    r"(int|float|bool|str|complex|number|SymInt|SymFloat|SymBool|ScalarType|Layout|Device|MemoryFormat|Generator|"
+    r"Dimname|QScheme|Stream)\]*"
+)
+
+
+def tensor_positions(func: Any) -> tuple[int, ...]:
+    """Positions of an op's arguments that may hold a tensor, by its schema (a type it does not
+    know is kept); keyword-only ones arrive as keyword arguments and are walked there."""
+    return tuple(
+        index
+        for index, argument in enumerate(func._schema.arguments)
+        if not argument.kwarg_only and not _NO_TENSOR_TYPE.fullmatch(str(argument.type))
+    )
+
+
+def bytes_read(args: tuple, kwargs: dict, positions: tuple[int, ...]) -> int:
+    """Bytes of the tensors an op is given, as :func:`argument_tensors` finds them, looking only
+    at the ``positions`` that may hold one."""
+    total = 0
+    for index in positions:
+        if index >= len(args):  # trailing arguments left at their defaults
+            break
+        value = args[index]
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, torch.Tensor):
+                    total += item.numel() * item.element_size()
+    if kwargs:
+        total += sum([tensor.numel() * tensor.element_size() for tensor in argument_tensors((), kwargs)])
+    return total
+
+
 def shapes_of(value: Any) -> list[list[int]]:
     return [_shape(leaf) for leaf in tensor_leaves(value)]
 
@@ -236,6 +275,7 @@ class OpPlan:
     __slots__ = (
         "call",
         "count_bytes",
+        "tensor_positions",
         "counted",
         "decompose",
         "formula",
@@ -261,6 +301,7 @@ class OpPlan:
         )
         self.name = str(func.overloadpacket)
         self.count_bytes = not func.is_view
+        self.tensor_positions = tensor_positions(func)
         #: False for a free view: nothing to charge to a module, only the live memory to follow.
         self.counted = self.count_bytes or not self.free
         self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
@@ -491,9 +532,7 @@ class Tracer(TorchDispatchMode):
             return
         tally = self.tallies[self._owner(args, kwargs)]
         if plan.count_bytes:
-            tally.read_bytes += sum(
-                [tensor.numel() * tensor.element_size() for tensor in argument_tensors(args, kwargs)]
-            )
+            tally.read_bytes += bytes_read(args, kwargs, plan.tensor_positions)
             tally.write_bytes += written
         if plan.formula is not None:
             cost = formulas.apply(plan.formula, plan.name, self._op_call(func, args, kwargs, out))
