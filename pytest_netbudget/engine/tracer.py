@@ -118,9 +118,12 @@ def _collect_leaves(value: Any, found: list[torch.Tensor]) -> None:
             _collect_leaves(getattr(value, name, None), found)
 
 
-def argument_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+def argument_tensors(args: tuple, kwargs: dict, positions: tuple[int, ...] | None = None) -> list[torch.Tensor]:
     """Tensors passed to an op: directly or in a list (``cat``), never deeper; faster than
-    walking every int of stride and padding lists."""
+    walking every int of stride and padding lists. ``positions`` (an op plan's
+    ``tensor_positions``) limits the positional arguments looked at to those that may hold one."""
+    if positions is not None:
+        args = tuple([args[index] for index in positions if index < len(args)])
     found = []
     for value in (*args, *kwargs.values()) if kwargs else args:
         if isinstance(value, torch.Tensor):
@@ -149,25 +152,6 @@ def tensor_positions(func: Any) -> tuple[int, ...]:
         for index, argument in enumerate(func._schema.arguments)
         if not argument.kwarg_only and not _NO_TENSOR_TYPE.fullmatch(str(argument.type))
     )
-
-
-def bytes_read(args: tuple, kwargs: dict, positions: tuple[int, ...]) -> int:
-    """Bytes of the tensors an op is given, as :func:`argument_tensors` finds them, looking only
-    at the ``positions`` that may hold one."""
-    total = 0
-    for index in positions:
-        if index >= len(args):  # trailing arguments left at their defaults
-            break
-        value = args[index]
-        if isinstance(value, torch.Tensor):
-            total += value.numel() * value.element_size()
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                if isinstance(item, torch.Tensor):
-                    total += item.numel() * item.element_size()
-    if kwargs:
-        total += sum([tensor.numel() * tensor.element_size() for tensor in argument_tensors((), kwargs)])
-    return total
 
 
 def shapes_of(value: Any) -> list[list[int]]:
@@ -532,7 +516,12 @@ class Tracer(TorchDispatchMode):
             return
         tally = self.tallies[self._owner(args, kwargs)]
         if plan.count_bytes:
-            tally.read_bytes += bytes_read(args, kwargs, plan.tensor_positions)
+            tally.read_bytes += sum(
+                [
+                    tensor.numel() * tensor.element_size()
+                    for tensor in argument_tensors(args, kwargs, plan.tensor_positions)
+                ]
+            )
             tally.write_bytes += written
         if plan.formula is not None:
             cost = formulas.apply(plan.formula, plan.name, self._op_call(func, args, kwargs, out))
