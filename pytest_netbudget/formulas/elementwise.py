@@ -46,7 +46,8 @@ _ELEMENTWISE = aten(
 _REDUCTIONS = aten(
     """
     sum mean amax amin max min argmax argmin aminmax prod var std var_mean std_mean norm linalg_vector_norm
-    logsumexp cumsum cumprod cummax cummin all any median nanmedian mode kthvalue topk sort histc
+    logsumexp cumsum cumprod cummax cummin all any _is_all_true _is_any_true median nanmedian mode kthvalue topk sort
+    histc
     """
 )
 _SOFTMAX = aten("_softmax _log_softmax _safe_softmax softmax log_softmax")
