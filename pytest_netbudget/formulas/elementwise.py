@@ -122,3 +122,17 @@ register(
     family="elementwise",
     rule="1 FLOP per gathered element (indices * embedding dim)",
 )
+
+
+def _weight_norm(call: OpCall) -> Cost:
+    """``w = v * (g / ||v||)``, as PyTorch's decomposition runs it: the norm of each slice of ``v``
+    (1 per element), ``g / norm`` (1 per element of ``g``) and the product (1 per element of ``v``)."""
+    return Cost(0, 2 * numel(call["v"]) + numel(call["g"]))
+
+
+register(
+    "aten::_weight_norm_interface",
+    _weight_norm,
+    family="elementwise",
+    rule="2 FLOPs per element of v (its norm, the scaling) + 1 per element of g (g / norm): weight_norm",
+)
