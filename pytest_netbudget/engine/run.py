@@ -18,7 +18,7 @@ import torch
 from .. import devices, metrics, units
 from ..formulas import FormulaSet
 from ..results import LayerStats, OpStats, Profile, TrainStep
-from .fused_on_meta import FUSED_KERNELS_ON_META, fused_kernels_wanted
+from .fused_on_meta import fused_attention_on_meta
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
     call_with_state,
@@ -334,11 +334,8 @@ def _prepare(
 @contextlib.contextmanager
 def _kernel_overrides(device: torch.device) -> Iterator[None]:
     """The kernels put in front of aten's while a profile runs: vecdot as the dot products it is,
-    and on meta the fused attention kernel CPU would take."""
-    with (
-        VECDOT_AS_MATMUL.on(device),
-        FUSED_KERNELS_ON_META.on(device) if fused_kernels_wanted(device) else contextlib.nullcontext(),
-    ):
+    and on meta the fused attention kernels CPU would take."""
+    with VECDOT_AS_MATMUL.on(device), fused_attention_on_meta(device):
         yield
 
 
