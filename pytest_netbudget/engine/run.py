@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .. import devices, metrics, units
+from .. import devices, metrics, targets, units
 from ..formulas import FormulaSet
 from .data import LayerStats, OpStats, Profile, TrainStep
 from .fused_on_meta import FUSED_KERNELS_ON_META, fused_kernels_wanted
@@ -32,6 +32,7 @@ from .model_forms import (
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
 from .quantized import packed_tensors, stored_bytes
+from .roofline import OpClock
 from .state import OwnWrites, model_lock, preserved_rng
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
@@ -223,6 +224,7 @@ class _Prepared:
     state: dict[str, torch.Tensor] | None  # converted copies for a stateless call; None: call the model itself
     external: list[torch.Tensor]  # weights and inputs: never activations
     formulas: FormulaSet
+    target: targets.Target | None  # estimated latency on this accelerator
 
 
 def profile(
@@ -238,6 +240,7 @@ def profile(
     autocast: str | None = None,
     batch: int | None = None,
     formulas: Mapping[Any, Callable[..., Any]] | None = None,
+    target: str | targets.Target | None = None,
 ) -> Profile:
     """Profile one forward pass of ``model`` (and with ``train=True`` one training step too);
     see the README for what each figure means.
@@ -252,17 +255,21 @@ def profile(
     one step of ``optimizer`` (sgd, sgd-momentum, adam, adamw or none); ``autocast`` runs
     the forward in mixed precision (bfloat16 or float16, on cpu or cuda); ``batch`` gives
     every input that many rows (dimension 0) for the step.
+
+    ``target`` (a built-in name such as ``"a100"``, or a ``targets.Target``) adds the forward's
+    estimated latency on that accelerator, per layer and in total (a roofline; see the README).
     """
     step = _step_settings(train, optimizer, autocast, batch)
+    accelerator = targets.resolve(target) if isinstance(target, str) else target
     # An exported program gives a new module each time: nothing to share, nothing to lock.
     lock = model_lock(unwrap(model)) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
     with lock, preserved_rng():
-        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=False)
+        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=False)
         tracer, peak_memory_mb = _trace(prepared)
         result = _assemble(prepared, tracer, peak_memory_mb)
         if step is None:
             return result
-        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=True)
+        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=True)
         if prepared.device.type == "meta" and step.autocast is not None:
             raise ValueError(
                 "autocast runs on cpu and cuda only (PyTorch has no autocast for meta tensors): profile the step "
@@ -297,6 +304,7 @@ def _prepare(
     device: Any,
     dtype: Any,
     formulas: Mapping[Any, Callable[..., Any]] | None,
+    target: targets.Target | None,
     copies: bool,
 ) -> _Prepared:
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
@@ -328,6 +336,7 @@ def _prepare(
         state,
         weights + tensor_leaves((args, kwargs)),
         FormulaSet(formulas),
+        target,
     )
 
 
@@ -345,7 +354,8 @@ def _kernel_overrides(device: torch.device) -> Iterator[None]:
 def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     """Run the forward once under the tracer; the CUDA peak when on CUDA."""
     model = prepared.model
-    tracer = Tracer(model, prepared.external, prepared.formulas, prepared.inventory.modules)
+    clock = OpClock(prepared.target) if prepared.target is not None else None
+    tracer = Tracer(model, prepared.external, prepared.formulas, prepared.inventory.modules, clock)
     if prepared.state is None:  # the model's own tensors: what the forward writes to them is undone
         tracer.own_writes = OwnWrites(prepared.inventory.modules, prepared.inventory.tensors)
     with (
