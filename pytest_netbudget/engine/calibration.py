@@ -79,6 +79,28 @@ def _best(run: Callable[[], object], runs: int) -> float:
     return best
 
 
+def _time_matmul(runs: int) -> float:
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    out = torch.empty(MATMUL_SIZE, MATMUL_SIZE)
+    return _best(lambda: torch.mm(a, b, out=out), runs)
+
+
+def _time_copy(runs: int) -> float:
+    source = torch.ones(COPY_BYTES // 4)
+    destination = torch.empty_like(source)
+    return _best(lambda: destination.copy_(source), runs)
+
+
+def _time_tiny_ops(runs: int) -> float:
+    x, y = torch.ones(1), torch.ones(1)
+
+    def tiny_ops() -> None:
+        for _ in range(TINY_OPS):
+            torch.add(x, y)
+
+    return _best(tiny_ops, runs)
+
+
 def calibrate(runs: int = 5, threads: int | None = None) -> Calibration:
     """Measure this machine on CPU at ``threads`` (default: torch's current thread count)."""
     previous = torch.get_num_threads()
@@ -86,22 +108,9 @@ def calibrate(runs: int = 5, threads: int | None = None) -> Calibration:
         torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            a = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
-            b = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
-            out = torch.empty(MATMUL_SIZE, MATMUL_SIZE)
-            matmul = _best(lambda: torch.mm(a, b, out=out), runs)
-            del a, b, out
-            source = torch.ones(COPY_BYTES // 4)
-            target = torch.empty_like(source)
-            copy = _best(lambda: target.copy_(source), runs)
-            del source, target
-            x, y = torch.ones(1), torch.ones(1)
-
-            def tiny_ops() -> None:
-                for _ in range(TINY_OPS):
-                    torch.add(x, y)
-
-            tiny = _best(tiny_ops, runs)
+            matmul = _time_matmul(runs)
+            copy = _time_copy(runs)
+            tiny = _time_tiny_ops(runs)
         return Calibration(
             threads=torch.get_num_threads(),
             matmul_flops=2 * MATMUL_SIZE**3 / matmul,
