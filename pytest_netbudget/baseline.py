@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from . import files, metrics
-from .budgets import LayerChange, stored_totals
-from .results import ChangeKind, Profile
+from .budgets import LayerChange, stored_figure, stored_totals
+from .results import Bound, ChangeKind, Profile
 
 SCHEMA = 1
 
@@ -32,10 +32,14 @@ def entry_from_profile(profile: Profile, origin: str) -> dict[str, Any]:
     measured = [name for name in metrics.LAYER_DIFF if profile.totals.get(name) is not None]
     layers = {}
     for row in profile.layers:
-        figures = {name: row.figures.get(name, 0) for name in measured}
+        figures = {name: stored_figure(row.figures.get(name, 0)) for name in measured}
         if any(figures.values()):
             layers[row.name] = {"type": row.type, **figures}
+            if row.bound is not None:
+                layers[row.name]["bound"] = str(row.bound)
     entry = {"origin": origin, "totals": stored_totals(profile), "layers": layers}
+    if profile.target is not None:
+        entry["target"] = {"name": profile.target.name, "version": profile.target.version}
     if profile.uncounted_ops:
         entry["uncounted_ops"] = dict(sorted(profile.uncounted_ops.items()))
     return entry
@@ -113,10 +117,15 @@ def _entry_problem(entry: Any, where: str) -> str | None:
             return f"{at}: expected an object with 'type' and figures, got {json.dumps(row)}"
         if not isinstance(row.get("type"), str):
             return f"{at}.type: expected a string, got {json.dumps(row.get('type'))}"
+        if "bound" in row and row["bound"] not in {str(bound) for bound in Bound}:
+            return f'{at}.bound: expected "compute" or "memory", got {json.dumps(row["bound"])}'
         for metric, figure in row.items():
-            problem = None if metric == "type" else _figure_problem(figure, f"{at}{_key(metric)}")
+            problem = None if metric in ("type", "bound") else _figure_problem(figure, f"{at}{_key(metric)}")
             if problem:
                 return problem
+    target = entry.get("target", {"name": "", "version": ""})
+    if not (isinstance(target, dict) and all(isinstance(target.get(key), str) for key in ("name", "version"))):
+        return f"{where}.target: expected an object with a 'name' and a 'version', got {json.dumps(target)}"
     return None
 
 
@@ -161,6 +170,8 @@ def dumps(models: dict[str, dict[str, Any]]) -> str:
         lines.append(f"    {json.dumps(name)}: {{")
         lines.append(f'      "origin": {json.dumps(entry.get("origin", "pyproject.toml"))},')
         lines.append(f'      "totals": {json.dumps(entry["totals"], sort_keys=True)},')
+        if entry.get("target"):
+            lines.append(f'      "target": {json.dumps(entry["target"], sort_keys=True)},')
         if entry.get("uncounted_ops"):
             lines.append(f'      "uncounted_ops": {json.dumps(entry["uncounted_ops"], sort_keys=True)},')
         lines.append('      "layers": {')
@@ -188,6 +199,32 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         key for key in set(old) | set(new) if key not in ("origin", "totals") and old.get(key) != new.get(key)
     )
     return totals + parts
+
+
+def _target_label(entry: dict[str, Any]) -> str:
+    target = entry.get("target")
+    return f"{target['name']} (table {target['version']})" if target else "no target"
+
+
+def target_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """How the accelerator of two entries' estimated latency differs (another target, or the
+    same one from another version of the table); None when they estimate alike."""
+    if old.get("target") == new.get("target"):
+        return None
+    return f"{_target_label(old)} -> {_target_label(new)}"
+
+
+def without_estimates(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry less its estimated latency (totals and layers): what can still be compared
+    with an entry estimated on another target or table."""
+    estimated = {name for name in metrics.NAMES if metrics.get(name).needs_target} | {"bound"}
+    layers = {}
+    for path, row in entry["layers"].items():
+        kept = {key: value for key, value in row.items() if key not in estimated}
+        if any(value for key, value in kept.items() if key != "type"):
+            layers[path] = kept
+    totals = {name: value for name, value in entry["totals"].items() if name not in estimated}
+    return {**{key: value for key, value in entry.items() if key != "target"}, "totals": totals, "layers": layers}
 
 
 def layer_diff(old: dict[str, Any], new: dict[str, Any]) -> list[LayerChange]:

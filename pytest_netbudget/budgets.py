@@ -228,14 +228,15 @@ class Verdict:
         )
 
 
+def stored_figure(value: float) -> float:
+    """A figure as the baseline stores it: counts whole, MiB and ms to six decimals, so that
+    two identical runs compare equal and the file reads well."""
+    return round(value, 6) if isinstance(value, float) else value
+
+
 def stored_totals(profile: Profile) -> dict[str, float]:
-    """The measured totals as the baseline stores them (MiB to six decimals), so that two
-    identical runs compare equal."""
-    return {
-        name: round(value, 6) if isinstance(value, float) else value
-        for name, value in profile.totals.items()
-        if value is not None
-    }
+    """The measured totals as the baseline stores them (see :func:`stored_figure`)."""
+    return {name: stored_figure(value) for name, value in profile.totals.items() if value is not None}
 
 
 def judge(

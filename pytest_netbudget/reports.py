@@ -90,11 +90,16 @@ def largest_layers_line(profile: Profile, metric: str = "params", count: int = 2
     return f"largest layers by {metric}: {listed}"
 
 
+#: The layer diff's column for what bounds a layer's estimated time (compute or memory).
+BOUND = "bound"
+
+
 def diff_columns(changes: list[LayerChange]) -> list[str]:
     """The per-layer metrics that the changed layers carry, old or new (train figures only
     where a training step was profiled)."""
     carried = {name for item in changes for entry in (item.old, item.new) if entry for name in entry}
-    return [name for name in metrics.LAYER_DIFF if name in carried]
+    columns = [name for name in metrics.LAYER_DIFF if name in carried]
+    return columns + [BOUND] if BOUND in carried else columns
 
 
 def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
@@ -111,8 +116,10 @@ def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) 
 
 
 def _old_new(item: LayerChange, name: str) -> str:
-    old = units.format_count(item.old[name]) if item.old and name in item.old else "-"
-    new = units.format_count(item.new[name]) if item.new and name in item.new else "-"
+    """A changed layer's figure before and after; ``bound`` says what bounds its estimated time."""
+    render = str if name == BOUND else metrics.get(name).format
+    old = render(item.old[name]) if item.old and name in item.old else "-"
+    new = render(item.new[name]) if item.new and name in item.new else "-"
     return f"{old} -> {new}"
 
 

@@ -143,6 +143,63 @@ class TrainStep:
         )
 
 
+class Bound(TextEnum):
+    """What bounds an estimated time: the peak FLOP/s or the memory bandwidth."""
+
+    COMPUTE = "compute"
+    MEMORY = "memory"
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """A layer's estimated time on the target, in ms, split by what bounds each of its ops:
+    the time of compute-bound ops, of memory-bound ops, and the per-op overhead. The three
+    add up to its ``latency_ms``."""
+
+    compute_ms: float = 0.0
+    memory_ms: float = 0.0
+    overhead_ms: float = 0.0
+
+    @property
+    def bound(self) -> Bound | None:
+        if not (self.compute_ms or self.memory_ms):
+            return None
+        return Bound.COMPUTE if self.compute_ms >= self.memory_ms else Bound.MEMORY
+
+    @classmethod
+    def total(cls, parts: list[Roofline | None]) -> Roofline | None:
+        present = [part for part in parts if part is not None]
+        if not present:
+            return None
+        return cls(
+            *(sum(getattr(part, name) for part in present) for name in ("compute_ms", "memory_ms", "overhead_ms"))
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {"compute_ms": self.compute_ms, "memory_ms": self.memory_ms, "overhead_ms": self.overhead_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Roofline:
+        return cls(data["compute_ms"], data["memory_ms"], data["overhead_ms"])
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """The accelerator a profile's latency was estimated for: its name, title, and the version
+    of the table its figures come from (a user target's fingerprint), which the baseline keeps."""
+
+    name: str
+    title: str
+    version: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "title": self.title, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TargetRef:
+        return cls(data["name"], data["title"], data["version"])
+
+
 Figure = TypeVar("Figure")
 
 
@@ -196,13 +253,14 @@ class LayerStats:
 
     path: str
     type: str
-    figures: dict[str, int] = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
     read_bytes: int = 0
     write_bytes: int = 0
     calls: int = 0
     input_shapes: list[Any] = field(default_factory=list)
     output_shapes: list[Any] = field(default_factory=list)
     ops: dict[str, OpStats] = field(default_factory=dict)
+    roofline: Roofline | None = None  # with a target: what its estimated time is made of
 
     # The per-layer metrics (metrics.PER_LAYER), in the table's order.
     params = LayerFigure[int]()
@@ -210,8 +268,22 @@ class LayerStats:
     buffers = LayerFigure[int]()
     macs = LayerFigure[int]()
     flops = LayerFigure[int]()
+    memory_access_mb = LayerFigure[float]()
+    latency_ms = LayerFigure[float]()
     train_macs = LayerFigure[int]()
     train_flops = LayerFigure[int]()
+    train_memory_access_mb = LayerFigure[float]()
+
+    @property
+    def intensity(self) -> float | None:
+        """Arithmetic intensity: forward FLOPs per byte moved; None for a layer that moves nothing."""
+        moved = self.read_bytes + self.write_bytes
+        return self.flops / moved if moved else None
+
+    @property
+    def bound(self) -> Bound | None:
+        """What bounds the layer's estimated time on the target (None without one, or without work)."""
+        return self.roofline.bound if self.roofline is not None else None
 
     @property
     def depth(self) -> int:
@@ -231,6 +303,8 @@ class LayerStats:
         data.update(read_bytes=self.read_bytes, write_bytes=self.write_bytes, calls=self.calls)
         data.update(input_shapes=self.input_shapes, output_shapes=self.output_shapes)
         data["ops"] = {name: [stats.calls, stats.macs, stats.flops] for name, stats in self.ops.items()}
+        if self.roofline is not None:
+            data["roofline"] = self.roofline.to_dict()
         return data
 
     @classmethod
@@ -245,6 +319,7 @@ class LayerStats:
             input_shapes=data.get("input_shapes", []),
             output_shapes=data.get("output_shapes", []),
             ops={name: OpStats(*figures) for name, figures in data.get("ops", {}).items()},
+            roofline=Roofline.from_dict(data["roofline"]) if data.get("roofline") else None,
         )
 
 
@@ -264,6 +339,7 @@ class Profile:
     layers: list[LayerStats]
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     train: TrainStep | None = None  # the training step's settings and memory split, when one was profiled
+    target: TargetRef | None = None  # the accelerator latency was estimated for, when one was named
 
     # Every metric (metrics.METRICS), in the table's order.
     params = Total[int]()
@@ -274,10 +350,18 @@ class Profile:
     size_mb = Total[float]()
     activations_mb = Total[float]()
     peak_memory_mb = Total[Optional[float]]()
+    memory_access_mb = Total[float]()
+    latency_ms = Total[Optional[float]]()
     train_macs = Total[Optional[int]]()
     train_flops = Total[Optional[int]]()
     train_memory_mb = Total[Optional[float]]()
     train_peak_memory_mb = Total[Optional[float]]()
+    train_memory_access_mb = Total[Optional[float]]()
+
+    @property
+    def roofline(self) -> Roofline | None:
+        """The estimated time's parts over the whole model; None without a target."""
+        return Roofline.total([row.roofline for row in self.layers])
 
     @property
     def ops(self) -> dict[str, OpStats]:
@@ -303,6 +387,7 @@ class Profile:
                     read_bytes=sum(other.read_bytes for other in inside),
                     write_bytes=sum(other.write_bytes for other in inside),
                     ops=_sum_ops([other.ops for other in inside]),
+                    roofline=Roofline.total([other.roofline for other in inside]),
                 )
             )
         return folded
@@ -326,6 +411,7 @@ class Profile:
             "layers": [row.to_dict() for row in self.layers],
             "uncounted_ops": dict(self.uncounted_ops),
             "train": self.train.to_dict() if self.train is not None else None,
+            "target": self.target.to_dict() if self.target is not None else None,
         }
 
     @classmethod
@@ -340,6 +426,7 @@ class Profile:
             layers=[LayerStats.from_dict(row) for row in data["layers"]],
             uncounted_ops=dict(data.get("uncounted_ops", {})),
             train=TrainStep.from_dict(data["train"]) if data.get("train") else None,
+            target=TargetRef.from_dict(data["target"]) if data.get("target") else None,
         )
 
 

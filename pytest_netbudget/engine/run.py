@@ -17,7 +17,7 @@ import torch
 
 from .. import devices, metrics, targets, units
 from ..formulas import FormulaSet
-from ..results import LayerStats, OpStats, Profile, TrainStep
+from ..results import LayerStats, OpStats, Profile, Roofline, TargetRef, TrainStep
 from .fused_on_meta import FUSED_KERNELS_ON_META, fused_kernels_wanted
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
@@ -304,7 +304,7 @@ def _prepare(
     device: Any,
     dtype: Any,
     formulas: Mapping[Any, Callable[..., Any]] | None,
-    target: targets.Target | None,
+    accelerator: targets.Target | None,
     copies: bool,
 ) -> _Prepared:
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
@@ -336,7 +336,7 @@ def _prepare(
         state,
         weights + tensor_leaves((args, kwargs)),
         FormulaSet(formulas),
-        target,
+        accelerator,
     )
 
 
@@ -382,7 +382,8 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
 
 def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None) -> Profile:
     """The inventory's rows completed with what each module did, and the totals."""
-    layers = [_layer(row, tally) for row, tally in zip(prepared.inventory.rows, tracer.tallies)]
+    estimated = prepared.target is not None
+    layers = [_layer(row, tally, estimated) for row, tally in zip(prepared.inventory.rows, tracer.tallies)]
     dtype = prepared.dtype or min(prepared.inventory.float_dtypes, key=str, default=torch.float32)
     totals: dict[str, float | int | None] = dict.fromkeys(metrics.NAMES)
     totals.update({name: sum(row.figures[name] for row in layers) for name in layers[0].figures})
@@ -399,20 +400,33 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         totals={name: totals[name] for name in metrics.NAMES},
         layers=layers,
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
+        target=_target_ref(prepared.target),
     )
 
 
-def _layer(row: _InventoryRow, tally: LayerTally) -> LayerStats:
+def _target_ref(target: targets.Target | None) -> TargetRef | None:
+    return TargetRef(target.name, target.title, target.version) if target is not None else None
+
+
+def _layer(row: _InventoryRow, tally: LayerTally, estimated: bool) -> LayerStats:
+    """One row: the module's own tensors and what its own ops did; with a target, their time."""
+    figures: dict[str, float] = {**row.counts, "macs": tally.macs, "flops": tally.flops}
+    figures["memory_access_mb"] = (tally.read_bytes + tally.write_bytes) / units.MIB
+    roofline = None
+    if estimated:
+        roofline = Roofline(tally.compute_s * 1e3, tally.memory_s * 1e3, tally.overhead_s * 1e3)
+        figures["latency_ms"] = roofline.compute_ms + roofline.memory_ms + roofline.overhead_ms
     return LayerStats(
         path=row.path,
         type=row.type,
-        figures={**row.counts, "macs": tally.macs, "flops": tally.flops},
+        figures=figures,
         read_bytes=tally.read_bytes,
         write_bytes=tally.write_bytes,
         calls=tally.calls,
         input_shapes=tally.input_shapes,
         output_shapes=tally.output_shapes,
         ops={name: OpStats(*figures) for name, figures in sorted(tally.ops.items())},
+        roofline=roofline,
     )
 
 
@@ -447,7 +461,15 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
     )
     tallies = step.tracer.tallies
     layers = [
-        replace(row, figures={**row.figures, "train_macs": tally.macs, "train_flops": tally.flops})
+        replace(
+            row,
+            figures={
+                **row.figures,
+                "train_macs": tally.macs,
+                "train_flops": tally.flops,
+                "train_memory_access_mb": (tally.read_bytes + tally.write_bytes) / units.MIB,
+            },
+        )
         for row, tally in zip(result.layers, tallies)
     ]
     uncounted = dict(result.uncounted_ops)
@@ -457,6 +479,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
     totals.update(
         train_macs=sum(tally.macs for tally in tallies),
         train_flops=sum(tally.flops for tally in tallies),
+        train_memory_access_mb=sum(row.figures["train_memory_access_mb"] for row in layers),
         train_memory_mb=step.peak_bytes / units.MIB,
         train_peak_memory_mb=step.cuda_peak_mb,
     )
