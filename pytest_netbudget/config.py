@@ -310,6 +310,15 @@ def _model(
                 step_limits[0],
                 'budgets a training step, but the model has none: add train = { optimizer = "adamw" }',
             )
+    model_target = _target(table["target"], where, own_targets) if "target" in table else target
+    if model_target is None:
+        estimates = [metrics.get(name).limit_key for name in limits if metrics.get(name).needs_target]
+        if estimates:
+            raise where.error(
+                estimates[0],
+                "budgets an estimated latency, but the model has no target: add target = \"a100\" here or under "
+                "[tool.netbudget] (`netbudget targets` lists them)",
+            )
     model_device = _device(table.get("device", device), where, "device")
     if train is not None and train.autocast is not None and model_device == "meta":
         raise where.error(
@@ -330,7 +339,7 @@ def _model(
         max_increase=own_increase,
         strict=_bool(table.get("strict", strict), where, "strict"),
         train=train,
-        target=_target(table["target"], where, own_targets) if "target" in table else target,
+        target=model_target,
     )
 
 

@@ -208,6 +208,10 @@ def test_a_user_targets_version_follows_its_figures(tmp_path):
         ),
         ("[tool.netbudget]\ntargets = { npu = 3 }", "[tool.netbudget.targets.npu]: must be a table"),
         (
+            '[tool.netbudget.models.m]\nfactory = "p:M"\ninput_shape = [1]\nmax_latency_ms = 5',
+            "[tool.netbudget.models.m] max_latency_ms: budgets an estimated latency, but the model has no target",
+        ),
+        (
             '[tool.netbudget.models.m]\nfactory = "p:M"\ninput_shape = [1]\ntarget = "rtx-4090"',
             "[tool.netbudget.models.m] target: unknown target 'rtx-4090'; did you mean 'rtx4090'?",
         ),
