@@ -14,6 +14,8 @@ The engine (torch) produces these records and imports this module, never the rev
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
@@ -434,3 +436,184 @@ def declared_metrics(record: type) -> tuple[str, ...]:
     """The metric attributes a record class declares, in declaration order (what the test
     compares with the metric table)."""
     return tuple(name for name, value in vars(record).items() if isinstance(value, _MetricAttribute))
+
+
+# --- what the baseline keeps -----------------------------------------------------------------------
+
+#: The origin of a model registered in pyproject.toml; a check from a test has its node id.
+ORIGIN_PYPROJECT = "pyproject.toml"
+
+
+class RecordError(ValueError):
+    """A stored record (a baseline entry, a report's model) that cannot be read; the message gives the
+    JSON path of what is wrong (``models.resnet.layers["fc"].params: expected a finite number``)."""
+
+
+def json_key(name: str) -> str:
+    """One step of a JSON path: ``.resnet`` for a plain name, ``["conv1.0"]`` for any other."""
+    return f".{name}" if name.isidentifier() else f"[{json.dumps(name)}]"
+
+
+def _shown(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _table(data: Any, where: str, what: str = "an object") -> Mapping[str, Any]:
+    if not isinstance(data, dict):
+        raise RecordError(f"{where}: expected {what}, got {_shown(data)}")
+    return data
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise RecordError(f"{where}: expected a string, got {_shown(value)}")
+    return value
+
+
+def _figure(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"{where}: expected a finite number, got {_shown(value)}")
+    return value
+
+
+def _figures(data: Any, where: str) -> dict[str, Any]:
+    return {name: _figure(value, f"{where}{json_key(name)}") for name, value in _table(data, where).items()}
+
+
+def stored_figure(value: float) -> float:
+    """A figure as the baseline stores it: counts whole, MiB and ms to six decimals, so that two
+    identical runs compare equal and the file reads well."""
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def stored_totals(profile: Profile) -> dict[str, float]:
+    """The measured totals as the baseline stores them (see :func:`stored_figure`); a figure that
+    was not measured is left out."""
+    return {name: stored_figure(value) for name, value in profile.totals.items() if value is not None}
+
+
+#: The figures that exist only as an estimate on a target (``latency_ms``).
+ESTIMATES = tuple(metric.name for metric in metrics.METRICS if metric.needs_target)
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One layer as the baseline keeps it: its module type, its figures of ``metrics.LAYER_DIFF``
+    and, with a target, what bounds its estimated time."""
+
+    type: str
+    figures: dict[str, float] = field(default_factory=dict)
+    bound: Bound | None = None
+
+    def figure(self, name: str) -> float:
+        return self.figures.get(name, 0)
+
+    def without_estimates(self) -> LayerEntry:
+        return LayerEntry(self.type, {name: value for name, value in self.figures.items() if name not in ESTIMATES})
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, **self.figures}
+        if self.bound is not None:
+            data["bound"] = str(self.bound)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> LayerEntry:
+        row = _table(data, where, "an object with 'type' and figures")
+        kind = _text(row.get("type"), f"{where}.type")
+        bound = row.get("bound")
+        if bound is not None and bound not in {str(known) for known in Bound}:
+            raise RecordError(f'{where}.bound: expected "compute" or "memory", got {_shown(bound)}')
+        figures = _figures({name: value for name, value in row.items() if name not in ("type", "bound")}, where)
+        return cls(kind, figures, Bound(bound) if bound is not None else None)
+
+
+@dataclass(frozen=True)
+class EstimateSource:
+    """The target a baseline entry's estimated latency was made on, and its table's version."""
+
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name} (table {self.version})"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> EstimateSource:
+        table = _table(data, where, "an object with 'name' and 'version'")
+        return cls(_text(table.get("name"), f"{where}.name"), _text(table.get("version"), f"{where}.version"))
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """What the baseline keeps of one model, and what a JSON report holds of it for
+    ``--netbudget-compare``: where it came from (``pyproject.toml`` or a test's node id), its totals
+    as stored, the layers that carry figures (in the model's order; the file sorts them), and the
+    ops it ran that no formula counts.
+
+    A field added here is read and written by :meth:`from_dict` / :meth:`to_dict` alone: the
+    baseline file, the reports and every comparison take the record whole.
+    """
+
+    origin: str = ORIGIN_PYPROJECT
+    totals: dict[str, float] = field(default_factory=dict)
+    layers: dict[str, LayerEntry] = field(default_factory=dict)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    target: EstimateSource | None = None  # where its estimated latency comes from, when it has one
+
+    @classmethod
+    def from_profile(cls, profile: Profile, origin: str) -> BaselineEntry:
+        measured = [name for name in metrics.LAYER_DIFF if profile.totals.get(name) is not None]
+        layers = {}
+        for row in profile.layers:
+            figures = {name: stored_figure(row.figures.get(name, 0)) for name in measured}
+            if any(figures.values()):
+                layers[row.name] = LayerEntry(row.type, figures, row.bound)
+        target = EstimateSource(profile.target.name, profile.target.version) if profile.target is not None else None
+        return cls(origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())), target)
+
+    def without_estimates(self) -> BaselineEntry:
+        """The entry less its estimated latency: what can still be compared with an entry whose
+        estimate was made on another target, or another version of its table."""
+        layers = {path: row.without_estimates() for path, row in self.layers.items()}
+        return replace(
+            self,
+            totals={name: value for name, value in self.totals.items() if name not in ESTIMATES},
+            layers={path: row for path, row in layers.items() if any(row.figures.values())},
+            target=None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, in the order the baseline file writes it; ``uncounted_ops`` only when there
+        are some (a new one is then a line in review)."""
+        data: dict[str, Any] = {"origin": self.origin, "totals": dict(self.totals)}
+        if self.target is not None:
+            data["target"] = self.target.to_dict()
+        if self.uncounted_ops:
+            data["uncounted_ops"] = dict(self.uncounted_ops)
+        data["layers"] = {path: row.to_dict() for path, row in self.layers.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> BaselineEntry:
+        """The entry at JSON path ``where``, every field the comparison reads checked, so that a
+        hand-edited or corrupt file is one error naming the path, never a crash later; fields this
+        version does not know are ignored (a newer version's file still compares)."""
+        entry = _table(data, where, "an object with 'totals' and 'layers'")
+        origin = _text(entry.get("origin", ORIGIN_PYPROJECT), f"{where}.origin")
+        totals = _table(entry.get("totals"), f"{where}.totals")
+        layers = _table(entry.get("layers"), f"{where}.layers")
+        uncounted = _table(entry.get("uncounted_ops", {}), f"{where}.uncounted_ops")
+        return cls(
+            origin=origin,
+            totals=_figures(totals, f"{where}.totals"),
+            layers={path: LayerEntry.from_dict(row, f"{where}.layers{json_key(path)}") for path, row in layers.items()},
+            uncounted_ops=_figures(uncounted, f"{where}.uncounted_ops"),
+            target=EstimateSource.from_dict(entry["target"], f"{where}.target") if entry.get("target") else None,
+        )
