@@ -179,6 +179,9 @@ def layer_diff(old: BaselineEntry, new: BaselineEntry) -> list[LayerChange]:
     over the model's parameters and its MAC change over the model's MACs.
     """
     old_layers, new_layers = old.layers, new.layers
+    # A figure only one side measured (an entry written before the metric existed, a step added)
+    # is no layer's change; the totals show it.
+    compared = [name for name in metrics.LAYER_DIFF if name in old.totals and name in new.totals]
     changes = []
     for path in sorted(set(old_layers) | set(new_layers)):
         before, after = old_layers.get(path), new_layers.get(path)
@@ -190,7 +193,7 @@ def layer_diff(old: BaselineEntry, new: BaselineEntry) -> list[LayerChange]:
             before is not None
             and after is not None
             and (
-                any(before.figures.get(name) != after.figures.get(name) for name in metrics.LAYER_DIFF)
+                any(before.figures.get(name) != after.figures.get(name) for name in compared)
                 or before.type != after.type
             )
         ):
