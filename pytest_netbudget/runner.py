@@ -123,6 +123,7 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             device=device,
             dtype=spec.dtype,
             train=step if step is not None else False,
+            target=spec.target,
         )
     except FormulaError as error:
         raise ModelError(str(error)) from None
