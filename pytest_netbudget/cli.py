@@ -142,19 +142,21 @@ def _parser() -> argparse.ArgumentParser:
         "into one report and one pull-request comment. A model found in two reports with different figures is "
         "a conflict: named in both outputs, the first report's figures kept, exit code 1.",
         epilog="examples:\n"
-        "  netbudget merge shard-1.json shard-2.json --markdown netbudget.md --json netbudget.json\n"
+        "  netbudget merge shard-1.json shard-2.json --markdown netbudget.md --json netbudget.json --html netbudget.html\n"
         "  netbudget merge reports/*.json > comment.md          # the Markdown on stdout",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     merge.add_argument("reports", nargs="+", metavar="REPORT.json", help="JSON reports to merge")
     merge.add_argument("--markdown", metavar="OUT.md", default=None, help="write the merged Markdown report here")
     merge.add_argument("--json", dest="json_out", metavar="OUT.json", default=None, help="write the merged JSON here")
+    merge.add_argument("--html", metavar="OUT.html", default=None, help="write the merged HTML report here")
     return parser
 
 
 def _merge(args: argparse.Namespace) -> int:
     """Read the reports, write the merged Markdown and JSON (Markdown on stdout when neither is asked for)."""
     from .files import WriteError, write_atomic
+    from .html_report import html_report
     from .reports import ReportError, markdown, merge_reports, to_json
 
     documents = {}
@@ -167,14 +169,14 @@ def _merge(args: argparse.Namespace) -> int:
         merged = merge_reports(documents)
     except ReportError as error:
         raise CommandError(str(error)) from None
-    outputs = [(args.markdown, markdown), (args.json_out, to_json)]
+    outputs = [(args.markdown, markdown), (args.json_out, to_json), (args.html, html_report)]
     for target, render in outputs:
         if target is not None:
             try:
                 write_atomic(Path(target), render(merged), "the merged report")
             except WriteError as error:
                 raise CommandError(str(error)) from None
-    if args.markdown is None and args.json_out is None:
+    if args.markdown is None and args.json_out is None and args.html is None:
         print(markdown(merged))
     for conflict in merged.conflicts:
         print(f"netbudget: conflict: {conflict}", file=sys.stderr)
