@@ -30,6 +30,8 @@ TORCH_FREE = [
     "pytest_netbudget.module_tree",
     "pytest_netbudget.html_page",
     "pytest_netbudget.html_report",
+    "pytest_netbudget.history",
+    "pytest_netbudget.history_chart",
     "pytest_netbudget.session",
     "pytest_netbudget.plugin",
     "pytest_netbudget.marks",

@@ -9,12 +9,11 @@ Without Chromium these tests skip and say how to install it; with NETBUDGET_REQU
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
 import torch
-from browser import Browser, find_chromium
+from browser import Browser
 from reference_models import BasicBlock, ResNet, resnet18
 from test_budgets_reports import make_profile, result_for, row
 from test_html_report import BIDI
@@ -26,22 +25,6 @@ from pytest_netbudget.html_report import html_report
 #: The treemap's colours (assets/treemap.js): unchanged, and a block that is new.
 UNCHANGED = "hsl(210, 12%, 78%)"
 NEW = "hsl(25, 90%, 55%)"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = find_chromium()
-    if executable is None:
-        why = (
-            "headless Chromium is not installed, so the HTML report is not checked in a browser: "
-            "install it with `apt-get install -y chromium` (.ci/run does) or point CHROMIUM at one"
-        )
-        if os.environ.get("NETBUDGET_REQUIRE_BROWSER"):
-            pytest.fail(why)
-        pytest.skip(why)
-    chromium = Browser(executable)
-    yield chromium
-    chromium.close()
 
 
 def show(browser: Browser, verdicts, path):
