@@ -12,11 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import metrics, reports
-from .baseline import entry_from_profile
 from .budgets import MetricCheck, Verdict
 from .html_page import asset, code, page, text
-from .module_tree import ModuleNode, module_tree
-from .repeated import change_text, group_changes
+from .module_tree import ModuleNode
 from .results import Status
 
 #: Colours of the parts of a memory breakdown, in the order parts are listed.
@@ -25,7 +23,10 @@ PART_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2"
 
 def html_report(report: reports.Report) -> str:
     verdicts = report.verdicts
-    body = ["<h1>netbudget</h1>", f'<p class="headline">{text(headline_line(verdicts))}</p>']
+    body = ["<h1>netbudget</h1>", f'<p class="headline">{text(reports.headline(verdicts))}</p>']
+    largest = reports.largest_change_line(verdicts, text)
+    if largest:
+        body.append(f'<p class="headline">{largest}</p>')
     if report.compared_with:
         body.append(f'<p class="note">Compared with {text(report.compared_with)}.</p>')
     body += [f'<p class="grew">Conflict: {text(conflict)}</p>' for conflict in report.conflicts]
@@ -37,38 +38,6 @@ def html_report(report: reports.Report) -> str:
         if tree is not None:
             models.append(tree)
     return page("netbudget report", body, {"models": models}, asset("treemap.js"))
-
-
-def largest_change(verdicts: list[Verdict]) -> tuple[Verdict, MetricCheck] | None:
-    """The metric that changed most against the reference across all models, by its percent
-    (a metric new in a model counts as the largest); None when nothing changed."""
-    found = None
-    best = 0.0
-    for verdict in verdicts:
-        for check in verdict.checks:
-            if check.reference is None or check.actual is None or check.actual == check.reference:
-                continue
-            size = abs(check.actual - check.reference) / check.reference if check.reference else float("inf")
-            if found is None or size > best:
-                found, best = (verdict, check), size
-    return found
-
-
-def headline_line(verdicts: list[Verdict]) -> str:
-    """The status headline and, when something changed, the largest change with its percent."""
-    line = reports.headline(verdicts)
-    largest = largest_change(verdicts)
-    if largest is not None:
-        verdict, check = largest
-        figures = f"{reports.value(check.metric, check.reference)} -> {reports.value(check.metric, check.actual)}"
-        line += f"; largest change: {verdict.name} {check.metric} {_percent(check)} ({figures})"
-    return line
-
-
-def _percent(check: MetricCheck) -> str:
-    if not check.reference:
-        return "new"
-    return f"{(check.actual - check.reference) / check.reference * 100:+.1f}%"
 
 
 def _summary_columns(verdicts: list[Verdict]) -> list[str]:
@@ -146,19 +115,8 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
     return [*lines, "</section>"], tree
 
 
-def _layers(verdict: Verdict) -> dict[str, tuple[str, dict[str, float]]]:
-    """Report name -> (type, own figures) of the measured layers, in the model's order."""
-    entry = entry_from_profile(verdict.profile, verdict.result.origin)
-    return {name: (row["type"], {k: v for k, v in row.items() if k != "type"}) for name, row in entry["layers"].items()}
-
-
 def _tree(verdict: Verdict, anchor: str) -> dict[str, Any]:
-    layers = _layers(verdict)
-    changes = [
-        (change.path, change.type, {k: v for k, v in change.old.items() if k != "type"} if change.old else None)
-        for change in verdict.reference_changes
-    ]
-    root = module_tree(layers, changes)
+    root = reports.layer_tree(verdict)
     names = [name for name in metrics.LAYER_DIFF if root.total(name) > 0]
     return {"id": anchor, "metrics": names, "compared": verdict.has_reference, "tree": _node(root, names)}
 
@@ -193,11 +151,9 @@ def _layer_diff(verdict: Verdict) -> list[str]:
     columns = reports.diff_columns(verdict.reference_changes)
     lines = ["<h3>Layers changed</h3>", "<table>"]
     lines.append("<tr><th>layer</th><th>type</th><th>change</th>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>")
-    for group in group_changes(verdict.reference_changes):
+    for group in reports.grouped_changes(verdict):
         count = f" ×{group.count}" if group.count > 1 else ""
-        cells = "".join(
-            f'<td class="figure">{text(change_text(group, name, metrics.get(name).format))}</td>' for name in columns
-        )
+        cells = "".join(f'<td class="figure">{text(reports.figure_change(group, name))}</td>' for name in columns)
         lines.append(
             f"<tr><td>{code(group.path)}{count}</td><td>{code(group.first.type)}</td>"
             f"<td>{text(group.first.kind)}</td>{cells}</tr>"

@@ -86,21 +86,37 @@ class Slice:
 def slices(root: ModuleNode, metric: str) -> list[Slice]:
     """Where ``metric`` goes, split at the first level of the tree where more than one module has
     some of it (a model that wraps one ``model`` splits inside it). Each part is followed down while
-    one child holds all of it (``model`` -> ``model.layers``), and a list of repeated blocks (the
-    decoder layers of a ``ModuleList``, an ``nn.Sequential``'s items) is one slice per group of
-    equal blocks."""
+    one child holds all of it (``model`` -> ``model.layers``); a list of repeated blocks (the decoder
+    layers of a ``ModuleList``, an ``nn.Sequential``'s items) is one slice per group of equal blocks,
+    and a part that holds such a list (``model`` around ``model.layers``) is opened to show it."""
     node = root
     while not node.own.get(metric) and len(node.carriers(metric)) == 1 and node.carriers(metric)[0].children:
         node = node.carriers(metric)[0]
-    parts = [Slice(f"{node.path} (own)" if node.path else MODEL, node.own[metric])] if node.own.get(metric) else []
     repeated = _repeated_slices(node, metric)
     if repeated:
-        return parts + repeated
+        return _own(node, metric) + repeated
+    parts = _own(node, metric)
     for child in node.carriers(metric):
-        while not child.own.get(metric) and len(child.carriers(metric)) == 1:
-            child = child.carriers(metric)[0]
-        parts += _repeated_slices(child, metric) or [Slice(child.path, child.total(metric))]
+        parts += _block_slices(child, metric, open_lists=True)
     return parts
+
+
+def _block_slices(block: ModuleNode, metric: str, open_lists: bool = False) -> list[Slice]:
+    while not block.own.get(metric) and len(block.carriers(metric)) == 1:
+        block = block.carriers(metric)[0]
+    repeated = _repeated_slices(block, metric)
+    if repeated:
+        return repeated
+    if open_lists and any(_repeated_slices(child, metric) for child in block.carriers(metric)):
+        return _own(block, metric) + [part for child in block.carriers(metric) for part in _block_slices(child, metric)]
+    return [Slice(block.path, block.total(metric))]
+
+
+def _own(node: ModuleNode, metric: str) -> list[Slice]:
+    """The work a module does itself, as a slice beside its children's."""
+    if not node.own.get(metric):
+        return []
+    return [Slice(f"{node.path} (own)" if node.path else MODEL, node.own[metric])]
 
 
 def _repeated_slices(node: ModuleNode, metric: str) -> list[Slice]:

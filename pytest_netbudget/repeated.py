@@ -105,10 +105,16 @@ def group_repeated(
     return [Repeated(segments, tuple(items[index] for index in members)) for segments, members, _ in groups]
 
 
-def group_changes(changes: Sequence[LayerChange]) -> list[Repeated[LayerChange]]:
+def group_changes(
+    changes: Sequence[LayerChange], share: Callable[[LayerChange], float] | None = None
+) -> list[Repeated[LayerChange]]:
     """Layer changes with one row per repeated block: the same kind of change, type and figures
-    before and after at paths that differ only in list indices."""
-    return group_repeated(changes, lambda change: change.path, _change_key)
+    before and after at paths that differ only in list indices. With ``share`` (a change's part of
+    the model), a block repeated n times ranks as n of its layers; the order is otherwise kept."""
+    groups = group_repeated(changes, lambda change: change.path, _change_key)
+    if share is None:
+        return groups
+    return sorted(groups, key=lambda group: -share(group.first) * group.count)
 
 
 def _change_key(change: LayerChange) -> Hashable:

@@ -10,10 +10,12 @@ from typing import Any
 
 from . import __version__, metrics, units
 from . import markdown_text as md
-from .baseline import SCHEMA, entry_from_profile
+from .baseline import SCHEMA, change_share, entry_from_profile
 from .budgets import ORIGIN_PYPROJECT, LayerChange, MetricCheck, Verdict
 from .config import DEFAULT_BASELINE
 from .layer_table import train_step_lines
+from .module_tree import ModuleNode, module_tree, slices
+from .repeated import Repeated, change_text, group_changes
 from .results import CheckStatus, Profile, Status
 
 LAYER_DIFF_LIMIT = 10
@@ -97,23 +99,44 @@ def diff_columns(changes: list[LayerChange]) -> list[str]:
     return [name for name in metrics.LAYER_DIFF if name in carried]
 
 
-def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
-    if not changes:
+def grouped_changes(verdict: Verdict, gate: bool = False) -> list[Repeated[LayerChange]]:
+    """The layers that changed against the reference (or the committed baseline with ``gate``), a
+    repeated block once, largest change first (a block repeated n times weighs n of its layers)."""
+
+    def larger(metric: str) -> float:
+        check = verdict.check_for(metric)
+        before = (check.baseline if gate else check.reference) if check else None
+        return max(check.actual or 0 if check else 0, before or 0, 1)
+
+    params, macs = larger("params"), larger("macs")
+    changes = verdict.layer_changes if gate else verdict.reference_changes
+    return group_changes(changes, lambda change: change_share(change, params, macs))
+
+
+def layer_name(group: Repeated[LayerChange]) -> str:
+    """``model.layers.{0..31}.mlp.up_proj ×32``, or one layer's path."""
+    return group.path + (f" ×{group.count}" if group.count > 1 else "")
+
+
+def figure_change(group: Repeated[LayerChange], metric: str) -> str:
+    """``old -> new`` of a layer (of each repeat, with the change of all of them)."""
+    return change_text(group, metric, metrics.get(metric).format)
+
+
+def layer_diff_lines(groups: list[Repeated[LayerChange]], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
+    if not groups:
         return []
-    columns = diff_columns(changes)
+    columns = diff_columns([item for group in groups for item in group.items])
     rows = [["layer", "change", *columns]]
-    for item in changes[:limit]:
-        rows.append([f"{item.path} ({item.type})", item.kind, *(_old_new(item, name) for name in columns)])
+    for group in groups[:limit]:
+        kind = group.first
+        rows.append(
+            [f"{layer_name(group)} ({kind.type})", kind.kind, *(figure_change(group, name) for name in columns)]
+        )
     lines = ["layers changed since the baseline:", *_columns(rows)]
-    if len(changes) > limit:
-        lines.append(f"  ... and {len(changes) - limit} more changed layers")
+    if len(groups) > limit:
+        lines.append(f"  ... and {len(groups) - limit} more changed layers")
     return lines
-
-
-def _old_new(item: LayerChange, name: str) -> str:
-    old = units.format_count(item.old[name]) if item.old and name in item.old else "-"
-    new = units.format_count(item.new[name]) if item.new and name in item.new else "-"
-    return f"{old} -> {new}"
 
 
 def failure_text(verdict: Verdict, baseline_file: str = DEFAULT_BASELINE) -> str:
@@ -154,7 +177,7 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
         if largest:
             lines.append("  " + largest)
     if with_layers:
-        lines += ["  " + line for line in layer_diff_lines(verdict.layer_changes)]
+        lines += ["  " + line for line in layer_diff_lines(grouped_changes(verdict, gate=True))]
     return lines
 
 
@@ -247,6 +270,31 @@ def headline(verdicts: list[Verdict]) -> str:
     return ", ".join(parts) + f" (of {len(verdicts)} model(s))"
 
 
+def largest_change(verdicts: list[Verdict]) -> tuple[Verdict, MetricCheck] | None:
+    """The metric that changed most against the reference across all models, by its percent (one
+    that had no figure before counts as the largest); None when nothing changed."""
+    found, best = None, 0.0
+    for verdict in verdicts:
+        for check in verdict.checks:
+            if check.reference is None or check.actual is None or check.actual == check.reference:
+                continue
+            size = abs(check.actual - check.reference) / check.reference if check.reference else float("inf")
+            if found is None or size > best:
+                found, best = (verdict, check), size
+    return found
+
+
+def largest_change_line(verdicts: list[Verdict], escape: Callable[[str], str] = str) -> str:
+    """``largest change: <name> macs +25.3% (1.20G -> 1.50G)``, or '' when nothing changed."""
+    found = largest_change(verdicts)
+    if found is None:
+        return ""
+    verdict, check = found
+    percent = f"{(check.actual - check.reference) / check.reference * 100:+.1f}%" if check.reference else "new"
+    figures = f"{value(check.metric, check.reference)} -> {value(check.metric, check.actual)}"
+    return f"largest change: {escape(verdict.name)} {check.metric} {percent} ({figures})"
+
+
 _STATUS_ICON = {
     Status.PASS: "✅ pass",
     Status.OVER: "❌ over",
@@ -282,7 +330,8 @@ def markdown(report: Report) -> str:
         for name in metrics.HEADLINE
         if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
     ]
-    lines = ["## netbudget", "", f"**{headline(verdicts)}**", ""]
+    largest = largest_change_line(verdicts, md.code)
+    lines = ["## netbudget", "", f"**{headline(verdicts)}**" + (f" · {largest}" if largest else ""), ""]
     if compared_with:
         lines += [f"Compared with {md.inline(compared_with)}.", ""]
     lines += [f"> ⚠️ **conflict:** {md.inline(conflict)}" for conflict in conflicts or []]
@@ -330,47 +379,56 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
         lines.append(f"- **uncounted ops** (no formula, not in MACs/FLOPs): {ops}")
     lines += [""] if lines[-1] != "" else []
-    if verdict.reference_changes:
+    groups = grouped_changes(verdict)
+    if groups:
         columns = diff_columns(verdict.reference_changes)
         header = "| layer | change | " + " | ".join(columns) + " |"
         lines += [header, "|---|---|" + "---|" * len(columns)]
-        for item in verdict.reference_changes[:LAYER_DIFF_LIMIT]:
-            figures = " | ".join(_old_new(item, name) for name in columns)
-            lines.append(f"| {md.code(item.path)} ({md.inline(item.type)}) | {item.kind} | {figures} |")
-        if len(verdict.reference_changes) > LAYER_DIFF_LIMIT:
-            more = len(verdict.reference_changes) - LAYER_DIFF_LIMIT
-            lines.append(f"| ... | {more} more |" + " |" * len(columns))
+        for group in groups[:LAYER_DIFF_LIMIT]:
+            figures = " | ".join(figure_change(group, name) for name in columns)
+            repeats = f" ×{group.count}" if group.count > 1 else ""
+            lines.append(
+                f"| {md.code(group.path)}{repeats} ({md.inline(group.first.type)}) | {group.first.kind} | {figures} |"
+            )
+        if len(groups) > LAYER_DIFF_LIMIT:
+            lines.append(f"| ... | {len(groups) - LAYER_DIFF_LIMIT} more |" + " |" * len(columns))
         lines.append("")
     if verdict.failures or verdict.strict_failure:
         lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
     if verdict.profile.train is not None:
         lines += [*md.fence(train_step_lines(verdict.profile)), ""]
-    lines += mermaid_charts(verdict.profile)
+    lines += mermaid_charts(layer_tree(verdict))
     return [*lines, "</details>", ""]
 
 
-def top_level_blocks(profile: Profile) -> dict[str, dict[str, int]]:
-    """Params and MACs of each direct child of the model (the model's own work as '(model)')."""
-    blocks: dict[str, dict[str, int]] = {}
-    for row in profile.layers:
-        block = row.path.split(".")[0] if row.path else "(model)"
-        totals = blocks.setdefault(block, {"params": 0, "macs": 0})
-        totals["params"] += row.figures["params"]
-        totals["macs"] += row.figures["macs"]
-    return blocks
+def layer_tree(verdict: Verdict) -> ModuleNode:
+    """The module tree of a verdict's measured layers, with the reference's figures of the layers
+    that changed (what the pictures draw)."""
+    entry = entry_from_profile(verdict.profile, verdict.result.origin)
+    layers = {
+        name: (row["type"], {k: v for k, v in row.items() if k != "type"}) for name, row in entry["layers"].items()
+    }
+    changes = [
+        (change.path, change.type, {k: v for k, v in change.old.items() if k != "type"} if change.old else None)
+        for change in verdict.reference_changes
+    ]
+    return module_tree(layers, changes)
 
 
-def mermaid_charts(profile: Profile) -> list[str]:
-    """Where the budget goes: pie charts of the top-level blocks' MACs and params."""
-    blocks = top_level_blocks(profile)
+def mermaid_charts(tree: ModuleNode) -> list[str]:
+    """Where the budget goes: pie charts of MACs and params, split where the model first branches,
+    a repeated block (the decoder layers) one slice."""
     lines = []
     for metric, title in (("macs", "MACs"), ("params", "Params")):
-        slices = [(name, figures[metric]) for name, figures in blocks.items() if figures[metric] > 0]
-        if not slices:
+        parts = slices(tree, metric)
+        if not parts:
             continue
         chart = [
             f"pie showData title {title} by block",
-            *(f'    "{md.mermaid_label(name)}" : {amount}' for name, amount in slices),
+            *(
+                f'    "{md.mermaid_label(part.label + (f" ×{part.count}" if part.count > 1 else ""))}" : {part.value}'
+                for part in parts
+            ),
         ]
         lines += [*md.fence(chart, "mermaid"), ""]
     return lines
