@@ -146,7 +146,7 @@ def read_history(baseline_file: Path, since: str | None = None) -> History:
             history.skipped.append((commit, str(error)))
             continue
         history.commits.append(commit)
-        history.totals.append({name: dict(entry["totals"]) for name, entry in entries.items()})
+        history.totals.append({name: dict(entry.totals) for name, entry in entries.items()})
     if shallow:
         first = history.commits[0].short if history.commits else "the first fetched commit"
         history.notes.append(

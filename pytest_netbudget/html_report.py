@@ -88,7 +88,7 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
     """The section of one model, and its tree for the treemap (None when it was not profiled)."""
     lines = [f'<section class="model" id="{anchor}">', f"<h2>{code(verdict.name)} {_status(verdict)}</h2>"]
     lines.append(f'<p class="note">from {text(verdict.result.origin)}</p>')
-    if verdict.error is not None:
+    if verdict.error is not None or verdict.measured is None:
         return [*lines, f"<pre>{text(verdict.error)}</pre>", "</section>"], None
     steps = reports.next_steps(verdict, baseline_file)
     if steps:
@@ -116,7 +116,7 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
 
 
 def _tree(verdict: Verdict, anchor: str) -> dict[str, Any]:
-    root = reports.layer_tree(verdict)
+    root = reports.layer_tree(verdict.measured, verdict.reference_changes)
     names = [name for name in metrics.LAYER_DIFF if root.total(name) > 0]
     return {"id": anchor, "metrics": names, "compared": verdict.has_reference, "tree": _node(root, names)}
 
@@ -163,7 +163,7 @@ def _layer_diff(verdict: Verdict) -> list[str]:
 
 def _memory_bars(verdict: Verdict) -> list[str]:
     """The training step's memory at its peak as one stacked bar, each part with its MiB."""
-    step = verdict.profile.train if verdict.profile is not None else None
+    step = verdict.train
     if step is None:
         return []
     parts = [(str(part), figure) for part, figure in step.memory_mb.items()]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, Union
 
 from .budgets import LayerChange
+from .results import LayerEntry
 
 Item = TypeVar("Item")
 #: One segment of a path: a name, or the sorted indices that a repeated block takes there.
@@ -118,8 +119,8 @@ def group_changes(
 
 
 def _change_key(change: LayerChange) -> Hashable:
-    def figures(side: dict | None) -> tuple:
-        return tuple(sorted((side or {}).items()))
+    def figures(side: LayerEntry | None) -> tuple:
+        return tuple(sorted(side.figures.items())) if side is not None else ()
 
     return (change.kind, change.type, figures(change.old), figures(change.new))
 
@@ -128,8 +129,8 @@ def change_text(group: Repeated[LayerChange], metric: str, format_figure: Callab
     """``old -> new`` of one layer; for a repeated block also the change of all its repeats:
     ``8.39M -> 11.0M each, +84.0M in all``."""
     change = group.first
-    old = format_figure(change.old[metric]) if change.old and metric in change.old else "-"
-    new = format_figure(change.new[metric]) if change.new and metric in change.new else "-"
+    old = format_figure(change.old.figures[metric]) if change.old and metric in change.old.figures else "-"
+    new = format_figure(change.new.figures[metric]) if change.new and metric in change.new.figures else "-"
     if group.count == 1:
         return f"{old} -> {new}"
     total = group.count * change.delta(metric)

@@ -23,12 +23,13 @@ import pytest
 
 from pytest_netbudget import baseline, cli
 from pytest_netbudget.history import TOOL, HistoryError, read_history, select
+from pytest_netbudget.results import BaselineEntry
 
 HOSTILE_SUBJECT = "fix <img src=x onerror=alert(1)> & @team"
 
 
-def entry(params: int, macs: int) -> dict:
-    return {"origin": "pyproject.toml", "totals": {"params": params, "macs": macs}, "layers": {}}
+def entry(params: int, macs: int) -> BaselineEntry:
+    return BaselineEntry(totals={"params": params, "macs": macs})
 
 
 def git(repo: Path, *args: str, date: str | None = None) -> str:

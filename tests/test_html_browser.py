@@ -15,11 +15,11 @@ import pytest
 import torch
 from browser import Browser
 from reference_models import BasicBlock, ResNet, resnet18
-from test_budgets_reports import make_profile, result_for, row
+from test_budgets_reports import entry_of, make_profile, result_for, row
 from test_html_report import BIDI
 from test_markdown_text import hostile_verdicts
 
-from pytest_netbudget import baseline, profile, reports
+from pytest_netbudget import profile, reports
 from pytest_netbudget.html_report import html_report
 
 #: The treemap's colours (assets/treemap.js): unchanged, and a block that is new.
@@ -53,7 +53,7 @@ def test_a_resnet_report_zooms_into_the_block_that_grew(browser, tmp_path):
     two 3x3 convolutions of 64*64*9 = 36,864 weights and two BatchNorms of 128 params: 73,984)."""
     base = profile(resnet18(), input_shape=(1, 3, 224, 224), device="meta")
     grown = profile(ResNet(BasicBlock, [3, 2, 2, 2]), input_shape=(1, 3, 224, 224), device="meta")
-    verdict = result_for(grown, base=baseline.entry_from_profile(base, "pyproject.toml"), name="resnet")
+    verdict = result_for(grown, base=entry_of(base), name="resnet")
     show(browser, [verdict], tmp_path / "resnet.html")
     browser.screenshot(tmp_path / "resnet.png")
 
@@ -96,7 +96,7 @@ def test_a_transformers_decoder_report_shows_every_layer_grown(browser, tmp_path
             model = transformers.LlamaForCausalLM(config).eval()
         return profile(model, inputs={"input_ids": torch.zeros(1, 16, dtype=torch.long)}, device="meta")
 
-    verdict = result_for(llama(96), base=baseline.entry_from_profile(llama(64), "pyproject.toml"), name="llama")
+    verdict = result_for(llama(96), base=entry_of(llama(64)), name="llama")
     show(browser, [verdict], tmp_path / "llama.html")
 
     assert set(cells(browser)) == {"model", "lm_head"}

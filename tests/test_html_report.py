@@ -11,10 +11,10 @@ import json
 import re
 from html.parser import HTMLParser
 
-from test_budgets_reports import NET, broken_result, make_profile, result_for, row
+from test_budgets_reports import NET, broken_result, entry_of, make_profile, result_for, row
 from test_markdown_text import ERROR, HOSTILE, hostile_verdicts
 
-from pytest_netbudget import baseline, cli, reports
+from pytest_netbudget import cli, reports
 from pytest_netbudget.html_report import html_report
 
 #: Every element the report itself writes; anything else would have come from model text.
@@ -82,7 +82,7 @@ def grown_net():
         row("head", "Linear", 50, 500, 1000),
         own=row("", "Net", flops=7),
     )
-    return result_for(new, base=baseline.entry_from_profile(old, "pyproject.toml"), name="net")
+    return result_for(new, base=entry_of(old), name="net")
 
 
 def test_the_treemap_tree_sums_each_block_and_its_change():

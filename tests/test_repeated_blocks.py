@@ -9,12 +9,12 @@ import warnings
 
 import pytest
 import torch
-from test_budgets_reports import result_for
+from test_budgets_reports import entry_of, result_for
 
-from pytest_netbudget import baseline, profile, reports
+from pytest_netbudget import profile, reports
 from pytest_netbudget.budgets import LayerChange
 from pytest_netbudget.repeated import group_changes, group_repeated, index_set
-from pytest_netbudget.results import ChangeKind
+from pytest_netbudget.results import ChangeKind, LayerEntry
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,13 @@ def test_lists_of_lists_merge_when_they_are_a_full_product():
 
 def test_only_equal_changes_merge():
     def resized(path, old, new):
-        return LayerChange(path, "Linear", ChangeKind.RESIZED, {"params": old}, {"params": new})
+        return LayerChange(
+            path,
+            "Linear",
+            ChangeKind.RESIZED,
+            LayerEntry("Linear", {"params": old}),
+            LayerEntry("Linear", {"params": new}),
+        )
 
     changes = [resized("h.0.fc", 10, 20), resized("h.1.fc", 10, 20), resized("h.2.fc", 10, 30), resized("h.3.x", 1, 2)]
     groups = group_changes(changes)
@@ -79,7 +85,7 @@ def llama(layers: int, intermediate: int):
 
 def decoder_comment() -> str:
     """The comment on a pull request that widens the MLP of a 32-layer decoder from 64 to 96."""
-    grown = result_for(llama(32, 96), base=baseline.entry_from_profile(llama(32, 64), "pyproject.toml"), name="llama")
+    grown = result_for(llama(32, 96), base=entry_of(llama(32, 64)), name="llama")
     return reports.markdown(reports.Report([grown], compared_with="netbudget-baseline.json at origin/main"))
 
 
