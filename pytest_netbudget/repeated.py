@@ -123,18 +123,3 @@ def _change_key(change: LayerChange) -> Hashable:
         return tuple(sorted(side.figures.items())) if side is not None else ()
 
     return (change.kind, change.type, figures(change.old), figures(change.new))
-
-
-def change_text(group: Repeated[LayerChange], metric: str, format_figure: Callable[[float], str]) -> str:
-    """``old -> new`` of one layer; for a repeated block also the change of all its repeats:
-    ``8.39M -> 11.0M each, +84.0M in all``."""
-    change = group.first
-    old = format_figure(change.old.figures[metric]) if change.old and metric in change.old.figures else "-"
-    new = format_figure(change.new.figures[metric]) if change.new and metric in change.new.figures else "-"
-    if group.count == 1:
-        return f"{old} -> {new}"
-    total = group.count * change.delta(metric)
-    if total == 0:
-        return f"{old} -> {new} each"
-    sign = "+" if total > 0 else ""
-    return f"{old} -> {new} each, {sign}{format_figure(total)} in all"

@@ -102,9 +102,11 @@ def test_the_comment_on_a_32_layer_decoder_whose_mlp_grew_in_every_layer():
         "**All 1 model(s) within budget** · largest change: <code>llama</code> params +32.2% (305k -> 403k)"
     )
     rows = [line for line in lines if line.startswith("| <code>model.layers")]
+    # memory traffic of a projection, 4-byte floats: its input, weights and output,
+    # (16x64 + 64x32 + 16x32) x 4 = 14,336 bytes = 0.014 MiB before, (16x96 + 96x32 + 16x32) x 4 = 20,480 after
     assert rows[:3] == [
         f"| <code>model.layers.{{0..31}}.mlp.{name}</code> ×32 (Linear) | resized | 2.05k -> 3.07k each, +32.8k in all"
-        " | 32.8k -> 49.2k each, +524k in all | 65.5k -> 98.3k each, +1.05M in all |"
+        " | 32.8k -> 49.2k each, +524k in all | 65.5k -> 98.3k each, +1.05M in all | 0.014 -> 0.020 each, +0.187 in all |"
         for name in ("down_proj", "gate_proj", "up_proj")
     ]
     assert len(rows) == 5  # and the MLP's own product and its activation, each once: 5 rows, not 160
