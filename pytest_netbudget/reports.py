@@ -355,15 +355,33 @@ class Report:
         )
 
 
-def markdown(report: Report) -> str:
-    """A pull-request comment: headline, what it compares with, one table of models, then a
-    section per new, changed or failing model (a failing one open, its layer changes first)."""
-    verdicts, compared_with, conflicts = report.verdicts, report.compared_with, report.conflicts
-    columns = [
+def summary_columns(verdicts: list[Verdict]) -> list[str]:
+    """The metrics of the summary table: the headline ones, a training step's where one was profiled."""
+    return [
         name
         for name in metrics.HEADLINE
         if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
     ]
+
+
+def summary_cell(verdict: Verdict, metric: str) -> tuple[str, str]:
+    """A model's figure in the summary table, ``actual / budget (used%)``, and its change against the
+    reference ('' when there is none to show)."""
+    check = verdict.check_for(metric)
+    if check is None:
+        return "-", ""
+    figure = value(metric, check.actual)
+    if check.limit is not None:
+        figure += f" / {value(metric, check.limit)} ({check.used * 100:.0f}%)"
+    shown_change = change(check) if verdict.has_reference and check.reference is not None else ""
+    return figure, shown_change
+
+
+def markdown(report: Report) -> str:
+    """A pull-request comment: headline, what it compares with, one table of models, then a
+    section per new, changed or failing model (a failing one open, its layer changes first)."""
+    verdicts, compared_with, conflicts = report.verdicts, report.compared_with, report.conflicts
+    columns = summary_columns(verdicts)
     largest = largest_change_line(verdicts, md.code)
     lines = ["## netbudget", "", f"**{headline(verdicts)}**" + (f" · {largest}" if largest else ""), ""]
     if compared_with:
@@ -375,16 +393,8 @@ def markdown(report: Report) -> str:
     for verdict in verdicts:
         cells = []
         for metric in columns:
-            check = verdict.check_for(metric)
-            if check is None:
-                cells.append("-")
-                continue
-            cell = value(metric, check.actual)
-            if check.limit is not None:
-                cell += f" / {value(metric, check.limit)} ({check.used * 100:.0f}%)"
-            if verdict.has_reference and check.reference is not None:
-                cell += f"<br>{change(check)}"
-            cells.append(cell)
+            figure, shown_change = summary_cell(verdict, metric)
+            cells.append(figure + (f"<br>{shown_change}" if shown_change else ""))
         lines.append(f"| {md.code(verdict.name)} | " + " | ".join(cells) + f" | {_STATUS_ICON[verdict.status]} |")
     for name in report.removed:
         lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
