@@ -41,7 +41,7 @@ def html_report(report: reports.Report) -> str:
 
 
 def _status(verdict: Verdict) -> str:
-    word = "pass" if verdict.status is Status.PASS else reports._STATUS_WORDS[verdict.status]
+    word = "pass" if verdict.status is Status.PASS else reports.STATUS_WORDS[verdict.status]
     return f'<span class="status {"pass" if verdict.passed else "fail"}">{text(word)}</span>'
 
 

@@ -280,7 +280,7 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
 
 
 #: How each status reads in the headline and in a failing model's section.
-_STATUS_WORDS = {
+STATUS_WORDS = {
     Status.OVER: "over budget",
     Status.GREW: "grew past max_increase",
     Status.UNCOUNTED: "ran uncounted ops (strict)",
@@ -289,10 +289,10 @@ _STATUS_WORDS = {
 
 
 def headline(verdicts: list[Verdict]) -> str:
-    counts = {status: sum(verdict.status is status for verdict in verdicts) for status in _STATUS_WORDS}
+    counts = {status: sum(verdict.status is status for verdict in verdicts) for status in STATUS_WORDS}
     if not any(counts.values()):
         return f"All {len(verdicts)} model(s) within budget"
-    parts = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
+    parts = [f"{count} {STATUS_WORDS[status]}" for status, count in counts.items() if count]
     return ", ".join(parts) + f" (of {len(verdicts)} model(s))"
 
 
@@ -411,7 +411,7 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
     if not (failing or verdict.changed or not verdict.has_reference or verdict.uncounted_ops):
         return []
     title = (
-        _STATUS_WORDS[verdict.status]
+        STATUS_WORDS[verdict.status]
         if failing
         else ("new model" if not verdict.has_reference else "changed" if verdict.changed else "uncounted ops")
     )
