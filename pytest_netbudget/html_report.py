@@ -101,7 +101,9 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
 def _tree(verdict: Verdict, anchor: str) -> dict[str, Any]:
     root = reports.layer_tree(verdict.measured, verdict.reference_changes)
     names = [name for name in metrics.LAYER_DIFF if root.total(name) > 0]
-    return {"id": anchor, "metrics": names, "compared": verdict.has_reference, "tree": _node(root, names)}
+    tree = _node(root, names)
+    tree["n"] = verdict.name  # the zoom path starts at the model's name
+    return {"id": anchor, "metrics": names, "compared": verdict.has_reference, "tree": tree}
 
 
 def _node(node: ModuleNode, names: list[str], own_only: bool = False) -> dict[str, Any]:

@@ -58,18 +58,24 @@ def test_a_resnet_report_zooms_into_the_block_that_grew(browser, tmp_path):
     assert set(top) == {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"}  # params; no ReLU or pool
     assert top["layer2"] == top["fc"] == UNCHANGED
     assert top["layer1"].startswith("hsl(0,")  # grew: 147,968 -> 221,952 params (+50%)
-    assert crumbs(browser) == "(model)"
+    assert crumbs(browser) == "resnet"  # the zoom path starts at the model
 
     browser.click('#model-0 .cell[data-path="layer1"]')
     inside = cells(browser)
     assert inside == {"layer1.0": UNCHANGED, "layer1.1": UNCHANGED, "layer1.2": NEW}
-    assert crumbs(browser) == "(model) / layer1"
+    assert crumbs(browser) == "resnet / layer1"
     where = browser.evaluate("document.querySelector('#model-0 .where').textContent")
     assert where == "layer1: params 222k, +74k (+50.0%)"  # 147,968 + 73,984 = 221,952
     browser.screenshot(tmp_path / "resnet-layer1.png", full_page=False)
 
     browser.click("#model-0 .crumbs button")  # back to the whole model
     assert set(cells(browser)) == set(top)
+    browser.click('#model-0 .cell[data-path="layer4"]')
+    browser.evaluate("document.querySelector('#model-0 .cell').focus()")
+    browser.page(
+        "Input.dispatchKeyEvent", {"type": "keyDown", "key": "Escape", "code": "Escape", "windowsVirtualKeyCode": 27}
+    )
+    assert crumbs(browser) == "resnet"  # Escape zooms out
     assert browser.console_errors() == []
 
 
@@ -87,7 +93,7 @@ def test_a_transformers_decoder_report_shows_every_layer_grown(browser, tmp_path
     layers = cells(browser)
     assert list(layers) == [f"model.layers.{index}" for index in range(4)]
     assert all(colour.startswith("hsl(0,") for colour in layers.values())  # every layer grew
-    assert crumbs(browser) == "(model) / model / layers"
+    assert crumbs(browser) == "llama / model / layers"
     browser.click('#model-0 .cell[data-path="model.layers.0"]')
     assert set(cells(browser)) == {
         "model.layers.0.self_attn",

@@ -101,7 +101,7 @@
 
     function describe(node) {
       const metric = model.metrics[state.metric];
-      let text = (node.p || "(model)") + (node.t ? " (" + node.t + ")" : "") + "\n" + metric + " " + node.s[state.metric];
+      let text = (node.p || node.n) + (node.t ? " (" + node.t + ")" : "") + "\n" + metric + " " + node.s[state.metric];
       if (model.compared) text += ", " + node.d[state.metric];
       return text;
     }
@@ -110,6 +110,16 @@
       state.trail.push(node);
       draw();
     }
+
+    function zoomOut() {
+      if (state.trail.length > 1) {
+        state.trail.pop();
+        draw();
+      }
+    }
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" || event.key === "Backspace") zoomOut();
+    });
 
     function cell(svg, item, depth) {
       const node = item.node;
@@ -138,6 +148,10 @@
           g.addEventListener("click", () => zoom(item.node));
           g.addEventListener("keydown", (event) => {
             if (event.key === "Enter" || event.key === " ") zoom(item.node);
+          });
+          g.addEventListener("contextmenu", (event) => {
+            event.preventDefault();
+            zoomOut();
           });
           if (item.w > 12 && item.h > HEADER + 8) {
             for (const child of squarify(inner, value, item.x + 3, item.y + HEADER, item.w - 6, item.h - HEADER - 3)) {
