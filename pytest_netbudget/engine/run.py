@@ -31,7 +31,7 @@ from .model_forms import (
 )
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
-from .quantized import packed_tensors, stored_bytes
+from .quantized import is_packed, packed_tensors, stored_bytes
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
@@ -140,7 +140,9 @@ def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
                 tensors.append(tensor)
                 devices.add(tensor.device)
                 count = tensor.numel()
-                if tensor.is_floating_point():
+                if is_packed(tensor):  # a quantized weight (torchao): its packed values and scales
+                    size_bytes += stored_bytes(tensor)
+                elif tensor.is_floating_point():
                     float_dtypes.add(tensor.dtype)
                     size_bytes += count * (tensor.element_size() if dtype is None else dtype.itemsize)
                 else:
