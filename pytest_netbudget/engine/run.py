@@ -28,6 +28,7 @@ from .model_forms import (
     set_mode,
     swapped_state,
     unwrap,
+    unwrap_with_label,
 )
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
@@ -225,6 +226,7 @@ class _Prepared:
     state: dict[str, torch.Tensor] | None  # converted copies for a stateless call; None: call the model itself
     external: list[torch.Tensor]  # weights and inputs: never activations
     formulas: FormulaSet
+    label: str  # the model's name in the profile (its type; a data-parallel wrapper it was taken out of)
 
 
 def profile(
@@ -304,7 +306,7 @@ def _prepare(
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
     whether the model can be called as it is or needs converted copies (``copies``: always,
     as a training step, which writes its weights, does)."""
-    model = unwrap(model)
+    model, label = unwrap_with_label(model)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"profile() needs an nn.Module, got {type(model).__name__}")
     target = resolve_device(device)
@@ -330,6 +332,7 @@ def _prepare(
         state,
         weights + tensor_leaves((args, kwargs)),
         FormulaSet(formulas),
+        label,
     )
 
 
@@ -390,7 +393,7 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         peak_memory_mb=peak_memory_mb,
     )
     return Profile(
-        model=type(prepared.model).__name__,
+        model=prepared.label,
         device=str(prepared.device),
         dtype=str(dtype).replace("torch.", ""),
         inputs=shapes_of((prepared.args, prepared.kwargs)),

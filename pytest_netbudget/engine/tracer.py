@@ -273,7 +273,6 @@ class OpPlan:
         "call",
         "count_bytes",
         "tensor_positions",
-        "counted",
         "decompose",
         "formula",
         "free",
@@ -305,8 +304,6 @@ class OpPlan:
         self.name = str(func.overloadpacket)
         self.count_bytes = not func.is_view
         self.tensor_positions = tensor_positions(func)
-        #: False for a free view: nothing to charge to a module, only the live memory to follow.
-        self.counted = self.count_bytes or not self.free
         self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
         self.meta_kernel = func in META_KERNELS  # ours replaces PyTorch's on meta
         #: Whether the op writes an argument (``Tensor(a!)`` in its schema): OwnWrites looks at those.
@@ -533,7 +530,7 @@ class Tracer(TorchDispatchMode):
                 written += tensor.numel() * tensor.element_size()
                 if plan.memory_outputs is None or position < plan.memory_outputs:
                     saw(tensor)
-        if self._suppressed or not plan.counted:
+        if self._suppressed:
             return
         tally = self.tallies[self._owner(args, kwargs)]
         if plan.count_bytes:
@@ -547,8 +544,10 @@ class Tracer(TorchDispatchMode):
         if plan.formula is not None:
             cost = formulas.apply(plan.formula, plan.name, self._op_call(func, args, kwargs, out))
             tally.charge(plan.name, cost.macs, cost.total_flops)
-        elif not plan.free:
-            self.uncounted[plan.name] += 1
+        else:  # listed with its calls all the same: ``ops`` names every op that ran
+            tally.charge(plan.name, 0, 0)
+            if not plan.free:
+                self.uncounted[plan.name] += 1
 
 
 def _skip_dynamo(code: Any) -> None:
