@@ -582,6 +582,7 @@ def test_peak_memory_not_measured_on_cpu():
     assert profile(SpecCNN(), input_shape=(1, 1, 28, 28), device="cpu").peak_memory_mb is None
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_counts_equal_cpu_and_peak_memory_is_measured():
     model = SpecCNN()
