@@ -17,43 +17,20 @@ ops per step and layer, each of which a dispatch mode sees.
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from hotspots import CallOnly, CountOps
 from pytest_netbudget import profile
+from targets import paired_ratios
 
 
 def build() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     return nn.GRU(64, 128, num_layers=2, batch_first=True).eval(), torch.randn(4, 50, 64)
-
-
-def interleaved(bare: Callable[[], object], variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median over rounds of each variant's time over the bare run just before it."""
-    for function in (bare, *variants.values()):
-        function()
-    ratios: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    gc.collect()
-    gc.disable()
-    try:
-        for index in range(rounds):
-            shift = index % len(names)
-            for name in names[shift:] + names[:shift]:
-                start = time.perf_counter()
-                bare()
-                middle = time.perf_counter()
-                variants[name]()
-                ratios[name].append((time.perf_counter() - middle) / (middle - start))
-    finally:
-        gc.enable()
-    return {name: statistics.median(values) for name, values in ratios.items()}
 
 
 def main() -> None:
@@ -94,18 +71,13 @@ def main() -> None:
     print(
         f"GRU 2x(64 -> 128), batch 4, 50 steps: {counter.count} aten ops a forward, {torch.get_num_threads()} threads"
     )
-    ratios = interleaved(
-        forward, {"dispatch mode only": mode_only, "profile()": lambda: profile(model, x, device="cpu")}, args.rounds
-    )
-    ratios.update(
-        interleaved(
-            step,
-            {"profile(train=True)": lambda: profile(model, x, device="cpu", train=True, optimizer="sgd")},
-            args.rounds,
-        )
-    )
+    variants = {"bare": forward, "dispatch mode only": mode_only, "profile()": lambda: profile(model, x, device="cpu")}
+    ratios = paired_ratios(variants, args.rounds).ratios
+    steps = {"bare": step, "profile(train=True)": lambda: profile(model, x, device="cpu", train=True, optimizer="sgd")}
+    ratios.update(paired_ratios(steps, args.rounds).ratios)
     print(f"  bare forward {statistics.median(bare_ms):.2f} ms (median of 10)")
-    for name, ratio in ratios.items():
+    for name, values in ratios.items():
+        ratio = statistics.median(values)
         against = "a bare training step" if "train" in name else "a bare forward"
         print(f"  {name:22s} {ratio:5.2f}x {against}")
 
