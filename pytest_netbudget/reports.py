@@ -346,6 +346,14 @@ class Report:
     baseline_file: str = DEFAULT_BASELINE
     conflicts: list[str] = field(default_factory=list)
 
+    @property
+    def changed(self) -> bool:
+        """Anything a reviewer should see: a model new, changed or failing, an entry removed, a
+        conflict between shards (what the Action's ``comment-when: changed`` posts on)."""
+        return bool(self.removed or self.conflicts) or any(
+            not verdict.passed or verdict.changed or not verdict.has_reference for verdict in self.verdicts
+        )
+
 
 def markdown(report: Report) -> str:
     """A pull-request comment: headline, what it compares with, one table of models, then a
@@ -468,6 +476,7 @@ def to_json(report: Report) -> str:
         "baseline_file": report.baseline_file,
         "removed": list(report.removed),
         "conflicts": list(report.conflicts),
+        "changed": report.changed,
         "models": {verdict.name: verdict.to_dict() for verdict in sorted(report.verdicts, key=lambda v: v.name)},
     }
     # Not sort_keys: a model's layers keep the model's order, which its charts follow.
