@@ -5,7 +5,9 @@ The tracer asks once per op that moves bytes or does arithmetic, with that op's 
 and bytes (a sum of maxima, not the maximum of sums: a layer of one heavy GEMM and many
 cheap elementwise ops is neither all compute nor all memory). Each op's time goes to its
 module's compute-bound or memory-bound part, and its overhead to a third, so a layer's
-parts add up to its time and the larger bound part says what bounds it.
+parts add up to its time and the larger bound part says what bounds it. A target may give an
+op family's efficiency (the share of its roofline its kernels attain): the family's ops then
+take their roofline time over that share.
 """
 
 from __future__ import annotations
@@ -38,13 +40,17 @@ class OpClock:
             seconds = self._per_flop[dtype] = 1 / self._target.peak(precision_of(str(dtype).removeprefix("torch.")))
         return seconds
 
-    def charge(self, tally: Any, flops: int, macs: int, moved: int, dtype: torch.dtype) -> None:
-        """Add one op's time to ``tally`` (a LayerTally)."""
+    def attained(self, family: str | None) -> float:
+        """The share of its roofline an op of ``family`` attains on this target (1 by default)."""
+        return self._target.attained(family)
+
+    def charge(self, tally: Any, flops: int, macs: int, moved: int, dtype: torch.dtype, attained: float = 1.0) -> None:
+        """Add one op's time to ``tally`` (a LayerTally); ``attained`` is its family's efficiency."""
         if not (flops or moved):
             return  # an allocation or a no-op launches nothing
         per_flop = self.matmul_fp32 if macs and dtype == torch.float32 else self.per_flop(dtype)
-        compute = flops * per_flop
-        memory = moved * self.per_byte
+        compute = flops * per_flop / attained
+        memory = moved * self.per_byte / attained
         if compute >= memory:
             tally.compute_s += compute
         else:
