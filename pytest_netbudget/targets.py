@@ -94,10 +94,6 @@ class Target:
     version: str = TABLE_VERSION  # the built-in table's version; a user target's own fingerprint
     efficiency: Mapping[str, float] = field(default_factory=dict)
 
-    def attained(self, family: str | None) -> float:
-        """The fraction of the roofline an op of ``family`` attains (1 where none is given)."""
-        return self.efficiency.get(family, 1.0) if family is not None else 1.0
-
     def peak(self, precision: str) -> float:
         """FLOP/s at ``precision``, or at the one it falls back to where the part has none."""
         while precision not in self.peak_flops:

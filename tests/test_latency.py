@@ -150,6 +150,16 @@ def test_each_op_pays_the_targets_overhead():
     assert p.roofline.overhead_ms == pytest.approx(0.002)
 
 
+def test_an_op_family_takes_its_roofline_time_over_its_efficiency():
+    # the GEMM on the made-up target whose linalg kernels attain half the roof: 2 * 5.24288e-4 ms;
+    # the add (elementwise, no share given) keeps its bandwidth time
+    half = targets.user_target("half", "", {"fp32": 1.0}, 1000.0, 0.0, "a test", {"linalg": 0.5, "conv": 0.1})
+    gemm = both(Call(lambda m, a, b: a @ b), (torch.randn(64, 64), torch.randn(64, 64)), target=half)
+    assert gemm.latency_ms == pytest.approx(2 * 64**3 / 1e12 * 1e3 / 0.5, rel=1e-12)
+    add = both(Call(lambda m, x, y: x + y), (torch.randn(1024), torch.randn(1024)), target=half)
+    assert add.latency_ms == pytest.approx(3 * 4 * 1024 / 1e12 * 1e3, rel=1e-12)
+
+
 def test_a_gemm_runs_at_the_peak_of_its_dtype():
     # the same GEMM in bfloat16: 524,288 FLOPs at 4e12 FLOP/s (1.31e-4 ms); its 24,576 bytes take
     # 2.46e-5 ms at 1 TB/s, so it stays compute-bound

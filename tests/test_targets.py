@@ -254,7 +254,6 @@ def test_a_calibrations_table_reads_back_as_the_same_target(tmp_path):
     assert (target.peak("fp32"), target.bandwidth) == (pytest.approx(90e9), pytest.approx(20e9))
     assert target.op_overhead_s == pytest.approx(1.2e-6)
     assert dict(target.efficiency) == {"conv": 1.2, "pooling": 0.05}
-    assert target.attained("conv") == 1.2 and target.attained("linalg") == 1.0
     assert "CPU time" in target.sources["fp32"]
 
 

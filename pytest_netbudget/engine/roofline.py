@@ -22,11 +22,12 @@ from ..targets import Target, precision_of
 class OpClock:
     """Seconds per FLOP by dtype, per byte, and per op, of one target, ready for the tracer."""
 
-    __slots__ = ("_per_flop", "_target", "matmul_fp32", "overhead", "per_byte")
+    __slots__ = ("_efficiency", "_per_flop", "_target", "matmul_fp32", "overhead", "per_byte")
 
     def __init__(self, target: Target) -> None:
         self._target = target
         self._per_flop: dict[torch.dtype, float] = {}
+        self._efficiency = dict(target.efficiency)  # op family -> share of its roofline attained
         #: float32 matmuls run at the tf32 peak where PyTorch is allowed to use it
         #: (``torch.set_float32_matmul_precision("high")``), as the part itself would.
         tf32 = torch.get_float32_matmul_precision() != "highest"
@@ -40,15 +41,15 @@ class OpClock:
             seconds = self._per_flop[dtype] = 1 / self._target.peak(precision_of(str(dtype).removeprefix("torch.")))
         return seconds
 
-    def attained(self, family: str | None) -> float:
-        """The share of its roofline an op of ``family`` attains on this target (1 by default)."""
-        return self._target.attained(family)
-
-    def charge(self, tally: Any, flops: int, macs: int, moved: int, dtype: torch.dtype, attained: float = 1.0) -> None:
-        """Add one op's time to ``tally`` (a LayerTally); ``attained`` is its family's efficiency."""
+    def charge(self, tally: Any, flops: int, macs: int, moved: int, dtype: torch.dtype, family: str | None) -> None:
+        """Add one op's time to ``tally`` (a LayerTally); ``family`` is its formula's op family."""
         if not (flops or moved):
             return  # an allocation or a no-op launches nothing
-        per_flop = self.matmul_fp32 if macs and dtype == torch.float32 else self.per_flop(dtype)
+        if macs and dtype == torch.float32:
+            per_flop = self.matmul_fp32
+        else:
+            per_flop = self._per_flop.get(dtype) or self.per_flop(dtype)
+        attained = self._efficiency.get(family, 1.0) if self._efficiency else 1.0
         compute = flops * per_flop / attained
         memory = moved * self.per_byte / attained
         if compute >= memory:

@@ -489,7 +489,7 @@ class Tracer(TorchDispatchMode):
                 if self.clock is not None:  # its own figures have no bytes: a compute time
                     inputs = argument_tensors(args, {})
                     dtype = inputs[0].dtype if inputs else torch.float32
-                    self.clock.charge(tally, cost.total_flops, cost.macs, 0, dtype)
+                    self.clock.charge(tally, cost.total_flops, cost.macs, 0, dtype, None)
 
     # --- operator counting ---------------------------------------------------------------
 
@@ -577,7 +577,7 @@ class Tracer(TorchDispatchMode):
         if clock is not None:
             if dtype is None:
                 dtype = out.dtype if isinstance(out, torch.Tensor) else torch.float32
-            clock.charge(tally, flops, macs, read + written, dtype, clock.attained(plan.family))
+            clock.charge(tally, flops, macs, read + written, dtype, plan.family)
 
 
 def _skip_dynamo(code: Any) -> None:
