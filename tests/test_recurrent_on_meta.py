@@ -141,6 +141,16 @@ def test_every_figure_equal_on_cpu_and_meta(name):
     assert _figures(cpu) == _figures(meta)
 
 
+def test_under_inference_mode_the_layers_run_whole_on_both_devices():
+    """torch.inference_mode skips the autograd keys: the tracer sees aten::lstm and aten::gru whole on
+    either device and counts them by their formulas; only their outputs are activations."""
+    x = torch.randn(3, 5, 6)
+    for model in (nn.LSTM(6, 8, num_layers=2, bidirectional=True), nn.GRU(6, 8)):
+        with torch.inference_mode():
+            cpu, meta = profile(model, x, device="cpu"), profile(model, x, device="meta")
+        assert (cpu.totals, cpu.layers) == (meta.totals, meta.layers)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float64"])
 def test_the_lstm_follows_cpus_kernel_for_each_dtype(dtype):
     """bfloat16 takes oneDNN's kernel where this CPU has it, float64 the loop: meta takes the same."""
