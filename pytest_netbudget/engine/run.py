@@ -17,7 +17,7 @@ import torch
 
 from .. import devices, metrics, targets, units
 from ..formulas import FormulaSet
-from ..results import LayerStats, OpStats, Profile, Roofline, TargetRef, TrainStep
+from ..results import LayerStats, OpStats, Profile, Roofline, StepError, StepSpec, TargetRef, TrainStep
 from .fused_on_meta import fused_attention_on_meta
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
@@ -28,10 +28,11 @@ from .model_forms import (
     set_mode,
     swapped_state,
     unwrap,
+    unwrap_with_label,
 )
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
-from .quantized import packed_tensors, stored_bytes
+from .quantized import is_packed, packed_tensors, stored_bytes
 from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng
@@ -142,7 +143,9 @@ def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
                 tensors.append(tensor)
                 devices.add(tensor.device)
                 count = tensor.numel()
-                if tensor.is_floating_point():
+                if is_packed(tensor):  # a quantized weight (torchao): its packed values and scales
+                    size_bytes += stored_bytes(tensor)
+                elif tensor.is_floating_point():
                     float_dtypes.add(tensor.dtype)
                     size_bytes += count * (tensor.element_size() if dtype is None else dtype.itemsize)
                 else:
@@ -226,6 +229,7 @@ class _Prepared:
     external: list[torch.Tensor]  # weights and inputs: never activations
     formulas: FormulaSet
     target: targets.Target | None  # estimated latency on this accelerator
+    label: str  # the model's name in the profile (its type; a data-parallel wrapper it was taken out of)
 
 
 def profile(
@@ -235,7 +239,7 @@ def profile(
     input_shape: Sequence[int] | None = None,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
-    train: bool = False,
+    train: bool | StepSpec = False,
     optimizer: str = "adamw",
     loss: Callable[[Any], Any] | None = None,
     autocast: str | None = None,
@@ -255,12 +259,13 @@ def profile(
     ``loss(outputs)`` (the sum of the floating outputs by default) and its backward, and
     one step of ``optimizer`` (sgd, sgd-momentum, adam, adamw or none); ``autocast`` runs
     the forward in mixed precision (bfloat16 or float16, on cpu or cuda); ``batch`` gives
-    every input that many rows (dimension 0) for the step.
+    every input that many rows (dimension 0) for the step. ``train=StepSpec(...)`` gives the
+    same settings as one record (what a registered model's ``train`` table becomes).
 
     ``target`` (a built-in name such as ``"a100"``, or a ``targets.Target``) adds the forward's
     estimated latency on that accelerator, per layer and in total (a roofline; see the README).
     """
-    step = _step_settings(train, optimizer, autocast, batch)
+    step = _step_spec(train, optimizer, loss, autocast, batch)
     accelerator = targets.resolve(target) if isinstance(target, str) else target
     # An exported program gives a new module each time: nothing to share, nothing to lock.
     lock = model_lock(unwrap(model)) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
@@ -271,31 +276,28 @@ def profile(
         if step is None:
             return result
         prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=True)
-        if prepared.device.type == "meta" and step.autocast is not None:
+        problem = step.problem_on(prepared.device.type)
+        if problem:
+            raise StepError("autocast", problem)
+        return _with_step(result, prepared, step)
+
+
+def _step_spec(
+    train: bool | StepSpec,
+    optimizer: str,
+    loss: Callable[[Any], Any] | None,
+    autocast: str | None,
+    batch: int | None,
+) -> StepSpec | None:
+    """The training step, its settings checked (by ``StepSpec``) before anything runs; None without one."""
+    if isinstance(train, StepSpec):
+        if (optimizer, loss, autocast, batch) != ("adamw", None, None, None):
             raise ValueError(
-                "autocast runs on cpu and cuda only (PyTorch has no autocast for meta tensors): profile the step "
-                'on cpu, or on meta with dtype = "bfloat16" for a step entirely in low precision'
+                "give the training step's settings in train=StepSpec(...) or as keywords "
+                "(optimizer=, batch=, autocast=, loss=), not both"
             )
-        return _with_step(result, prepared, step, loss)
-
-
-@dataclass(frozen=True)
-class _StepSettings:
-    optimizer: str
-    autocast: str | None
-    batch: int | None
-
-
-def _step_settings(train: bool, optimizer: str, autocast: str | None, batch: int | None) -> _StepSettings | None:
-    """The training step's settings checked before anything runs; None without ``train``."""
-    if not train:
-        return None
-    devices.check_optimizer(optimizer, "optimizer")
-    if autocast is not None:
-        devices.check_dtype(autocast, "autocast", devices.AUTOCAST_DTYPES)
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    return _StepSettings(optimizer, autocast, batch)
+        return train
+    return StepSpec(optimizer=optimizer, batch=batch, autocast=autocast, loss=loss) if train else None
 
 
 def _prepare(
@@ -311,7 +313,7 @@ def _prepare(
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
     whether the model can be called as it is or needs converted copies (``copies``: always,
     as a training step, which writes its weights, does)."""
-    model = unwrap(model)
+    model, label = unwrap_with_label(model)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"profile() needs an nn.Module, got {type(model).__name__}")
     target = resolve_device(device)
@@ -338,6 +340,7 @@ def _prepare(
         weights + tensor_leaves((args, kwargs)),
         FormulaSet(formulas),
         accelerator,
+        label,
     )
 
 
@@ -400,7 +403,7 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         peak_memory_mb=peak_memory_mb,
     )
     return Profile(
-        model=type(prepared.model).__name__,
+        model=prepared.label,
         device=str(prepared.device),
         dtype=str(dtype).replace("torch.", ""),
         inputs=shapes_of((prepared.args, prepared.kwargs)),
@@ -437,7 +440,7 @@ def _layer(row: _InventoryRow, tally: LayerTally, estimated: bool) -> LayerStats
     )
 
 
-def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, loss: Any) -> Profile:
+def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Profile:
     """The forward's profile with one traced training step's figures added to its rows and totals."""
     device = prepared.device
     args, kwargs = prepared.args, prepared.kwargs
@@ -466,7 +469,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
         kwargs,
         prepared.formulas,
         optimizer=settings.optimizer,
-        loss=loss,
+        loss=settings.resolved_loss(),
         autocast=torch_dtype(settings.autocast, devices.AUTOCAST_DTYPES, "autocast") if settings.autocast else None,
         device=device,
         around=around,
