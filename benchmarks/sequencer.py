@@ -11,21 +11,18 @@ below with ``sequencer2d_m``'s configuration: stages of 4, 3, 14 and 3 blocks, p
 1, 1, widths 192, 384, 384, 384, LSTM hidden sizes 48, 96, 96, 96, MLP ratio 3, both directions
 joined ("cat") and projected back by a linear layer.
 
-Each round times, in a rotated order: a bare ``no_grad`` eval forward on meta, ``profile(...,
-device="meta")``, and ``profile`` with the recurrent routing for meta switched off (what
-netbudget did before: PyTorch's step-by-step LSTM); the figures are medians of the per-round
-ratios to the bare forward.
+Each round times, in a rotated order and each paired with a bare ``no_grad`` eval forward on
+meta just before it: ``profile(..., device="meta")``, and ``profile`` with the recurrent routing
+for meta switched off (what netbudget did before: PyTorch's step-by-step LSTM); the figures are
+medians of the per-round ratios to the bare forward.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import statistics
-import time
 from collections import Counter
-from collections.abc import Callable
 from unittest import mock
 
 import torch
@@ -33,6 +30,7 @@ from torch import nn
 
 from pytest_netbudget import profile
 from pytest_netbudget.engine import run as engine_run
+from targets import paired_ratios
 
 
 class BiLSTM2d(nn.Module):
@@ -106,15 +104,8 @@ class Sequencer2d(nn.Module):
         return self.head(self.norm(x).mean(dim=(1, 2)))
 
 
-def timed(call: Callable[[], object]) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
@@ -126,35 +117,27 @@ def main() -> None:
         with torch.no_grad():
             model(x)
 
-    def unrouted() -> None:
+    def step_by_step() -> None:
+        """What netbudget did before: no routing for recurrent layers on meta."""
         with mock.patch.object(engine_run, "recurrent_on_meta", lambda device: contextlib.nullcontext()):
             profile(model, x, device="meta")
 
-    variants = {"netbudget": lambda: profile(model, x, device="meta"), "netbudget, LSTM step by step": unrouted}
     p = profile(model, x, device="meta")
-    calls = Counter({op: stats.calls for row in p.layers for op, stats in row.ops.items()})
+    calls: Counter[str] = Counter()
+    for row in p.layers:
+        calls.update({op: stats.calls for op, stats in row.ops.items()})
     print(
         f"Sequencer2d-M on meta at {args.size}x{args.size}, torch {torch.__version__}: {p.params:,} params,"
-        f" {p.macs / 1e9:.2f} GMACs; ops netbudget counts: {calls['aten.mkldnn_rnn_layer']} mkldnn_rnn_layer,"
-        f" {calls['aten.addmm']} addmm"
+        f" {p.macs / 1e9:.2f} GMACs; netbudget sees {calls['aten.mkldnn_rnn_layer']} mkldnn_rnn_layer"
+        f" and {calls['aten.addmm']} addmm calls"
     )
-    times: dict[str, list[float]] = {"bare": [], **{name: [] for name in variants}}
-    ratios: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for round_index in range(args.rounds):  # interleaved, the order rotated, each paired with a bare forward
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            bare_seconds = timed(bare)
-            seconds = timed(variants[name])
-            times["bare"].append(bare_seconds)
-            times[name].append(seconds)
-            ratios[name].append(seconds / bare_seconds)
-    print(f"  bare meta forward          {statistics.median(times['bare']):7.2f} s")
-    for name in names:
-        median = statistics.median(ratios[name])
+    variants = {"bare": bare, "netbudget": lambda: profile(model, x, device="meta"), "LSTM step by step": step_by_step}
+    rounds = paired_ratios(variants, args.rounds)
+    print(f"  bare meta forward        {statistics.median(rounds.bare):7.2f} s")
+    for name, ratios in rounds.ratios.items():
         print(
-            f"  {name:26s} {statistics.median(times[name]):7.2f} s  {median:.2f}x the bare meta forward"
-            f" (rounds {min(ratios[name]):.2f}-{max(ratios[name]):.2f}x)"
+            f"  {name:24s} {statistics.median(rounds.times[name]):7.2f} s  {statistics.median(ratios):.2f}x the bare"
+            f" meta forward (rounds {min(ratios):.2f}-{max(ratios):.2f}x)"
         )
 
 
