@@ -41,7 +41,7 @@ def test_the_choice_on_meta_is_cpus_own(case):
     tensors, kwargs = CASES[case]
     expected = SDPBackend(torch._fused_sdp_choice(*tensors, **kwargs))
     on_meta = {name: value.to("meta") if isinstance(value, torch.Tensor) else value for name, value in kwargs.items()}
-    assert cpu_sdp_choice(*(tensor.to("meta") for tensor in tensors), **on_meta) == expected
+    assert SDPBackend(cpu_sdp_choice(*(tensor.to("meta") for tensor in tensors), **on_meta)) == expected
 
 
 @pytest.mark.parametrize("inference_mode", [False, True])

@@ -31,6 +31,8 @@ Hidden = Any  # a tensor (GRU, RNN) or an (h, c) pair (LSTM)
 
 #: ``ideep::rnn_kind::LSTM``, the mode oneDNN's kernel is called with.
 _ONEDNN_LSTM = 2
+#: Whether this torch has oneDNN's one-layer LSTM op (2.0 and later).
+_ONEDNN_LAYER = hasattr(torch.ops.aten, "mkldnn_rnn_layer")
 
 
 @dataclass(frozen=True)
@@ -56,15 +58,20 @@ def cpu_takes_onednn(input: torch.Tensor, hx: Sequence[torch.Tensor]) -> bool:
     """Whether CPU runs this LSTM as oneDNN's kernel (aten's ``use_mkldnn`` and its projection
     check): oneDNN built in and enabled, float32, bfloat16 where this CPU has it, float16 without
     grad where this CPU has it, a non-empty input, no projection."""
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and _ONEDNN_LAYER):
         return False
     dtype = input.dtype
     supported = (
         dtype == torch.float32
-        or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        or (dtype == torch.float16 and not torch.is_grad_enabled() and torch.ops.mkldnn._is_mkldnn_fp16_supported())
+        or (dtype == torch.bfloat16 and _onednn_has("_is_mkldnn_bf16_supported"))
+        or (dtype == torch.float16 and not torch.is_grad_enabled() and _onednn_has("_is_mkldnn_fp16_supported"))
     )
     return supported and input.numel() != 0 and hx[0].shape[2] == hx[1].shape[2]
+
+
+def _onednn_has(check: str) -> bool:
+    """This CPU's answer to one of oneDNN's dtype checks; False where this torch lacks the check."""
+    return bool(getattr(torch.ops.mkldnn, check, lambda: False)())
 
 
 # --- oneDNN's LSTM (aten/src/ATen/native/mkldnn/RNN.cpp: mkldnn_rnn) ----------------------------
