@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from typing import Any
 
 _FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -11,6 +12,17 @@ _FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 class LoadError(Exception):
     """The factory could not be imported or called; the message says why."""
+
+
+def stops_the_run(error: BaseException) -> bool:
+    """A real Ctrl-C (``KeyboardInterrupt`` itself, as Python's SIGINT handler raises it) or
+    ``pytest.exit()``: these end the whole run. Anything else a project's code raises,
+    ``SystemExit``, ``pytest.fail()`` and other ``BaseException`` subclasses included, is the
+    failure of the one model whose code raised it."""
+    if type(error) is KeyboardInterrupt:
+        return True
+    pytest = sys.modules.get("pytest")  # pytest.exit() can only come from code that imported pytest
+    return pytest is not None and isinstance(error, pytest.exit.Exception)
 
 
 def is_factory_path(text: object) -> bool:
@@ -24,7 +36,9 @@ def import_object(path: str) -> Any:
     module_name, attribute = path.split(":")
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as error:  # an import error, or the module itself raising while it loads
+    except BaseException as error:  # an import error, or the module itself raising while it loads
+        if stops_the_run(error):
+            raise
         raise LoadError(
             f"cannot import module {module_name!r} (from {path!r}): {type(error).__name__}: {error}"
         ) from error

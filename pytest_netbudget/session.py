@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,9 @@ class NetbudgetSession:
         # the baseline out of date: the run fails.
         self.failed = False
         self._claimed: dict[str, str] = {}  # a check's name -> the node id of the test that owns it
+        # The registered models this run selected, and why one has no result (when it is known).
+        self._expected: set[str] = set()
+        self._no_result: dict[str, str] = {}
         if options.active:
             self._load()
 
@@ -226,6 +230,22 @@ class NetbudgetSession:
                 self.failed = True
         self.verdicts.append(self.judge(result))
 
+    def expect(self, names: Iterable[str]) -> None:
+        """Registered models this run selected: each one gets a result, whatever happens to it."""
+        self._expected.update(name for name in names if name in self._registered_names())
+
+    def no_result(self, name: str, why: str) -> None:
+        """A selected model's test ended without a result (its worker died, its setup failed)."""
+        if name in self._expected:
+            self._no_result.setdefault(name, why)
+
+    def _results_for_the_missing(self) -> None:
+        """An error result for every selected model that has none, saying why."""
+        measured = {verdict.name for verdict in self.verdicts}
+        for name in sorted(self._expected - measured):
+            why = self._no_result.get(name, "the session ended before this model ran (-x, --maxfail or an interrupt)")
+            self.verdicts.append(self.judge(budgets.Result(name=name, error=f"no result: {why}")))
+
     def _registered_names(self) -> set[str]:
         return {spec.name for spec in self.settings.models} if self.settings else set()
 
@@ -268,6 +288,7 @@ class NetbudgetSession:
         """
         if self.is_worker:
             return True
+        self._results_for_the_missing()
         if not self.verdicts:
             return self._nothing_measured()
         self.verdicts = reports.in_report_order(self.verdicts)

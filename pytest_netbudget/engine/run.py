@@ -32,7 +32,7 @@ from .model_forms import (
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
 from .quantized import packed_tensors, stored_bytes
-from .state import OwnWrites, model_lock, preserved_rng
+from .state import OwnWrites, model_lock, preserved_rng, preserved_settings
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
@@ -256,7 +256,7 @@ def profile(
     step = _step_settings(train, optimizer, autocast, batch)
     # An exported program gives a new module each time: nothing to share, nothing to lock.
     lock = model_lock(unwrap(model)) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
-    with lock, preserved_rng():
+    with lock, preserved_rng(), preserved_settings():
         prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=False)
         tracer, peak_memory_mb = _trace(prepared)
         result = _assemble(prepared, tracer, peak_memory_mb)
