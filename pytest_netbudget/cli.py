@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
-import importlib
 import json
 import os
 import sys
@@ -16,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, ModelSpec, Place, model_spec, read_pyproject, settings_from
-from .loading import LoadError, import_callable, is_factory_path
+from .config import ConfigError, ModelSpec, Place, formula_modules, model_spec, read_pyproject, settings_from
+from .loading import LoadError, import_callable, import_modules, is_factory_path
 
 SHOW_EXAMPLES = """examples:
   netbudget show mnist_cnn                                    # a model registered in pyproject.toml
@@ -185,12 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sys.path.insert(0, os.getcwd())
     try:
-        if args.command == "formulas":
-            _import_all(args.imports)
-            return _list_formulas(args.grep)
         if args.command == "merge":
             return _merge(args)
-        _import_all(args.formulas)
+        _import_project_formulas(getattr(args, "pyproject", None))
+        if args.command == "formulas":
+            import_modules(args.imports, "--import")
+            return _list_formulas(args.grep)
+        import_modules(args.formulas, "--formulas")
         spec = _spec(args)
     except (CommandError, LoadError, ConfigError, ValueError) as error:
         print(f"netbudget: error: {error}", file=sys.stderr)
@@ -213,13 +213,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _import_all(modules: list[str]) -> None:
-    """Import modules that register formulas; a failure names the module and the cause."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as error:
-            raise CommandError(f"cannot import {name!r}: {type(error).__name__}: {error}") from None
+def _import_project_formulas(given: Path | None) -> None:
+    """Import ``[tool.netbudget] formulas`` of the project's pyproject.toml (the one given, or the
+    nearest up from here with a ``[tool.netbudget]`` table), as pytest does, so that the project's
+    own ops count here too."""
+    candidates = [given] if given else [folder / "pyproject.toml" for folder in (Path.cwd(), *Path.cwd().parents)]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        data = read_pyproject(path)
+        if "netbudget" not in data.get("tool", {}):
+            continue
+        names = formula_modules(data, path)
+        if names and str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        import_modules(names, Place.table(path, "tool.netbudget").key("formulas"))
+        return
 
 
 def _list_formulas(grep: str) -> int:

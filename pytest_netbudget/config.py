@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from . import devices, metrics, units
-from .loading import is_factory_path
+from .loading import is_factory_path, is_module_name
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "models")
+TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "formulas", "models")
 MODEL_KEYS = (
     "factory",
     "kwargs",
@@ -108,6 +108,7 @@ class Settings:
     device: str = "auto"
     strict: bool = False
     max_increase: dict[str, Increase] = field(default_factory=dict)
+    formulas: tuple[str, ...] = ()  # modules that register the project's own formulas
 
 
 class Place:
@@ -182,8 +183,33 @@ def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
             raise model_where.error(None, "must be a table with at least 'factory' and an input")
         models.append(_model(name, model_table, model_where, device, dtype, increase, strict))
     return Settings(
-        path=path, baseline=path.parent / baseline, models=models, device=device, strict=strict, max_increase=increase
+        path=path,
+        baseline=path.parent / baseline,
+        models=models,
+        device=device,
+        strict=strict,
+        max_increase=increase,
+        formulas=_formulas(table.get("formulas", []), where),
     )
+
+
+def formula_modules(data: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """Only ``[tool.netbudget] formulas`` of a parsed pyproject.toml: what ``netbudget formulas``
+    and a factory path given to ``netbudget show`` need of the project."""
+    table = data.get("tool", {}).get("netbudget")
+    if not isinstance(table, dict):
+        return ()
+    return _formulas(table.get("formulas", []), Place.table(path, "tool.netbudget"))
+
+
+def _formulas(value: Any, where: Place) -> tuple[str, ...]:
+    """``formulas = ["my_package.netbudget_formulas"]``: modules imported before any model is
+    profiled, so that the formulas they register count in every run, worker and command."""
+    if not isinstance(value, list) or not all(is_module_name(item) for item in value):
+        raise where.error(
+            "formulas", f'must be a list of module names like ["my_package.netbudget_formulas"], got {value!r}'
+        )
+    return tuple(value)
 
 
 def model_spec(name: str, table: dict[str, Any], place: Place) -> ModelSpec:

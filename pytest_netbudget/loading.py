@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 _FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 class LoadError(Exception):
@@ -27,6 +29,22 @@ def stops_the_run(error: BaseException) -> bool:
 
 def is_factory_path(text: object) -> bool:
     return isinstance(text, str) and bool(_FACTORY_PATH.match(text))
+
+
+def is_module_name(text: object) -> bool:
+    return isinstance(text, str) and bool(_MODULE_NAME.match(text))
+
+
+def import_modules(names: Iterable[str], why: str) -> None:
+    """Import each module (``why`` they are imported, for the message): formulas they register
+    count from then on. A module that fails to import is a ``LoadError`` naming it."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException as error:
+            if stops_the_run(error):
+                raise
+            raise LoadError(f"{why}: cannot import module {name!r}: {type(error).__name__}: {error}") from None
 
 
 def import_object(path: str) -> Any:

@@ -303,8 +303,11 @@ class BudgetChecker:
         device: str | None = None,
         dtype: str | None = None,
     ) -> Any:
-        """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies."""
+        """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies,
+        and the formulas of ``[tool.netbudget] formulas`` count."""
         from .engine import profile
+
+        self._session.load_formulas()
 
         chosen = device or self._session.default_device
         return profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype)

@@ -13,7 +13,7 @@ import torch
 
 from . import devices
 from .budgets import Result
-from .config import InputSpec, ModelSpec
+from .config import ConfigError, InputSpec, ModelSpec
 from .engine import Profile
 from .engine.run import build_model, profile, resolve_device, torch_dtype
 from .engine.state import preserved_settings
@@ -64,7 +64,7 @@ META_HINT = (
 def check_error_text(error: BaseException, device: str) -> str:
     """Why a check from a test could not be profiled: the formula's own message, running out of
     memory with the way out, or the exception (with the meta hint on meta)."""
-    if isinstance(error, FormulaError):
+    if isinstance(error, (FormulaError, LoadError, ConfigError)):  # they name what is wrong themselves
         return str(error)
     if is_out_of_memory(error):
         return out_of_memory_text("the forward pass", device, error)

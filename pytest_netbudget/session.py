@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from . import baseline, budgets, config, devices, files, reports
+from . import baseline, budgets, config, devices, files, loading, reports
 
 REPORT_SUFFIXES = (".md", ".json")
 
@@ -76,6 +76,7 @@ class NetbudgetSession:
         # The registered models this run selected, and why one has no result (when it is known).
         self._expected: set[str] = set()
         self._no_result: dict[str, str] = {}
+        self._formulas_loaded = False
         if options.active:
             self._load()
 
@@ -108,11 +109,35 @@ class NetbudgetSession:
                 f"--netbudget: {self.pyproject} {found}; netbudget reads the pyproject.toml of pytest's rootdir "
                 "(or the one given with -c): register models in its [tool.netbudget.models.NAME] tables"
             )
+        self._importable_root()  # factories are "module:callable" paths from pyproject.toml's folder
+        try:
+            self.load_formulas()
+        except (config.ConfigError, loading.LoadError) as error:
+            raise pytest.UsageError(str(error)) from None
+        self.baseline = self._load_baseline()
+        self.reference = self._load_reference()
+
+    def load_formulas(self) -> None:
+        """Import the modules of ``[tool.netbudget] formulas`` once, with pyproject.toml's folder
+        importable: at the start of a run that reads the configuration (every worker's too), else
+        before the first check from a test (a plain ``pytest`` run reads only this key then)."""
+        if self._formulas_loaded:
+            return
+        self._formulas_loaded = True
+        if self.settings is not None:
+            names = self.settings.formulas
+        elif self.pyproject.exists():
+            names = config.formula_modules(config.read_pyproject(self.pyproject), self.pyproject)
+        else:
+            names = ()
+        if names:
+            self._importable_root()
+            loading.import_modules(names, config.Place.table(self.pyproject, "tool.netbudget").key("formulas"))
+
+    def _importable_root(self) -> None:
         root = str(self.pyproject.parent)
         if root not in sys.path:
             sys.path.insert(0, root)
-        self.baseline = self._load_baseline()
-        self.reference = self._load_reference()
 
     def _wants_cuda(self) -> bool:
         chosen = [self.options.device] if self.options.device else [spec.device for spec in self.settings.models]
@@ -327,6 +352,18 @@ class NetbudgetSession:
         else:
             self.notes.append(f"{self.baseline_file} is out of date: {'; '.join(problems)}; {refresh}")
 
+    def _note_uncounted(self, written: dict[str, dict[str, Any]]) -> None:
+        """An entry written with ops no formula counts holds MACs and FLOPs short by their work:
+        say so, since accepting it makes that figure the gate."""
+        for name, entry in sorted(written.items()):
+            if entry.get("uncounted_ops"):
+                ops = ", ".join(f"{op} x{count}" for op, count in entry["uncounted_ops"].items())
+                self.notes.append(
+                    f"WARNING: {name}'s entry was written with ops that no formula counts ({ops}): their work is "
+                    "not in its MACs and FLOPs. Register formulas for them in a module named in [tool.netbudget] "
+                    "formulas = [...] (so that every run loads it), then update the baseline again"
+                )
+
     def _report(self, removed: list[str]) -> reports.Report:
         return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file)
 
@@ -381,6 +418,7 @@ class NetbudgetSession:
                 kept = {name: entry for name, entry in previous.items() if name not in removed}
                 baseline.update(target, fresh, kept)
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
+            self._note_uncounted(fresh)
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
             self.failed = True
