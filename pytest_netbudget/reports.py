@@ -239,12 +239,15 @@ _STATUS_WORDS = {
 }
 
 
-def headline(verdicts: list[Verdict]) -> str:
+def headline(verdicts: list[Verdict], not_run: int = 0) -> str:
+    """One line for the whole run; ``not_run``: registered models this run did not profile."""
     counts = {status: sum(verdict.status == status for verdict in verdicts) for status in _STATUS_WORDS}
     if not any(counts.values()):
-        return f"All {len(verdicts)} model(s) within budget"
-    parts = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
-    return ", ".join(parts) + f" (of {len(verdicts)} model(s))"
+        line = f"All {len(verdicts)} model(s) within budget"
+    else:
+        parts = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
+        line = ", ".join(parts) + f" (of {len(verdicts)} model(s))"
+    return line + (f"; {not_run} registered model(s) not run" if not_run else "")
 
 
 _STATUS_ICON = {
@@ -271,6 +274,11 @@ class Report:
     compared_with: str | None = None
     baseline_file: str = DEFAULT_BASELINE
     conflicts: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # registered models a run without --netbudget skipped
+
+    @property
+    def headline(self) -> str:
+        return headline(self.verdicts, len(self.not_run))
 
 
 def markdown(report: Report) -> str:
@@ -282,7 +290,14 @@ def markdown(report: Report) -> str:
         for name in metrics.HEADLINE
         if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
     ]
-    lines = ["## netbudget", "", f"**{headline(verdicts)}**", ""]
+    lines = ["## netbudget", "", f"**{report.headline}**", ""]
+    if report.not_run:
+        names = ", ".join(md.code(name) for name in report.not_run)
+        lines += [
+            f"> ⚠️ **not run:** {names}: registered in pyproject.toml, not profiled "
+            "(this run was not given `--netbudget`)",
+            "",
+        ]
     if compared_with:
         lines += [f"Compared with {md.inline(compared_with)}.", ""]
     lines += [f"> ⚠️ **conflict:** {md.inline(conflict)}" for conflict in conflicts or []]
@@ -413,8 +428,9 @@ def to_json(report: Report) -> str:
         "schema": SCHEMA,
         "kind": "netbudget-report",
         "generator": f"pytest-netbudget {__version__}",
-        "headline": headline(report.verdicts),
+        "headline": report.headline,
         "removed": list(report.removed),
+        "not_run": list(report.not_run),
         "compared_with": report.compared_with,
         "baseline_file": report.baseline_file,
         "conflicts": list(report.conflicts),
@@ -448,6 +464,7 @@ def merge_reports(documents: dict[str, Any]) -> Report:
     seen: dict[str, tuple[str, dict[str, Any]]] = {}
     for source, document in documents.items():
         merged.removed += [name for name in document.get("removed", []) if name not in merged.removed]
+        merged.not_run += [name for name in document.get("not_run", []) if name not in merged.not_run]
         for name, entry in document["models"].items():
             if name not in seen:
                 seen[name] = (source, entry)
@@ -456,6 +473,7 @@ def merge_reports(documents: dict[str, Any]) -> Report:
                 merged.conflicts.append(_conflict(name, seen[name], (source, entry)))
     merged.verdicts = in_report_order(merged.verdicts)
     merged.removed.sort()
+    merged.not_run = sorted(set(merged.not_run) - {verdict.name for verdict in merged.verdicts})
     return merged
 
 

@@ -318,6 +318,12 @@ class NetbudgetSession:
             return self._nothing_measured()
         self.verdicts = reports.in_report_order(self.verdicts)
         removed = self.removed_models()
+        not_run = self._not_run()
+        if not_run:
+            self.notes.append(
+                f"{len(not_run)} model(s) registered in {self.pyproject.name} were not run ({', '.join(not_run)}): "
+                "this run was not given --netbudget, so the reports cover the checks from tests only"
+            )
         for path in self.options.reports:
             self._write_report(Path(path), removed)
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -365,7 +371,11 @@ class NetbudgetSession:
                 )
 
     def _report(self, removed: list[str]) -> reports.Report:
-        return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file)
+        return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file, not_run=self._not_run())
+
+    def _not_run(self) -> list[str]:
+        """The registered models of a run not given ``--netbudget``: its reports cover checks only."""
+        return [] if self.options.enabled else sorted(self._registered_names())
 
     def _nothing_measured(self) -> bool:
         """No model and no check ran: say so when a file was asked for. Without ``--netbudget``

@@ -249,3 +249,38 @@ def test_process_wide_torch_settings_are_restored_before_the_next_model(pytester
     # The leaky factory's own model was built on meta by its own doing: that is its own error.
     assert report["models"]["a_leaky"]["status"] == "error"
     result.assert_outcomes(passed=3, failed=1)
+
+
+# --- a report from a run that did not profile the registered models ----------------------------------
+
+CHECK = """
+from torch import nn
+
+
+def test_head(netbudget):
+    netbudget.check(nn.Linear(10, 5), input_shape=(1, 10))
+"""
+
+
+def test_a_report_without_netbudget_says_the_registered_models_were_not_run(pytester, project):
+    # Before: the report said "All 1 model(s) within budget" and nothing about the two models
+    # registered in pyproject.toml, which had not been profiled.
+    project(TINY + '[tool.netbudget.models.conv]\nfactory = "mymodels:conv"\ninput_shape = [1, 1, 5, 5]\n')
+    pytester.makepyfile(test_head=CHECK)
+    result = pytester.runpytest("--netbudget-report=r.json", "--netbudget-report=r.md")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "netbudget: 2 model(s) registered in pyproject.toml were not run (conv, tiny): this run was not "
+            "given --netbudget, so the reports cover the checks from tests only"
+        ]
+    )
+    report = json_report(pytester)
+    assert report["not_run"] == ["conv", "tiny"]
+    assert report["headline"] == "All 1 model(s) within budget; 2 registered model(s) not run"
+    markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert "**All 1 model(s) within budget; 2 registered model(s) not run**" in markdown
+    assert (
+        "> ⚠️ **not run:** <code>conv</code>, <code>tiny</code>: registered in pyproject.toml, not profiled "
+        "(this run was not given `--netbudget`)"
+    ) in markdown
