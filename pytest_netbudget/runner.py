@@ -14,11 +14,11 @@ import torch
 from . import devices
 from .budgets import Result
 from .config import ConfigError, InputSpec, ModelSpec
-from .engine import Profile
 from .engine.run import build_model, profile, resolve_device, torch_dtype
 from .engine.state import preserved_settings
 from .formulas import FormulaError
 from .loading import LoadError, import_callable, stops_the_run
+from .results import Profile
 
 
 class ModelError(Exception):

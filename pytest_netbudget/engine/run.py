@@ -17,7 +17,7 @@ import torch
 
 from .. import devices, metrics, units
 from ..formulas import FormulaSet
-from .data import LayerStats, OpStats, Profile, TrainStep
+from ..results import LayerStats, OpStats, Profile, TrainStep
 from .fused_on_meta import FUSED_KERNELS_ON_META, fused_kernels_wanted
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
