@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, ModelSpec, Place, formula_modules, model_spec, read_pyproject, settings_from
+from .devices import shape_problem
 from .loading import LoadError, import_callable, import_modules, is_factory_path
 
 SHOW_EXAMPLES = """examples:
@@ -40,6 +41,9 @@ def parse_shape(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape: write positive integers like 1,3,224,224") from None
     if not shape or any(size <= 0 for size in shape):
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape: every size must be a positive integer")
+    problem = shape_problem(shape)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape: {problem}")
     return shape
 
 

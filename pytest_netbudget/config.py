@@ -401,12 +401,9 @@ def _increase(value: Any, where: Place, key: str) -> Increase:
 
 
 def _shape(value: Any, where: Place, key: str) -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value)
-    ):
-        raise where.error(key, f"must be a list of positive integers like [1, 3, 224, 224], got {value!r}")
+    problem = devices.shape_problem(value if isinstance(value, list) else None)
+    if problem:
+        raise where.error(key, f"{problem}, got {value!r}" if problem.startswith("must") else problem)
     return list(value)
 
 

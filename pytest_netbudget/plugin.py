@@ -199,7 +199,13 @@ class SessionHooks:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
-        if not self.session.finish(interrupted) and session.exitstatus == 0:
+        terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+
+        def say(text: str) -> None:  # now, not with the notes at the end: the run is waiting
+            if terminal is not None:
+                terminal.write_line(f"netbudget: {text}")
+
+        if not self.session.finish(interrupted, say) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
             # pytest prints no terminal summary after an internal error: say it here.

@@ -74,7 +74,7 @@ def _over(check: MetricCheck) -> str:
         return "not measured"
     if check.over_budget:
         excess = check.actual - check.limit
-        return f"{metrics.get(check.metric).format_excess(excess)} (+{excess / check.limit * 100:.1f}%)"
+        return f"{metrics.get(check.metric).format_excess(excess)} ({units.format_percent(excess / check.limit, signed=True)})"
     if check.grew_too_much:
         return f"grew {change(check, gate=True)}, more than the allowed {check.increase.describe()}"
     return "ok"
@@ -199,7 +199,7 @@ def _full_rows(verdicts: list[Verdict]) -> list[list[str]]:
                     check.metric,
                     value(check.metric, check.actual),
                     value(check.metric, check.limit) if check.limit is not None else "-",
-                    f"{check.used * 100:.1f}%" if check.used is not None else "",
+                    units.format_percent(check.used) if check.used is not None else "",
                     baseline,
                     (verdict.status if index == 0 else "") if check.status is CheckStatus.OK else check.status,
                 ]
@@ -228,7 +228,7 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
             continue
         figure = f"{check.metric} {value(check.metric, check.actual)}"
         if check.limit is not None:
-            figure += f" / {value(check.metric, check.limit)} ({check.used * 100:.1f}%)"
+            figure += f" / {value(check.metric, check.limit)} ({units.format_percent(check.used)})"
         rows.append([verdict.name, verdict.status, figure, largest_change(verdict) if verdict.has_reference else "new"])
     return rows
 
@@ -342,7 +342,7 @@ def markdown(report: Report) -> str:
                 continue
             cell = value(metric, check.actual)
             if check.limit is not None:
-                cell += f" / {value(metric, check.limit)} ({check.used * 100:.0f}%)"
+                cell += f" / {value(metric, check.limit)} ({units.format_percent(check.used, decimals=0)})"
             if verdict.has_reference and check.reference is not None:
                 cell += f"<br>{change(check)}"
             cells.append(cell)
@@ -352,7 +352,51 @@ def markdown(report: Report) -> str:
     lines.append("")
     for verdict in verdicts:
         lines += _model_section(verdict, report.baseline_file)
-    return "\n".join(lines)
+    return fit_comment(lines)
+
+
+#: GitHub refuses a pull-request comment longer than this many characters.
+COMMENT_LIMIT = 65_536
+CUT_NOTE = (
+    "\n\n*This report was cut at GitHub's limit of 65,536 characters for a comment: the full report is in "
+    "the JSON report (the job's artifact).*\n"
+)
+
+
+def fit_comment(lines: list[str], limit: int = COMMENT_LIMIT) -> str:
+    """The Markdown lines as one text GitHub accepts as a comment: when longer than ``limit``, the
+    lines that fit (a line too long to show at all, a 100 kB name, is left out and said so), any
+    open code block and ``<details>`` closed, and a note that says where the rest is."""
+    text = "\n".join(lines)
+    if len(text) <= limit:
+        return text
+    room = limit - len(CUT_NOTE)
+    kept: list[str] = []
+    size, fence, details = 0, "", 0
+    for line in lines:
+        if len(line) > room // 2:
+            line = f"*(a line of {len(line):,} characters left out)*"
+        after = _blocks_after(line, fence, details)
+        closing = (len(after[0]) + 1 if after[0] else 0) + len("\n</details>") * after[1]
+        if size + len(line) + 1 + closing > room:
+            break
+        kept.append(line)
+        size += len(line) + 1
+        fence, details = after
+    return "\n".join([*kept, *([fence] if fence else []), *["</details>"] * details]) + CUT_NOTE
+
+
+def _blocks_after(line: str, fence: str, details: int) -> tuple[str, int]:
+    """The code block (its fence) and the number of ``<details>`` open after ``line``."""
+    if fence:
+        return ("" if line == fence else fence), details
+    if line.startswith("```"):
+        return line[: len(line) - len(line.lstrip("`"))], details
+    if line.startswith("<details"):
+        return fence, details + 1
+    if line == "</details>":
+        return fence, details - 1
+    return fence, details
 
 
 def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:

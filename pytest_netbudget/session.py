@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,12 @@ class NetbudgetSession:
         for path in self.options.reports:
             if Path(path).suffix not in REPORT_SUFFIXES:
                 raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md or .json")
+        if self.options.base is not None and not self.options.base.strip():
+            # an unset CI variable: comparing with nothing would pass silently
+            raise pytest.UsageError(
+                "--netbudget-base is empty: give a git revision such as origin/main "
+                "(in CI, check that the variable holding the base branch is set)"
+            )
         if self.options.base and self.options.compare:
             raise pytest.UsageError("--netbudget-base and --netbudget-compare both name what to compare with; give one")
         if self.options.check_baseline and self.options.update:
@@ -305,11 +311,12 @@ class NetbudgetSession:
 
     # --- end -------------------------------------------------------------------------------------
 
-    def finish(self, interrupted: bool = False) -> bool:
+    def finish(self, interrupted: bool = False, say: Callable[[str], None] | None = None) -> bool:
         """Write the reports, the job summary and (on update) the baseline; False when a write failed.
 
         An ``interrupted`` run (Ctrl-C, an internal error) measured only part of what it was asked
-        to: its figures never become the baseline.
+        to: its figures never become the baseline. ``say`` prints at once (while waiting for
+        another process's lock on the baseline), where the notes wait for the summary.
         """
         if self.is_worker:
             return True
@@ -327,7 +334,7 @@ class NetbudgetSession:
         for path in self.options.reports:
             self._write_report(Path(path), removed)
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary:
+        if step_summary and self.options.active:  # a plain pytest run's checks: not asked for
             try:
                 with open(step_summary, "a", encoding="utf-8") as stream:
                     stream.write(reports.markdown(self._report(removed)) + "\n")
@@ -337,7 +344,7 @@ class NetbudgetSession:
             self.notes.append("ERROR: the run was interrupted, so the baseline was not written")
             self.failed = True
         elif self.options.update:
-            self._write_baseline()
+            self._write_baseline(say)
         else:
             self._note_stale_baseline(removed)
         return not self.failed
@@ -409,7 +416,7 @@ class NetbudgetSession:
             self.notes.append(f"ERROR: {error}")
             self.failed = True
 
-    def _write_baseline(self) -> None:
+    def _write_baseline(self, say: Callable[[str], None] | None = None) -> None:
         """Merge this run's entries into the file as it is now, under its lock: parallel updates
         (``-k`` shards) each add theirs; models that failed or did not run keep their entries."""
         target = self.baseline_path
@@ -419,7 +426,7 @@ class NetbudgetSession:
             if verdict.profile is not None
         }
         try:
-            with files.locked(target, "the baseline"):
+            with files.locked(target, "the baseline", on_wait=say):
                 try:
                     previous = baseline.load(target)
                 except baseline.BaselineError:

@@ -59,7 +59,13 @@ def torch_dtype(name: str, allowed: tuple[str, ...] = devices.MODEL_DTYPES, labe
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        if str(dtype).removeprefix("torch.") not in devices.MODEL_DTYPES:
+            raise ValueError(
+                f"dtype {dtype}: profile() casts the model to a floating dtype, one of {', '.join(devices.MODEL_DTYPES)}"
+            )
         return dtype
     return torch_dtype(dtype)
 
@@ -80,8 +86,9 @@ def make_inputs(
         raise ValueError("give exactly one of inputs=... or input_shape=...")
     if input_shape is not None:
         shape = tuple(input_shape)
-        if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in shape):
-            raise ValueError(f"input_shape must be positive integers, got {list(input_shape)}")
+        problem = devices.shape_problem(shape)
+        if problem:
+            raise ValueError(f"input_shape {problem}" + (f", got {list(shape)}" if problem.startswith("must") else ""))
         float_dtype = dtype or torch.float32
         if device.type == "meta":
             return (torch.empty(shape, dtype=float_dtype, device="meta"),), {}
@@ -282,6 +289,11 @@ def _step_settings(train: bool, optimizer: str, autocast: str | None, batch: int
     """The training step's settings checked before anything runs; None without ``train``."""
     if not train:
         return None
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "a training step cannot run inside torch.inference_mode(), which turns autograd off for every tensor: "
+            "call profile(..., train=True) outside it"
+        )
     devices.check_optimizer(optimizer, "optimizer")
     if autocast is not None:
         devices.check_dtype(autocast, "autocast", devices.AUTOCAST_DTYPES)
