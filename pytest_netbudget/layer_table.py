@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from . import units
 
 if TYPE_CHECKING:
-    from .results import LayerStats, OpStats, Profile
+    from collections.abc import Mapping
+
+    from .results import LayerStats, OpStats, Profile, TrainStep
 
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
 #: With a training step: its MACs and FLOPs per layer (forward, backward and optimizer together).
@@ -126,7 +128,7 @@ def footer_lines(profile: Profile) -> list[str]:
         f"Activations (peak live): {profile.activations_mb:.3f} MiB",
         f"Peak CUDA memory: {peak}",
     ]
-    lines += train_step_lines(profile)
+    lines += train_step_lines(profile.train, profile.totals) if profile.train is not None else []
     if profile.uncounted_ops:
         ops = ", ".join(f"{name} x{count}" for name, count in profile.uncounted_ops.items())
         lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
@@ -136,22 +138,21 @@ def footer_lines(profile: Profile) -> list[str]:
 PART_NAMES = {"optimizer_state": "optimizer state"}
 
 
-def train_step_lines(profile: Profile) -> list[str]:
-    """The training step in a few lines: settings, work, and the memory at its peak by part."""
-    step = profile.train
-    if step is None:
-        return []
+def train_step_lines(step: TrainStep, totals: Mapping[str, float | int | None]) -> list[str]:
+    """The training step in a few lines: settings, work (from the model's ``totals``), and the
+    memory at its peak by part."""
     settings = [step.optimizer if step.optimizer != "none" else "no optimizer"]
     settings += [f"batch {step.batch}"] if step.batch is not None else []
     settings += [f"autocast {step.autocast}"] if step.autocast is not None else []
     parts = ", ".join(f"{PART_NAMES.get(part, part)} {value:.3f}" for part, value in step.memory_mb.items())
+    macs, flops = totals.get("train_macs") or 0, totals.get("train_flops") or 0
     lines = [
         f"Training step ({', '.join(settings)}): "
-        f"MACs {profile.train_macs:,} ({units.format_count(profile.train_macs)}), "
-        f"FLOPs {profile.train_flops:,} ({units.format_count(profile.train_flops)})",
-        f"  memory at its peak (in the {step.peak_phase}): {profile.train_memory_mb:.3f} MiB = {parts}",
+        f"MACs {macs:,} ({units.format_count(macs)}), FLOPs {flops:,} ({units.format_count(flops)})",
+        f"  memory at its peak (in the {step.peak_phase}): {totals.get('train_memory_mb') or 0:.3f} MiB = {parts}",
         f"  most saved for backward at once: {step.saved_mb:.3f} MiB",
     ]
-    if profile.train_peak_memory_mb is not None:
-        lines.append(f"  peak CUDA memory of the step: {profile.train_peak_memory_mb:.3f} MiB")
+    cuda_peak = totals.get("train_peak_memory_mb")
+    if cuda_peak is not None:
+        lines.append(f"  peak CUDA memory of the step: {cuda_peak:.3f} MiB")
     return lines
