@@ -136,6 +136,7 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             loss=loss,
             autocast=step.autocast if step else None,
             batch=step.batch if step else None,
+            target=spec.target,
         )
     except FormulaError as error:
         raise ModelError(str(error)) from None

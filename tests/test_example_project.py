@@ -1,5 +1,6 @@
 """The example project, run as a user runs it: `pytest --netbudget` in its directory."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,13 @@ def test_example_passes_with_its_summary_table(tmp_path):
     # Its AdamW step at batch 32: 3 x 32 x 2,838,080 MACs less conv1's input gradient, which autograd
     # skips (32 x 313,600): 262,420,480.
     assert "mnist_cnn: Training step (adamw, batch 32): MACs 262,420,480 (262M)" in out
-    assert "train_flops      529M    600M    88.2%" in out
+    assert re.search(r"train_flops +529M +600M +88\.2%", out)
+    # Its forward's traffic, bytes read + written per op (float32): conv1 4,800 + 50,176; ReLU 2 x 50,176;
+    # pool 50,176 + 12,544 values + 25,088 int64 indices; conv2 63,872 + 25,088; ReLU 2 x 25,088;
+    # pool 25,088 + 6,272 + 12,544; Linear 69,032 + 40. 495,248 bytes = 0.472 MiB, against 0.6.
+    # The text classifier's estimated latency on the Jetson Orin against 0.3 ms.
+    assert re.search(r"memory_access_mb +0\.472 +0\.600 +78\.7%", out)
+    assert re.search(r"latency_ms +0\.136 +0\.300 +45\.3%", out)
     for name in ("mnist_cnn", "text_classifier", "lstm_tagger"):
         assert name in out
     # The check from a test is named after its node id, and the committed baseline has its entry.
