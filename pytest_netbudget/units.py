@@ -97,11 +97,14 @@ def format_bytes(value: float | None) -> str:
 
 def format_mb(value: float | None, signed: bool = False) -> str:
     """Print a MiB figure with three decimals, as budgets are written: '0.110'; one too small
-    for three decimals with three significant digits ('0.00021', '1e-300'), never as 0.000."""
+    for three decimals to six ('0.000023') or, smaller still, in exponent notation ('1e-300'),
+    never as 0.000."""
     if value is None:
         return "-"
     sign = "+" if signed else ""
-    if 0 < abs(value) < 0.0005:
+    if 1e-6 <= abs(value) < 0.0005:  # the six decimals a baseline stores: '0.000023'
+        return f"{value:{sign}.6f}".rstrip("0")
+    if 0 < abs(value) < 1e-6:
         return f"{value:{sign}.3g}"
     return f"{value:{sign}.3f}"
 
