@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="write a Markdown (.md) or JSON (.json) report; may be given twice",
+        help="write a Markdown (.md), JSON (.json) or self-contained HTML (.html) report; may be given more than once",
     )
     group.addoption(
         "--netbudget-base",

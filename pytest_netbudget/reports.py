@@ -12,9 +12,11 @@ from typing import Any
 from . import __version__, metrics, units
 from . import markdown_text as md
 from .baseline import REPORT_KIND, REPORT_SCHEMA
-from .budgets import LayerChange, MetricCheck, Verdict
+from .budgets import LayerChange, MetricCheck, Verdict, change_share
 from .config import DEFAULT_BASELINE
 from .layer_table import train_step_lines
+from .module_tree import ModuleNode, module_tree, slices
+from .repeated import Repeated, group_changes
 from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, LayerEntry, RecordError, Status
 
 LAYER_DIFF_LIMIT = 10
@@ -109,25 +111,56 @@ def diff_columns(changes: list[LayerChange]) -> list[str]:
     return columns + [BOUND] if bounded else columns
 
 
-def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
-    if not changes:
+def grouped_changes(verdict: Verdict, gate: bool = False) -> list[Repeated[LayerChange]]:
+    """The layers that changed against the reference (or the committed baseline with ``gate``), a
+    repeated block once, largest change first (a block repeated n times weighs n of its layers)."""
+
+    def larger(metric: str) -> float:
+        check = verdict.check_for(metric)
+        before = (check.baseline if gate else check.reference) if check else None
+        return max(check.actual or 0 if check else 0, before or 0, 1)
+
+    params, macs = larger("params"), larger("macs")
+    changes = verdict.layer_changes if gate else verdict.reference_changes
+    return group_changes(changes, lambda change: change_share(change, params, macs))
+
+
+def layer_name(group: Repeated[LayerChange]) -> str:
+    """``model.layers.{0..31}.mlp.up_proj ×32``, or one layer's path."""
+    return group.path + (f" ×{group.count}" if group.count > 1 else "")
+
+
+def figure_change(group: Repeated[LayerChange], name: str) -> str:
+    """``old -> new`` of a layer; for a repeated block also the change of all its repeats:
+    ``2.05k -> 3.07k each, +32.8k in all``."""
+    change = group.first
+    shown = f"{_side(change.old, name)} -> {_side(change.new, name)}"
+    if group.count == 1 or name == BOUND:
+        return shown
+    total = group.count * change.delta(name)
+    if not total:
+        return f"{shown} each"
+    return f"{shown} each, {'+' if total > 0 else ''}{metrics.get(name).format(total)} in all"
+
+
+def layer_diff_lines(groups: list[Repeated[LayerChange]], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
+    if not groups:
         return []
-    columns = diff_columns(changes)
+    columns = diff_columns([item for group in groups for item in group.items])
     rows = [["layer", "change", *columns]]
-    for item in changes[:limit]:
-        rows.append([f"{item.path} ({item.type})", item.kind, *(_old_new(item, name) for name in columns)])
+    for group in groups[:limit]:
+        kind = group.first
+        rows.append(
+            [f"{layer_name(group)} ({kind.type})", kind.kind, *(figure_change(group, name) for name in columns)]
+        )
     lines = ["layers changed since the baseline:", *_columns(rows)]
-    if len(changes) > limit:
-        lines.append(f"  ... and {len(changes) - limit} more changed layers")
+    if len(groups) > limit:
+        lines.append(f"  ... and {len(groups) - limit} more changed layers")
     return lines
 
 
-def _old_new(item: LayerChange, name: str) -> str:
-    """A changed layer's figure before and after; ``bound`` says what bounds its estimated time."""
-    return f"{_side(item.old, name)} -> {_side(item.new, name)}"
-
-
 def _side(entry: LayerEntry | None, name: str) -> str:
+    """A changed layer's figure on one side; ``bound`` says what bounds its estimated time."""
     if entry is None:
         return "-"
     if name == BOUND:
@@ -173,7 +206,7 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
         if largest:
             lines.append("  " + largest)
     if with_layers:
-        lines += ["  " + line for line in layer_diff_lines(verdict.layer_changes)]
+        lines += ["  " + line for line in layer_diff_lines(grouped_changes(verdict, gate=True))]
     return lines
 
 
@@ -245,34 +278,25 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
         figure = f"{check.metric} {value(check.metric, check.actual)}"
         if check.limit is not None:
             figure += f" / {value(check.metric, check.limit)} ({units.format_percent(check.used)})"
-        rows.append([verdict.name, verdict.status, figure, largest_change(verdict) if verdict.has_reference else "new"])
+        rows.append([verdict.name, verdict.status, figure, change_cell(verdict) if verdict.has_reference else "new"])
     return rows
 
 
-def largest_change(verdict: Verdict) -> str:
-    """The one-line summary's change: the metric that changed most against the reference,
-    relative to its old figure, named (``macs -5.0k (-99.0%)``); ``=`` when none changed.
+def change_cell(verdict: Verdict) -> str:
+    """The one-line summary's change: the metric of this model that changed most, named
+    (``macs -5.0k (-99.0%)``); ``=`` when none changed."""
+    found = largest_change([verdict])
+    return f"{found[1].metric} {change(found[1])}" if found else "="
 
-    A MiB figure is stored to six decimals, so its change counts only as far as that rounding
-    vouches for it (a tiny model's 20 -> 24 bytes of activations reads +21%, not more than the
-    +20% of its parameters). Equal changes go to the first metric in table order.
-    """
-    changed = [
-        check
-        for check in verdict.checks
-        if check.reference is not None and check.actual is not None and check.actual != check.reference
-    ]
-    if not changed:
-        return "="
 
-    def surely_changed(check: MetricCheck) -> float:
-        if not check.reference:
-            return math.inf
-        rounding = MIB_STORED_RESOLUTION if metrics.get(check.metric).is_mib else 0
-        return (abs(check.actual - check.reference) - rounding) / abs(check.reference)
-
-    most = max(changed, key=surely_changed)
-    return f"{most.metric} {change(most)}"
+def _surely_changed(check: MetricCheck) -> float:
+    """How much a figure changed, relative to its old one. A MiB figure is stored to six
+    decimals, so its change counts only as far as that rounding vouches for it (a tiny model's
+    20 -> 24 bytes of activations reads +21%, no more than the +20% of its parameters)."""
+    if not check.reference:
+        return math.inf  # a figure that had none before (or 0) counts as the largest change
+    rounding = MIB_STORED_RESOLUTION if metrics.get(check.metric).is_mib else 0
+    return (abs(check.actual - check.reference) - rounding) / abs(check.reference)
 
 
 #: How each status reads in the headline and in a failing model's section.
@@ -293,6 +317,30 @@ def headline(verdicts: list[Verdict], not_run: int = 0) -> str:
         parts = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
         line = ", ".join(parts) + f" (of {len(verdicts)} model(s))"
     return line + (f"; {not_run} registered model(s) not run" if not_run else "")
+
+
+def largest_change(verdicts: list[Verdict]) -> tuple[Verdict, MetricCheck] | None:
+    """The metric that changed most against the reference across these models, relative to its
+    old figure (see ``_surely_changed``); equal changes go to the first model and metric in
+    table order. None when nothing changed."""
+    changed = [
+        (verdict, check)
+        for verdict in verdicts
+        for check in verdict.checks
+        if check.reference is not None and check.actual is not None and check.actual != check.reference
+    ]
+    return max(changed, key=lambda pair: _surely_changed(pair[1]), default=None)
+
+
+def largest_change_line(verdicts: list[Verdict], escape: Callable[[str], str] = str) -> str:
+    """``largest change: <name> macs +25.3% (1.20G -> 1.50G)``, or '' when nothing changed."""
+    found = largest_change(verdicts)
+    if found is None:
+        return ""
+    verdict, check = found
+    percent = f"{(check.actual - check.reference) / check.reference * 100:+.1f}%" if check.reference else "new"
+    figures = f"{value(check.metric, check.reference)} -> {value(check.metric, check.actual)}"
+    return f"largest change: {escape(verdict.name)} {check.metric} {percent} ({figures})"
 
 
 _STATUS_ICON = {
@@ -335,7 +383,8 @@ def markdown(report: Report) -> str:
         for name in metrics.HEADLINE
         if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
     ]
-    lines = ["## netbudget", "", f"**{report.headline}**", ""]
+    largest = largest_change_line(verdicts, md.code)
+    lines = ["## netbudget", "", f"**{report.headline}**" + (f" · {largest}" if largest else ""), ""]
     if report.not_run:
         names = ", ".join(md.code(name) for name in report.not_run)
         lines += [
@@ -434,16 +483,19 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
         lines.append(f"- **uncounted ops** (no formula, not in MACs/FLOPs): {ops}")
     lines += [""] if lines[-1] != "" else []
-    if verdict.reference_changes:
+    groups = grouped_changes(verdict)
+    if groups:
         columns = diff_columns(verdict.reference_changes)
         header = "| layer | change | " + " | ".join(columns) + " |"
         lines += [header, "|---|---|" + "---|" * len(columns)]
-        for item in verdict.reference_changes[:LAYER_DIFF_LIMIT]:
-            figures = " | ".join(_old_new(item, name) for name in columns)
-            lines.append(f"| {md.code(item.path)} ({md.inline(item.type)}) | {item.kind} | {figures} |")
-        if len(verdict.reference_changes) > LAYER_DIFF_LIMIT:
-            more = len(verdict.reference_changes) - LAYER_DIFF_LIMIT
-            lines.append(f"| ... | {more} more |" + " |" * len(columns))
+        for group in groups[:LAYER_DIFF_LIMIT]:
+            figures = " | ".join(figure_change(group, name) for name in columns)
+            repeats = f" ×{group.count}" if group.count > 1 else ""
+            lines.append(
+                f"| {md.code(group.path)}{repeats} ({md.inline(group.first.type)}) | {group.first.kind} | {figures} |"
+            )
+        if len(groups) > LAYER_DIFF_LIMIT:
+            lines.append(f"| ... | {len(groups) - LAYER_DIFF_LIMIT} more |" + " |" * len(columns))
         lines.append("")
     if verdict.failures or verdict.strict_failure:
         lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
@@ -451,33 +503,32 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         return [*lines, "</details>", ""]
     if verdict.train is not None:
         lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals)), ""]
-    lines += mermaid_charts(verdict.measured)
+    lines += mermaid_charts(layer_tree(verdict.measured, verdict.reference_changes))
     return [*lines, "</details>", ""]
 
 
-def top_level_blocks(measured: BaselineEntry) -> dict[str, dict[str, float]]:
-    """Params and MACs of each direct child of the model (the model's own work as '(model)'), in
-    the model's order."""
-    blocks: dict[str, dict[str, float]] = {}
-    for path, row in measured.layers.items():
-        block = path.split(".")[0]  # the model's own row is named "(model)", which has no dot
-        totals = blocks.setdefault(block, {"params": 0, "macs": 0})
-        totals["params"] += row.figure("params")
-        totals["macs"] += row.figure("macs")
-    return blocks
+def layer_tree(measured: BaselineEntry, changes: list[LayerChange]) -> ModuleNode:
+    """The module tree of a model's measured layers, with the figures before ``changes`` of the
+    layers that changed (what the pictures draw)."""
+    layers = {name: (row.type, row.figures) for name, row in measured.layers.items()}
+    before = [(change.path, change.type, change.old.figures if change.old else None) for change in changes]
+    return module_tree(layers, before)
 
 
-def mermaid_charts(measured: BaselineEntry) -> list[str]:
-    """Where the budget goes: pie charts of the top-level blocks' MACs and params."""
-    blocks = top_level_blocks(measured)
+def mermaid_charts(tree: ModuleNode) -> list[str]:
+    """Where the budget goes: pie charts of MACs and params, split where the model first branches,
+    a repeated block (the decoder layers) one slice."""
     lines = []
     for metric, title in (("macs", "MACs"), ("params", "Params")):
-        slices = [(name, figures[metric]) for name, figures in blocks.items() if figures[metric] > 0]
-        if not slices:
+        parts = slices(tree, metric)
+        if not parts:
             continue
         chart = [
             f"pie showData title {title} by block",
-            *(f'    "{md.mermaid_label(name)}" : {amount}' for name, amount in slices),
+            *(
+                f'    "{md.mermaid_label(part.label + (f" ×{part.count}" if part.count > 1 else ""))}" : {part.value}'
+                for part in parts
+            ),
         ]
         lines += [*md.fence(chart, "mermaid"), ""]
     return lines

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from . import baseline, budgets, config, devices, files, loading, reports
+from .html_report import html_report
 from .results import ORIGIN_PYPROJECT, BaselineEntry
 
-REPORT_SUFFIXES = (".md", ".json")
+#: What each file suffix of --netbudget-report writes.
+REPORT_WRITERS = {".md": reports.markdown, ".json": reports.to_json, ".html": html_report}
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,8 @@ class NetbudgetSession:
 
     def _load(self) -> None:
         for path in self.options.reports:
-            if Path(path).suffix not in REPORT_SUFFIXES:
-                raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md or .json")
+            if Path(path).suffix not in REPORT_WRITERS:
+                raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md, .json or .html")
         if self.options.base is not None and not self.options.base.strip():
             # an unset CI variable: comparing with nothing would pass silently
             raise pytest.UsageError(
@@ -402,9 +404,7 @@ class NetbudgetSession:
         return False
 
     def _write_report(self, path: Path, removed: list[str]) -> None:
-        text = (
-            reports.markdown(self._report(removed)) if path.suffix == ".md" else reports.to_json(self._report(removed))
-        )
+        text = REPORT_WRITERS[path.suffix](self._report(removed))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             files.write_atomic(path, text, "the report")

@@ -147,9 +147,8 @@ def test_step_matches_flop_counter_memtracker_and_meta(name):
     assert cpu.uncounted_ops == meta.uncounted_ops == {}
     assert sum(row.train_flops for row in cpu.layers) == cpu.train_flops
     assert cpu.train_memory_mb * MIB == pytest.approx(mem_tracker_peak(make(), inputs), rel=0.05)
-    if name != "lstm":  # the fused CPU LSTM keeps other tensors than its unfused form on meta
-        assert cpu.train_memory_mb == meta.train_memory_mb
-        assert cpu.train.memory_mb == meta.train.memory_mb
+    assert cpu.train_memory_mb == meta.train_memory_mb
+    assert cpu.train.memory_mb == meta.train.memory_mb
 
 
 # --- checkpointing, batch, loss, autocast --------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .model_forms import (
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
 from .quantized import packed_tensors, stored_bytes
+from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng, preserved_settings
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
@@ -355,8 +356,8 @@ def _prepare(
 @contextlib.contextmanager
 def _kernel_overrides(device: torch.device) -> Iterator[None]:
     """The kernels put in front of aten's while a profile runs: vecdot as the dot products it is,
-    and on meta the fused attention kernels CPU would take."""
-    with VECDOT_AS_MATMUL.on(device), fused_attention_on_meta(device):
+    and on meta the attention and recurrent kernels CPU would take."""
+    with VECDOT_AS_MATMUL.on(device), fused_attention_on_meta(device), recurrent_on_meta(device):
         yield
 
 
