@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
 
-from . import metrics
+from . import devices, metrics
 from .layer_table import render_layer_table
+from .loading import import_callable, is_factory_path
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 
 class TextEnum(str, Enum):
@@ -103,6 +104,67 @@ def _sum_ops(tables: list[dict[str, OpStats]]) -> dict[str, OpStats]:
         for name, stats in table.items():
             summed[name] = summed[name] + stats if name in summed else stats
     return dict(sorted(summed.items()))
+
+
+class StepError(ValueError):
+    """A training step's setting that cannot be used: ``key`` names it (``optimizer``, ``batch``,
+    ``autocast``, ``loss_factory``, ``loss``) and ``problem`` says what is wrong, so that each
+    caller says where it was written (a pyproject.toml table, a keyword argument)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """The one description of a training step to profile: ``train = { optimizer = "adamw", batch = 32 }``
+    in pyproject.toml, ``train=`` of ``netbudget.check()``, or ``profile(..., train=StepSpec(...))``.
+
+    Checked when made (``StepError``), whoever makes it. ``batch`` gives every input that many rows;
+    ``autocast`` runs the forward in mixed precision (cpu and cuda); the loss is ``loss`` (a callable
+    of the model's outputs), or the callable that ``loss_factory`` (``"package.module:fn"``) names, or
+    the sum of the floating outputs.
+    """
+
+    optimizer: str = "adamw"
+    batch: int | None = None
+    autocast: str | None = None
+    loss_factory: str | None = None
+    loss: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        problem = devices.choice_problem(self.optimizer, "optimizer", devices.OPTIMIZERS)
+        if problem:
+            raise StepError("optimizer", problem)
+        batch = self.batch
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
+            raise StepError("batch", f"must be a positive integer (the rows of every input), got {batch!r}")
+        if self.autocast is not None:
+            problem = devices.choice_problem(self.autocast, "dtype", devices.AUTOCAST_DTYPES)
+            if problem:
+                raise StepError("autocast", problem)
+        if self.loss_factory is not None and not is_factory_path(self.loss_factory):
+            raise StepError("loss_factory", f"{self.loss_factory!r} is not of the form 'package.module:callable'")
+        if self.loss is not None and not callable(self.loss):
+            raise StepError("loss", f"must be a callable of the model's outputs, got {type(self.loss).__name__}")
+
+    def problem_on(self, device_type: str) -> str | None:
+        """Why this step cannot run on a device of this type (``meta``, ``cpu``, ``cuda``), or None."""
+        if self.autocast is not None and device_type == "meta":
+            return (
+                'PyTorch has no autocast on meta: profile this step on "cpu", or drop autocast and set '
+                'dtype = "bfloat16" for a step entirely in low precision'
+            )
+        return None
+
+    def resolved_loss(self) -> Callable[[Any], Any] | None:
+        """The loss callable: ``loss``, or the one ``loss_factory`` names, imported now (``LoadError``
+        says why it cannot be); None for the default sum of the outputs."""
+        if self.loss is None and self.loss_factory is not None:
+            return import_callable(self.loss_factory)
+        return self.loss
 
 
 @dataclass(frozen=True)

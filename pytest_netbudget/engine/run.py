@@ -17,7 +17,7 @@ import torch
 
 from .. import devices, metrics, targets, units
 from ..formulas import FormulaSet
-from ..results import LayerStats, OpStats, Profile, Roofline, TargetRef, TrainStep
+from ..results import LayerStats, OpStats, Profile, Roofline, StepError, StepSpec, TargetRef, TrainStep
 from .fused_on_meta import fused_attention_on_meta
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
@@ -242,7 +242,7 @@ def profile(
     input_shape: Sequence[int] | None = None,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
-    train: bool = False,
+    train: bool | StepSpec = False,
     optimizer: str = "adamw",
     loss: Callable[[Any], Any] | None = None,
     autocast: str | None = None,
@@ -262,12 +262,13 @@ def profile(
     ``loss(outputs)`` (the sum of the floating outputs by default) and its backward, and
     one step of ``optimizer`` (sgd, sgd-momentum, adam, adamw or none); ``autocast`` runs
     the forward in mixed precision (bfloat16 or float16, on cpu or cuda); ``batch`` gives
-    every input that many rows (dimension 0) for the step.
+    every input that many rows (dimension 0) for the step. ``train=StepSpec(...)`` gives the
+    same settings as one record (what a registered model's ``train`` table becomes).
 
     ``target`` (a built-in name such as ``"a100"``, or a ``targets.Target``) adds the forward's
     estimated latency on that accelerator, per layer and in total (a roofline; see the README).
     """
-    step = _step_settings(train, optimizer, autocast, batch)
+    step = _step_spec(train, optimizer, loss, autocast, batch)
     accelerator = targets.resolve(target) if isinstance(target, str) else target
     # An exported program gives a new module each time: nothing to share, nothing to lock.
     lock = model_lock(unwrap(model)) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
@@ -278,36 +279,33 @@ def profile(
         if step is None:
             return result
         prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=True)
-        if prepared.device.type == "meta" and step.autocast is not None:
-            raise ValueError(
-                "autocast runs on cpu and cuda only (PyTorch has no autocast for meta tensors): profile the step "
-                'on cpu, or on meta with dtype = "bfloat16" for a step entirely in low precision'
-            )
-        return _with_step(result, prepared, step, loss)
+        problem = step.problem_on(prepared.device.type)
+        if problem:
+            raise StepError("autocast", problem)
+        return _with_step(result, prepared, step)
 
 
-@dataclass(frozen=True)
-class _StepSettings:
-    optimizer: str
-    autocast: str | None
-    batch: int | None
-
-
-def _step_settings(train: bool, optimizer: str, autocast: str | None, batch: int | None) -> _StepSettings | None:
-    """The training step's settings checked before anything runs; None without ``train``."""
-    if not train:
-        return None
-    if torch.is_inference_mode_enabled():
+def _step_spec(
+    train: bool | StepSpec,
+    optimizer: str,
+    loss: Callable[[Any], Any] | None,
+    autocast: str | None,
+    batch: int | None,
+) -> StepSpec | None:
+    """The training step, its settings checked (by ``StepSpec``) before anything runs; None without one."""
+    if train and torch.is_inference_mode_enabled():
         raise RuntimeError(
             "a training step cannot run inside torch.inference_mode(), which turns autograd off for every tensor: "
             "call profile(..., train=True) outside it"
         )
-    devices.check_optimizer(optimizer, "optimizer")
-    if autocast is not None:
-        devices.check_dtype(autocast, "autocast", devices.AUTOCAST_DTYPES)
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    return _StepSettings(optimizer, autocast, batch)
+    if isinstance(train, StepSpec):
+        if (optimizer, loss, autocast, batch) != ("adamw", None, None, None):
+            raise ValueError(
+                "give the training step's settings in train=StepSpec(...) or as keywords "
+                "(optimizer=, batch=, autocast=, loss=), not both"
+            )
+        return train
+    return StepSpec(optimizer=optimizer, batch=batch, autocast=autocast, loss=loss) if train else None
 
 
 def _prepare(
@@ -449,7 +447,7 @@ def _layer(row: _InventoryRow, tally: LayerTally, estimated: bool) -> LayerStats
     )
 
 
-def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, loss: Any) -> Profile:
+def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Profile:
     """The forward's profile with one traced training step's figures added to its rows and totals."""
     device = prepared.device
     args, kwargs = prepared.args, prepared.kwargs
@@ -478,7 +476,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
         kwargs,
         prepared.formulas,
         optimizer=settings.optimizer,
-        loss=loss,
+        loss=settings.resolved_loss(),
         autocast=torch_dtype(settings.autocast, devices.AUTOCAST_DTYPES, "autocast") if settings.autocast else None,
         device=device,
         around=around,
