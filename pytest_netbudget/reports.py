@@ -373,6 +373,14 @@ class Report:
     def headline(self) -> str:
         return headline(self.verdicts, len(self.not_run))
 
+    @property
+    def changed(self) -> bool:
+        """Anything a reviewer should see: a model new, changed or failing, an entry removed, a
+        conflict between shards (what the Action's ``comment-when: changed`` posts on)."""
+        return bool(self.removed or self.conflicts) or any(
+            not verdict.passed or verdict.changed or not verdict.has_reference for verdict in self.verdicts
+        )
+
 
 def markdown(report: Report) -> str:
     """A pull-request comment: headline, what it compares with, one table of models, then a
@@ -420,8 +428,9 @@ def markdown(report: Report) -> str:
     return fit_comment(lines)
 
 
-#: GitHub refuses a pull-request comment longer than this many characters.
-COMMENT_LIMIT = 65_536
+#: GitHub refuses a pull-request comment longer than 65,536 characters; a report is cut 1,000
+#: before that, leaving room for the lines a workflow appends (the Action's link to the HTML report).
+COMMENT_LIMIT = 65_536 - 1_000
 CUT_NOTE = (
     "\n\n*This report was cut at GitHub's limit of 65,536 characters for a comment: the full report is in "
     "the JSON report (the job's artifact).*\n"
@@ -547,6 +556,7 @@ def to_json(report: Report) -> str:
         "removed": list(report.removed),
         "not_run": list(report.not_run),
         "conflicts": list(report.conflicts),
+        "changed": report.changed,
         "models": {verdict.name: verdict.to_dict() for verdict in sorted(report.verdicts, key=lambda v: v.name)},
     }
     # Not sort_keys: a model's layers keep the model's order, which its charts follow.

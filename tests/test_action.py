@@ -52,35 +52,54 @@ def test_the_action_installs_nothing_and_reuses_kept_actions():
     scripts = "\n".join(step.get("run", "") for step in steps)
     assert not re.search(r"\bpip\b|\bcurl\b|\bwget\b|\bconda\b|\buv\b", scripts)
     used = [step["uses"] for step in steps if "uses" in step]
-    assert used == ["marocchino/sticky-pull-request-comment@v2.9.4", "actions/upload-artifact@v4"]
+    # the upload comes first: the comment links to the artifact
+    assert used == ["actions/upload-artifact@v4", "marocchino/sticky-pull-request-comment@v2.9.4"]
     comment = next(step for step in steps if "sticky" in step.get("uses", ""))
     assert comment["continue-on-error"] is True  # a fork's read-only token must not fail the budgets job
     assert "pull_request" in comment["if"]
-    assert set(ACTION["outputs"]) == {"status", "report", "markdown"}
+    assert set(ACTION["outputs"]) == {"status", "report", "html", "markdown", "changed"}
 
 
 EXPRESSION = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
 
 
 def evaluate(text: str, context: dict[str, str]) -> str:
-    """The ``${{ name }}`` expressions the action's env and inputs use: plain context lookups; a step
-    output that was never set is empty, as on GitHub."""
+    """The ``${{ name }}`` expressions the action's env and inputs use: plain context lookups (a step's
+    output that was never set is '', as on GitHub)."""
+    return EXPRESSION.sub(
+        lambda match: (
+            context.get(match.group(1), "") if match.group(1).startswith("steps.") else context[match.group(1)]
+        ),
+        str(text),
+    )
 
-    def lookup(match: re.Match) -> str:
-        name = match.group(1)
-        return context.get(name, "") if name.startswith("steps.") else context[name]
 
-    return EXPRESSION.sub(lookup, str(text))
+#: The one kind of ``if`` condition the shell steps depend on: an output of an earlier step that is set.
+SET_OUTPUT = re.compile(r"(steps\.[\w-]+\.outputs\.[\w-]+) != ''")
+
+
+#: What the steps that use other actions output on GitHub (the upload's link to its artifact).
+USES_OUTPUTS = {"upload": {"artifact-url": "https://github.com/o/r/actions/runs/1/artifacts/2"}}
+
+
+def step_named(name: str) -> dict:
+    return next(step for step in ACTION["runs"]["steps"] if step["name"].startswith(name))
 
 
 def run_steps(steps: list[dict], workspace: Path, runner_temp: Path, context: dict[str, str], prefix: str = "") -> dict:
     """Run every shell step in order, as the runner does (bash -e -o pipefail, the step's env and
     working directory, GITHUB_OUTPUT per step); each step's outputs go into ``context`` as
-    ``steps.ID.outputs.NAME``. Returns the exit code and output of each step by id."""
+    ``steps.ID.outputs.NAME``, a step that uses another action outputs what USES_OUTPUTS says, and a
+    step whose ``if`` needs an output that is not set is skipped. The exit code and output of each
+    step, by its id (or name)."""
     summary = runner_temp / "step_summary.md"
     codes = {}
     for index, step in enumerate(steps):
+        if any(not context.get(name) for name in SET_OUTPUT.findall(step.get("if", ""))):
+            continue  # skipped on GitHub too
         if "run" not in step:
+            for key, value in USES_OUTPUTS.get(step.get("id", ""), {}).items():
+                context[f"steps.{step['id']}.outputs.{key}"] = value
             continue
         output = runner_temp / f"output-{prefix}{index}"
         output.write_text("", encoding="utf-8")
@@ -96,7 +115,7 @@ def run_steps(steps: list[dict], workspace: Path, runner_temp: Path, context: di
             text=True,
             check=False,
         )
-        codes[step.get("id", f"step-{index}")] = (done.returncode, done.stdout + done.stderr)
+        codes[step.get("id") or step.get("name") or f"step-{index}"] = (done.returncode, done.stdout + done.stderr)
         for line in output.read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition("=")
             context[f"steps.{step.get('id')}.outputs.{key}"] = value
@@ -127,20 +146,20 @@ def open_pull_request(pytester, project, monkeypatch, tmp_path_factory):
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
 
-    def open_it(width: int, accept: bool) -> Path:
+    def open_it(width: int, accept: bool, branch: str = "wider") -> Path:
         git("init", "-q", "-b", "main")
         (pytester.path / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
         write(pytester, project)
         assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
         git("add", "-A")
         git("commit", "-q", "-m", "models and baseline")
-        git("checkout", "-q", "-b", "change")
+        git("checkout", "-q", "-b", branch)
         write(pytester, project, width=width)
         if accept:
             assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
         git("commit", "-q", "-am", f"tiny {width} wide{', accepted' if accept else ''}")
         workspace = tmp_path_factory.mktemp("workspace")
-        git("clone", "-q", "--depth=1", "--single-branch", "--branch=change", pytester.path.as_uri(), str(workspace))
+        git("clone", "-q", "--depth=1", "--single-branch", f"--branch={branch}", pytester.path.as_uri(), str(workspace))
         return workspace
 
     return open_it
@@ -168,13 +187,23 @@ def test_the_actions_steps_on_a_pull_request(pull_request, tmp_path, preloaded):
     assert report["models"]["tiny"]["metrics"]["params"]["baseline"] == 66  # the pull request's
     assert report["compared_with"].startswith("netbudget-baseline.json at origin/main;")
     # the comment is the Markdown report, and the job summary got it too
-    comment_step = next(step for step in ACTION["runs"]["steps"] if "sticky" in step.get("uses", ""))
+    comment_step = step_named("Upsert the pull-request comment")
     comment = Path(evaluate(comment_step["with"]["path"], context)).read_text(encoding="utf-8")
     assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in comment
-    assert comment in ran["summary"].read_text(encoding="utf-8")
-    upload_step = next(step for step in ACTION["runs"]["steps"] if "upload-artifact" in step.get("uses", ""))
-    assert evaluate(upload_step["with"]["path"], context) == context["steps.run.outputs.report"]
-    assert ran["codes"]["step-3"][0] == 0  # the last step passes a green run
+    assert evaluate(comment_step["with"]["only_update"], context) == "false"  # comment-when: always
+    # the HTML report is uploaded beside the JSON, and the comment and the job summary link to it
+    upload_step = step_named("Upload the JSON and HTML reports")
+    uploaded = evaluate(upload_step["with"]["path"], context).split()
+    assert uploaded == [context["steps.run.outputs.report"], context["steps.run.outputs.html"]]
+    assert "treemap.js" not in Path(uploaded[1]).read_text(encoding="utf-8")  # inline, not a link
+    assert "<code>tiny</code>" in Path(uploaded[1]).read_text(encoding="utf-8")
+    link = comment.rstrip().splitlines()[-1]
+    assert link.startswith("📊 [The HTML report](https://github.com/o/r/actions/runs/1/artifacts/2): ")
+    assert link.endswith("(the artifact netbudget-report; open netbudget.html from it).")
+    summary = ran["summary"].read_text(encoding="utf-8")
+    assert comment.rstrip().replace(link, "").rstrip() in summary and summary.rstrip().endswith(link)
+    assert context["steps.run.outputs.changed"] == "true"
+    assert ran["codes"]["Fail when a model failed"][0] == 0  # the last step passes a green run
 
 
 def test_the_last_step_fails_the_job_unless_the_run_passed(tmp_path):
@@ -200,7 +229,33 @@ def test_the_action_reports_a_run_that_could_not_start(tmp_path):
     fallback = "**pytest --netbudget stopped with exit code 4 before writing a report**: see the job log."
     assert fallback in (tmp_path / "netbudget" / "netbudget.md").read_text(encoding="utf-8")
     assert fallback in ran["summary"].read_text(encoding="utf-8")
-    assert ran["codes"]["step-3"][0] == 1
+    assert ran["context"]["steps.run.outputs.changed"] == "true"  # no report: its error is news
+    assert ran["codes"]["Fail when a model failed"][0] == 1
+
+
+@pytest.mark.parametrize(("branch", "changed", "only_update"), [("wider", "true", "false"), ("main", "false", "true")])
+def test_comment_when_changed_posts_only_a_change_and_still_updates_a_comment(
+    pull_request, tmp_path, preloaded, branch, changed, only_update
+):
+    """``comment-when: changed``: on the branch that widened tiny the comment is posted (or updated);
+    on main against main nothing changed, so the sticky action only updates a comment already there
+    (its ``only_update``) and posts none."""
+    subprocess.run(["git", "fetch", "-q", "origin", "main:main"], cwd=pull_request, check=True, capture_output=True)
+    subprocess.run(["git", "checkout", "-q", branch], cwd=pull_request, check=True, capture_output=True)
+    github = {"base_ref": "main", "token": "unused", "event_name": "pull_request"}
+    inputs = {"python": sys.executable, "pytest-args": "-p no:cacheprovider", "comment-when": "changed"}
+    ran = run_action(pull_request, tmp_path, inputs, github)
+    context = ran["context"]
+    assert ran["codes"]["run"][0] == 0, ran["codes"]["run"][1]
+    assert context["steps.run.outputs.changed"] == changed
+    assert evaluate(step_named("Upsert the pull-request comment")["with"]["only_update"], context) == only_update
+
+
+def test_comment_when_must_be_always_or_changed(tmp_path):
+    inputs = {"python": sys.executable, "comment-when": "sometimes"}
+    ran = run_action(tmp_path, tmp_path, inputs, {"base_ref": "", "token": "unused", "event_name": "push"})
+    code, log = ran["codes"]["run"]
+    assert code == 2 and "comment-when must be always or changed, not 'sometimes'" in log
 
 
 # A pull request that shrinks tiny (Linear(10, 4): 44 params, against the baseline's 55) and does not
@@ -216,7 +271,7 @@ def test_the_action_fails_a_pull_request_whose_baseline_does_not_match_its_code(
     code, log = ran["codes"]["run"]
     assert ran["context"]["steps.run.outputs.status"] == "fail", log
     assert "netbudget: ERROR: netbudget-baseline.json does not match this run: tiny's params" in log
-    assert ran["codes"]["step-3"][0] == 1  # the job fails
+    assert ran["codes"]["Fail when a model failed"][0] == 1  # the job fails
 
 
 def test_stale_baseline_warning_lets_such_a_pull_request_pass(open_pull_request, tmp_path):
@@ -227,15 +282,14 @@ def test_stale_baseline_warning_lets_such_a_pull_request_pass(open_pull_request,
     code, log = ran["codes"]["run"]
     assert ran["context"]["steps.run.outputs.status"] == "pass", log
     assert "netbudget: netbudget-baseline.json is out of date: tiny's params" in log
-    assert ran["codes"]["step-3"][0] == 0
+    assert ran["codes"]["Fail when a model failed"][0] == 0
 
 
 def test_an_unknown_stale_baseline_value_stops_the_action(tmp_path):
     inputs = {"python": sys.executable, "stale-baseline": "maybe"}
     ran = run_action(tmp_path, tmp_path, inputs, {"base_ref": "", "token": "unused", "event_name": "push"})
     code, log = ran["codes"]["run"]
-    assert code == 1
-    assert "stale-baseline must be error or warning, got 'maybe'" in log
+    assert code == 2 and "stale-baseline must be error or warning, not 'maybe'" in log
 
 
 # --- pull requests from forks: two workflows ---------------------------------------------------------------
