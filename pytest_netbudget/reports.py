@@ -300,7 +300,7 @@ def _surely_changed(check: MetricCheck) -> float:
 
 
 #: How each status reads in the headline and in a failing model's section.
-_STATUS_WORDS = {
+STATUS_WORDS = {
     Status.OVER: "over budget",
     Status.GREW: "grew past max_increase",
     Status.UNCOUNTED: "ran uncounted ops (strict)",
@@ -310,11 +310,11 @@ _STATUS_WORDS = {
 
 def headline(verdicts: list[Verdict], not_run: int = 0) -> str:
     """One line for the whole run; ``not_run``: registered models this run did not profile."""
-    counts = {status: sum(verdict.status is status for verdict in verdicts) for status in _STATUS_WORDS}
+    counts = {status: sum(verdict.status is status for verdict in verdicts) for status in STATUS_WORDS}
     if not any(counts.values()):
         line = f"All {len(verdicts)} model(s) within budget"
     else:
-        parts = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
+        parts = [f"{count} {STATUS_WORDS[status]}" for status, count in counts.items() if count]
         line = ", ".join(parts) + f" (of {len(verdicts)} model(s))"
     return line + (f"; {not_run} registered model(s) not run" if not_run else "")
 
@@ -338,7 +338,11 @@ def largest_change_line(verdicts: list[Verdict], escape: Callable[[str], str] = 
     if found is None:
         return ""
     verdict, check = found
-    percent = f"{(check.actual - check.reference) / check.reference * 100:+.1f}%" if check.reference else "new"
+    percent = (
+        units.format_percent((check.actual - check.reference) / check.reference, signed=True)
+        if check.reference
+        else "new"
+    )
     figures = f"{value(check.metric, check.reference)} -> {value(check.metric, check.actual)}"
     return f"largest change: {escape(verdict.name)} {check.metric} {percent} ({figures})"
 
@@ -382,15 +386,33 @@ class Report:
         )
 
 
-def markdown(report: Report) -> str:
-    """A pull-request comment: headline, what it compares with, one table of models, then a
-    section per new, changed or failing model (a failing one open, its layer changes first)."""
-    verdicts, compared_with, conflicts = report.verdicts, report.compared_with, report.conflicts
-    columns = [
+def summary_columns(verdicts: list[Verdict]) -> list[str]:
+    """The metrics of the summary table: the headline ones, a training step's where one was profiled."""
+    return [
         name
         for name in metrics.HEADLINE
         if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
     ]
+
+
+def summary_cell(verdict: Verdict, metric: str) -> tuple[str, str]:
+    """A model's figure in the summary table, ``actual / budget (used%)``, and its change against the
+    reference ('' when there is none to show)."""
+    check = verdict.check_for(metric)
+    if check is None:
+        return "-", ""
+    figure = value(metric, check.actual)
+    if check.limit is not None:
+        figure += f" / {value(metric, check.limit)} ({units.format_percent(check.used, decimals=0)})"
+    shown_change = change(check) if verdict.has_reference and check.reference is not None else ""
+    return figure, shown_change
+
+
+def markdown(report: Report) -> str:
+    """A pull-request comment: headline, what it compares with, one table of models, then a
+    section per new, changed or failing model (a failing one open, its layer changes first)."""
+    verdicts, compared_with, conflicts = report.verdicts, report.compared_with, report.conflicts
+    columns = summary_columns(verdicts)
     largest = largest_change_line(verdicts, md.code)
     lines = ["## netbudget", "", f"**{report.headline}**" + (f" · {largest}" if largest else ""), ""]
     if report.not_run:
@@ -409,16 +431,8 @@ def markdown(report: Report) -> str:
     for verdict in verdicts:
         cells = []
         for metric in columns:
-            check = verdict.check_for(metric)
-            if check is None:
-                cells.append("-")
-                continue
-            cell = value(metric, check.actual)
-            if check.limit is not None:
-                cell += f" / {value(metric, check.limit)} ({units.format_percent(check.used, decimals=0)})"
-            if verdict.has_reference and check.reference is not None:
-                cell += f"<br>{change(check)}"
-            cells.append(cell)
+            figure, shown_change = summary_cell(verdict, metric)
+            cells.append(figure + (f"<br>{shown_change}" if shown_change else ""))
         lines.append(f"| {md.code(verdict.name)} | " + " | ".join(cells) + f" | {_STATUS_ICON[verdict.status]} |")
     for name in report.removed:
         lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
@@ -480,7 +494,7 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
     if not (failing or verdict.changed or not verdict.has_reference or verdict.uncounted_ops):
         return []
     title = (
-        _STATUS_WORDS[verdict.status]
+        STATUS_WORDS[verdict.status]
         if failing
         else ("new model" if not verdict.has_reference else "changed" if verdict.changed else "uncounted ops")
     )
