@@ -28,6 +28,9 @@ CASES = {
     "dropout": ((q(1, 2, 8, 16), q(1, 2, 8, 16), q(1, 2, 8, 16)), {"dropout_p": 0.1}),
     "float64": ((q(1, 2, 8, 16, dtype=torch.float64),) * 3, {}),
     "bfloat16": ((q(1, 2, 8, 16, dtype=torch.bfloat16),) * 3, {}),
+    "grouped-query": ((q(1, 4, 8, 16), q(1, 2, 8, 16), q(1, 2, 8, 16)), {"enable_gqa": True}),
+    "grouped-query, one key head": ((q(1, 4, 1, 16), q(1, 1, 9, 16), q(1, 1, 9, 16)), {"enable_gqa": True}),
+    "grouped-query, equal heads": ((q(1, 2, 8, 16),) * 3, {"enable_gqa": True}),
 }
 
 
@@ -36,7 +39,22 @@ def test_the_flash_rule_agrees_with_cpus_own_choice(case):
     (query, key, value), kwargs = CASES[case]
     chosen = SDPBackend(torch._fused_sdp_choice(query, key, value, **kwargs))
     expected = chosen == SDPBackend.FLASH_ATTENTION
-    assert cpu_takes_flash(query, key, value, kwargs.get("dropout_p", 0.0)) is expected
+    assert cpu_takes_flash(query, key, value, kwargs.get("dropout_p", 0.0), kwargs.get("enable_gqa", False)) is expected
+
+
+def test_grouped_query_attention_figures_equal_on_cpu_and_meta():
+    """transformers' sdpa path passes enable_gqa=True for every GQA model (Llama, Mistral, Qwen2), and
+    CPU takes its flash kernel then: output 2*4*16*8 floats + logsumexp 2*4*16 floats = 4096 + 512
+    bytes, where the math path would also hold the 2*4*16*16 scores and repeat the keys and values."""
+
+    class Grouped(nn.Module):
+        def forward(self, query, key, value):
+            return F.scaled_dot_product_attention(query, key, value, is_causal=True, enable_gqa=True)
+
+    query, key = q(2, 4, 16, 8), q(2, 2, 16, 8)
+    for device in ("cpu", "meta"):
+        p = profile(Grouped(), (query, key, key), device=device)
+        assert p.activations_mb * 2**20 == 4096 + 512, device
 
 
 def test_causal_attention_on_meta_holds_no_score_matrix():

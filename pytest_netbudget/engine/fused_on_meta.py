@@ -25,15 +25,17 @@ def cpu_takes_flash(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, dropout_p: float = 0.0, enable_gqa: bool = False
 ) -> bool:
     """Whether CPU's ``_fused_sdp_choice`` picks its flash kernel for these inputs:
-    4-d inputs of one float dtype, one head size, equal head counts, no dropout."""
+    4-d inputs of one float dtype, one head size, no dropout, and equal head counts or, with
+    ``enable_gqa`` (grouped-query attention), key and value heads that divide the query's."""
     tensors = (query, key, value)
+    heads = query.shape[1] == key.shape[1] if not enable_gqa else query.shape[1] % key.shape[1] == 0
     return (
         all(tensor.dim() == 4 for tensor in tensors)
         and query.dtype in FLASH_DTYPES
         and all(tensor.dtype == query.dtype for tensor in tensors)
         and query.shape[-1] == key.shape[-1] == value.shape[-1]
-        and query.shape[1] == key.shape[1] == value.shape[1]
-        and not enable_gqa
+        and heads
+        and key.shape[1] == value.shape[1]
         and dropout_p == 0.0
     )
 
