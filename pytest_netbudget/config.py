@@ -33,10 +33,12 @@ MODEL_KEYS = (
     "max_increase",
     "strict",
     "train",
+    "serve",
     *metrics.LIMIT_KEYS,
 )
 INPUT_KEYS = ("shape", "dtype", "low", "high")
 TRAIN_KEYS = ("optimizer", "batch", "loss_factory", "autocast")
+SERVE_KEYS = ("context", "batch", "kv_dtype", "weights", "group_size", "keep", "fits")
 DEFAULT_BASELINE = "netbudget-baseline.json"
 
 
@@ -81,6 +83,57 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class ServeSpec:
+    """A serving step to profile beside the forward: ``serve = { context = 8192, batch = 4 }``.
+
+    ``context``: tokens in the cache before the decode step; ``batch``: sequences served at once;
+    ``kv_dtype``: the cache's dtype (None: as the model holds it); ``weights``: the planned weight
+    precision (None: the model's own), ``group_size`` elements per scale for int8/int4/fp8 (None:
+    one per output channel), ``keep`` modules left at their own precision; ``fits``: a memory size
+    (``"24GiB"``; a number is MiB) for which the longest context that fits is worked out, held
+    here in bytes. Checked when made, so a bad value fails before anything runs; a message
+    names the key as ``serve.KEY``.
+    """
+
+    context: int
+    batch: int = 1
+    kv_dtype: str | None = None
+    weights: str | None = None
+    group_size: int | None = None
+    keep: tuple[str, ...] = ()
+    fits: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("context", "batch"):
+            _positive_int(getattr(self, key), f"serve.{key}")
+        if self.kv_dtype is not None:
+            devices.check_dtype(self.kv_dtype, "serve.kv_dtype", tuple(devices.KV_BYTES))
+        if self.weights is not None:
+            devices.check_dtype(self.weights, "serve.weights", tuple(devices.WEIGHT_BITS))
+        if self.group_size is not None:
+            _positive_int(self.group_size, "serve.group_size")
+            if self.weights not in devices.GROUPED_PRECISIONS:
+                raise ValueError(
+                    f"serve.group_size: sets the scales of {', '.join(devices.GROUPED_PRECISIONS)} weights, "
+                    f"but weights is {self.weights!r}"
+                )
+        keep = self.keep
+        if isinstance(keep, str) or not all(isinstance(name, str) and name.strip() for name in keep):
+            raise ValueError(f'serve.keep: must be a list of module names like ["lm_head"], got {keep!r}')
+        object.__setattr__(self, "keep", tuple(keep))
+        if self.fits is not None:
+            try:
+                object.__setattr__(self, "fits", units.parse_memory(self.fits))
+            except units.QuantityError as error:
+                raise ValueError(f"serve.fits: {error}") from None
+
+
+def _positive_int(value: Any, label: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{label}: must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One registered model: how to build it, what to feed it, and its limits."""
 
@@ -96,6 +149,7 @@ class ModelSpec:
     max_increase: dict[str, Increase] = field(default_factory=dict)
     strict: bool = False
     train: TrainSpec | None = None
+    serve: ServeSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +280,7 @@ def _model(
         inputs = [_input_spec(item, where, index) for index, item in enumerate(raw)]
     own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else increase
     train = _train(table["train"], where) if "train" in table else None
+    serve = _serve(table["serve"], where) if "serve" in table else None
     limits = parse_limits({key: table[key] for key in metrics.LIMIT_KEYS if key in table}, where)
     if train is None:
         step_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).train]
@@ -233,6 +288,12 @@ def _model(
             raise where.error(
                 step_limits[0],
                 'budgets a training step, but the model has none: add train = { optimizer = "adamw" }',
+            )
+    if serve is None:
+        serve_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).serve]
+        if serve_limits:
+            raise where.error(
+                serve_limits[0], "budgets a serving step, but the model has none: add serve = { context = 2048 }"
             )
     model_device = _device(table.get("device", device), where, "device")
     if train is not None and train.autocast is not None and model_device == "meta":
@@ -254,6 +315,7 @@ def _model(
         max_increase=own_increase,
         strict=_bool(table.get("strict", strict), where, "strict"),
         train=train,
+        serve=serve,
     )
 
 
@@ -276,6 +338,23 @@ def _train(value: Any, where: Place) -> TrainSpec:
         raise where.error("train.loss_factory", f"{loss!r} is not of the form 'package.module:callable'")
     autocast = _dtype(value.get("autocast"), where, "train.autocast", devices.AUTOCAST_DTYPES)
     return TrainSpec(optimizer=optimizer, batch=batch, loss_factory=loss, autocast=autocast)
+
+
+def _serve(value: Any, where: Place) -> ServeSpec:
+    """``serve = { context = 8192, batch = 4, kv_dtype = "float16", weights = "int4", group_size = 128,
+    keep = ["lm_head"], fits = "24GiB" }``."""
+    if not isinstance(value, dict):
+        raise where.error("serve", f"must be a table like {{ context = 8192, batch = 4 }}, got {value!r}")
+    where.unknown_keys(value, SERVE_KEYS, prefix="serve.")
+    if "context" not in value:
+        raise where.error("serve.context", "missing: the tokens already in the cache, e.g. context = 8192")
+    keep = value.get("keep", [])
+    if not isinstance(keep, list):
+        raise where.error("serve.keep", f'must be a list of module names like ["lm_head"], got {keep!r}')
+    try:
+        return ServeSpec(**{**value, "keep": tuple(keep)})
+    except ValueError as error:
+        raise ConfigError(f"{where.label} {error}") from None
 
 
 def _input_spec(item: Any, where: Place, index: int) -> InputSpec:

@@ -144,6 +144,7 @@ class Profile:
     layers: list[LayerStats]
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     train: TrainStep | None = None  # the training step's settings and memory split, when one was profiled
+    serve: ServeStep | None = None  # the serving step's settings, memory split and traced calls, when profiled
 
     @property
     def ops(self) -> dict[str, OpStats]:
@@ -194,6 +195,7 @@ class Profile:
             "layers": [row.to_dict() for row in self.layers],
             "uncounted_ops": dict(self.uncounted_ops),
             "train": self.train.to_dict() if self.train is not None else None,
+            "serve": self.serve.to_dict() if self.serve is not None else None,
         }
 
     @classmethod
@@ -208,6 +210,79 @@ class Profile:
             layers=[LayerStats.from_dict(row) for row in data["layers"]],
             uncounted_ops=dict(data.get("uncounted_ops", {})),
             train=TrainStep.from_dict(data["train"]) if data.get("train") else None,
+            serve=ServeStep.from_dict(data["serve"]) if data.get("serve") else None,
+        )
+
+
+@dataclass(frozen=True)
+class Fits:
+    """The longest context that fits a stated memory at the serving step's batch.
+
+    ``context`` is 0 when not even one token fits, None when the serving memory stops growing
+    (every layer's state is bounded: windows, SSM states), so any context fits; ``per_token_mb``
+    is what one more token costs there (serve memory at context + 1 minus at context).
+    """
+
+    memory_mb: float
+    context: int | None
+    per_token_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"memory_mb": self.memory_mb, "context": self.context, "per_token_mb": self.per_token_mb}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fits:
+        return cls(data["memory_mb"], data["context"], data["per_token_mb"])
+
+
+@dataclass(frozen=True)
+class ServeStep:
+    """How a serving step was run, its memory split, and its two traced calls as profiles of their own.
+
+    ``memory_mb`` splits ``serve_memory_mb`` into ``weights``, ``kv_cache`` and ``activations`` (the
+    decode step's peak of live intermediate tensors). ``prefill`` is the forward over ``context``
+    tokens at ``batch``; ``decode`` the step of one token per sequence with the cache in place:
+    each with per-layer rows and per-op figures, as the forward's profile.
+    """
+
+    context: int
+    batch: int
+    kv_dtype: str | None
+    weights: str | None
+    group_size: int | None
+    keep: list[str]
+    memory_mb: dict[str, float]
+    prefill: Profile
+    decode: Profile
+    fits: Fits | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "context": self.context,
+            "batch": self.batch,
+            "kv_dtype": self.kv_dtype,
+            "weights": self.weights,
+            "group_size": self.group_size,
+            "keep": list(self.keep),
+            "memory_mb": dict(self.memory_mb),
+            "prefill": self.prefill.to_dict(),
+            "decode": self.decode.to_dict(),
+            "fits": self.fits.to_dict() if self.fits is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServeStep:
+        return cls(
+            context=data["context"],
+            batch=data["batch"],
+            kv_dtype=data["kv_dtype"],
+            weights=data["weights"],
+            group_size=data["group_size"],
+            keep=list(data["keep"]),
+            memory_mb=dict(data["memory_mb"]),
+            prefill=Profile.from_dict(data["prefill"]),
+            decode=Profile.from_dict(data["decode"]),
+            fits=Fits.from_dict(data["fits"]) if data.get("fits") else None,
         )
 
 
