@@ -12,12 +12,12 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "profile": "pytest_netbudget.engine",
-    "Profile": "pytest_netbudget.engine",
-    "LayerStats": "pytest_netbudget.engine",
+    "Profile": "pytest_netbudget.results",
+    "LayerStats": "pytest_netbudget.results",
     "register_formula": "pytest_netbudget.formulas",
     "Cost": "pytest_netbudget.formulas",
     "OpCall": "pytest_netbudget.formulas",
-    "OpStats": "pytest_netbudget.engine",
+    "OpStats": "pytest_netbudget.results",
     "budget": "pytest_netbudget.marks",
 }
 

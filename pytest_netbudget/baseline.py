@@ -16,7 +16,7 @@ from typing import Any
 
 from . import files, metrics
 from .budgets import LayerChange, stored_totals
-from .engine.data import Profile
+from .results import ChangeKind, Profile
 
 SCHEMA = 1
 
@@ -201,11 +201,11 @@ def layer_diff(old: dict[str, Any], new: dict[str, Any]) -> list[LayerChange]:
     for path in sorted(set(old_layers) | set(new_layers)):
         before, after = old_layers.get(path), new_layers.get(path)
         if before is None:
-            changes.append(LayerChange(path, after["type"], "added", None, after))
+            changes.append(LayerChange(path, after["type"], ChangeKind.ADDED, None, after))
         elif after is None:
-            changes.append(LayerChange(path, before["type"], "removed", before, None))
+            changes.append(LayerChange(path, before["type"], ChangeKind.REMOVED, before, None))
         elif any(before.get(name) != after.get(name) for name in metrics.LAYER_DIFF) or before["type"] != after["type"]:
-            changes.append(LayerChange(path, after["type"], "resized", before, after))
+            changes.append(LayerChange(path, after["type"], ChangeKind.RESIZED, before, after))
     params = max(new["totals"].get("params") or 0, old["totals"].get("params") or 0, 1)
     macs = max(new["totals"].get("macs") or 0, old["totals"].get("macs") or 0, 1)
 

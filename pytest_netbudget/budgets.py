@@ -11,7 +11,7 @@ from typing import Any
 
 from . import metrics
 from .config import Increase
-from .engine.data import Profile
+from .results import ChangeKind, CheckStatus, Profile, Status
 
 ORIGIN_PYPROJECT = "pyproject.toml"
 
@@ -109,14 +109,14 @@ class MetricCheck:
         return self.actual / self.limit
 
     @property
-    def status(self) -> str:
+    def status(self) -> CheckStatus:
         if not self.measured:
-            return "not measured"
+            return CheckStatus.NOT_MEASURED
         if self.over_budget:
-            return "over"
+            return CheckStatus.OVER
         if self.grew_too_much:
-            return "grew"
-        return "ok"
+            return CheckStatus.GREW
+        return CheckStatus.OK
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class LayerChange:
 
     path: str
     type: str
-    kind: str  # "added", "removed" or "resized"
+    kind: ChangeKind
     old: dict[str, Any] | None
     new: dict[str, Any] | None
 
@@ -134,6 +134,10 @@ class LayerChange:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerChange:
+        return cls(**{**data, "kind": ChangeKind(data["kind"])})
 
 
 @dataclass(frozen=True)
@@ -171,25 +175,25 @@ class Verdict:
 
     @property
     def failures(self) -> list[MetricCheck]:
-        return [check for check in self.checks if check.status in ("over", "grew")]
+        return [check for check in self.checks if check.status in (CheckStatus.OVER, CheckStatus.GREW)]
 
     @property
     def strict_failure(self) -> bool:
         return self.result.strict and bool(self.uncounted_ops)
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         if self.result.error is not None:
-            return "error"
+            return Status.ERROR
         if any(check.over_budget for check in self.checks):
-            return "over"
+            return Status.OVER
         if self.failures:
-            return "grew"
-        return "uncounted" if self.strict_failure else "pass"
+            return Status.GREW
+        return Status.UNCOUNTED if self.strict_failure else Status.PASS
 
     @property
     def passed(self) -> bool:
-        return self.status == "pass"
+        return self.status is Status.PASS
 
     @property
     def changed(self) -> bool:
@@ -218,9 +222,9 @@ class Verdict:
             result=Result.from_dict(data["result"]),
             checks=[MetricCheck.from_dict(check) for check in data["checks"]],
             has_baseline=data["has_baseline"],
-            layer_changes=[LayerChange(**item) for item in data["layer_changes"]],
+            layer_changes=[LayerChange.from_dict(item) for item in data["layer_changes"]],
             has_reference=data["has_reference"],
-            reference_changes=[LayerChange(**item) for item in data["reference_changes"]],
+            reference_changes=[LayerChange.from_dict(item) for item in data["reference_changes"]],
         )
 
 

@@ -1,4 +1,4 @@
-"""Lazy public names for a package: resolved on first use, so importing the package costs no torch."""
+"""Lazy public names of ``pytest_netbudget``: resolved on first use, so importing the package costs no torch."""
 
 from __future__ import annotations
 

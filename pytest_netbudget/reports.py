@@ -13,8 +13,8 @@ from . import markdown_text as md
 from .baseline import SCHEMA, entry_from_profile
 from .budgets import ORIGIN_PYPROJECT, LayerChange, MetricCheck, Verdict
 from .config import DEFAULT_BASELINE
-from .engine.data import Profile
-from .engine.table import train_step_lines
+from .layer_table import train_step_lines
+from .results import CheckStatus, Profile, Status
 
 LAYER_DIFF_LIMIT = 10
 
@@ -149,7 +149,7 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
         lines += _columns(rows)
     if verdict.strict_failure:
         lines.append("  uncounted ops: " + ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items()))
-    if verdict.status == "over":
+    if verdict.status is Status.OVER:
         largest = largest_layers_line(verdict.profile)
         if largest:
             lines.append("  " + largest)
@@ -185,8 +185,8 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
 def _full_rows(verdicts: list[Verdict]) -> list[list[str]]:
     rows = [["model", "metric", "actual", "budget", "used", "vs baseline", "status"]]
     for verdict in verdicts:
-        if verdict.status == "error":
-            rows.append([verdict.name, "-", "-", "-", "-", "-", "error"])
+        if verdict.status is Status.ERROR:
+            rows.append([verdict.name, "-", "-", "-", "-", "-", Status.ERROR])
             continue
         for index, check in enumerate(verdict.checks):
             baseline = change(check) if verdict.has_reference else ("new" if index == 0 else "")
@@ -198,7 +198,7 @@ def _full_rows(verdicts: list[Verdict]) -> list[list[str]]:
                     value(check.metric, check.limit) if check.limit is not None else "-",
                     f"{check.used * 100:.1f}%" if check.used is not None else "",
                     baseline,
-                    (verdict.status if index == 0 else "") if check.status == "ok" else check.status,
+                    (verdict.status if index == 0 else "") if check.status is CheckStatus.OK else check.status,
                 ]
             )
     return rows
@@ -232,15 +232,15 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
 
 #: How each status reads in the headline and in a failing model's section.
 _STATUS_WORDS = {
-    "over": "over budget",
-    "grew": "grew past max_increase",
-    "uncounted": "ran uncounted ops (strict)",
-    "error": "could not be profiled",
+    Status.OVER: "over budget",
+    Status.GREW: "grew past max_increase",
+    Status.UNCOUNTED: "ran uncounted ops (strict)",
+    Status.ERROR: "could not be profiled",
 }
 
 
 def headline(verdicts: list[Verdict]) -> str:
-    counts = {status: sum(verdict.status == status for verdict in verdicts) for status in _STATUS_WORDS}
+    counts = {status: sum(verdict.status is status for verdict in verdicts) for status in _STATUS_WORDS}
     if not any(counts.values()):
         return f"All {len(verdicts)} model(s) within budget"
     parts = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
@@ -248,11 +248,11 @@ def headline(verdicts: list[Verdict]) -> str:
 
 
 _STATUS_ICON = {
-    "pass": "✅ pass",
-    "over": "❌ over",
-    "grew": "❌ grew",
-    "error": "❌ error",
-    "uncounted": "❌ uncounted ops",
+    Status.PASS: "✅ pass",
+    Status.OVER: "❌ over",
+    Status.GREW: "❌ grew",
+    Status.ERROR: "❌ error",
+    Status.UNCOUNTED: "❌ uncounted ops",
 }
 
 
@@ -302,11 +302,7 @@ def markdown(report: Report) -> str:
             if verdict.has_reference and check.reference is not None:
                 cell += f"<br>{change(check)}"
             cells.append(cell)
-        lines.append(
-            f"| {md.code(verdict.name)} | "
-            + " | ".join(cells)
-            + f" | {_STATUS_ICON.get(verdict.status, verdict.status)} |"
-        )
+        lines.append(f"| {md.code(verdict.name)} | " + " | ".join(cells) + f" | {_STATUS_ICON[verdict.status]} |")
     for name in report.removed:
         lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
     lines.append("")

@@ -14,10 +14,10 @@ import torch
 from . import devices
 from .budgets import Result
 from .config import InputSpec, ModelSpec
-from .engine import Profile
 from .engine.run import build_model, profile, resolve_device, torch_dtype
 from .formulas import FormulaError
 from .loading import LoadError, import_callable
+from .results import Profile
 
 
 class ModelError(Exception):

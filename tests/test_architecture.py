@@ -11,7 +11,7 @@ import pytest
 from reference_models import SpecCNN
 
 from pytest_netbudget import OpStats, budgets, config, metrics, profile
-from pytest_netbudget.engine.data import Profile
+from pytest_netbudget.results import LayerStats, Profile, declared_metrics
 
 TORCH_FREE = [
     "pytest_netbudget",
@@ -20,8 +20,8 @@ TORCH_FREE = [
     "pytest_netbudget.markdown_text",
     "pytest_netbudget.metrics",
     "pytest_netbudget.devices",
-    "pytest_netbudget.engine.data",
-    "pytest_netbudget.engine.table",
+    "pytest_netbudget.results",
+    "pytest_netbudget.layer_table",
     "pytest_netbudget.config",
     "pytest_netbudget.budgets",
     "pytest_netbudget.baseline",
@@ -49,6 +49,33 @@ def test_every_metric_has_a_budget_key_and_a_profile_attribute():
         if p.totals[name] is not None:  # the training step's figures exist only with train=True
             assert sum(getattr(row, name) for row in p.layers) == p.totals[name]
     assert (p.train_macs, p.train_flops, p.train_memory_mb, p.train) == (None, None, None, None)
+
+
+def test_the_records_declare_every_metric_of_the_table_as_an_attribute():
+    """A metric is a row in metrics.py plus a declared attribute on the records (typed, so that
+    editors and the type checker know ``p.train_flops``): this names the one that is missing or extra."""
+    assert declared_metrics(Profile) == metrics.NAMES, "Profile's metric attributes differ from metrics.METRICS"
+    assert declared_metrics(LayerStats) == metrics.PER_LAYER, (
+        "LayerStats' metric attributes differ from metrics.PER_LAYER"
+    )
+    assert Profile.macs.__doc__ == metrics.get("macs").description
+
+
+def test_from_pytest_netbudget_the_records_load_without_torch():
+    code = "import sys; from pytest_netbudget import Profile, LayerStats, OpStats; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"
+
+
+def test_the_words_that_cross_modules_are_enums_that_json_writes_as_their_strings():
+    from pytest_netbudget.results import ChangeKind, MemoryPart, Phase, Status
+
+    assert json.dumps({MemoryPart.OPTIMIZER_STATE: [Status.PASS, ChangeKind.RESIZED, Phase.BACKWARD]}) == (
+        '{"optimizer_state": ["pass", "resized", "backward"]}'
+    )
+    assert (f"{Status.GREW}", str(Status.GREW), Status("grew")) == ("grew", "grew", Status.GREW)
+    with pytest.raises(ValueError, match="'pased' is not a valid Status"):
+        Status("pased")  # a typo is an error, where a plain string compared False
 
 
 def test_a_new_metric_row_reaches_every_layer(monkeypatch):

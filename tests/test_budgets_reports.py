@@ -8,7 +8,7 @@ import pytest
 
 from pytest_netbudget import baseline, budgets, reports
 from pytest_netbudget.config import Increase
-from pytest_netbudget.engine.data import Profile
+from pytest_netbudget.results import Profile
 
 
 def row(path: str, type_: str, params: int = 0, macs: int = 0, flops: int = 0) -> dict:

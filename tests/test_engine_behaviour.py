@@ -14,7 +14,8 @@ from reference_models import SpecCNN, TiedLM, resnet18
 from torch import nn
 
 from pytest_netbudget import Cost, profile, register_formula
-from pytest_netbudget.engine import Profile, build_model
+from pytest_netbudget.engine import build_model
+from pytest_netbudget.results import Profile
 
 MIB = 2**20
 DEVICES = ("cpu", "meta")

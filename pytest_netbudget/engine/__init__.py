@@ -1,22 +1,10 @@
-"""The profiling engine: one forward pass, counted at the operator level, per module.
+"""The profiling engine: one forward pass (or training step), counted at the operator level, per module.
 
-Names are resolved lazily, like the package's own: ``engine.data`` (the plain result
-types) is imported by the torch-free layers, and must not pull in torch through here.
+It imports torch; the records it produces live in :mod:`pytest_netbudget.results`, which does not.
 """
 
 from __future__ import annotations
 
-from pytest_netbudget.lazy import lazy_names
+from .run import build_model, profile
 
-_PUBLIC = {
-    "LayerStats": "pytest_netbudget.engine.data",
-    "OpStats": "pytest_netbudget.engine.data",
-    "Profile": "pytest_netbudget.engine.data",
-    "build_model": "pytest_netbudget.engine.run",
-    "profile": "pytest_netbudget.engine.run",
-}
-
-__all__ = sorted(_PUBLIC)
-
-
-__getattr__, __dir__ = lazy_names(__name__, _PUBLIC)
+__all__ = ["build_model", "profile"]

@@ -18,7 +18,7 @@ import torch
 from .. import devices, metrics, units
 from ..config import ServeSpec
 from ..formulas import FormulaSet
-from .data import Fits, LayerStats, OpStats, Profile, ServeStep, TrainStep
+from ..results import Fits, LayerStats, OpStats, Profile, ServePart, ServeStep, TrainStep
 from .fused_on_meta import FUSED_KERNELS_ON_META, fused_kernels_wanted
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
@@ -465,7 +465,11 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
         )
         for row, kv, before, after, planned in zip(result.layers, run.kv_bytes, prefill.layers, decode.layers, weights)
     ]
-    parts = {"weights": sum(weights), "kv_cache": sum(run.kv_bytes), "activations": run.decode_activation_bytes}
+    parts = {
+        ServePart.WEIGHTS: sum(weights),
+        ServePart.KV_CACHE: sum(run.kv_bytes),
+        ServePart.ACTIVATIONS: run.decode_activation_bytes,
+    }
     totals = dict(result.totals)
     totals.update(
         {name: sum(row.figures[name] for row in layers) for name in metrics.PER_LAYER if metrics.get(name).serve}

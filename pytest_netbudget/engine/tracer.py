@@ -21,6 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import formulas
+from ..results import MemoryPart
 from .higher_order import EagerFlexAttention, run_higher_order
 from .meta_kernels import META_KERNELS, run_on_meta
 from .model_forms import script_module_hooks, scripted
@@ -185,13 +186,13 @@ class LiveMemory:
     """
 
     #: What a storage created now counts as.
-    category = "activations"
+    category = MemoryPart.ACTIVATIONS
 
     def __init__(self, external: list[torch.Tensor]) -> None:
         self._external = {key for key in map(_storage_key, external) if key is not None}
         self._live: dict[int, list[Any]] = {}  # storage key -> [bytes, tensors alive, category]
         self._refs: dict[int, tuple[weakref.ref, int]] = {}  # id(ref) -> (ref, storage key)
-        self.parts: dict[str, int] = {}
+        self.parts: dict[MemoryPart, int] = {}
         self.current = 0
         self.peak = 0
         self._open = True
@@ -220,7 +221,7 @@ class LiveMemory:
     def _new_peak(self) -> None:
         self.peak = self.current
 
-    def reclassify(self, tensor: torch.Tensor, category: str) -> None:
+    def reclassify(self, tensor: torch.Tensor, category: MemoryPart) -> None:
         """Count a live storage as ``category`` from now on (a temporary that became a gradient)."""
         key = _storage_key(tensor)
         entry = self._live.get(key) if key is not None else None

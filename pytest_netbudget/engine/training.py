@@ -29,12 +29,10 @@ import torch
 
 from .. import formulas
 from ..formulas import FormulaSet
+from ..results import MemoryPart, Phase
 from .model_forms import swapped_state
 from .tracer import LiveMemory, OpPlan, Tracer, _storage_key, argument_tensors, tensor_leaves
 
-#: What the bytes of a step are, in the order reports print them.
-PARTS = ("params", "buffers", "inputs", "grads", "optimizer_state", "activations", "temporaries")
-PHASES = ("forward", "loss", "backward", "optimizer")
 _ACCUMULATE_GRAD = 2**64 - 1  # the sequence number of an AccumulateGrad node: it has none
 
 OPTIMIZERS: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None] = {
@@ -65,11 +63,11 @@ class StepMemory(LiveMemory):
     then what the step creates, as temporaries until it is saved for backward (activations) or
     becomes a parameter's ``.grad`` (grads). The parts are kept as they were at the peak."""
 
-    category = "temporaries"
+    category = MemoryPart.TEMPORARIES
 
-    def __init__(self, fixed: dict[str, list[torch.Tensor]]) -> None:
+    def __init__(self, fixed: dict[MemoryPart, list[torch.Tensor]]) -> None:
         super().__init__([tensor for tensors in fixed.values() for tensor in tensors])
-        self.parts = dict.fromkeys(PARTS, 0)
+        self.parts = dict.fromkeys(MemoryPart, 0)
         seen: set[int] = set()
         for part, tensors in fixed.items():
             for tensor in tensors:
@@ -78,14 +76,14 @@ class StepMemory(LiveMemory):
                     seen.add(key)
                     self.parts[part] += tensor.untyped_storage().nbytes()
         self.current = self.peak = sum(self.parts.values())
-        self.phase = "forward"
+        self.phase = Phase.FORWARD
         self.peak_parts = dict(self.parts)
-        self.peak_phase = "forward"
+        self.peak_phase = Phase.FORWARD
         self.most_saved = 0  # the most bytes saved for backward at one time
 
-    def reclassify(self, tensor: torch.Tensor, category: str) -> None:
+    def reclassify(self, tensor: torch.Tensor, category: MemoryPart) -> None:
         super().reclassify(tensor, category)
-        self.most_saved = max(self.most_saved, self.parts["activations"])
+        self.most_saved = max(self.most_saved, self.parts[MemoryPart.ACTIVATIONS])
 
     def _new_peak(self) -> None:
         self.peak = self.current
@@ -102,12 +100,12 @@ class StepTracer(Tracer):
     ) -> None:
         super().__init__(model, [], formula_set)
         self.memory = memory
-        self.phase = "forward"
+        self.phase = Phase.FORWARD
         self._owners = owners  # storage key -> module index: weights, their gradients, optimizer state
         self._sequence_at: list[int] = []  # autograd's next sequence number at each module entry and exit
         self._module_at: list[int] = []  # the module running from then on
 
-    def enter_phase(self, phase: str) -> None:
+    def enter_phase(self, phase: Phase) -> None:
         self.phase = self.memory.phase = phase
 
     def own(self, tensor: torch.Tensor, index: int) -> None:
@@ -119,14 +117,14 @@ class StepTracer(Tracer):
         return self._owners.get(_storage_key(tensor))
 
     def _enter(self, index: int, args: tuple, kwargs: dict) -> None:
-        if self.phase == "forward":
+        if self.phase is Phase.FORWARD:
             super()._enter(index, args, kwargs)
             self._note_module()
         else:  # a checkpointed block running its forward again inside the backward
             self._stack.append(index)
 
     def _leave(self, index: int, args: tuple, output: Any) -> None:
-        if self.phase == "forward":
+        if self.phase is Phase.FORWARD:
             super()._leave(index, args, output)
             self._note_module()
         elif self._stack:
@@ -137,9 +135,9 @@ class StepTracer(Tracer):
         self._module_at.append(self._stack[-1] if self._stack else 0)
 
     def _owner(self, args: tuple, kwargs: dict) -> int:
-        if self._stack or self.phase in ("forward", "loss"):
+        if self._stack or self.phase in (Phase.FORWARD, Phase.LOSS):
             return super()._owner(args, kwargs)
-        if self.phase == "backward":
+        if self.phase is Phase.BACKWARD:
             return self._backward_owner()
         for tensor in argument_tensors(args, kwargs):
             owner = self.owner_of(tensor)
@@ -160,7 +158,7 @@ class StepTracer(Tracer):
         return self._module_at[position] if position >= 0 else 0
 
     def _op_call(self, func: Any, args: tuple, kwargs: dict, out: Any) -> formulas.OpCall:
-        node = torch._C._current_autograd_node() if self.phase == "backward" else None
+        node = torch._C._current_autograd_node() if self.phase is Phase.BACKWARD else None
         if node is None:
             return super()._op_call(func, args, kwargs, out)
         needed = tuple(edge[0] is not None for edge in node.next_functions)
@@ -168,7 +166,7 @@ class StepTracer(Tracer):
 
     def _account(self, func: Any, plan: OpPlan, args: tuple, kwargs: dict, out: Any) -> None:
         super()._account(func, plan, args, kwargs, out)
-        if self.phase == "optimizer":  # what an update creates belongs to its parameter's module
+        if self.phase is Phase.OPTIMIZER:  # what an update creates belongs to its parameter's module
             owner = self._owner(args, kwargs)
             for tensor in argument_tensors((out,), {}):
                 self.own(tensor, owner)
@@ -180,8 +178,8 @@ class StepResult:
 
     tracer: StepTracer
     peak_bytes: int
-    parts: dict[str, int]
-    peak_phase: str
+    parts: dict[MemoryPart, int]
+    peak_phase: Phase
     most_saved: int
     cuda_peak_mb: float | None
 
@@ -264,21 +262,21 @@ def run_step(
                 owners.setdefault(_storage_key(value), owners.get(_storage_key(param), 0))
     memory = StepMemory(
         {
-            "params": params,
-            "buffers": buffers,
-            "inputs": tensor_leaves((args, kwargs)),
-            "optimizer_state": opt_state,
+            MemoryPart.PARAMS: params,
+            MemoryPart.BUFFERS: buffers,
+            MemoryPart.INPUTS: tensor_leaves((args, kwargs)),
+            MemoryPart.OPTIMIZER_STATE: opt_state,
         }
     )
     tracer = StepTracer(model, memory, formulas, owners)
 
     def saved_for_backward(tensor: torch.Tensor) -> torch.Tensor:
-        if tracer.phase in ("forward", "loss"):
-            memory.reclassify(tensor, "activations")
+        if tracer.phase in (Phase.FORWARD, Phase.LOSS):
+            memory.reclassify(tensor, MemoryPart.ACTIVATIONS)
         return tensor
 
     def accumulated(param: torch.Tensor) -> None:
-        memory.reclassify(param.grad, "grads")
+        memory.reclassify(param.grad, MemoryPart.GRADS)
         tracer.own(param.grad, tracer.owner_of(param) or 0)
 
     cast = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
@@ -292,15 +290,15 @@ def run_step(
     ):
         with cast:
             outputs = model(*args, **kwargs)
-            tracer.enter_phase("loss")
+            tracer.enter_phase(Phase.LOSS)
             scalar = (loss or sum_of_outputs)(outputs)
         _check_scalar(scalar)
         del outputs
-        tracer.enter_phase("backward")
+        tracer.enter_phase(Phase.BACKWARD)
         scalar.backward()
         del scalar
         if optim is not None:
-            tracer.enter_phase("optimizer")
+            tracer.enter_phase(Phase.OPTIMIZER)
             optim.step()
     return StepResult(
         tracer,

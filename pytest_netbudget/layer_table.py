@@ -1,13 +1,18 @@
-"""The per-layer table that ``print(profile)`` and ``netbudget show`` print."""
+"""The per-layer table that ``print(profile)`` and ``netbudget show`` print.
+
+It renders the records of :mod:`pytest_netbudget.results`, which call it from ``Profile.table()``;
+at run time it imports only :mod:`pytest_netbudget.units`, and names the records for the type
+checker alone, so the import runs one way.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import units
+from . import units
 
 if TYPE_CHECKING:
-    from .data import LayerStats, OpStats, Profile
+    from .results import LayerStats, OpStats, Profile
 
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
 #: With a training step: its MACs and FLOPs per layer (forward, backward and optimizer together).

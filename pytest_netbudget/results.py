@@ -1,18 +1,94 @@
-"""The result of profiling, as plain data that costs no ``import torch``.
+"""What profiling produces and what the product passes between its rooms, as typed records that cost
+no ``import torch``.
 
-Rows hold the work a module does itself (outside its children), so that the rows
-add up to the totals; :meth:`Profile.rollup` folds deeper rows into their
-ancestors for a depth-limited view. The figures are keyed by the metric table
-(:mod:`pytest_netbudget.metrics`); ``profile.params`` and ``row.macs`` are
-attributes generated from it.
+``Profile`` holds the totals and per-layer rows of one profiled model; rows hold the work a module
+does itself (outside its children), so that they add up to the totals, and :meth:`Profile.rollup`
+folds deeper rows into their ancestors for a depth-limited view. Figures are keyed by the metric
+table (:mod:`pytest_netbudget.metrics`); each metric is also a declared, typed attribute
+(``profile.params``, ``row.macs``) that a test keeps equal to the table. The names that cross
+modules as words (a verdict's status, a layer change's kind, a part of a training step's memory)
+are ``str`` enums, so that a typo is an error and JSON keeps its strings.
+
+The engine (torch) produces these records and imports this module, never the reverse.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
 
-from .. import metrics
+from . import metrics
+from .layer_table import render_layer_table
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+class TextEnum(str, Enum):
+    """An enum whose members are their strings: equal to them, hashed, printed and written to JSON
+    as them (``enum.StrEnum`` from Python 3.11, here for 3.9)."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    __format__ = str.__format__
+
+
+class Status(TextEnum):
+    """Where one model or check stands, all metrics and rules together."""
+
+    PASS = "pass"
+    OVER = "over"  # a metric over its budget
+    GREW = "grew"  # a metric grew past max_increase over its baseline
+    UNCOUNTED = "uncounted"  # strict = true and ops without a formula ran
+    ERROR = "error"  # it could not be profiled
+
+
+class CheckStatus(TextEnum):
+    """Where one metric of one model stands."""
+
+    OK = "ok"
+    OVER = "over"
+    GREW = "grew"
+    NOT_MEASURED = "not measured"
+
+
+class ChangeKind(TextEnum):
+    """How a layer differs from its baseline."""
+
+    ADDED = "added"
+    REMOVED = "removed"
+    RESIZED = "resized"
+
+
+class MemoryPart(TextEnum):
+    """What the live bytes of a forward or a training step are, in the order reports print them."""
+
+    PARAMS = "params"
+    BUFFERS = "buffers"
+    INPUTS = "inputs"
+    GRADS = "grads"
+    OPTIMIZER_STATE = "optimizer_state"
+    ACTIVATIONS = "activations"  # a forward's intermediates; in a step, what is saved for backward
+    TEMPORARIES = "temporaries"
+
+
+class ServePart(TextEnum):
+    """What a serving step's memory is, in the order reports print it."""
+
+    WEIGHTS = "weights"  # at their planned precision, scales and zero points included
+    KV_CACHE = "kv_cache"  # the cache (or state) after the prefill
+    ACTIVATIONS = "activations"  # the decode step's peak of live intermediate tensors
+
+
+class Phase(TextEnum):
+    """The stages of a training step, in order."""
+
+    FORWARD = "forward"
+    LOSS = "loss"
+    BACKWARD = "backward"
+    OPTIMIZER = "optimizer"
 
 
 @dataclass(frozen=True)
@@ -49,8 +125,8 @@ class TrainStep:
     optimizer: str
     batch: int | None
     autocast: str | None
-    memory_mb: dict[str, float]
-    peak_phase: str
+    memory_mb: dict[MemoryPart, float]
+    peak_phase: Phase
     saved_mb: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,21 +134,64 @@ class TrainStep:
             "optimizer": self.optimizer,
             "batch": self.batch,
             "autocast": self.autocast,
-            "memory_mb": dict(self.memory_mb),
-            "peak_phase": self.peak_phase,
+            "memory_mb": {str(part): figure for part, figure in self.memory_mb.items()},
+            "peak_phase": str(self.peak_phase),
             "saved_mb": self.saved_mb,
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainStep:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainStep:
         return cls(
             data["optimizer"],
             data["batch"],
             data["autocast"],
-            dict(data["memory_mb"]),
-            data["peak_phase"],
+            {MemoryPart(part): figure for part, figure in data["memory_mb"].items()},
+            Phase(data["peak_phase"]),
             data["saved_mb"],
         )
+
+
+Figure = TypeVar("Figure")
+
+
+class _MetricAttribute(Generic[Figure]):
+    """A metric read by its attribute's name from the record's figures: ``profile.params`` is
+    ``profile.totals["params"]``. Declared on the class with the figure's type, so that type
+    checkers and editors know it; ``tests/test_architecture.py`` keeps the declared attributes
+    equal to :data:`pytest_netbudget.metrics.METRICS`."""
+
+    name: str
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        known = metrics.BY_NAME.get(name)
+        self.__doc__ = known.description if known is not None else None
+
+    def read(self, record: Any) -> Any:
+        raise NotImplementedError
+
+    @overload
+    def __get__(self, record: None, owner: type) -> _MetricAttribute[Figure]: ...
+
+    @overload
+    def __get__(self, record: object, owner: type) -> Figure: ...
+
+    def __get__(self, record: object, owner: type) -> Any:
+        return self if record is None else self.read(record)
+
+
+class Total(_MetricAttribute[Figure]):
+    """A total of :class:`Profile`; None where it was not measured."""
+
+    def read(self, record: Any) -> Any:
+        return record.totals.get(self.name)
+
+
+class LayerFigure(_MetricAttribute[Figure]):
+    """A per-layer figure of :class:`LayerStats`; 0 where the row has none."""
+
+    def read(self, record: Any) -> Any:
+        return record.figures.get(self.name, 0)
 
 
 @dataclass(frozen=True)
@@ -85,13 +204,28 @@ class LayerStats:
 
     path: str
     type: str
-    figures: dict[str, int] = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
     read_bytes: int = 0
     write_bytes: int = 0
     calls: int = 0
     input_shapes: list[Any] = field(default_factory=list)
     output_shapes: list[Any] = field(default_factory=list)
     ops: dict[str, OpStats] = field(default_factory=dict)
+
+    # The per-layer metrics (metrics.PER_LAYER), in the table's order.
+    params = LayerFigure[int]()
+    trainable_params = LayerFigure[int]()
+    buffers = LayerFigure[int]()
+    macs = LayerFigure[int]()
+    flops = LayerFigure[int]()
+    train_macs = LayerFigure[int]()
+    train_flops = LayerFigure[int]()
+    kv_cache_mb = LayerFigure[float]()
+    prefill_macs = LayerFigure[int]()
+    prefill_flops = LayerFigure[int]()
+    decode_macs = LayerFigure[int]()
+    decode_flops = LayerFigure[int]()
+    weights_mb = LayerFigure[float]()
 
     @property
     def depth(self) -> int:
@@ -107,14 +241,14 @@ class LayerStats:
         return not ancestor or self.path == ancestor or self.path.startswith(ancestor + ".")
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"path": self.path, "type": self.type, **self.figures}
+        data: dict[str, Any] = {"path": self.path, "type": self.type, **self.figures}
         data.update(read_bytes=self.read_bytes, write_bytes=self.write_bytes, calls=self.calls)
         data.update(input_shapes=self.input_shapes, output_shapes=self.output_shapes)
         data["ops"] = {name: [stats.calls, stats.macs, stats.flops] for name, stats in self.ops.items()}
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerStats:
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerStats:
         return cls(
             path=data["path"],
             type=data["type"],
@@ -133,7 +267,7 @@ class Profile:
     """Totals and per-layer rows of one profiled forward (see the README's counting conventions).
 
     ``totals`` maps every metric name to its figure; None where it was not measured
-    (``peak_memory_mb`` off CUDA).
+    (``peak_memory_mb`` off CUDA, the training step's figures without one).
     """
 
     model: str
@@ -145,6 +279,27 @@ class Profile:
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     train: TrainStep | None = None  # the training step's settings and memory split, when one was profiled
     serve: ServeStep | None = None  # the serving step's settings, memory split and traced calls, when profiled
+
+    # Every metric (metrics.METRICS), in the table's order.
+    params = Total[int]()
+    trainable_params = Total[int]()
+    buffers = Total[int]()
+    macs = Total[int]()
+    flops = Total[int]()
+    size_mb = Total[float]()
+    activations_mb = Total[float]()
+    peak_memory_mb = Total[Optional[float]]()
+    train_macs = Total[Optional[int]]()
+    train_flops = Total[Optional[int]]()
+    train_memory_mb = Total[Optional[float]]()
+    train_peak_memory_mb = Total[Optional[float]]()
+    kv_cache_mb = Total[Optional[float]]()
+    prefill_macs = Total[Optional[int]]()
+    prefill_flops = Total[Optional[int]]()
+    decode_macs = Total[Optional[int]]()
+    decode_flops = Total[Optional[int]]()
+    weights_mb = Total[Optional[float]]()
+    serve_memory_mb = Total[Optional[float]]()
 
     @property
     def ops(self) -> dict[str, OpStats]:
@@ -177,8 +332,6 @@ class Profile:
     def table(self, depth: int | None = None, ops: bool = False) -> str:
         """The per-layer table, rows deeper than ``depth`` folded into their ancestors;
         ``ops=True`` lists each row's operators under it."""
-        from .table import render_layer_table
-
         return render_layer_table(self, depth, ops=ops)
 
     def __str__(self) -> str:
@@ -199,7 +352,7 @@ class Profile:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Profile:
+    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
         """The inverse of :meth:`to_dict` (profiles travel between pytest-xdist workers this way)."""
         return cls(
             model=data["model"],
@@ -231,7 +384,7 @@ class Fits:
         return {"memory_mb": self.memory_mb, "context": self.context, "per_token_mb": self.per_token_mb}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Fits:
+    def from_dict(cls, data: Mapping[str, Any]) -> Fits:
         return cls(data["memory_mb"], data["context"], data["per_token_mb"])
 
 
@@ -251,7 +404,7 @@ class ServeStep:
     weights: str | None
     group_size: int | None
     keep: list[str]
-    memory_mb: dict[str, float]
+    memory_mb: dict[ServePart, float]
     prefill: Profile
     decode: Profile
     fits: Fits | None = None
@@ -264,14 +417,14 @@ class ServeStep:
             "weights": self.weights,
             "group_size": self.group_size,
             "keep": list(self.keep),
-            "memory_mb": dict(self.memory_mb),
+            "memory_mb": {str(part): figure for part, figure in self.memory_mb.items()},
             "prefill": self.prefill.to_dict(),
             "decode": self.decode.to_dict(),
             "fits": self.fits.to_dict() if self.fits is not None else None,
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServeStep:
+    def from_dict(cls, data: Mapping[str, Any]) -> ServeStep:
         return cls(
             context=data["context"],
             batch=data["batch"],
@@ -279,22 +432,14 @@ class ServeStep:
             weights=data["weights"],
             group_size=data["group_size"],
             keep=list(data["keep"]),
-            memory_mb=dict(data["memory_mb"]),
+            memory_mb={ServePart(part): figure for part, figure in data["memory_mb"].items()},
             prefill=Profile.from_dict(data["prefill"]),
             decode=Profile.from_dict(data["decode"]),
             fits=Fits.from_dict(data["fits"]) if data.get("fits") else None,
         )
 
 
-def _total(name: str) -> property:
-    return property(lambda self: self.totals.get(name), doc=metrics.get(name).description)
-
-
-def _per_layer(name: str) -> property:
-    return property(lambda self: self.figures.get(name, 0), doc=metrics.get(name).description)
-
-
-for _metric in metrics.METRICS:
-    setattr(Profile, _metric.name, _total(_metric.name))
-    if _metric.per_layer:
-        setattr(LayerStats, _metric.name, _per_layer(_metric.name))
+def declared_metrics(record: type) -> tuple[str, ...]:
+    """The metric attributes a record class declares, in declaration order (what the test
+    compares with the metric table)."""
+    return tuple(name for name, value in vars(record).items() if isinstance(value, _MetricAttribute))
