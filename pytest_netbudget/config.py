@@ -90,8 +90,8 @@ class ServeSpec:
     ``kv_dtype``: the cache's dtype (None: as the model holds it); ``weights``: the planned weight
     precision (None: the model's own), ``group_size`` elements per scale for int8/int4/fp8 (None:
     one per output channel), ``keep`` modules left at their own precision; ``fits``: a memory size
-    (``"24GiB"``; a number is MiB) for which the longest context that fits is worked out, held
-    here in bytes. Checked when made, so a bad value fails before anything runs; a message
+    as written (``"24GiB"``; a number is MiB) for which the longest context that fits is worked
+    out (``fits_bytes``). Checked when made, so a bad value fails before anything runs; a message
     names the key as ``serve.KEY``.
     """
 
@@ -101,7 +101,7 @@ class ServeSpec:
     weights: str | None = None
     group_size: int | None = None
     keep: tuple[str, ...] = ()
-    fits: int | None = None
+    fits: str | float | None = None
 
     def __post_init__(self) -> None:
         for key in ("context", "batch"):
@@ -121,11 +121,17 @@ class ServeSpec:
         if isinstance(keep, str) or not all(isinstance(name, str) and name.strip() for name in keep):
             raise ValueError(f'serve.keep: must be a list of module names like ["lm_head"], got {keep!r}')
         object.__setattr__(self, "keep", tuple(keep))
-        if self.fits is not None:
-            try:
-                object.__setattr__(self, "fits", units.parse_memory(self.fits))
-            except units.QuantityError as error:
-                raise ValueError(f"serve.fits: {error}") from None
+        self.fits_bytes  # noqa: B018  (checked now: a bad size fails before anything runs)
+
+    @property
+    def fits_bytes(self) -> int | None:
+        """``fits`` in bytes; None when not given."""
+        if self.fits is None:
+            return None
+        try:
+            return units.parse_memory(self.fits)
+        except units.QuantityError as error:
+            raise ValueError(f"serve.fits: {error}") from None
 
 
 def _positive_int(value: Any, label: str) -> None:

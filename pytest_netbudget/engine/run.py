@@ -519,7 +519,7 @@ def _fits(on_meta: _Prepared, spec: ServeSpec, weights: int, known_run: ServeRun
             measured(context, _serve_run(on_meta, spec, context, follow=True))
         return known[context]
 
-    budget = spec.fits or 0
+    budget = spec.fits_bytes or 0
     context = longest_context(memory_at, spec.context, budget, floor=weights)
     at = context or spec.context
     return Fits(
