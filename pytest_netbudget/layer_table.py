@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
 #: With a training step: its MACs and FLOPs per layer (forward, backward and optimizer together).
 TRAIN_HEADERS = ("Train MACs", "Train FLOPs")
-_RIGHT_ALIGNED = {"Params", "MACs", "FLOPs", "Read", "Write", "Calls", *TRAIN_HEADERS}
+#: With a serving step: the cache each layer made, and its work in the decode step.
+SERVE_HEADERS = ("KV cache", "Decode MACs")
+_RIGHT_ALIGNED = {"Params", "MACs", "FLOPs", "Read", "Write", "Calls", *TRAIN_HEADERS, *SERVE_HEADERS}
 _SHAPE_WIDTH = 28
 
 
@@ -46,9 +48,14 @@ def text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set
     return [line(headers), rule, *(line(row) for row in rows), rule]
 
 
-def _row(row: LayerStats, model_name: str, train: bool) -> tuple[str, ...]:
+def _row(row: LayerStats, model_name: str, train: bool, serve: bool) -> tuple[str, ...]:
     name = row.path.rsplit(".", 1)[-1] if row.path else f"({model_name})"
     step = (_figure(row.train_macs, units.format_count), _figure(row.train_flops, units.format_count)) if train else ()
+    served = (
+        (_figure(row.kv_cache_mb * units.MIB, units.format_bytes), _figure(row.decode_macs, units.format_count))
+        if serve
+        else ()
+    )
     return (
         "  " * row.depth + name,
         row.type,
@@ -61,10 +68,11 @@ def _row(row: LayerStats, model_name: str, train: bool) -> tuple[str, ...]:
         _figure(row.write_bytes, units.format_bytes),
         str(row.calls) if row.calls else "-",
         *step,
+        *served,
     )
 
 
-def _op_row(name: str, stats: OpStats, depth: int, train: bool) -> tuple[str, ...]:
+def _op_row(name: str, stats: OpStats, depth: int, blank: int) -> tuple[str, ...]:
     """An operator under its module's row: what it cost there in the forward, over all its calls."""
     return (
         "  " * (depth + 1) + "· " + name,
@@ -77,7 +85,7 @@ def _op_row(name: str, stats: OpStats, depth: int, train: bool) -> tuple[str, ..
         "",
         "",
         str(stats.calls),
-        *(("", "") if train else ()),
+        *([""] * blank),
     )
 
 
@@ -88,13 +96,14 @@ def render_layer_table(profile: Profile, depth: int | None = None, ops: bool = F
     a row cut off by ``depth`` carries everything below it. Either way the rows add
     up to the totals. ``ops`` lists under each row the operators that did its work.
     """
-    train = profile.train is not None
+    train, serve = profile.train is not None, profile.serve is not None
+    headers = HEADERS + (TRAIN_HEADERS if train else ()) + (SERVE_HEADERS if serve else ())
     cells = []
     for row in profile.rollup(depth):
-        cells.append(_row(row, profile.model, train))
+        cells.append(_row(row, profile.model, train, serve))
         if ops:
-            cells += [_op_row(name, stats, row.depth, train) for name, stats in row.ops.items()]
-    lines = text_table(HEADERS + (TRAIN_HEADERS if train else ()), cells, _RIGHT_ALIGNED)
+            cells += [_op_row(name, stats, row.depth, len(headers) - len(HEADERS)) for name, stats in row.ops.items()]
+    lines = text_table(headers, cells, _RIGHT_ALIGNED)
     lines += footer_lines(profile)
     if ops:
         lines.append("Operators (whole model): " + _op_totals(profile))
@@ -127,13 +136,14 @@ def footer_lines(profile: Profile) -> list[str]:
         f"Peak CUDA memory: {peak}",
     ]
     lines += train_step_lines(profile)
+    lines += serve_step_lines(profile)
     if profile.uncounted_ops:
         ops = ", ".join(f"{name} x{count}" for name, count in profile.uncounted_ops.items())
         lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
     return lines
 
 
-PART_NAMES = {"optimizer_state": "optimizer state"}
+PART_NAMES = {"optimizer_state": "optimizer state", "kv_cache": "kv cache"}
 
 
 def train_step_lines(profile: Profile) -> list[str]:
@@ -155,3 +165,41 @@ def train_step_lines(profile: Profile) -> list[str]:
     if profile.train_peak_memory_mb is not None:
         lines.append(f"  peak CUDA memory of the step: {profile.train_peak_memory_mb:.3f} MiB")
     return lines
+
+
+def serve_step_lines(profile: Profile) -> list[str]:
+    """The serving step in a few lines: settings, prefill and decode work, memory by part, what fits."""
+    step = profile.serve
+    if step is None or profile.decode_macs is None or profile.prefill_macs is None:
+        return []
+    settings = [f"context {step.context:,}", f"batch {step.batch}", f"kv cache {step.kv_dtype or 'as held'}"]
+    weights = step.weights or "own dtype"
+    weights += f", group {step.group_size}" if step.group_size is not None else ""
+    weights += f", kept: {', '.join(step.keep)}" if step.keep else ""
+    parts = ", ".join(f"{PART_NAMES.get(part, part)} {value:.3f}" for part, value in step.memory_mb.items())
+    lines = [
+        f"Serving step ({', '.join(settings)}; weights {weights}):",
+        f"  prefill ({step.context:,} tokens x {step.batch}): MACs {profile.prefill_macs:,} "
+        f"({units.format_count(profile.prefill_macs)}), FLOPs {units.format_count(profile.prefill_flops)}",
+        f"  decode (1 token x {step.batch}): MACs {profile.decode_macs:,} ({units.format_count(profile.decode_macs)}), "
+        f"FLOPs {units.format_count(profile.decode_flops)}",
+        f"  memory: {profile.serve_memory_mb:.3f} MiB = {parts}",
+    ]
+    fits = fits_line(profile)
+    return lines + ([f"  {fits}"] if fits else [])
+
+
+def fits_line(profile: Profile) -> str:
+    """What the stated memory holds at the serving step's batch (the derived line, not a budget)."""
+    step = profile.serve
+    if step is None or step.fits is None:
+        return ""
+    memory = units.format_bytes(step.fits.memory_mb * units.MIB)
+    if step.fits.context is None:
+        return f"fits {memory} at any context at batch {step.batch}: the memory stops growing (bounded state)"
+    if step.fits.context == 0:
+        return f"fits {memory}: not even one token at batch {step.batch} (weights {step.memory_mb['weights']:.3f} MiB)"
+    return (
+        f"fits {memory}: up to {step.fits.context:,} tokens of context at batch {step.batch} "
+        f"(+{units.format_bytes(step.fits.per_token_mb * units.MIB)} a token there)"
+    )

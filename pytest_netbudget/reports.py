@@ -13,7 +13,7 @@ from . import markdown_text as md
 from .baseline import SCHEMA, entry_from_profile
 from .budgets import ORIGIN_PYPROJECT, LayerChange, MetricCheck, Verdict
 from .config import DEFAULT_BASELINE
-from .layer_table import train_step_lines
+from .layer_table import fits_line, serve_step_lines, train_step_lines
 from .results import CheckStatus, Profile, Status
 
 LAYER_DIFF_LIMIT = 10
@@ -172,6 +172,9 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         if full and verdict.profile is not None and verdict.profile.train is not None:
             step = train_step_lines(verdict.profile)
             lines += [f"{verdict.name}: {step[0]}", *step[1:]]
+        if verdict.profile is not None and verdict.profile.serve is not None:
+            step = serve_step_lines(verdict.profile) if full else [fits_line(verdict.profile)]
+            lines += [f"{verdict.name}: {step[0]}", *step[1:]] if step[0] else []
         if verdict.uncounted_ops:
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
             lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
@@ -280,7 +283,8 @@ def markdown(report: Report) -> str:
     columns = [
         name
         for name in metrics.HEADLINE
-        if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
+        if not (metrics.get(name).train or metrics.get(name).serve)
+        or any(verdict.check_for(name) for verdict in verdicts)
     ]
     lines = ["## netbudget", "", f"**{headline(verdicts)}**", ""]
     if compared_with:
@@ -345,6 +349,8 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
     if verdict.profile.train is not None:
         lines += [*md.fence(train_step_lines(verdict.profile)), ""]
+    if verdict.profile.serve is not None:
+        lines += [*md.fence(serve_step_lines(verdict.profile)), ""]
     lines += mermaid_charts(verdict.profile)
     return [*lines, "</details>", ""]
 
@@ -386,6 +392,7 @@ def to_json(report: Report) -> str:
             entry.update(entry_from_profile(verdict.profile, origin))
             entry["uncounted_ops"] = dict(verdict.uncounted_ops)
             entry["train"] = verdict.profile.train.to_dict() if verdict.profile.train is not None else None
+            entry["serve"] = verdict.profile.serve.settings_dict() if verdict.profile.serve is not None else None
             entry["metrics"] = {
                 check.metric: {
                     "actual": check.actual,

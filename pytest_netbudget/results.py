@@ -409,7 +409,9 @@ class ServeStep:
     decode: Profile
     fits: Fits | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def settings_dict(self) -> dict[str, Any]:
+        """The settings, the memory split and the fits line: what a report keeps (the prefill's and the
+        decode step's figures are the profile's totals and rows already)."""
         return {
             "context": self.context,
             "batch": self.batch,
@@ -418,10 +420,11 @@ class ServeStep:
             "group_size": self.group_size,
             "keep": list(self.keep),
             "memory_mb": {str(part): figure for part, figure in self.memory_mb.items()},
-            "prefill": self.prefill.to_dict(),
-            "decode": self.decode.to_dict(),
             "fits": self.fits.to_dict() if self.fits is not None else None,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.settings_dict(), "prefill": self.prefill.to_dict(), "decode": self.decode.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ServeStep:

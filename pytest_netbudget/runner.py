@@ -15,6 +15,7 @@ from . import devices
 from .budgets import Result
 from .config import InputSpec, ModelSpec
 from .engine.run import build_model, profile, resolve_device, torch_dtype
+from .engine.serving import ServeError
 from .formulas import FormulaError
 from .loading import LoadError, import_callable
 from .results import Profile
@@ -128,13 +129,17 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             loss=loss,
             autocast=step.autocast if step else None,
             batch=step.batch if step else None,
+            serve=spec.serve,
         )
     except FormulaError as error:
         raise ModelError(str(error)) from None
+    except ServeError as error:
+        raise ModelError(f"serving step: {error}") from None
     except Exception as error:
         if is_out_of_memory(error):
             raise ModelError(out_of_memory_text("the forward pass", device, error)) from None
         hint = META_HINT if device.type == "meta" else ""
         shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
-        what = "the forward pass or the training step" if step is not None else "the forward pass"
+        steps = [name for name, given in (("the training step", step), ("the serving step", spec.serve)) if given]
+        what = " or ".join(["the forward pass", *steps])
         raise ModelError(f"{what} failed on input {shape}: {describe(error)}{hint}") from None

@@ -29,7 +29,7 @@ def test_example_passes_with_its_summary_table(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "netbudget summary" in out
-    assert "4 model(s) profiled, all within budget" in out
+    assert "5 model(s) profiled, all within budget" in out
     # The spec's CNN: 28,938 params against a 30k budget, 2,838,080 MACs against 3M.
     assert "28.9k   30.0k   96.5%" in out
     assert "2.84M   3.00M   94.6%" in out
@@ -37,8 +37,19 @@ def test_example_passes_with_its_summary_table(tmp_path):
     # skips (32 x 313,600): 262,420,480.
     assert "mnist_cnn: Training step (adamw, batch 32): MACs 262,420,480 (262M)" in out
     assert "train_flops      529M    600M    88.2%" in out
-    for name in ("mnist_cnn", "text_classifier", "lstm_tagger"):
+    for name in ("mnist_cnn", "text_classifier", "lstm_tagger", "tiny_decoder"):
         assert name in out
+    # The decoder served at context 2,048 for batch 4 in float16 (4 layers, d 256, 8 heads of 32, 2 kv
+    # heads, ff 704, vocab 8,000). KV: 2 * 4 layers * 2 kv heads * 32 * 2,048 * 4 * 2 bytes = 8 MiB.
+    # Decode, per sequence: 4 * (256 * (256 + 2 * 2 * 32 + 256) + 3 * 256 * 704 + 2 * 8 * 32 * 2,049)
+    # + 256 * 8,000 = 9,062,400 MACs; x 4 = 36,249,600.
+    assert "kv_cache_mb      8.000   10.000  80.0%" in out
+    assert "decode (1 token x 4): MACs 36,249,600 (36.2M)" in out
+    # One more token costs 4 KiB of cache (2 * 4 layers * 2 * 32 * 4 * 2 bytes) and 4 KiB of the keys and
+    # values the decoder repeats for its 8 query heads (2 * 8 * 32 * 4 * 2 bytes, one layer at a time), so
+    # from 25.509 MiB at 2,048 tokens: 2,048 + (64 MiB - 26,747,752 bytes) // 8 KiB = 6,974 tokens fit.
+    assert "serve_memory_mb  25.509  32.000  79.7%" in out
+    assert "  fits 64.00 MiB: up to 6,974 tokens of context at batch 4 (+8.00 KiB a token there)" in out
     # The check from a test is named after its node id, and the committed baseline has its entry.
     assert "\ntests/test_models.py::test_cnn_for_100_classes_fits_the_phone_budget  params" in out
     assert "out of date" not in out
