@@ -1,19 +1,32 @@
-"""A measured model against its limits and its baseline -> a verdict per metric.
+"""A measured model against its limits and its baseline -> a verdict per metric, and the layers
+that changed.
 
-``Result`` is the one record a registered model or a check from a test produces;
-``judge`` is a pure function of it. Nothing here knows about torch or pytest.
+``Result`` is the one record a registered model or a check from a test produces; ``judge`` is a
+pure function of it and the model's baseline entry. ``Verdict`` is what every report renders, and
+its ``to_dict`` is the one record of a model in a JSON report. Nothing here knows torch or pytest.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import metrics
 from .config import Increase
-from .results import ChangeKind, CheckStatus, Profile, Status
-
-ORIGIN_PYPROJECT = "pyproject.toml"
+from .results import (
+    ORIGIN_PYPROJECT,
+    BaselineEntry,
+    ChangeKind,
+    CheckStatus,
+    LayerEntry,
+    Profile,
+    RecordError,
+    ServeStep,
+    Status,
+    TrainStep,
+    json_key,
+)
 
 
 @dataclass(frozen=True)
@@ -37,9 +50,7 @@ class Result:
             "name": self.name,
             "origin": self.origin,
             "limits": self.limits,
-            "max_increase": {
-                metric: {"fraction": rule.fraction, "amount": rule.amount} for metric, rule in self.max_increase.items()
-            },
+            "max_increase": {metric: rule.to_dict() for metric, rule in self.max_increase.items()},
             "strict": self.strict,
             "profile": self.profile.to_dict() if self.profile is not None else None,
             "error": self.error,
@@ -51,7 +62,7 @@ class Result:
             name=data["name"],
             origin=data["origin"],
             limits=data["limits"],
-            max_increase={metric: Increase(**rule) for metric, rule in data["max_increase"].items()},
+            max_increase={metric: Increase.from_dict(rule) for metric, rule in data["max_increase"].items()},
             strict=data["strict"],
             profile=Profile.from_dict(data["profile"]) if data["profile"] is not None else None,
             error=data["error"],
@@ -75,14 +86,26 @@ class MetricCheck:
     reference: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["increase"] = asdict(self.increase) if self.increase is not None else None
+        """As a report's model holds it under the metric's name: the figure itself is in the model's
+        ``totals``, and ``reference`` is written only where it is not the baseline's figure."""
+        data: dict[str, Any] = {"budget": self.limit, "baseline": self.baseline}
+        if self.reference != self.baseline:
+            data["reference"] = self.reference
+        data["max_increase"] = self.increase.to_dict() if self.increase is not None else None
+        data["status"] = self.status
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MetricCheck:
-        increase = data["increase"]
-        return cls(**{**data, "increase": Increase(**increase) if increase is not None else None})
+    def from_dict(cls, metric: str, data: Mapping[str, Any], actual: float | None) -> MetricCheck:
+        increase = data["max_increase"]
+        return cls(
+            metric,
+            actual,
+            limit=data["budget"],
+            baseline=data["baseline"],
+            increase=Increase.from_dict(increase) if increase is not None else None,
+            reference=data.get("reference", data["baseline"]),
+        )
 
     @property
     def measured(self) -> bool:
@@ -90,12 +113,12 @@ class MetricCheck:
 
     @property
     def over_budget(self) -> bool:
-        return self.measured and self.limit is not None and self.actual > self.limit
+        return self.actual is not None and self.limit is not None and self.actual > self.limit
 
     @property
     def grew_too_much(self) -> bool:
         return (
-            self.measured
+            self.actual is not None
             and self.baseline is not None
             and self.increase is not None
             and not self.increase.allows(self.baseline, self.actual)
@@ -104,7 +127,7 @@ class MetricCheck:
     @property
     def used(self) -> float | None:
         """Fraction of the budget used, when there is a budget and a figure."""
-        if not self.measured or self.limit is None:
+        if self.actual is None or self.limit is None:
             return None
         return self.actual / self.limit
 
@@ -121,29 +144,77 @@ class MetricCheck:
 
 @dataclass(frozen=True)
 class LayerChange:
-    """A layer added, removed or resized since the baseline."""
+    """A layer added, removed or resized since the baseline, with its entries before and after."""
 
     path: str
     type: str
     kind: ChangeKind
-    old: dict[str, Any] | None
-    new: dict[str, Any] | None
+    old: LayerEntry | None
+    new: LayerEntry | None
 
     def delta(self, name: str) -> float:
-        return (self.new or {}).get(name, 0) - (self.old or {}).get(name, 0)
+        return (self.new.figure(name) if self.new else 0) - (self.old.figure(name) if self.old else 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "path": self.path,
+            "type": self.type,
+            "kind": self.kind,
+            "old": self.old.to_dict() if self.old is not None else None,
+            "new": self.new.to_dict() if self.new is not None else None,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerChange:
-        return cls(**{**data, "kind": ChangeKind(data["kind"])})
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> LayerChange:
+        def entry(side: str) -> LayerEntry | None:
+            value = data[side]
+            return None if value is None else LayerEntry.from_dict(value, f"{where}.{side}")
+
+        return cls(data["path"], data["type"], ChangeKind(data["kind"]), entry("old"), entry("new"))
+
+
+def layer_diff(old: BaselineEntry, new: BaselineEntry) -> list[LayerChange]:
+    """Layers that differ between two entries, largest change first.
+
+    A change is ranked by its share of the model: the larger of its parameter change
+    over the model's parameters and its MAC change over the model's MACs.
+    """
+    old_layers, new_layers = old.layers, new.layers
+    changes = []
+    for path in sorted(set(old_layers) | set(new_layers)):
+        before, after = old_layers.get(path), new_layers.get(path)
+        if before is None and after is not None:
+            changes.append(LayerChange(path, after.type, ChangeKind.ADDED, None, after))
+        elif after is None and before is not None:
+            changes.append(LayerChange(path, before.type, ChangeKind.REMOVED, before, None))
+        elif (
+            before is not None
+            and after is not None
+            and (
+                any(before.figures.get(name) != after.figures.get(name) for name in metrics.LAYER_DIFF)
+                or before.type != after.type
+            )
+        ):
+            changes.append(LayerChange(path, after.type, ChangeKind.RESIZED, before, after))
+    params = max(new.totals.get("params") or 0, old.totals.get("params") or 0, 1)
+    macs = max(new.totals.get("macs") or 0, old.totals.get("macs") or 0, 1)
+
+    def share(change: LayerChange) -> float:
+        return max(
+            abs(change.delta("params")) / params,
+            abs(change.delta("macs")) / macs,
+            abs(change.delta("flops")) / (2 * macs),
+        )
+
+    return sorted(changes, key=lambda change: (-share(change), change.path))
 
 
 @dataclass(frozen=True)
 class Verdict:
     """Everything decided about one result: a check per metric shown, and what changed.
 
+    ``measured`` is the result's figures as the baseline keeps them and ``train`` its training
+    step: what the reports render (a verdict read back from a JSON report has no ``profile``).
     ``has_baseline`` / ``layer_changes`` are against the committed baseline (the gate);
     ``has_reference`` / ``reference_changes`` against what the reports compare with, the
     same unless a base branch was given (see :func:`compared_with`).
@@ -155,6 +226,9 @@ class Verdict:
     layer_changes: list[LayerChange] = field(default_factory=list)
     has_reference: bool = False
     reference_changes: list[LayerChange] = field(default_factory=list)
+    measured: BaselineEntry | None = None
+    train: TrainStep | None = None
+    serve: ServeStep | None = None  # its settings, memory split and fits line (no traced calls)
 
     @property
     def name(self) -> str:
@@ -162,6 +236,7 @@ class Verdict:
 
     @property
     def profile(self) -> Profile | None:
+        """The whole profile, in the run that measured it (None when read from a report)."""
         return self.result.profile
 
     @property
@@ -171,7 +246,7 @@ class Verdict:
 
     @property
     def uncounted_ops(self) -> dict[str, int]:
-        return self.profile.uncounted_ops if self.profile is not None else {}
+        return self.measured.uncounted_ops if self.measured is not None else {}
 
     @property
     def failures(self) -> list[MetricCheck]:
@@ -206,54 +281,93 @@ class Verdict:
         return next((check for check in self.checks if check.metric == metric), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything a report needs to render this verdict again (``netbudget merge``)."""
-        return {
-            "result": self.result.to_dict(),
-            "checks": [check.to_dict() for check in self.checks],
+        """The model's one record in a JSON report: its baseline entry's fields (so that
+        ``--netbudget-compare`` reads the report as a baseline), its status, the training step,
+        each metric's budget, baseline and rule, and the layers that changed; everything
+        ``netbudget merge`` needs to render the report again, nothing twice (the reference's
+        figures and changes only where they are not the baseline's)."""
+        entry = (self.measured or BaselineEntry(self.result.origin)).to_dict()
+        data: dict[str, Any] = {
+            "origin": entry.pop("origin"),
+            "status": self.status,
+            "error": self.error,
+            "strict": self.result.strict,
+            **entry,
+            "train": self.train.to_dict() if self.train is not None else None,
+            "serve": self.serve.to_dict() if self.serve is not None else None,
+            "metrics": {check.metric: check.to_dict() for check in self.checks},
             "has_baseline": self.has_baseline,
-            "layer_changes": [item.to_dict() for item in self.layer_changes],
-            "has_reference": self.has_reference,
-            "reference_changes": [item.to_dict() for item in self.reference_changes],
+            "layer_changes": [change.to_dict() for change in self.layer_changes],
         }
+        if self.has_reference != self.has_baseline:
+            data["has_reference"] = self.has_reference
+        if self.reference_changes != self.layer_changes:
+            data["reference_changes"] = [change.to_dict() for change in self.reference_changes]
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+    def from_dict(cls, name: str, data: Any, where: str = "") -> Verdict:
+        """The verdict of model ``name`` from its record in a JSON report (at JSON path ``where``);
+        ``RecordError`` names what is missing or wrong."""
+        where = where or f"models{json_key(name)}"
+        try:
+            measured = BaselineEntry.from_dict(data, where)
+            error = data["error"]
+            checks = [
+                MetricCheck.from_dict(metric, check, measured.totals.get(metric))
+                for metric, check in data["metrics"].items()
+            ]
+            layer_changes = [
+                LayerChange.from_dict(change, f"{where}.layer_changes[{index}]")
+                for index, change in enumerate(data["layer_changes"])
+            ]
+            reference_changes = [
+                LayerChange.from_dict(change, f"{where}.reference_changes[{index}]")
+                for index, change in enumerate(data.get("reference_changes", []))
+            ]
+            result = Result(
+                name=name,
+                origin=measured.origin,
+                limits={check.metric: check.limit for check in checks if check.limit is not None},
+                max_increase={check.metric: check.increase for check in checks if check.increase is not None},
+                strict=bool(data["strict"]),
+                error=error,
+            )
+            train = TrainStep.from_dict(data["train"]) if data["train"] is not None else None
+            serve = ServeStep.from_dict(data["serve"]) if data.get("serve") is not None else None
+            has_baseline = bool(data["has_baseline"])
+        except RecordError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as problem:
+            raise RecordError(
+                f"{where}: not a model record this version reads ({type(problem).__name__}: {problem})"
+            ) from None
         return cls(
-            result=Result.from_dict(data["result"]),
-            checks=[MetricCheck.from_dict(check) for check in data["checks"]],
-            has_baseline=data["has_baseline"],
-            layer_changes=[LayerChange.from_dict(item) for item in data["layer_changes"]],
-            has_reference=data["has_reference"],
-            reference_changes=[LayerChange.from_dict(item) for item in data["reference_changes"]],
+            result,
+            checks,
+            has_baseline,
+            layer_changes,
+            has_reference=bool(data.get("has_reference", has_baseline)),
+            reference_changes=reference_changes if "reference_changes" in data else list(layer_changes),
+            measured=None if error is not None else measured,
+            train=train,
+            serve=serve,
         )
 
 
-def stored_totals(profile: Profile) -> dict[str, float]:
-    """The measured totals as the baseline stores them (MiB to six decimals), so that two
-    identical runs compare equal."""
-    return {
-        name: round(value, 6) if isinstance(value, float) else value
-        for name, value in profile.totals.items()
-        if value is not None
-    }
-
-
-def judge(
-    result: Result,
-    baseline: dict[str, Any] | None = None,
-    *,
-    accept_growth: bool = False,
-    layer_changes: list[LayerChange] | None = None,
-) -> Verdict:
-    """Compare a result's totals with its limits and, when given, its baseline's totals.
+def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growth: bool = False) -> Verdict:
+    """Compare a result's totals with its limits and, when given, its baseline entry's totals and
+    layers.
 
     A metric is shown when it is a headline metric, budgeted, or has a ``max_increase``
     and a figure. ``accept_growth`` (an update run) judges budgets only: its figures
     become the new baseline.
     """
+    has_baseline = baseline is not None
     if result.profile is None:
-        return Verdict(result, has_baseline=baseline is not None, has_reference=baseline is not None)
-    totals = stored_totals(result.profile)
+        return Verdict(result, has_baseline=has_baseline, has_reference=has_baseline)
+    measured = BaselineEntry.from_profile(result.profile, result.origin)
+    totals = measured.totals
     increase = {} if accept_growth else result.max_increase
     shown = [
         metric.name
@@ -262,7 +376,7 @@ def judge(
         or metric.name in result.limits
         or (metric.name in increase and metric.name in totals)
     ]
-    previous = {} if baseline is None else baseline
+    previous = baseline.totals if baseline is not None else {}
     checks = [
         MetricCheck(
             metric=name,
@@ -274,20 +388,29 @@ def judge(
         )
         for name in shown
     ]
-    changes = list(layer_changes or [])
-    has_baseline = baseline is not None
-    return Verdict(result, checks, has_baseline, changes, has_reference=has_baseline, reference_changes=changes)
+    changes = layer_diff(baseline, measured) if baseline is not None else []
+    return Verdict(
+        result,
+        checks,
+        has_baseline,
+        changes,
+        has_reference=has_baseline,
+        reference_changes=list(changes),
+        measured=measured,
+        train=result.profile.train,
+        serve=result.profile.serve.settings() if result.profile.serve is not None else None,
+    )
 
 
-def compared_with(
-    verdict: Verdict, reference: dict[str, Any] | None, layer_changes: list[LayerChange] | None = None
-) -> Verdict:
-    """The verdict with its "change" figures against ``reference`` (the base branch's totals, None
-    when it has no entry) instead of the committed baseline; pass or fail stays as judged."""
-    figures = {} if reference is None else reference
+def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
+    """The verdict with its "change" figures and layer changes against ``reference`` (the base
+    branch's entry, None when it has none) instead of the committed baseline; pass or fail stays
+    as judged."""
+    figures = reference.totals if reference is not None else {}
+    changes = layer_diff(reference, verdict.measured) if reference is not None and verdict.measured else []
     return replace(
         verdict,
         checks=[replace(check, reference=figures.get(check.metric)) for check in verdict.checks],
         has_reference=reference is not None,
-        reference_changes=list(layer_changes or []),
+        reference_changes=changes,
     )

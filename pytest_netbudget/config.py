@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ class Increase:
 
     def describe(self) -> str:
         return f"{self.fraction * 100:g}%" if self.fraction is not None else units.format_count(self.amount or 0)
+
+    def to_dict(self) -> dict[str, float]:
+        """``{"fraction": 0.02}`` or ``{"amount": 1000}``: exact, where ``describe`` rounds."""
+        return {"fraction": self.fraction} if self.fraction is not None else {"amount": self.amount or 0}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, float | None]) -> Increase:
+        return cls(fraction=data.get("fraction"), amount=data.get("amount"))
 
 
 @dataclass(frozen=True)

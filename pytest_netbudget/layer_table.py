@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from . import units
 
 if TYPE_CHECKING:
-    from .results import LayerStats, OpStats, Profile
+    from collections.abc import Mapping
+
+    from .results import LayerStats, OpStats, Profile, ServeStep, TrainStep
 
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
 #: With a training step: its MACs and FLOPs per layer (forward, backward and optimizer together).
@@ -135,8 +137,8 @@ def footer_lines(profile: Profile) -> list[str]:
         f"Activations (peak live): {profile.activations_mb:.3f} MiB",
         f"Peak CUDA memory: {peak}",
     ]
-    lines += train_step_lines(profile)
-    lines += serve_step_lines(profile)
+    lines += train_step_lines(profile.train, profile.totals) if profile.train is not None else []
+    lines += serve_step_lines(profile.serve, profile.totals) if profile.serve is not None else []
     if profile.uncounted_ops:
         ops = ", ".join(f"{name} x{count}" for name, count in profile.uncounted_ops.items())
         lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
@@ -146,59 +148,57 @@ def footer_lines(profile: Profile) -> list[str]:
 PART_NAMES = {"optimizer_state": "optimizer state", "kv_cache": "kv cache"}
 
 
-def train_step_lines(profile: Profile) -> list[str]:
-    """The training step in a few lines: settings, work, and the memory at its peak by part."""
-    step = profile.train
-    if step is None:
-        return []
+def train_step_lines(step: TrainStep, totals: Mapping[str, float | int | None]) -> list[str]:
+    """The training step in a few lines: settings, work (from the model's ``totals``), and the
+    memory at its peak by part."""
     settings = [step.optimizer if step.optimizer != "none" else "no optimizer"]
     settings += [f"batch {step.batch}"] if step.batch is not None else []
     settings += [f"autocast {step.autocast}"] if step.autocast is not None else []
     parts = ", ".join(f"{PART_NAMES.get(part, part)} {value:.3f}" for part, value in step.memory_mb.items())
+    macs, flops = totals.get("train_macs") or 0, totals.get("train_flops") or 0
     lines = [
         f"Training step ({', '.join(settings)}): "
-        f"MACs {profile.train_macs:,} ({units.format_count(profile.train_macs)}), "
-        f"FLOPs {profile.train_flops:,} ({units.format_count(profile.train_flops)})",
-        f"  memory at its peak (in the {step.peak_phase}): {profile.train_memory_mb:.3f} MiB = {parts}",
+        f"MACs {macs:,} ({units.format_count(macs)}), FLOPs {flops:,} ({units.format_count(flops)})",
+        f"  memory at its peak (in the {step.peak_phase}): {totals.get('train_memory_mb') or 0:.3f} MiB = {parts}",
         f"  most saved for backward at once: {step.saved_mb:.3f} MiB",
     ]
-    if profile.train_peak_memory_mb is not None:
-        lines.append(f"  peak CUDA memory of the step: {profile.train_peak_memory_mb:.3f} MiB")
+    cuda_peak = totals.get("train_peak_memory_mb")
+    if cuda_peak is not None:
+        lines.append(f"  peak CUDA memory of the step: {cuda_peak:.3f} MiB")
     return lines
 
 
-def serve_step_lines(profile: Profile) -> list[str]:
-    """The serving step in a few lines: settings, prefill and decode work, memory by part, what fits."""
-    step = profile.serve
-    if step is None or profile.decode_macs is None or profile.prefill_macs is None:
-        return []
+def serve_step_lines(step: ServeStep, totals: Mapping[str, float | int | None]) -> list[str]:
+    """The serving step in a few lines: settings, prefill and decode work (from the model's
+    ``totals``), memory by part, and what fits."""
     settings = [f"context {step.context:,}", f"batch {step.batch}", f"kv cache {step.kv_dtype or 'as held'}"]
     weights = step.weights or "own dtype"
     weights += f", group {step.group_size}" if step.group_size is not None else ""
     weights += f", kept: {', '.join(step.keep)}" if step.keep else ""
     parts = ", ".join(f"{PART_NAMES.get(part, part)} {value:.3f}" for part, value in step.memory_mb.items())
+    prefill_macs, decode_macs = totals.get("prefill_macs") or 0, totals.get("decode_macs") or 0
     lines = [
         f"Serving step ({', '.join(settings)}; weights {weights}):",
-        f"  prefill ({step.context:,} tokens x {step.batch}): MACs {profile.prefill_macs:,} "
-        f"({units.format_count(profile.prefill_macs)}), FLOPs {units.format_count(profile.prefill_flops)}",
-        f"  decode (1 token x {step.batch}): MACs {profile.decode_macs:,} ({units.format_count(profile.decode_macs)}), "
-        f"FLOPs {units.format_count(profile.decode_flops)}",
-        f"  memory: {profile.serve_memory_mb:.3f} MiB = {parts}",
+        f"  prefill ({step.context:,} tokens x {step.batch}): MACs {prefill_macs:,} "
+        f"({units.format_count(prefill_macs)}), FLOPs {units.format_count(totals.get('prefill_flops') or 0)}",
+        f"  decode (1 token x {step.batch}): MACs {decode_macs:,} ({units.format_count(decode_macs)}), "
+        f"FLOPs {units.format_count(totals.get('decode_flops') or 0)}",
+        f"  memory: {totals.get('serve_memory_mb') or 0:.3f} MiB = {parts}",
     ]
-    fits = fits_line(profile)
+    fits = fits_line(step)
     return lines + ([f"  {fits}"] if fits else [])
 
 
-def fits_line(profile: Profile) -> str:
-    """What the stated memory holds at the serving step's batch (the derived line, not a budget)."""
-    step = profile.serve
-    if step is None or step.fits is None:
+def fits_line(step: ServeStep) -> str:
+    """What the stated memory holds at the serving step's batch (a derived line, not a budget)."""
+    if step.fits is None:
         return ""
     memory = units.format_bytes(step.fits.memory_mb * units.MIB)
     if step.fits.context is None:
         return f"fits {memory} at any context at batch {step.batch}: the memory stops growing (bounded state)"
     if step.fits.context == 0:
-        return f"fits {memory}: not even one token at batch {step.batch} (weights {step.memory_mb['weights']:.3f} MiB)"
+        weights = step.memory_mb.get("weights", 0)
+        return f"fits {memory}: not even one token at batch {step.batch} (weights {weights:.3f} MiB)"
     return (
         f"fits {memory}: up to {step.fits.context:,} tokens of context at batch {step.batch} "
         f"(+{units.format_bytes(step.fits.per_token_mb * units.MIB)} a token there)"

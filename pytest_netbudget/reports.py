@@ -10,11 +10,11 @@ from typing import Any
 
 from . import __version__, metrics, units
 from . import markdown_text as md
-from .baseline import SCHEMA, entry_from_profile
-from .budgets import ORIGIN_PYPROJECT, LayerChange, MetricCheck, Verdict
+from .baseline import REPORT_KIND, REPORT_SCHEMA
+from .budgets import LayerChange, MetricCheck, Verdict
 from .config import DEFAULT_BASELINE
 from .layer_table import fits_line, serve_step_lines, train_step_lines
-from .results import CheckStatus, Profile, Status
+from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, RecordError, Status
 
 LAYER_DIFF_LIMIT = 10
 
@@ -82,18 +82,21 @@ def _columns(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
-def largest_layers_line(profile: Profile, metric: str = "params", count: int = 2) -> str:
-    rows = sorted((row for row in profile.layers if row.figures[metric]), key=lambda row: -row.figures[metric])[:count]
+def largest_layers_line(measured: BaselineEntry, metric: str = "params", count: int = 2) -> str:
+    rows = sorted(
+        ((name, row) for name, row in measured.layers.items() if row.figure(metric)),
+        key=lambda item: -item[1].figure(metric),
+    )[:count]
     if not rows:
         return ""
-    listed = ", ".join(f"{row.name} ({row.type}) {units.format_count(row.figures[metric])}" for row in rows)
+    listed = ", ".join(f"{name} ({row.type}) {units.format_count(row.figure(metric))}" for name, row in rows)
     return f"largest layers by {metric}: {listed}"
 
 
 def diff_columns(changes: list[LayerChange]) -> list[str]:
     """The per-layer metrics that the changed layers carry, old or new (train figures only
     where a training step was profiled)."""
-    carried = {name for item in changes for entry in (item.old, item.new) if entry for name in entry}
+    carried = {name for item in changes for entry in (item.old, item.new) if entry for name in entry.figures}
     return [name for name in metrics.LAYER_DIFF if name in carried]
 
 
@@ -111,8 +114,8 @@ def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) 
 
 
 def _old_new(item: LayerChange, name: str) -> str:
-    old = units.format_count(item.old[name]) if item.old and name in item.old else "-"
-    new = units.format_count(item.new[name]) if item.new and name in item.new else "-"
+    old = units.format_count(item.old.figures[name]) if item.old and name in item.old.figures else "-"
+    new = units.format_count(item.new.figures[name]) if item.new and name in item.new.figures else "-"
     return f"{old} -> {new}"
 
 
@@ -149,8 +152,8 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
         lines += _columns(rows)
     if verdict.strict_failure:
         lines.append("  uncounted ops: " + ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items()))
-    if verdict.status is Status.OVER:
-        largest = largest_layers_line(verdict.profile)
+    if verdict.status is Status.OVER and verdict.measured is not None:
+        largest = largest_layers_line(verdict.measured)
         if largest:
             lines.append("  " + largest)
     if with_layers:
@@ -169,11 +172,11 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         first = f"{len(verdicts)} model(s) profiled, " + (f"{failing} failing" if failing else "all within budget")
     lines = [first, *_columns(_full_rows(verdicts) if full else _model_rows(verdicts), indent="")]
     for verdict in verdicts:
-        if full and verdict.profile is not None and verdict.profile.train is not None:
-            step = train_step_lines(verdict.profile)
+        if full and verdict.train is not None and verdict.measured is not None:
+            step = train_step_lines(verdict.train, verdict.measured.totals)
             lines += [f"{verdict.name}: {step[0]}", *step[1:]]
-        if verdict.profile is not None and verdict.profile.serve is not None:
-            step = serve_step_lines(verdict.profile) if full else [fits_line(verdict.profile)]
+        if verdict.serve is not None and verdict.measured is not None:
+            step = serve_step_lines(verdict.serve, verdict.measured.totals) if full else [fits_line(verdict.serve)]
             lines += [f"{verdict.name}: {step[0]}", *step[1:]] if step[0] else []
         if verdict.uncounted_ops:
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
@@ -347,28 +350,31 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         lines.append("")
     if verdict.failures or verdict.strict_failure:
         lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
-    if verdict.profile.train is not None:
-        lines += [*md.fence(train_step_lines(verdict.profile)), ""]
-    if verdict.profile.serve is not None:
-        lines += [*md.fence(serve_step_lines(verdict.profile)), ""]
-    lines += mermaid_charts(verdict.profile)
+    if verdict.measured is None:
+        return [*lines, "</details>", ""]
+    if verdict.train is not None:
+        lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals)), ""]
+    if verdict.serve is not None:
+        lines += [*md.fence(serve_step_lines(verdict.serve, verdict.measured.totals)), ""]
+    lines += mermaid_charts(verdict.measured)
     return [*lines, "</details>", ""]
 
 
-def top_level_blocks(profile: Profile) -> dict[str, dict[str, int]]:
-    """Params and MACs of each direct child of the model (the model's own work as '(model)')."""
-    blocks: dict[str, dict[str, int]] = {}
-    for row in profile.layers:
-        block = row.path.split(".")[0] if row.path else "(model)"
+def top_level_blocks(measured: BaselineEntry) -> dict[str, dict[str, float]]:
+    """Params and MACs of each direct child of the model (the model's own work as '(model)'), in
+    the model's order."""
+    blocks: dict[str, dict[str, float]] = {}
+    for path, row in measured.layers.items():
+        block = path.split(".")[0]  # the model's own row is named "(model)", which has no dot
         totals = blocks.setdefault(block, {"params": 0, "macs": 0})
-        totals["params"] += row.figures["params"]
-        totals["macs"] += row.figures["macs"]
+        totals["params"] += row.figure("params")
+        totals["macs"] += row.figure("macs")
     return blocks
 
 
-def mermaid_charts(profile: Profile) -> list[str]:
+def mermaid_charts(measured: BaselineEntry) -> list[str]:
     """Where the budget goes: pie charts of the top-level blocks' MACs and params."""
-    blocks = top_level_blocks(profile)
+    blocks = top_level_blocks(measured)
     lines = []
     for metric, title in (("macs", "MACs"), ("params", "Params")):
         slices = [(name, figures[metric]) for name, figures in blocks.items() if figures[metric] > 0]
@@ -383,47 +389,21 @@ def mermaid_charts(profile: Profile) -> list[str]:
 
 
 def to_json(report: Report) -> str:
-    """The report as JSON; its ``models`` entries double as a baseline for ``--netbudget-compare``."""
-    models = {}
-    for verdict in report.verdicts:
-        origin = verdict.result.origin
-        entry: dict[str, Any] = {"origin": origin, "status": verdict.status, "error": verdict.error}
-        if verdict.profile is not None:
-            entry.update(entry_from_profile(verdict.profile, origin))
-            entry["uncounted_ops"] = dict(verdict.uncounted_ops)
-            entry["train"] = verdict.profile.train.to_dict() if verdict.profile.train is not None else None
-            entry["serve"] = verdict.profile.serve.settings_dict() if verdict.profile.serve is not None else None
-            entry["metrics"] = {
-                check.metric: {
-                    "actual": check.actual,
-                    "budget": check.limit,
-                    "baseline": check.baseline,
-                    "reference": check.reference,
-                    "max_increase": check.increase.describe() if check.increase else None,
-                    "status": check.status,
-                }
-                for check in verdict.checks
-            }
-        else:
-            entry.update({"totals": {}, "layers": {}})
-        entry["layer_changes"] = [
-            {"path": item.path, "type": item.type, "kind": item.kind, "old": item.old, "new": item.new}
-            for item in verdict.layer_changes
-        ]
-        entry["verdict"] = verdict.to_dict()
-        models[verdict.name] = entry
+    """The report as JSON: one record per model (``Verdict.to_dict``), which ``netbudget merge``
+    reads back whole and ``--netbudget-compare`` reads as a baseline entry."""
     document = {
-        "schema": SCHEMA,
-        "kind": "netbudget-report",
+        "schema": REPORT_SCHEMA,
+        "kind": REPORT_KIND,
         "generator": f"pytest-netbudget {__version__}",
         "headline": headline(report.verdicts),
-        "removed": list(report.removed),
         "compared_with": report.compared_with,
         "baseline_file": report.baseline_file,
+        "removed": list(report.removed),
         "conflicts": list(report.conflicts),
-        "models": models,
+        "models": {verdict.name: verdict.to_dict() for verdict in sorted(report.verdicts, key=lambda v: v.name)},
     }
-    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+    # Not sort_keys: a model's layers keep the model's order, which its charts follow.
+    return json.dumps(document, indent=2) + "\n"
 
 
 class ReportError(ValueError):
@@ -436,38 +416,50 @@ def merge_reports(documents: dict[str, Any]) -> Report:
     A model in several reports with the same result appears once; with different results it is
     a conflict: the first report's is kept and the conflict is named, never silently overwritten.
     """
+    read: dict[str, dict[str, Verdict]] = {}
     for source, document in documents.items():
-        if not isinstance(document, dict) or document.get("kind") != "netbudget-report":
+        if not isinstance(document, dict) or document.get("kind") != REPORT_KIND:
             raise ReportError(f"{source}: not a netbudget JSON report (--netbudget-report=PATH.json writes one)")
-        if document.get("schema") != SCHEMA:
-            raise ReportError(f"{source}: report schema {document.get('schema')!r}, this version reads {SCHEMA}")
-        for name, entry in document.get("models", {}).items():
-            if "verdict" not in entry:
-                raise ReportError(f"{source}: model {name!r} has no 'verdict' (a report from an older version?)")
+        if document.get("schema") != REPORT_SCHEMA:
+            writer = document.get("generator", "an unknown version")
+            raise ReportError(
+                f"{source}: report schema {document.get('schema')!r}, written by {writer}; this version "
+                f"(pytest-netbudget {__version__}) merges schema {REPORT_SCHEMA}: write the report again with it "
+                "(pytest --netbudget --netbudget-report=PATH.json)"
+            )
+        models = document.get("models")
+        if not isinstance(models, dict):
+            raise ReportError(f"{source}: missing the 'models' table")
+        try:
+            read[source] = {name: Verdict.from_dict(name, record) for name, record in models.items()}
+        except RecordError as error:
+            raise ReportError(f"{source}: {error}") from None
     first = next(iter(documents.values()), {})
     merged = Report(
         compared_with=first.get("compared_with"), baseline_file=first.get("baseline_file", DEFAULT_BASELINE)
     )
-    seen: dict[str, tuple[str, dict[str, Any]]] = {}
-    for source, document in documents.items():
-        merged.removed += [name for name in document.get("removed", []) if name not in merged.removed]
-        for name, entry in document["models"].items():
+    seen: dict[str, tuple[str, Verdict]] = {}
+    for source, verdicts in read.items():
+        merged.removed += [name for name in documents[source].get("removed", []) if name not in merged.removed]
+        for name, verdict in verdicts.items():
             if name not in seen:
-                seen[name] = (source, entry)
-                merged.verdicts.append(Verdict.from_dict(entry["verdict"]))
-            elif seen[name][1]["verdict"] != entry["verdict"]:
-                merged.conflicts.append(_conflict(name, seen[name], (source, entry)))
+                seen[name] = (source, verdict)
+                merged.verdicts.append(verdict)
+            elif seen[name][1].to_dict() != verdict.to_dict():
+                merged.conflicts.append(_conflict(name, seen[name], (source, verdict)))
     merged.verdicts = in_report_order(merged.verdicts)
     merged.removed.sort()
     return merged
 
 
-def _conflict(name: str, first: tuple[str, dict[str, Any]], other: tuple[str, dict[str, Any]]) -> str:
-    (source, entry), (other_source, other_entry) = first, other
+def _conflict(name: str, first: tuple[str, Verdict], other: tuple[str, Verdict]) -> str:
+    (source, verdict), (other_source, other_verdict) = first, other
+    totals = verdict.measured.totals if verdict.measured else {}
+    other_totals = other_verdict.measured.totals if other_verdict.measured else {}
     differ = [
-        f"{metric} {value(metric, entry['totals'].get(metric))} vs {value(metric, other_entry['totals'].get(metric))}"
+        f"{metric} {value(metric, totals.get(metric))} vs {value(metric, other_totals.get(metric))}"
         for metric in metrics.NAMES
-        if entry["totals"].get(metric) != other_entry["totals"].get(metric)
+        if totals.get(metric) != other_totals.get(metric)
     ]
-    what = ", ".join(differ) if differ else f"status {entry['status']} vs {other_entry['status']}"
+    what = ", ".join(differ) if differ else f"status {verdict.status} vs {other_verdict.status}"
     return f"{name} differs between {source} and {other_source} ({what}); this report shows {source}'s"

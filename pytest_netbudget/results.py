@@ -14,6 +14,8 @@ The engine (torch) produces these records and imports this module, never the rev
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
@@ -390,12 +392,14 @@ class Fits:
 
 @dataclass(frozen=True)
 class ServeStep:
-    """How a serving step was run, its memory split, and its two traced calls as profiles of their own.
+    """How a serving step was run, its memory split, the fits line, and its two traced calls as
+    profiles of their own.
 
     ``memory_mb`` splits ``serve_memory_mb`` into ``weights``, ``kv_cache`` and ``activations`` (the
     decode step's peak of live intermediate tensors). ``prefill`` is the forward over ``context``
     tokens at ``batch``; ``decode`` the step of one token per sequence with the cache in place:
-    each with per-layer rows and per-op figures, as the forward's profile.
+    each with per-layer rows and per-op figures, as the forward's profile. Reports keep the step
+    without them (:meth:`settings`): their figures are the profile's totals and rows already.
     """
 
     context: int
@@ -405,14 +409,16 @@ class ServeStep:
     group_size: int | None
     keep: list[str]
     memory_mb: dict[ServePart, float]
-    prefill: Profile
-    decode: Profile
     fits: Fits | None = None
+    prefill: Profile | None = None
+    decode: Profile | None = None
 
-    def settings_dict(self) -> dict[str, Any]:
-        """The settings, the memory split and the fits line: what a report keeps (the prefill's and the
-        decode step's figures are the profile's totals and rows already)."""
-        return {
+    def settings(self) -> ServeStep:
+        """The step without its traced calls: what a verdict and a report keep."""
+        return replace(self, prefill=None, decode=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
             "context": self.context,
             "batch": self.batch,
             "kv_dtype": self.kv_dtype,
@@ -422,9 +428,10 @@ class ServeStep:
             "memory_mb": {str(part): figure for part, figure in self.memory_mb.items()},
             "fits": self.fits.to_dict() if self.fits is not None else None,
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.settings_dict(), "prefill": self.prefill.to_dict(), "decode": self.decode.to_dict()}
+        for name, call in (("prefill", self.prefill), ("decode", self.decode)):
+            if call is not None:
+                data[name] = call.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ServeStep:
@@ -436,9 +443,9 @@ class ServeStep:
             group_size=data["group_size"],
             keep=list(data["keep"]),
             memory_mb={ServePart(part): figure for part, figure in data["memory_mb"].items()},
-            prefill=Profile.from_dict(data["prefill"]),
-            decode=Profile.from_dict(data["decode"]),
             fits=Fits.from_dict(data["fits"]) if data.get("fits") else None,
+            prefill=Profile.from_dict(data["prefill"]) if data.get("prefill") else None,
+            decode=Profile.from_dict(data["decode"]) if data.get("decode") else None,
         )
 
 
@@ -446,3 +453,131 @@ def declared_metrics(record: type) -> tuple[str, ...]:
     """The metric attributes a record class declares, in declaration order (what the test
     compares with the metric table)."""
     return tuple(name for name, value in vars(record).items() if isinstance(value, _MetricAttribute))
+
+
+# --- what the baseline keeps -----------------------------------------------------------------------
+
+#: The origin of a model registered in pyproject.toml; a check from a test has its node id.
+ORIGIN_PYPROJECT = "pyproject.toml"
+
+
+class RecordError(ValueError):
+    """A stored record (a baseline entry, a report's model) that cannot be read; the message gives the
+    JSON path of what is wrong (``models.resnet.layers["fc"].params: expected a finite number``)."""
+
+
+def json_key(name: str) -> str:
+    """One step of a JSON path: ``.resnet`` for a plain name, ``["conv1.0"]`` for any other."""
+    return f".{name}" if name.isidentifier() else f"[{json.dumps(name)}]"
+
+
+def _shown(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _table(data: Any, where: str, what: str = "an object") -> Mapping[str, Any]:
+    if not isinstance(data, dict):
+        raise RecordError(f"{where}: expected {what}, got {_shown(data)}")
+    return data
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise RecordError(f"{where}: expected a string, got {_shown(value)}")
+    return value
+
+
+def _figure(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"{where}: expected a finite number, got {_shown(value)}")
+    return value
+
+
+def _figures(data: Any, where: str) -> dict[str, Any]:
+    return {name: _figure(value, f"{where}{json_key(name)}") for name, value in _table(data, where).items()}
+
+
+def stored_totals(profile: Profile) -> dict[str, float]:
+    """The measured totals as the baseline stores them (MiB to six decimals), so that two
+    identical runs compare equal; a figure that was not measured is left out."""
+    return {
+        name: round(value, 6) if isinstance(value, float) else value
+        for name, value in profile.totals.items()
+        if value is not None
+    }
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One layer as the baseline keeps it: its module type and its figures of ``metrics.LAYER_DIFF``."""
+
+    type: str
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def figure(self, name: str) -> float:
+        return self.figures.get(name, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **self.figures}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> LayerEntry:
+        row = _table(data, where, "an object with 'type' and figures")
+        kind = _text(row.get("type"), f"{where}.type")
+        return cls(kind, _figures({name: value for name, value in row.items() if name != "type"}, where))
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """What the baseline keeps of one model, and what a JSON report holds of it for
+    ``--netbudget-compare``: where it came from (``pyproject.toml`` or a test's node id), its totals
+    as stored, the layers that carry figures (in the model's order; the file sorts them), and the
+    ops it ran that no formula counts.
+
+    A field added here is read and written by :meth:`from_dict` / :meth:`to_dict` alone: the
+    baseline file, the reports and every comparison take the record whole.
+    """
+
+    origin: str = ORIGIN_PYPROJECT
+    totals: dict[str, float] = field(default_factory=dict)
+    layers: dict[str, LayerEntry] = field(default_factory=dict)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, origin: str) -> BaselineEntry:
+        measured = [name for name in metrics.LAYER_DIFF if profile.totals.get(name) is not None]
+        layers = {}
+        for row in profile.layers:
+            figures = {name: row.figures.get(name, 0) for name in measured}
+            if any(figures.values()):
+                layers[row.name] = LayerEntry(row.type, figures)
+        return cls(origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, in the order the baseline file writes it; ``uncounted_ops`` only when there
+        are some (a new one is then a line in review)."""
+        data: dict[str, Any] = {"origin": self.origin, "totals": dict(self.totals)}
+        if self.uncounted_ops:
+            data["uncounted_ops"] = dict(self.uncounted_ops)
+        data["layers"] = {path: row.to_dict() for path, row in self.layers.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> BaselineEntry:
+        """The entry at JSON path ``where``, every field the comparison reads checked, so that a
+        hand-edited or corrupt file is one error naming the path, never a crash later; fields this
+        version does not know are ignored (a newer version's file still compares)."""
+        entry = _table(data, where, "an object with 'totals' and 'layers'")
+        origin = _text(entry.get("origin", ORIGIN_PYPROJECT), f"{where}.origin")
+        totals = _table(entry.get("totals"), f"{where}.totals")
+        layers = _table(entry.get("layers"), f"{where}.layers")
+        uncounted = _table(entry.get("uncounted_ops", {}), f"{where}.uncounted_ops")
+        return cls(
+            origin=origin,
+            totals=_figures(totals, f"{where}.totals"),
+            layers={path: LayerEntry.from_dict(row, f"{where}.layers{json_key(path)}") for path, row in layers.items()},
+            uncounted_ops=_figures(uncounted, f"{where}.uncounted_ops"),
+        )

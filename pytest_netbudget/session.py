@@ -13,11 +13,11 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from . import baseline, budgets, config, devices, files, reports
+from .results import ORIGIN_PYPROJECT, BaselineEntry
 
 REPORT_SUFFIXES = (".md", ".json")
 
@@ -62,9 +62,9 @@ class NetbudgetSession:
         self.pyproject = pyproject
         self.is_worker = is_worker
         self.settings: config.Settings | None = None
-        self.baseline: dict[str, dict[str, Any]] = {}
+        self.baseline: dict[str, BaselineEntry] = {}
         # What the "change" column compares with when it is not the baseline (None: the baseline).
-        self.reference: dict[str, dict[str, Any]] | None = None
+        self.reference: dict[str, BaselineEntry] | None = None
         self.compared_with = "no baseline"
         self.verdicts: list[budgets.Verdict] = []
         self.notes: list[str] = []
@@ -123,7 +123,7 @@ class NetbudgetSession:
         """The baseline file as the user names it: relative to pyproject.toml's directory."""
         return os.path.relpath(self.baseline_path, self.pyproject.parent)
 
-    def _load_baseline(self) -> dict[str, dict[str, Any]]:
+    def _load_baseline(self) -> dict[str, BaselineEntry]:
         """The committed baseline: the gate every model is judged against."""
         self.compared_with = f"{self.baseline_file} as checked out (HEAD)"
         if self.settings is None:
@@ -138,7 +138,7 @@ class NetbudgetSession:
                 f"{error}\nfix the file, or rewrite it from this code with: pytest --netbudget --netbudget-update"
             ) from None
 
-    def _load_reference(self) -> dict[str, dict[str, Any]] | None:
+    def _load_reference(self) -> dict[str, BaselineEntry] | None:
         """The base branch's figures that the reports show the change against, when asked for."""
         compare, base = self.options.compare, self.options.base
         gate = f"the checked-out {self.baseline_file}"
@@ -159,11 +159,6 @@ class NetbudgetSession:
         try:
             found = baseline.at_revision(base, self.baseline_path)
         except baseline.BaselineError as error:
-            if compare:
-                # Not ours to rewrite: --netbudget-update writes the baseline, never this file.
-                raise pytest.UsageError(
-                    f"--netbudget-compare={compare}: {error}; pass a JSON report written by --netbudget-report"
-                ) from None
             raise pytest.UsageError(str(error)) from None
         there = " (no baseline there: every model is new)" if found is None else ""
         self.compared_with = f"{self.baseline_file} at {base}{there}; budgets and max_increase: {gate}"
@@ -185,23 +180,11 @@ class NetbudgetSession:
     def judge(self, result: budgets.Result) -> budgets.Verdict:
         """A result against its limits and its baseline entry, with the layers that changed; the
         change shown against the base branch when one was given."""
-        fresh = baseline.entry_from_profile(result.profile, result.origin) if result.profile is not None else None
-        previous = self.baseline.get(result.name)
-        verdict = budgets.judge(
-            result,
-            previous["totals"] if previous is not None else None,
-            # An update run accepts growth: its figures become the new baseline (budgets still apply).
-            accept_growth=self.options.update,
-            layer_changes=baseline.layer_diff(previous, fresh) if previous and fresh else [],
-        )
+        # An update run accepts growth: its figures become the new baseline (budgets still apply).
+        verdict = budgets.judge(result, self.baseline.get(result.name), accept_growth=self.options.update)
         if self.reference is None:
             return verdict
-        other = self.reference.get(result.name)
-        return budgets.compared_with(
-            verdict,
-            other["totals"] if other is not None else None,
-            baseline.layer_diff(other, fresh) if other and fresh else [],
-        )
+        return budgets.compared_with(verdict, self.reference.get(result.name))
 
     def claim(self, name: str, origin: str) -> str | None:
         """Take ``name`` for the check of test ``origin``; the problem when it is not free: the
@@ -218,7 +201,7 @@ class NetbudgetSession:
         another test took in another pytest-xdist worker is kept as an error of its own."""
         if self.is_worker:
             return
-        if result.origin != budgets.ORIGIN_PYPROJECT and result.error is None:
+        if result.origin != ORIGIN_PYPROJECT and result.error is None:
             problem = self.claim(result.name, result.origin)
             if problem:
                 result = budgets.Result(name=conflicting_name(result), origin=result.origin, error=problem)
@@ -229,7 +212,7 @@ class NetbudgetSession:
     def _registered_names(self) -> set[str]:
         return {spec.name for spec in self.settings.models} if self.settings else set()
 
-    def removed_models(self, entries: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    def removed_models(self, entries: dict[str, BaselineEntry] | None = None) -> list[str]:
         """Registered models that have an entry (in ``entries``, by default the baseline read at
         the start) but are no longer in pyproject.toml.
 
@@ -239,7 +222,7 @@ class NetbudgetSession:
         return sorted(
             name
             for name, entry in (self.baseline if entries is None else entries).items()
-            if name not in present and entry.get("origin", budgets.ORIGIN_PYPROJECT) == budgets.ORIGIN_PYPROJECT
+            if name not in present and entry.origin == ORIGIN_PYPROJECT
         )
 
     def baseline_mismatches(self) -> list[str]:
@@ -247,13 +230,13 @@ class NetbudgetSession:
         figures differ (either direction); registered models it still lists are ``removed_models``."""
         problems = []
         for verdict in self.verdicts:
-            if verdict.profile is None:
+            if verdict.measured is None:
                 continue
             entry = self.baseline.get(verdict.name)
             if entry is None:
                 problems.append(f"{verdict.name} has no entry")
                 continue
-            differ = baseline.differences(entry, baseline.entry_from_profile(verdict.profile, verdict.result.origin))
+            differ = baseline.differences(entry, verdict.measured)
             if differ:
                 problems.append(f"{verdict.name}'s {', '.join(differ)} differ")
         return problems
@@ -345,11 +328,7 @@ class NetbudgetSession:
         """Merge this run's entries into the file as it is now, under its lock: parallel updates
         (``-k`` shards) each add theirs; models that failed or did not run keep their entries."""
         target = self.baseline_path
-        fresh = {
-            verdict.name: baseline.entry_from_profile(verdict.profile, verdict.result.origin)
-            for verdict in self.verdicts
-            if verdict.profile is not None
-        }
+        fresh = {verdict.name: verdict.measured for verdict in self.verdicts if verdict.measured is not None}
         try:
             with files.locked(target, "the baseline"):
                 try:

@@ -203,7 +203,7 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
     assert "<summary><code>conv</code>" not in markdown  # unchanged and passing: no section
 
     report = json.loads((pytester.path / "out" / "report.json").read_text(encoding="utf-8"))
-    assert report["schema"] == 1
+    assert report["schema"] == 2
     assert report["models"]["tiny"]["totals"]["params"] == 66
     assert report["models"]["tiny"]["status"] == "grew"
     assert report["models"]["tiny"]["metrics"]["params"]["baseline"] == 55

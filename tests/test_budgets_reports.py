@@ -8,7 +8,16 @@ import pytest
 
 from pytest_netbudget import baseline, budgets, reports
 from pytest_netbudget.config import Increase
-from pytest_netbudget.results import Profile
+from pytest_netbudget.results import BaselineEntry, ChangeKind, LayerEntry, Profile
+
+
+def entry(data: dict) -> BaselineEntry:
+    """A baseline entry as the file holds it (validated as when read)."""
+    return BaselineEntry.from_dict(data, "test")
+
+
+def entry_of(profile: Profile) -> BaselineEntry:
+    return BaselineEntry.from_profile(profile, "pyproject.toml")
 
 
 def row(path: str, type_: str, params: int = 0, macs: int = 0, flops: int = 0) -> dict:
@@ -64,18 +73,15 @@ NET = make_profile(
 
 
 def evaluate(name, profile, limits, baseline=None, max_increase=None, strict=False):
-    """judge() on a result made of these parts."""
+    """judge() on a result made of these parts; ``baseline``: the baseline's totals."""
     result = budgets.Result(name, limits=limits, max_increase=max_increase or {}, strict=strict, profile=profile)
-    return budgets.judge(result, baseline)
+    return budgets.judge(result, BaselineEntry(totals=baseline) if baseline is not None else None)
 
 
 def result_for(profile, limits=None, base=None, increase=None, strict=False, name="net"):
     """A verdict as the session makes it: judged against a baseline entry, with the layer diff."""
     result = budgets.Result(name, limits=limits or {}, max_increase=increase or {}, strict=strict, profile=profile)
-    changes = None
-    if base is not None:
-        changes = baseline.layer_diff(base, baseline.entry_from_profile(profile, "pyproject.toml"))
-    return budgets.judge(result, base["totals"] if base else None, layer_changes=changes)
+    return budgets.judge(result, base)
 
 
 def broken_result(name, error):
@@ -173,7 +179,7 @@ def test_failure_text_growth_with_layer_diff():
     old = make_profile(
         row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000), row("out", "Linear", 15_700, 15_680, 31_370)
     )
-    base = baseline.entry_from_profile(old, "pyproject.toml")
+    base = entry_of(old)
     result = result_for(NET, {"params": 100_000}, base=base, increase={"params": Increase(fraction=0.01)})
     assert result.status == "grew"
     lines = reports.failure_text(result).splitlines()
@@ -201,9 +207,10 @@ def test_failure_text_error():
 
 
 def test_largest_layers_line():
-    assert reports.largest_layers_line(NET) == "largest layers by params: out (Linear) 15.7k, conv (Conv2d) 12.8k"
-    assert reports.largest_layers_line(NET, "macs", 1) == "largest layers by macs: conv (Conv2d) 2.00M"
-    assert reports.largest_layers_line(make_profile(row("a", "ReLU"))) == ""
+    net = entry_of(NET)
+    assert reports.largest_layers_line(net) == "largest layers by params: out (Linear) 15.7k, conv (Conv2d) 12.8k"
+    assert reports.largest_layers_line(net, "macs", 1) == "largest layers by macs: conv (Conv2d) 2.00M"
+    assert reports.largest_layers_line(entry_of(make_profile(row("a", "ReLU")))) == ""
 
 
 # --- reports: summary, Markdown, JSON ------------------------------------------------------------------
@@ -226,7 +233,7 @@ def test_summary_lines():
 
 
 def test_summary_shows_change_against_baseline():
-    base = {"totals": {"params": 26_600, "macs": 2_015_680}, "layers": {}}
+    base = entry({"totals": {"params": 26_600, "macs": 2_015_680}, "layers": {}})
     result = result_for(NET, {}, base=base)
     lines = reports.summary_lines([result])
     assert lines[2].split() == ["net", "params", "28.9k", "-", "+2.3k", "(+8.6%)", "pass"]
@@ -235,8 +242,8 @@ def test_summary_shows_change_against_baseline():
 
 def test_markdown_report():
     old = make_profile(row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000), row("out", "Linear", 10_000, 10_000, 0))
-    changed = result_for(NET, {"params": 25_000}, base=baseline.entry_from_profile(old, "pyproject.toml"))
-    same = result_for(NET, {}, base=baseline.entry_from_profile(NET, "pyproject.toml"), name="same")
+    changed = result_for(NET, {"params": 25_000}, base=entry_of(old))
+    same = result_for(NET, {}, base=entry_of(NET), name="same")
     new = result_for(NET, {}, name="fresh")
     text = reports.markdown(reports.Report([changed, same, new], removed=["gone"]))
     lines = text.splitlines()
@@ -270,44 +277,33 @@ def test_markdown_error_section():
 
 
 def test_json_report_doubles_as_baseline(tmp_path):
-    base = baseline.entry_from_profile(
-        make_profile(row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000)), "pyproject.toml"
-    )
+    base = entry_of(make_profile(row("conv", "Conv2d", 12_800, 2_000_000, 4_000_000)))
     text = reports.to_json(reports.Report([result_for(NET, {"params": 25_000}, base=base)], removed=["gone"]))
     assert text.endswith("}\n")
     data = json.loads(text)
-    assert data["schema"] == 1
+    assert data["schema"] == 2
     assert data["kind"] == "netbudget-report"
     assert data["removed"] == ["gone"]
     net = data["models"]["net"]
     assert net["status"] == "over"
     assert net["totals"]["params"] == 28_900
-    assert net["metrics"]["params"] == {
-        "actual": 28_900,
-        "budget": 25_000,
-        "baseline": 12_800,
-        "reference": 12_800,
-        "max_increase": None,
-        "status": "over",
-    }
+    # the figure is in the totals; the reference is written only where it is not the baseline's
+    assert net["metrics"]["params"] == {"budget": 25_000, "baseline": 12_800, "max_increase": None, "status": "over"}
     assert [change["path"] for change in net["layer_changes"]] == ["out", "norm", "act"]
     path = tmp_path / "report.json"
     path.write_text(text, encoding="utf-8")
-    assert baseline.load(path)["net"]["layers"]["out"] == {
-        "type": "Linear",
-        "params": 15_700,
-        "macs": 15_680,
-        "flops": 31_370,
-    }
+    assert baseline.load(path)["net"].layers["out"] == LayerEntry(
+        "Linear", {"params": 15_700, "macs": 15_680, "flops": 31_370}
+    )
 
 
 # --- baseline.py ------------------------------------------------------------------------------------------
 
 
 def test_entry_from_profile_keeps_rows_with_figures():
-    entry = baseline.entry_from_profile(NET, "pyproject.toml")
-    assert entry["origin"] == "pyproject.toml"
-    assert entry["totals"] == {
+    net = entry_of(NET)
+    assert net.origin == "pyproject.toml"
+    assert net.totals == {
         "params": 28_900,
         "trainable_params": 28_900,
         "buffers": 0,
@@ -316,34 +312,24 @@ def test_entry_from_profile_keeps_rows_with_figures():
         "flops": 4_032_870,
         "activations_mb": 0.25,
     }
-    assert list(entry["layers"]) == ["conv", "out", "norm", "act"]  # the empty model row is left out
+    assert list(net.layers) == ["conv", "out", "norm", "act"]  # the empty model row is left out
     model_work = make_profile(row("a", "Linear", 1, 1, 2), own=row("", "Net", flops=7))
-    assert baseline.entry_from_profile(model_work, "pyproject.toml")["layers"]["(model)"] == {
-        "type": "Net",
-        "params": 0,
-        "macs": 0,
-        "flops": 7,
-    }
+    assert entry_of(model_work).layers["(model)"].to_dict() == {"type": "Net", "params": 0, "macs": 0, "flops": 7}
 
 
 def test_entry_rounds_floats():
-    entry = baseline.entry_from_profile(
-        make_profile(row("a", "Linear", 1, 1, 2), size_mb=0.1234567891), "pyproject.toml"
-    )
-    assert entry["totals"]["size_mb"] == 0.123457
+    assert entry_of(make_profile(row("a", "Linear", 1, 1, 2), size_mb=0.1234567891)).totals["size_mb"] == 0.123457
 
 
 def test_dumps_is_sorted_one_layer_per_line_and_stable():
     models = {
-        "zeta": baseline.entry_from_profile(NET, "pyproject.toml"),
-        "alpha": baseline.entry_from_profile(
-            make_profile(row("b", "Linear", 2, 2, 4), row("a", "Conv2d", 1, 1, 2)), "pyproject.toml"
-        ),
+        "zeta": entry_of(NET),
+        "alpha": entry_of(make_profile(row("b", "Linear", 2, 2, 4), row("a", "Conv2d", 1, 1, 2))),
     }
     text = baseline.dumps(models)
     assert text == baseline.dumps(dict(reversed(models.items())))
     assert text.endswith("}\n")
-    assert json.loads(text) == {"schema": 1, "models": models}
+    assert json.loads(text) == {"schema": 1, "models": {name: item.to_dict() for name, item in models.items()}}
     lines = text.splitlines()
     assert lines[:4] == ["{", '  "schema": 1,', '  "models": {', '    "alpha": {']
     assert '        "a": {"flops": 2, "macs": 1, "params": 1, "type": "Conv2d"},' in lines
@@ -361,7 +347,7 @@ def test_dumps_is_sorted_one_layer_per_line_and_stable():
 def test_load_round_trip_and_missing_file(tmp_path):
     path = tmp_path / "b.json"
     assert baseline.load(path) == {}
-    models = {"net": baseline.entry_from_profile(NET, "pyproject.toml")}
+    models = {"net": entry_of(NET)}
     baseline.update(path, models, {})
     assert baseline.load(path) == models
 
@@ -402,36 +388,37 @@ def test_load_rejects_binary(tmp_path):
 
 def test_update_keeps_models_not_in_this_run(tmp_path):
     path = tmp_path / "b.json"
-    old = {"a": {"totals": {"params": 1}, "layers": {}}, "b": {"totals": {"params": 2}, "layers": {}}}
-    baseline.update(path, {"b": {"totals": {"params": 3}, "layers": {}}}, old)
-    assert baseline.load(path) == {
-        "a": {"origin": "pyproject.toml", "totals": {"params": 1}, "layers": {}},
-        "b": {"origin": "pyproject.toml", "totals": {"params": 3}, "layers": {}},
-    }
+    old = {"a": BaselineEntry(totals={"params": 1}), "b": BaselineEntry(totals={"params": 2})}
+    baseline.update(path, {"b": BaselineEntry(totals={"params": 3})}, old)
+    assert baseline.load(path) == {"a": BaselineEntry(totals={"params": 1}), "b": BaselineEntry(totals={"params": 3})}
 
 
 def test_layer_diff_kinds_and_order():
-    old = {
-        "totals": {"params": 10_000, "macs": 1_000_000},
-        "layers": {
-            "a": {"type": "Linear", "params": 100, "macs": 100, "flops": 200},
-            "b": {"type": "Linear", "params": 5_000, "macs": 5_000, "flops": 10_000},
-            "gone": {"type": "Conv2d", "params": 1_000, "macs": 500_000, "flops": 1_000_000},
-            "same": {"type": "ReLU", "params": 0, "macs": 0, "flops": 50},
-            "retyped": {"type": "ReLU", "params": 0, "macs": 0, "flops": 10},
-        },
-    }
-    new = {
-        "totals": {"params": 12_000, "macs": 600_000},
-        "layers": {
-            "a": {"type": "Linear", "params": 200, "macs": 200, "flops": 400},  # +100: 1% of params
-            "b": {"type": "Linear", "params": 8_000, "macs": 8_000, "flops": 16_000},  # +3000: 25% of params
-            "same": {"type": "ReLU", "params": 0, "macs": 0, "flops": 50},
-            "retyped": {"type": "GELU", "params": 0, "macs": 0, "flops": 10},
-            "new": {"type": "Linear", "params": 2_400, "macs": 0, "flops": 0},  # 20% of params
-        },
-    }
-    changes = baseline.layer_diff(old, new)
+    old = entry(
+        {
+            "totals": {"params": 10_000, "macs": 1_000_000},
+            "layers": {
+                "a": {"type": "Linear", "params": 100, "macs": 100, "flops": 200},
+                "b": {"type": "Linear", "params": 5_000, "macs": 5_000, "flops": 10_000},
+                "gone": {"type": "Conv2d", "params": 1_000, "macs": 500_000, "flops": 1_000_000},
+                "same": {"type": "ReLU", "params": 0, "macs": 0, "flops": 50},
+                "retyped": {"type": "ReLU", "params": 0, "macs": 0, "flops": 10},
+            },
+        }
+    )
+    new = entry(
+        {
+            "totals": {"params": 12_000, "macs": 600_000},
+            "layers": {
+                "a": {"type": "Linear", "params": 200, "macs": 200, "flops": 400},  # +100: 1% of params
+                "b": {"type": "Linear", "params": 8_000, "macs": 8_000, "flops": 16_000},  # +3000: 25% of params
+                "same": {"type": "ReLU", "params": 0, "macs": 0, "flops": 50},
+                "retyped": {"type": "GELU", "params": 0, "macs": 0, "flops": 10},
+                "new": {"type": "Linear", "params": 2_400, "macs": 0, "flops": 0},  # 20% of params
+            },
+        }
+    )
+    changes = budgets.layer_diff(old, new)
     # gone: 500k of 1M MACs = 50%; b: 25%; new: 20%; a: 1%; retyped: nothing, ties sorted by path
     assert [(change.path, change.kind) for change in changes] == [
         ("gone", "removed"),
@@ -441,16 +428,23 @@ def test_layer_diff_kinds_and_order():
         ("retyped", "resized"),
     ]
     gone, b, added = changes[:3]
-    assert (gone.type, gone.old["params"], gone.new) == ("Conv2d", 1_000, None)
-    assert (b.old["params"], b.new["params"], b.delta("params"), b.delta("macs")) == (5_000, 8_000, 3_000, 3_000)
+    assert (gone.type, gone.old.figures["params"], gone.new) == ("Conv2d", 1_000, None)
+    assert (b.old.figures["params"], b.new.figures["params"]) == (5_000, 8_000)
+    assert (b.delta("params"), b.delta("macs")) == (3_000, 3_000)
     assert (added.old, added.delta("params")) == (None, 2_400)
     assert changes[-1].type == "GELU"
-    assert baseline.layer_diff(old, old) == []
+    assert budgets.layer_diff(old, old) == []
 
 
 def test_layer_diff_lines_limit():
     changes = [
-        baseline.LayerChange(f"l{i:02d}", "Linear", "added", None, {"params": 12 - i, "macs": 0, "flops": 0})
+        budgets.LayerChange(
+            f"l{i:02d}",
+            "Linear",
+            ChangeKind.ADDED,
+            None,
+            LayerEntry("Linear", {"params": 12 - i, "macs": 0, "flops": 0}),
+        )
         for i in range(12)
     ]
     lines = reports.layer_diff_lines(changes, limit=10)
@@ -481,12 +475,12 @@ def test_mermaid_charts_by_top_level_block():
         row("enc.1", "Linear", 5, 50, 100),
         row("head", "Linear", 3, 0, 0),
     )
-    assert reports.top_level_blocks(profile) == {
-        "(model)": {"params": 0, "macs": 0},
+    # from the entry: the model's own row and enc's, which carry no figure, are not in it
+    assert reports.top_level_blocks(entry_of(profile)) == {
         "enc": {"params": 15, "macs": 150},
         "head": {"params": 3, "macs": 0},
     }
-    lines = reports.mermaid_charts(profile)
+    lines = reports.mermaid_charts(entry_of(profile))
     assert lines == [
         "```mermaid",
         "pie showData title MACs by block",

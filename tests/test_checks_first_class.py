@@ -58,7 +58,7 @@ def test_a_check_grows_past_the_top_level_max_increase_and_says_what_to_do(pytes
     report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
     (model,) = report["models"].values()
     assert model["status"] == "grew"
-    assert model["metrics"]["params"]["max_increase"] == "2%"
+    assert model["metrics"]["params"]["max_increase"] == {"fraction": 0.02}
 
 
 @pytest.mark.parametrize(

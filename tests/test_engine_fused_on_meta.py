@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend
 
 from pytest_netbudget import profile
-from pytest_netbudget.engine.fused_on_meta import cpu_takes_flash
+from pytest_netbudget.engine.fused_on_meta import cpu_sdp_choice
 
 
 class Attention(nn.Module):
@@ -28,33 +28,20 @@ CASES = {
     "dropout": ((q(1, 2, 8, 16), q(1, 2, 8, 16), q(1, 2, 8, 16)), {"dropout_p": 0.1}),
     "float64": ((q(1, 2, 8, 16, dtype=torch.float64),) * 3, {}),
     "bfloat16": ((q(1, 2, 8, 16, dtype=torch.bfloat16),) * 3, {}),
-    "grouped-query": ((q(1, 4, 8, 16), q(1, 2, 8, 16), q(1, 2, 8, 16)), {"enable_gqa": True}),
-    "grouped-query, one key head": ((q(1, 4, 1, 16), q(1, 1, 9, 16), q(1, 1, 9, 16)), {"enable_gqa": True}),
-    "grouped-query, equal heads": ((q(1, 2, 8, 16),) * 3, {"enable_gqa": True}),
+    "grouped-query": ((q(2, 4, 16, 8), q(2, 2, 16, 8), q(2, 2, 16, 8)), {"enable_gqa": True}),
+    "heads differ without enable_gqa": ((q(2, 4, 16, 8), q(2, 2, 16, 8), q(2, 2, 16, 8)), {}),
+    "key's last stride is not 1": ((q(1, 2, 8, 16), q(1, 2, 16, 8).transpose(-1, -2), q(1, 2, 8, 16)), {}),
+    "boolean mask": ((q(1, 2, 8, 16),) * 3, {"attn_mask": torch.ones(8, 8, dtype=torch.bool)}),
+    "empty sequence": ((q(1, 2, 0, 16),) * 3, {}),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_flash_rule_agrees_with_cpus_own_choice(case):
-    (query, key, value), kwargs = CASES[case]
-    chosen = SDPBackend(torch._fused_sdp_choice(query, key, value, **kwargs))
-    expected = chosen == SDPBackend.FLASH_ATTENTION
-    assert cpu_takes_flash(query, key, value, kwargs.get("dropout_p", 0.0), kwargs.get("enable_gqa", False)) is expected
-
-
-def test_grouped_query_attention_figures_equal_on_cpu_and_meta():
-    """transformers' sdpa path passes enable_gqa=True for every GQA model (Llama, Mistral, Qwen2), and
-    CPU takes its flash kernel then: output 2*4*16*8 floats + logsumexp 2*4*16 floats = 4096 + 512
-    bytes, where the math path would also hold the 2*4*16*16 scores and repeat the keys and values."""
-
-    class Grouped(nn.Module):
-        def forward(self, query, key, value):
-            return F.scaled_dot_product_attention(query, key, value, is_causal=True, enable_gqa=True)
-
-    query, key = q(2, 4, 16, 8), q(2, 2, 16, 8)
-    for device in ("cpu", "meta"):
-        p = profile(Grouped(), (query, key, key), device=device)
-        assert p.activations_mb * 2**20 == 4096 + 512, device
+def test_the_choice_on_meta_is_cpus_own(case):
+    tensors, kwargs = CASES[case]
+    expected = SDPBackend(torch._fused_sdp_choice(*tensors, **kwargs))
+    on_meta = {name: value.to("meta") if isinstance(value, torch.Tensor) else value for name, value in kwargs.items()}
+    assert cpu_sdp_choice(*(tensor.to("meta") for tensor in tensors), **on_meta) == expected
 
 
 def test_causal_attention_on_meta_holds_no_score_matrix():
@@ -85,3 +72,72 @@ def test_unfused_shapes_still_run_the_math_path_on_meta():
     meta = profile(Attention(), (query, key, value), device="meta")
     assert (cpu.macs, cpu.flops, cpu.activations_mb) == (meta.macs, meta.flops, meta.activations_mb)
     assert meta.macs == 1 * 2 * 8 * 8 * (16 + 32)
+
+
+class GroupedQueryAttention(nn.Module):
+    """B=2, 4 query heads over 2 KV heads, T=16, head size 8, as weights so that all three get gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Parameter(torch.randn(2, 4, 16, 8))
+        self.k = nn.Parameter(torch.randn(2, 2, 16, 8))
+        self.v = nn.Parameter(torch.randn(2, 2, 16, 8))
+
+    def forward(self, unused: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(self.q, self.k, self.v, enable_gqa=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_grouped_query_attention_trains_as_the_fused_kernel_counts_it(device):
+    """By hand, B*Hq = 8 query heads, L = S = 16, E = Ev = 8; 8*16*16 = 2,048 scores:
+      forward: MACs 8*16*16*(8 + 8) = 32,768 -> 65,536 FLOPs; q and k scaled, per query head,
+        8*(16 + 16)*8 = 2,048; softmax 3 per score, 6,144: 73,728
+      loss: the sum of the 2*4*16*8 = 1,024 outputs: 1,024
+      backward: dQ, dK, dV and dS, twice the forward's MACs, 65,536 -> 131,072 FLOPs; softmax
+        backward 4 per score, 8,192; the scaling again, 2,048: 141,312
+      total 216,064 (optimizer none).
+    Each KV head serves g = 2 query heads. Its gradient, dK_j = sum over its query heads h of
+    dS_h^T Q_h, is ONE product whose inner dimension runs over the g*L rows of those heads:
+    g*L multiply-adds per element, which the per-query-head MACs above already count, additions
+    included. PyTorch's math path (meta before: 218,112) runs it as g products into copies of K
+    and V and then sums the copies, 1 FLOP per copied element, 2*(2*4*16*8) = 2,048 more: the same
+    arithmetic (g*L multiplies, g*L - 1 additions per element) with the additions counted twice.
+    CPU's flash kernel takes grouped-query attention whole, and so does meta now: 216,064."""
+    p = profile(GroupedQueryAttention(), torch.zeros(1), device=device, train=True, optimizer="none")
+    assert p.macs == 32_768
+    assert p.flops == 73_728
+    assert p.train_macs == 3 * 32_768
+    assert p.train_flops == 216_064
+
+
+class SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(16, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def test_multihead_attention_takes_its_fast_path_on_meta_as_on_cpu():
+    """In eval mode nn.MultiheadAttention runs as one fused op on CPU, which keeps nothing but its
+    output alive: 2x10x16 floats = 1,280 bytes. On meta it took its unfused path (projections,
+    score matrix, out-projection) and peaked higher."""
+    model, x = SelfAttention(), torch.randn(2, 10, 16)
+    cpu, meta = profile(model, x, device="cpu"), profile(model, x, device="meta")
+    for p in (cpu, meta):
+        assert p.activations_mb * 2**20 == 2 * 10 * 16 * 4, p.device
+        assert list(p.layers[1].ops) == ["aten._native_multi_head_attention"], p.device
+    assert cpu.layers == meta.layers  # rows, shapes (no weights returned), bytes read and written
+
+
+def test_multihead_attention_trains_alike_on_cpu_and_meta():
+    """In training the unfused path calls F.scaled_dot_product_attention, which CPU runs as its flash
+    kernel; meta ran the math path for calls from inside nn.MultiheadAttention and kept its scores."""
+    torch.manual_seed(0)
+    model, x = SelfAttention(), torch.randn(2, 10, 16)
+    cpu = profile(model, x, device="cpu", train=True)
+    meta = profile(model, x, device="meta", train=True)
+    assert (cpu.train_macs, cpu.train_flops) == (meta.train_macs, meta.train_flops)
+    assert cpu.train.memory_mb == meta.train.memory_mb
+    assert cpu.train_memory_mb == meta.train_memory_mb

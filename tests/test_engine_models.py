@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import reference_models
 import torch
-from engine_helpers import profile_both
+import torch.nn.functional as F
+from engine_helpers import Call, profile_both
 from reference_models import ConvNeXtBlock, PackedGRUTagger
 from torch import nn
 
@@ -131,13 +132,44 @@ def test_reference_zoo_has_no_uncounted_op(name: str):
 
 
 @pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
-def test_nested_tensor_input_is_recorded_by_its_padded_shape():
+def test_nested_tensor_input_is_recorded_by_its_padded_shape_and_counted_per_sequence():
     """Sequences of lengths 3 and 5 of width 4: shapes as the padded [2, 5, 4]. Linear runs its
-    nested kernel whole (no dense decomposition exists for it): listed as uncounted, never a silent
-    zero; the ReLU counts its 8 x 2 real elements."""
+    nested kernel whole (no dense decomposition exists for it) and is counted sequence by sequence:
+    (3 + 5) rows x 4 x 2 = 64 MACs, its bias 8 x 2 FLOPs; the ReLU counts its 8 x 2 real elements."""
     nested = torch.nested.nested_tensor([torch.randn(3, 4), torch.randn(5, 4)])
     p = profile(nn.Sequential(nn.Linear(4, 2), nn.ReLU()), (nested,), device="cpu")
     rows = {row.path: row for row in p.layers}
     assert rows["0"].input_shapes == [[2, 5, 4]] and rows["0"].output_shapes == [[2, 5, 2]]
-    assert p.uncounted_ops == {"aten.linear": 1}
-    assert p.flops == ELEMENTWISE_COST * 8 * 2
+    assert p.uncounted_ops == {}
+    assert p.macs == 8 * 4 * 2
+    assert p.flops == 2 * 64 + 8 * 2 + ELEMENTWISE_COST * 8 * 2
+
+
+def jagged(*lengths: int, width: tuple[int, ...] = (16,)) -> torch.Tensor:
+    return torch.nested.nested_tensor([torch.randn(length, *width) for length in lengths], layout=torch.jagged)
+
+
+def test_linear_on_a_jagged_nested_tensor():
+    """A jagged tensor (``layout=torch.jagged``) of sequences of 3 and 5 rows of 16 through
+    Linear(16, 8): (3 + 5) x 16 x 8 = 1,024 MACs, 2,048 FLOPs + 64 for the bias, on cpu and meta;
+    its shape is recorded as the padded [2, 5, 16]. (It crashed: "operator prim::layout does not exist".)"""
+    for device in ("cpu", "meta"):
+        p = profile(nn.Linear(16, 8), jagged(3, 5), device=device)
+        assert (p.macs, p.flops, p.uncounted_ops) == (1024, 2048 + 64, {}), device
+        assert p.inputs == [[2, 5, 16]] and p.layers[0].output_shapes == [[2, 5, 8]]
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+def test_attention_on_jagged_sequences_counts_each_sequence_by_its_length():
+    """PyTorch's own expected figure (test_flop_counter's nested attention): 8 heads of 64 over
+    sequences of 32, 64, 96 and 128 tokens, QK^T and AV per sequence, 2 * 8 * 64 * (32^2 + 64^2 +
+    96^2 + 128^2) = 31,457,280 MACs, not the padded 4 x 128^2 (CPU runs PyTorch's math path, which
+    multiplies strided nested tensors)."""
+
+    def heads() -> torch.Tensor:
+        return jagged(32, 64, 96, 128, width=(8, 64)).transpose(1, 2)
+
+    attention = Call(lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v))
+    p = profile(attention, (heads(), heads(), heads()), device="cpu")
+    assert p.macs == 2 * 8 * 64 * (32**2 + 64**2 + 96**2 + 128**2) == 31_457_280
+    assert p.uncounted_ops == {}

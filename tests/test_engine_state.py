@@ -129,3 +129,136 @@ def test_one_model_profiled_from_several_threads():
         thread.join()
     assert results == [expected] * 8
     assert [module.training for module in model.modules()] == [True, True, True, False, False, False]
+
+
+class Remembering(nn.Module):
+    """A forward that assigns to its module in the ways real models do: a position table made on
+    first use on the input's device, a call counter, the last input cached, a scale reassigned,
+    a history list appended to, a plain tensor written in place and a buffer registered on first use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.pos = None
+        self.calls = 0
+        self.scale = 1.0
+        self.history: list[int] = []
+        self.running = torch.zeros(4)  # neither a parameter nor a buffer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.pos is None:
+            self.pos = torch.arange(x.shape[-1], device=x.device, dtype=x.dtype)
+        self.last = x.detach()
+        self.scale = self.scale * 2
+        self.history.append(self.calls)
+        self.running.add_(x.sum(0))
+        if "seen" not in self._buffers:
+            self.register_buffer("seen", torch.ones(1, device=x.device))
+        return self.fc(x) * self.scale + self.pos
+
+
+def test_every_attribute_a_forward_assigns_is_put_back():
+    """After each profile (cpu, meta, a training step) the module is as built: no meta position
+    table (a plain CPU forward runs), the counter at 0, no cached input, the scale at 1, the same
+    empty history list, the plain tensor at zeros, no buffer added. Every profile gives the figure
+    of the first: on [3, 4], the linear layer 2*3*4*4 + 12 (bias) = 108 FLOPs, the scale's product
+    12, the positions' sum 12, x.sum(0) 12 (1 per input element) and running.add_ 4: 148."""
+    model = Remembering()
+    history, running = model.history, model.running
+    for device, train in (("cpu", False), ("meta", False), ("cpu", True), ("meta", True), ("cpu", False)):
+        p = profile(model, torch.randn(3, 4), device=device, train=train, optimizer="sgd")
+        assert p.flops == 148, (device, train)
+        assert model.pos is None and model.calls == 0 and model.scale == 1.0, (device, train)
+        assert model.history is history and history == [], (device, train)
+        assert model.running is running and torch.equal(running, torch.zeros(4)), (device, train)
+        assert not hasattr(model, "last") and "seen" not in model._buffers, (device, train)
+    model(torch.randn(3, 4))  # the plain forward after a meta profile: a CPU position table
+    assert model.pos.device.type == "cpu" and model.calls == 1
+
+
+def test_attribute_replaced_and_container_emptied_are_put_back():
+    """A forward that replaces a list attribute, empties a dict in place and deletes an attribute."""
+
+    class Rewriting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+            self.sizes = [1, 2]
+            self.cache = {"a": torch.ones(1)}
+            self.flag = True
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.sizes = [3]
+            self.cache.clear()
+            del self.flag
+            return self.fc(x)
+
+    model = Rewriting()
+    sizes, cache, entry = model.sizes, model.cache, model.cache["a"]
+    for device in ("cpu", "meta"):
+        profile(model, torch.randn(1, 2), device=device)
+        assert model.sizes is sizes and sizes == [1, 2]
+        assert model.cache is cache and cache == {"a": entry} and model.flag is True
+
+
+def _infer_scale(feature: torch.Tensor, image_size: tuple[int, int]) -> float:
+    """The feature map's scale against the image, rounded to a power of 2, as torchvision's
+    poolers infer it: log2 and round on a tensor for each of the two sizes."""
+    scales = [
+        2 ** float(torch.tensor(size / full).log2().round()) for size, full in zip(feature.shape[-2:], image_size)
+    ]
+    return scales[0]
+
+
+class LevelMapper:
+    """torchvision's LevelMapper: the pyramid level of each box from its area (FPN, eq. 1):
+    floor(4 + log2(sqrt(area) / 224)), clamped to the levels the feature maps have."""
+
+    def __init__(self, k_min: int, k_max: int) -> None:
+        self.k_min, self.k_max = k_min, k_max
+
+    def __call__(self, boxes: torch.Tensor) -> torch.Tensor:
+        side = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        level = torch.floor(4 + torch.log2(side / 224) + 1e-6)
+        return torch.clamp(level, min=self.k_min, max=self.k_max).to(torch.int64) - self.k_min
+
+
+class MultiScalePooler(nn.Module):
+    """The pattern of torchvision's MultiScaleRoIAlign (torchvision has no usable build here):
+    ``scales`` and ``map_levels`` are None until the first forward works them out from the
+    feature maps' sizes and keeps them. The pooling is a mean per map, taken at each box's level."""
+
+    def __init__(self, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.scales: list[float] | None = None
+        self.map_levels: LevelMapper | None = None
+
+    def forward(self, features: list[torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
+        if self.scales is None:
+            self.scales = [_infer_scale(feature, self.image_size) for feature in features]
+            lowest = -torch.log2(torch.tensor(self.scales[0])).item()
+            highest = -torch.log2(torch.tensor(self.scales[-1])).item()
+            self.map_levels = LevelMapper(int(lowest), int(highest))
+        levels = self.map_levels(boxes)
+        pooled = torch.stack([feature.mean(dim=(2, 3)) for feature in features])  # [maps, 1, C]
+        return pooled[levels]
+
+
+def test_multi_scale_pooler_scales_are_worked_out_by_every_profile():
+    """Three maps of 4 channels, 16x16, 8x8 and 4x4, of a 64x64 image; 5 boxes. The first forward's
+    setup: per map and size a log2 and a round (3 * 2 * 2 = 12), and a log2 for each of the lowest
+    and highest levels (2; the minus sign applies to the Python float that .item() returns): 14. The level of each box: two subtractions, a product,
+    sqrt, a division, log2, two additions, floor, clamp and the subtraction of k_min, 11 per box:
+    55. The means: 1 per element of the maps, 4 * (256 + 64 + 16) = 1,344. In all 1,413, in every
+    profile (torchvision's R-CNN gave 10 FLOPs fewer from its second profile on)."""
+    model = MultiScalePooler((64, 64))
+    features = [torch.randn(1, 4, size, size) for size in (16, 8, 4)]
+    boxes = torch.tensor([[0.0, 0.0, 32.0, 32.0], [0, 0, 64, 64], [8, 8, 16, 16], [0, 0, 4, 60], [1, 2, 30, 40]])
+    for device in ("cpu", "cpu", "meta", "meta"):
+        p = profile(model, (features, boxes), device=device)
+        assert p.flops == 14 + 11 * 5 + 4 * (256 + 64 + 16), device
+        assert model.scales is None and model.map_levels is None
+    assert model(features, boxes).shape == (5, 1, 4)
+    assert model.scales == [0.25, 0.125, 0.0625]

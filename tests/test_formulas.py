@@ -101,6 +101,7 @@ def test_every_registered_formula_has_a_family_and_a_rule():
             "indexing",
             "quantized",
             "losses",
+            "nested",
             "free",
             "user",
         }
@@ -305,6 +306,8 @@ def test_formulas_grep_conv_lists_the_convolutions_and_nothing_else(capsys):
     code, lines = listed(capsys, "--grep", "conv")
     assert code == 0
     assert [(name, family) for name, family, _ in lines] == [
+        ("aten::_convert_weight_to_int4pack", "quantized"),  # "conv" in its name: packing, free
+        ("aten::_convert_weight_to_int4pack_for_cpu", "quantized"),
         ("aten::_convolution", "conv"),
         ("aten::_slow_conv2d_forward", "conv"),
         ("aten::conv_tbc", "conv"),

@@ -395,18 +395,19 @@ def test_a_new_uncounted_op_is_a_line_in_the_baseline_diff(tmp_path):
     from test_budgets_reports import make_profile, row
 
     from pytest_netbudget import baseline
+    from pytest_netbudget.results import BaselineEntry
 
     counted = make_profile(row("fc", "Linear", 55, 50, 105))
     uncounted = make_profile(row("fc", "Linear", 55, 50, 105), uncounted={"mylib::fused": 3})
-    before = baseline.dumps({"net": baseline.entry_from_profile(counted, "pyproject.toml")})
-    after = baseline.dumps({"net": baseline.entry_from_profile(uncounted, "pyproject.toml")})
+    before = baseline.dumps({"net": BaselineEntry.from_profile(counted, "pyproject.toml")})
+    after = baseline.dumps({"net": BaselineEntry.from_profile(uncounted, "pyproject.toml")})
     added = sorted(set(after.splitlines()) - set(before.splitlines()))
     assert added == ['      "uncounted_ops": {"mylib::fused": 3},']
     path = tmp_path / "b.json"
     path.write_text(after, encoding="utf-8")
     entry = baseline.load(path)["net"]
-    assert entry["uncounted_ops"] == {"mylib::fused": 3}
-    assert baseline.differences(baseline.entry_from_profile(counted, "pyproject.toml"), entry) == ["uncounted_ops"]
+    assert entry.uncounted_ops == {"mylib::fused": 3}
+    assert baseline.differences(BaselineEntry.from_profile(counted, "pyproject.toml"), entry) == ["uncounted_ops"]
     path.write_text(after.replace(": 3}", ': "3"}'), encoding="utf-8")
     with pytest.raises(
         baseline.BaselineError, match=r'models\.net\.uncounted_ops\["mylib::fused"\]: expected a finite'

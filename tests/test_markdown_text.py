@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_budgets_reports import broken_result, make_profile, result_for, row
+from test_budgets_reports import broken_result, entry, make_profile, result_for, row
 
 from pytest_netbudget import markdown_text as md
 from pytest_netbudget import reports
@@ -71,10 +71,12 @@ def hostile_verdicts():
         *(row(name, name, 100 * (index + 1), 1000, 2000) for index, name in enumerate(HOSTILE)),
         uncounted={name: 2 for name in HOSTILE[:3]},
     )
-    base = {
-        "totals": {"params": 1, "macs": 1},
-        "layers": {name: {"type": "Old", "params": 1, "macs": 1, "flops": 1} for name in HOSTILE},
-    }
+    base = entry(
+        {
+            "totals": {"params": 1, "macs": 1},
+            "layers": {name: {"type": "Old", "params": 1, "macs": 1, "flops": 1} for name in HOSTILE},
+        }
+    )
     grown = [result_for(profile, limits={"params": 10}, base=base, name=name) for name in HOSTILE]
     broken = [broken_result(f"broken {name}", f"{name}: {ERROR}") for name in HOSTILE]
     return grown + broken
@@ -161,11 +163,13 @@ def test_the_error_fence_outlasts_the_error_text():
 def test_uncounted_ops_are_listed_in_the_markdown_of_a_passing_unchanged_model():
     # Before: only a strict failure mentioned them; a passing model's uncounted ops were in no comment.
     profile = make_profile(row("fc", "Linear", 55, 50, 105), uncounted={"mylib::fused": 3, "aten::weird": 1})
-    entry = {
-        "totals": dict(profile.totals),
-        "layers": {"fc": {"type": "Linear", "params": 55, "macs": 50, "flops": 105}},
-    }
-    verdict = result_for(profile, base=entry, name="net")
+    base = entry(
+        {
+            "totals": {name: figure for name, figure in profile.totals.items() if figure is not None},
+            "layers": {"fc": {"type": "Linear", "params": 55, "macs": 50, "flops": 105}},
+        }
+    )
+    verdict = result_for(profile, base=base, name="net")
     assert verdict.passed and not verdict.changed
     text = reports.markdown(reports.Report([verdict]))
     assert "<details><summary><code>net</code>: uncounted ops</summary>" in text

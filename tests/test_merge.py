@@ -88,6 +88,19 @@ def test_the_same_model_in_two_reports_appears_once(pytester, project, capsys):
         ("{ nope", "cannot read the report bad.json"),
         ('{"schema": 1, "models": {}}', "bad.json: not a netbudget JSON report"),
         ('{"kind": "netbudget-report", "schema": 7, "models": {}}', "bad.json: report schema 7"),
+        (
+            '{"kind": "netbudget-report", "schema": 1, "generator": "pytest-netbudget 0.1.0", "models": {}}',
+            "bad.json: report schema 1, written by pytest-netbudget 0.1.0; this version (pytest-netbudget "
+            "0.1.0) merges schema 2: write the report again with it",
+        ),
+        (
+            '{"kind": "netbudget-report", "schema": 2, "models": {"m": {"origin": "x", "totals": {}, "layers": {}}}}',
+            "bad.json: models.m: not a model record this version reads (KeyError: 'error')",
+        ),
+        (
+            '{"kind": "netbudget-report", "schema": 2, "models": {"m": {"totals": {"params": "1"}, "layers": {}}}}',
+            'bad.json: models.m.totals.params: expected a finite number, got "1"',
+        ),
     ],
 )
 def test_merge_rejects_what_is_not_a_report(tmp_path, monkeypatch, capsys, content, message):

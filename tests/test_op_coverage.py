@@ -16,7 +16,7 @@ from engine_helpers import Call, Case, profile_both, r, rs
 from torch import nn
 
 from pytest_netbudget import profile
-from pytest_netbudget.formulas import REDUCTION_COST
+from pytest_netbudget.formulas import REDUCTION_COST, Cost
 
 pytestmark = pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter", "ignore:index_reduce")
 
@@ -182,6 +182,150 @@ LINEAR_ALGEBRA += [
         flops=2 * 90 + (3 * 3 * 4 + 2 * 5 * 4) + 2 * 15,  # norms and -2 * x1; clamp and square root
     ),
 ]
+
+
+# Low-precision and quantized products.
+FP8 = torch.float8_e4m3fn
+
+
+def fp8(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape).to(FP8)
+
+
+def one() -> torch.Tensor:
+    return torch.tensor(1.0)
+
+
+LINEAR_ALGEBRA += [
+    Case(  # fp8 [48, 80] @ [80, 112] (column-major, as the kernel wants it), per-tensor scales
+        "_scaled_mm",
+        lambda: Call(lambda m, a, b, sa, sb: torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)),
+        lambda: (fp8(48, 80), fp8(112, 80).t(), one(), one()),
+        macs=48 * 80 * 112,  # 430,080
+        flops=2 * 430_080 + 48 * 112,  # + the scales, once per output element
+    ),
+    Case(
+        "_scaled_mm-bias",
+        lambda: Call(lambda m, a, b, sa, sb, c: torch._scaled_mm(a, b, sa, sb, bias=c, out_dtype=torch.bfloat16)),
+        lambda: (fp8(48, 80), fp8(112, 80).t(), one(), one(), torch.randn(112, dtype=torch.bfloat16)),
+        macs=430_080,
+        flops=2 * 430_080 + 2 * 48 * 112,  # the scales and the bias
+    ),
+    Case(  # [4, 128] by a 4-bit [64, 128] weight packed for the CPU kernel, groups of 32 along K
+        "_weight_int4pack_mm_for_cpu",
+        lambda: Call(lambda m, x, w, sz: torch.ops.aten._weight_int4pack_mm_for_cpu(x, w, 32, sz)),
+        lambda: (
+            torch.randn(4, 128, dtype=torch.bfloat16),
+            torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.randint(0, 16, (64, 128), dtype=torch.int32), 2),
+            torch.randn(128 // 32, 64, 2, dtype=torch.bfloat16),
+        ),
+        macs=4 * 128 * 64,
+        flops=2 * 32_768 + 2 * 128 * 64,  # each weight scaled and shifted by its group's scale and zero point
+    ),
+]
+
+
+def test_grouped_mm_counts_what_its_groups_cover_on_cpu_and_every_row_on_meta():
+    """512 rows, groups ending at 384: 384 x 8 x 4 MACs on cpu (512 were counted before). On meta
+    the offsets have no values, so every row counts: 512 x 8 x 4. 2-D by 2-D with groups ending at
+    K = 6 of 8: 3 x 6 x 4; 3-D by 2-D with groups ending at column 6 of 8: 3 x 8 x 6."""
+    cases = [
+        (
+            Call(lambda m, a: torch._grouped_mm(a, m.w, offs=offsets(128, 384)(a)), w=torch.randn(2, 8, 4)),
+            torch.randn(512, 8),
+            384 * 8 * 4,
+            512 * 8 * 4,
+        ),
+        (
+            Call(lambda m, a, b: torch._grouped_mm(a, b, offs=offsets(2, 6)(a))),
+            (torch.randn(3, 8), torch.randn(8, 4)),
+            3 * 6 * 4,
+            3 * 8 * 4,
+        ),
+        (
+            Call(lambda m, a, b: torch._grouped_mm(a, b, offs=offsets(4, 6)(a))),
+            (torch.randn(2, 3, 8), torch.randn(8, 8)),
+            3 * 8 * 6,
+            3 * 8 * 8,
+        ),
+    ]
+    for model, inputs, on_cpu, on_meta in cases:
+        assert profile(model, inputs, device="cpu").macs == on_cpu
+        assert profile(model, inputs, device="meta").macs == on_meta
+
+
+def test_scaled_grouped_mm_on_meta():
+    """fp8 experts: [64, 32] rows by two [32, 48] experts, groups at 16 and 48 (PyTorch has no CPU
+    kernel; meta runs). The offsets have no values on meta: 64 x 32 x 48 = 98,304 MACs, FLOPs 2 *
+    MACs + 64 x 48 (the scales)."""
+    model = Call(
+        lambda m, a, b, sa, sb: torch._scaled_grouped_mm(
+            a, b, sa, sb, offs=offsets(16, 48)(a), out_dtype=torch.bfloat16
+        )
+    )
+    inputs = (fp8(64, 32), fp8(2, 48, 32).transpose(-2, -1), torch.ones(64), torch.ones(2, 48))
+    p = profile(model, inputs, device="meta")
+    assert (p.macs, p.flops, p.uncounted_ops) == (98_304, 2 * 98_304 + 64 * 48, {})
+
+
+def test_cuda_int4_and_dynamic_4bit_products_by_their_formulas():
+    """Kernels that run on CUDA (or Arm) only, and whose meta kernels fail here, counted through the
+    registry from a call's operands: [4, 128] by a 4-bit [64, 128] weight in groups of 32 is
+    4 x 128 x 64 = 32,768 MACs and 2 * MACs + 2 x 128 x 64 FLOPs (each weight's scale and zero)."""
+    from pytest_netbudget.formulas import FormulaSet, OpCall, apply
+
+    formulas = FormulaSet()
+    x, out = torch.empty(4, 128, device="meta"), torch.empty(4, 64, device="meta")
+    calls = [
+        (torch.ops.aten._weight_int4pack_mm.default, (x, torch.empty(8, 4, 32, 1, dtype=torch.int32), 32, None)),
+        (torch.ops.aten._dyn_quant_matmul_4bit.default, (x, torch.empty(4096, dtype=torch.uint8), 32, 128, 64)),
+    ]
+    for func, args in calls:
+        cost = apply(formulas.for_op(func), str(func), OpCall(func, args, {}, out))
+        assert (cost.macs, cost.total_flops) == (32_768, 2 * 32_768 + 2 * 128 * 64), func
+
+
+WEIGHT_NORMED = [
+    # weight_norm of Linear(4, 3) on [2, 4]: w = v * (g / ||v||) with v [3, 4] and g [3, 1]: the norm
+    # of each row of v (12), g / norm (3), the product (12); then the layer 2 x 2*4*3 + 6 (bias)
+    Case(
+        "weight_norm-linear",
+        lambda: nn.utils.parametrizations.weight_norm(nn.Linear(4, 3)),
+        r(2, 4),
+        macs=2 * 4 * 3,
+        flops=(12 + 3 + 12) + 2 * 24 + 6,
+        params=3 * 4 + 3 + 3,
+    ),
+    # torch._is_all_true (Llava, PaliGemma, Qwen2-VL check their inputs with it): a reduction like
+    # all(), 1 FLOP per input element, after the comparison's 12
+    Case(
+        "_is_all_true",
+        lambda: Call(lambda m, x: torch._is_all_true(x > 0)),
+        r(3, 4),
+        macs=0,
+        flops=12 + REDUCTION_COST * 12,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", WEIGHT_NORMED, ids=lambda case: case.id)
+def test_weight_norm_and_is_all_true(case: Case):
+    torch.manual_seed(0)
+    p = profile_both(case.build(), case.inputs())
+    assert (p.macs, p.flops, p.params) == (case.macs, case.flops, case.params)
+
+
+def test_weight_norm_training_step_is_counted():
+    """The step's backward of weight_norm: 5 FLOPs per element of v and 3 per element of g, as
+    the rule says (the step with that formula left at zero is 5 x 12 + 3 x 3 FLOPs short);
+    nothing uncounted, the same on cpu and meta."""
+    model = nn.utils.parametrizations.weight_norm(nn.Linear(4, 3))
+    x = torch.randn(2, 4)
+    steps = {device: profile(model, x, device=device, train=True, optimizer="sgd") for device in ("cpu", "meta")}
+    assert steps["cpu"].uncounted_ops == {} and steps["cpu"].train_flops == steps["meta"].train_flops
+    free = {"aten::_weight_norm_interface_backward": lambda call: Cost(0, 0)}
+    without = profile(model, x, device="cpu", train=True, optimizer="sgd", formulas=free)
+    assert steps["cpu"].train_flops - without.train_flops == 5 * 12 + 3 * 3
 
 
 @pytest.mark.parametrize(

@@ -182,6 +182,31 @@ def test_activation_checkpointing_saves_activations_and_recomputes_the_forward()
     assert saved.train_macs - plain.train_macs == 32 * (64 * 256 + 256 * 256)
 
 
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_an_input_that_requires_grad_gets_its_gradient_on_every_device(device):
+    """Conv2d(3 -> 7, 3x3) on a 1x3x4x4 input gives 1x7x2x2: 7*2*2 outputs x 3*3*3 = 756 MACs.
+    The backward's weight gradient is 756 more, and the input's, asked for since the input
+    requires grad, 756 more: 2,268 on every device (meta built its input without requires_grad,
+    skipped the input gradient and gave 1,512). The caller's input gets no ``.grad``."""
+    conv = nn.Conv2d(3, 7, 3)
+    x = torch.randn(1, 3, 4, 4, requires_grad=True)
+    p = profile(conv, x, device=device, train=True, optimizer="none")
+    assert p.macs == 756
+    assert p.train_macs == 3 * 756
+    assert x.grad is None
+    assert profile(conv, x.detach(), device=device, train=True, optimizer="none").train_macs == 2 * 756
+
+
+def test_resnet18_on_meta_counts_conv1s_input_gradient_when_the_input_requires_grad():
+    """At 64x64 ResNet-18's conv1 (3 -> 64, 7x7, stride 2) gives 64x32x32; its input gradient is
+    64*32*32 outputs x 3*7*7 = 9,633,792 MACs, the whole difference the input's requires_grad makes."""
+    model = resnet18()
+    x = torch.randn(1, 3, 64, 64)
+    plain = profile(model, x, device="meta", train=True, optimizer="none")
+    asked = profile(model, x.requires_grad_(), device="meta", train=True, optimizer="none")
+    assert asked.train_macs - plain.train_macs == 64 * 32 * 32 * 3 * 7 * 7
+
+
 def test_batch_gives_every_input_that_many_rows_for_the_step():
     p = profile(mlp(), torch.randn(4, 10), device="meta", train=True, optimizer="none", batch=8)
     assert p.macs == 260  # the forward keeps its inputs

@@ -10,6 +10,8 @@ import pytest
 import torch
 from engine_helpers import profile_both
 
+from pytest_netbudget import profile
+
 transformers = pytest.importorskip("transformers")
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -134,3 +136,50 @@ def test_architecture_profiles_completely_on_cpu_and_meta(name: str):
     model_class, config, inputs = ZOO[name]
     p = profile_both(build(model_class, config()), inputs())
     assert p.macs > 0
+
+
+def qwen2_vl() -> torch.nn.Module:
+    """Qwen2-VL with a one-layer text model and a one-block vision tower (patches of 2, merged 2x2)."""
+    config = transformers.Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            intermediate_size=INTERMEDIATE,
+            num_hidden_layers=1,
+            num_attention_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            max_position_embeddings=64,
+            rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+            bos_token_id=0,
+            eos_token_id=1,
+        ),
+        vision_config=dict(
+            depth=1, embed_dim=16, hidden_size=HIDDEN, num_heads=2, mlp_ratio=2, patch_size=2, spatial_merge_size=2
+        ),
+        image_token_id=60,
+        video_token_id=61,
+        vision_start_token_id=62,
+        vision_end_token_id=63,
+    )
+    return build("Qwen2VLForConditionalGeneration", config)
+
+
+def test_qwen2_vl_prefill_leaves_the_generation_state_as_it_was():
+    """A prefill with an image (a 4x4 grid of patches, merged into 4 image tokens) works out the
+    multimodal RoPE offsets and stores them on the model (``model.model.rope_deltas``), which a
+    generation in progress reads at every decode step. The profile leaves the user's value in
+    place, and a second profile gives the figures of the first. (Qwen2-VL with images runs on cpu
+    only: its vision tower reads the grid's values.)"""
+    model = qwen2_vl()
+    tokens = torch.tensor([[5, 6, 62, 60, 60, 60, 60, 63, 7, 8]])
+    inputs = {
+        "input_ids": tokens,
+        "pixel_values": torch.randn(16, 3 * 2 * 2 * 2),  # 16 patches of channels x 2 frames x 2 x 2
+        "image_grid_thw": torch.tensor([[1, 4, 4]]),
+        "mm_token_type_ids": (tokens == 60).long(),
+    }
+    in_progress = model.model.rope_deltas = torch.tensor([[7]])
+    first = profile(model, inputs, device="cpu")
+    assert model.model.rope_deltas is in_progress and torch.equal(in_progress, torch.tensor([[7]]))
+    second = profile(model, inputs, device="cpu")
+    assert second.totals == first.totals and first.uncounted_ops == {}

@@ -1,43 +1,57 @@
-"""On meta, take the fused attention kernel that CPU takes, so activation figures agree.
+"""On meta, take the fused attention kernels that CPU takes, so activation figures agree.
 
 PyTorch picks no fused kernel for meta tensors: ``F.scaled_dot_product_attention``
 runs its math path there and forms the whole score matrix, which the CPU flash
 kernel never does (one causal 1x8x2048x64 call: 276 MB on meta against 4 MB on
-CPU). Where CPU would run the flash kernel, the routing below calls the same kernel on
-meta, whose meta implementation only infers shapes. MACs and FLOPs do not change
-(both paths are counted alike); the live-tensor peak then matches CPU.
+CPU), and ``nn.MultiheadAttention`` refuses its fast path (one fused op on CPU) for
+meta tensors. Where CPU would run the flash kernel, the routing below calls the same
+kernel on meta, whose meta implementation only infers shapes; while a meta profile runs,
+``nn.MultiheadAttention`` takes its fast path on meta wherever it would on CPU. MACs and
+FLOPs do not change (both paths are counted alike); the live-tensor peak and a training
+step's figures then match CPU.
 """
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
+from torch.nn.modules import activation
+from torch.utils._python_dispatch import _disable_current_modes
 
 from .kernel_overrides import KernelOverride
 
-FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+def _cpu_probe(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor with ``tensor``'s sizes, dtype, last-dimension stride and ``requires_grad``,
+    holding one row: all that CPU's kernel choice reads, for a few bytes."""
+    last = tensor.stride(-1) if tensor.dim() else 1
+    row = torch.empty(max((tensor.shape[-1] - 1) * last + 1, 0) if tensor.dim() else 1, dtype=tensor.dtype)
+    probe = row.as_strided(tensor.shape, (0,) * (tensor.dim() - 1) + ((last,) if tensor.dim() else ()))
+    return probe.requires_grad_(tensor.requires_grad)
 
 
-def cpu_takes_flash(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, dropout_p: float = 0.0, enable_gqa: bool = False
-) -> bool:
-    """Whether CPU's ``_fused_sdp_choice`` picks its flash kernel for these inputs:
-    4-d inputs of one float dtype, one head size, no dropout, and equal head counts or, with
-    ``enable_gqa`` (grouped-query attention), key and value heads that divide the query's."""
-    tensors = (query, key, value)
-    heads = query.shape[1] == key.shape[1] if not enable_gqa else query.shape[1] % key.shape[1] == 0
-    return (
-        all(tensor.dim() == 4 for tensor in tensors)
-        and query.dtype in FLASH_DTYPES
-        and all(tensor.dtype == query.dtype for tensor in tensors)
-        and query.shape[-1] == key.shape[-1] == value.shape[-1]
-        and heads
-        and key.shape[1] == value.shape[1]
-        and dropout_p == 0.0
-    )
+def cpu_sdp_choice(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> SDPBackend:
+    """The kernel CPU's ``F.scaled_dot_product_attention`` picks for tensors like these, asked of
+    CPU's own ``_fused_sdp_choice`` (grouped-query attention, masks and strides included)."""
+    with _disable_current_modes():  # the probes are no op of the model's: no dispatch mode sees them
+        probes = [_cpu_probe(tensor) for tensor in (query, key, value)]
+        mask = _cpu_probe(attn_mask) if attn_mask is not None else None
+        choice = torch._fused_sdp_choice(*probes, mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+    return SDPBackend(choice)
 
 
 def _flash_attention(
@@ -50,29 +64,28 @@ def _flash_attention(
     scale: Any = None,
     enable_gqa: bool = False,
 ) -> torch.Tensor | None:
-    if not cpu_takes_flash(query, key, value, dropout_p, enable_gqa):
+    """CPU's flash branch of ``scaled_dot_product_attention``, where CPU takes it; else None."""
+    if cpu_sdp_choice(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) != (
+        SDPBackend.FLASH_ATTENTION
+    ):
         return None
     if attn_mask is not None and attn_mask.dtype == torch.bool:
-        # As the CPU path does before its kernel: keep -> 0, mask out -> -inf.
-        attn_mask = torch.where(attn_mask, 0.0, float("-inf")).to(query.dtype)
+        # As CPU does before its kernel: keep -> 0, mask out -> -inf, in the query's dtype.
+        minus_infinity = torch.scalar_tensor(float("-inf"), dtype=query.dtype, device=attn_mask.device)
+        zero = torch.scalar_tensor(0.0, dtype=query.dtype, device=attn_mask.device)
+        attn_mask = torch.where(attn_mask, zero, minus_infinity)
+        del minus_infinity, zero  # freed before the kernel runs, as CPU's temporaries are
     kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     return kernel(query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
 
 
 _ATTENTION = torch.ops.aten.scaled_dot_product_attention.default
-_MHA_CODE = F.multi_head_attention_forward.__code__
 
 
 def _meta_attention(*args: Any, **kwargs: Any) -> torch.Tensor:
     """``aten::scaled_dot_product_attention`` on meta tensors: the flash kernel where CPU takes
-    it, else the composite (math) path that meta takes anyway.
-
-    Calls from inside ``F.multi_head_attention_forward`` keep the math path, as they did when
-    this routing was a ``TorchFunctionMode`` (off while it handled that outer call), so that no
-    figure moves: routing them too would make ``nn.MultiheadAttention``'s meta activations
-    equal CPU's (ViT-B/16: 8.17 -> 8.08 MiB), a change of figures to decide on its own."""
-    caller = sys._getframe(2)  # frame 1 is KernelOverride's dispatching kernel, which called this one
-    fused = None if caller.f_code is _MHA_CODE else _flash_attention(*args, **kwargs)
+    it, else the composite (math) path that CPU takes then too."""
+    fused = _flash_attention(*args, **kwargs)
     return fused if fused is not None else _ATTENTION.decompose(*args, **kwargs)
 
 
@@ -82,6 +95,51 @@ def _meta_attention(*args: Any, **kwargs: Any) -> torch.Tensor:
 FUSED_KERNELS_ON_META = KernelOverride("scaled_dot_product_attention", _meta_attention, ("meta",))
 
 
-def fused_kernels_wanted(device: torch.device) -> bool:
-    """On meta, where this torch has the CPU flash kernel (2.2 and later)."""
-    return device.type == "meta" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+class _FastPathOnMeta:
+    """``nn.MultiheadAttention`` takes its fast path for meta tensors too, on the threads inside.
+
+    Its forward asks ``torch.nn.modules.activation._check_arg_device`` whether each tensor is on
+    cpu, cuda or a private backend; every other condition (eval mode, no grad, batch first, ...)
+    is checked as usual. While a holder is inside, that module-level function is ours, and answers
+    yes for meta tensors on the holder's thread; the original is put back when the last one leaves.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._local = threading.local()
+        self._original = activation._check_arg_device
+
+    def _check_arg_device(self, tensor: torch.Tensor | None) -> bool:
+        if tensor is not None and tensor.device.type == "meta" and getattr(self._local, "depth", 0):
+            return True
+        return self._original(tensor)
+
+    @contextlib.contextmanager
+    def on(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                activation._check_arg_device = self._check_arg_device
+            self._holders += 1
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    activation._check_arg_device = self._original
+
+
+MHA_FAST_PATH_ON_META = _FastPathOnMeta()
+
+
+@contextlib.contextmanager
+def fused_attention_on_meta(device: torch.device) -> Iterator[None]:
+    """On meta (where this torch has the CPU flash kernel, 2.2 and later): attention as CPU runs it."""
+    if device.type != "meta" or not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        yield
+        return
+    with FUSED_KERNELS_ON_META.on(device), MHA_FAST_PATH_ON_META.on():
+        yield

@@ -1,9 +1,11 @@
-"""Output shapes on meta for ops whose meta kernel refuses inputs that CPU runs, or is missing.
+"""Outputs on meta for ops whose meta kernel refuses inputs that CPU runs, is missing, or gives
+other outputs than CPU's kernel.
 
 PyTorch's meta kernel of ``_grouped_mm`` applies the CUDA kernel's checks (bfloat16
 only, 16-byte strides), so a float32 mixture-of-experts layer that runs on CPU fails on
 meta; ``quantized::linear_dynamic`` has no meta kernel at all. On meta only the output's
-shape and dtype matter: these functions give them.
+shape and dtype matter: these functions give them, and give no output where CPU's kernel
+gives none (``nn.MultiheadAttention``'s fast path without its weights).
 """
 
 from __future__ import annotations
@@ -37,10 +39,20 @@ def _linear_dynamic(x: torch.Tensor, packed: torch.ScriptObject, reduce_range: b
     return torch.empty([*x.shape[:-1], out_features], dtype=x.dtype, device="meta")
 
 
+def _native_multi_head_attention(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fast path's output, and its attention weights only when asked for: CPU's kernel returns
+    none (an undefined tensor) without ``need_weights``, PyTorch's meta kernel an empty one."""
+    output, weights = torch.ops.aten._native_multi_head_attention.default(*args, **kwargs)
+    need_weights = args[10] if len(args) > 10 else kwargs.get("need_weights", True)
+    return output, weights if need_weights else None
+
+
 #: aten overload -> a function of the op's arguments that returns its meta output.
 META_KERNELS: dict[Any, Callable[..., Any]] = {}
 if hasattr(torch.ops.aten, "_grouped_mm"):
     META_KERNELS[torch.ops.aten._grouped_mm.default] = _grouped_mm
+if hasattr(torch.ops.aten, "_native_multi_head_attention"):
+    META_KERNELS[torch.ops.aten._native_multi_head_attention.default] = _native_multi_head_attention
 if hasattr(torch.ops.quantized, "linear_dynamic"):
     META_KERNELS[torch.ops.quantized.linear_dynamic.default] = _linear_dynamic
 

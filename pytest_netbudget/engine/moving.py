@@ -22,11 +22,19 @@ _NOT_DATA = (type, types.ModuleType, types.FunctionType, types.MethodType, types
 
 def move_tensor(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     """``tensor`` on ``device`` (floating tensors cast to ``dtype`` when given); on meta a new
-    meta tensor of its shape, which allocates nothing."""
+    meta tensor of its shape, which allocates nothing.
+
+    A tensor that requires grad gives a new leaf that requires grad, on every device: a
+    training step then computes its gradient everywhere (on meta too), into the copy, never
+    into the caller's tensor or the graph that made it."""
     cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
     if device.type == "meta":
-        return torch.empty_like(tensor, device="meta", dtype=cast)
-    return tensor.to(device=device, dtype=cast)
+        moved = torch.empty_like(tensor, device="meta", dtype=cast)
+    else:
+        moved = tensor.to(device=device, dtype=cast)
+    if tensor.requires_grad:
+        moved = moved.detach().requires_grad_()
+    return moved
 
 
 def move(value: Any, device: torch.device, dtype: torch.dtype | None) -> Any:

@@ -19,7 +19,7 @@ from .. import devices, metrics, units
 from ..config import ServeSpec
 from ..formulas import FormulaSet
 from ..results import Fits, LayerStats, OpStats, Profile, ServePart, ServeStep, TrainStep
-from .fused_on_meta import FUSED_KERNELS_ON_META, fused_kernels_wanted
+from .fused_on_meta import fused_attention_on_meta
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
     call_with_state,
@@ -35,7 +35,7 @@ from .padded_encoders import padded_encoders
 from .planned_weights import planned_bytes
 from .quantized import packed_tensors, stored_bytes
 from .serving import ServeRun, longest_context, serve_step
-from .state import OwnWrites, model_lock, preserved_rng
+from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
@@ -350,11 +350,8 @@ def _prepare(
 @contextlib.contextmanager
 def _kernel_overrides(device: torch.device) -> Iterator[None]:
     """The kernels put in front of aten's while a profile runs: vecdot as the dot products it is,
-    and on meta the fused attention kernel CPU would take."""
-    with (
-        VECDOT_AS_MATMUL.on(device),
-        FUSED_KERNELS_ON_META.on(device) if fused_kernels_wanted(device) else contextlib.nullcontext(),
-    ):
+    and on meta the fused attention kernels CPU would take."""
+    with VECDOT_AS_MATMUL.on(device), fused_attention_on_meta(device):
         yield
 
 
@@ -372,9 +369,12 @@ def _traced_call(
     """``model(*args, **kwargs)`` under ``tracer`` in eval mode and ``no_grad``, leaving the model as
     it was; returns the output. ``measured`` receives the CUDA peak when on CUDA."""
     model = prepared.model
-    if prepared.state is None:  # the model's own tensors: what the forward writes to them is undone
-        tracer.own_writes = OwnWrites(prepared.inventory.modules, prepared.inventory.tensors)
+    kept = KeptAttributes(prepared.inventory.modules)
+    # The model's own tensors (on the direct path) and the plain ones its modules hold: what the
+    # forward writes to them is undone.
+    tracer.own_writes = _own_writes(prepared.inventory.tensors if prepared.state is None else [], kept)
     with (
+        kept,
         tracer.own_writes or contextlib.nullcontext(),
         _module_modes(model, False, prepared.inventory.modules),
         padded_encoders(prepared.inventory.modules),
@@ -396,6 +396,12 @@ def _traced_call(
     if measured is not None:
         measured.update(peak)
     return output
+
+
+def _own_writes(weights: list[torch.Tensor], kept: KeptAttributes) -> OwnWrites | None:
+    """What undoes writes to ``weights`` and to the plain tensors of ``kept``; None when there are none."""
+    watched = [*weights, *kept.tensors]
+    return OwnWrites(watched) if watched else None
 
 
 def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None) -> Profile:
@@ -550,9 +556,14 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
     if settings.batch is not None:
         args, kwargs = rebatch(args, settings.batch), rebatch(kwargs, settings.batch)
 
+    kept = KeptAttributes(prepared.inventory.modules)
+    own_writes = _own_writes([], kept)  # the step's weights are copies; plain tensors may be the user's
+
     @contextlib.contextmanager
     def around() -> Iterator[dict[str, float]]:
         with (
+            kept,
+            own_writes or contextlib.nullcontext(),
             _module_modes(prepared.model, True, prepared.inventory.modules),
             moved_attributes(prepared.model, device, prepared.dtype),
             _cuda_peak(device) as measured,
@@ -571,6 +582,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
         autocast=torch_dtype(settings.autocast, devices.AUTOCAST_DTYPES, "autocast") if settings.autocast else None,
         device=device,
         around=around,
+        own_writes=own_writes,
     )
     tallies = step.tracer.tallies
     layers = [

@@ -60,6 +60,14 @@ _METADATA_OPS = _existing_ops(
 )
 
 
+# Jagged nested tensors (``layout=torch.jagged``) are a Python tensor subclass whose ops run as
+# dense ops on its values; torch.nested has no public name for the class.
+try:
+    from torch.nested._internal.nested_tensor import NestedTensor as _JAGGED
+except ImportError:  # a torch without jagged nested tensors
+    _JAGGED = None
+
+
 # Batch norm returns its saved statistics beside its output: empty tensors from the CPU
 # kernel, C elements each on meta. Only the output is an activation, so that the figure
 # does not depend on the device.
@@ -162,8 +170,12 @@ def shapes_of(value: Any) -> list[list[int]]:
 def _shape(tensor: torch.Tensor) -> list[int]:
     """A tensor's shape; a nested tensor's padded shape (its sequences' count, then each
     dimension's largest size), as ``to_padded_tensor`` would give it."""
-    if not (tensor.is_nested and tensor.layout == torch.strided):
+    if not tensor.is_nested:
         return list(tensor.shape)
+    if tensor.layout == torch.jagged:  # the ragged dimension is a symbol; its longest sequence is known
+        shape = list(tensor.shape)
+        shape[tensor._ragged_idx] = tensor._get_max_seqlen()
+        return shape
     sizes = tensor._nested_tensor_size().tolist()  # one row of sizes per sequence
     return [len(sizes), *(max(column) for column in zip(*sizes))]
 
@@ -280,9 +292,15 @@ class OpPlan:
         self.metadata = func in _METADATA_OPS
         self.free = formula_set.is_free(found)
         self.formula = None if self.free else found
-        #: CompositeImplicit ops without a formula: count what they decompose into, as FlopCounterMode does.
-        self.decompose = found is None and (
-            _COMPOSITE in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _COMPOSITE)
+        #: CompositeImplicit ops without a formula (or with one for their nested runs only): count
+        #: what they decompose into, as FlopCounterMode does.
+        #: (Layout queries first: prim::layout, which a nested tensor's ``.layout`` asks, is no dispatcher op.)
+        self.decompose = (
+            (found is None or getattr(found, "nested_only", False))
+            and not self.metadata
+            and (
+                _COMPOSITE in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _COMPOSITE)
+            )
         )
         self.name = str(func.overloadpacket)
         self.count_bytes = not func.is_view
@@ -467,6 +485,8 @@ class Tracer(TorchDispatchMode):
             plan = self._plans[func] = OpPlan(func, self.formula_set)
         if plan.metadata:
             return plan.call(*args, **kwargs)
+        if types and _JAGGED in types:  # run its own implementation with this mode on: its dense ops are counted
+            return self._traced(_JAGGED.__torch_dispatch__, func, types, args, kwargs)
         if plan.writes and self.own_writes is not None:
             self.own_writes.before(func, args, kwargs)
         if plan.decompose:

@@ -235,12 +235,14 @@ def run_step(
     autocast: torch.dtype | None,
     device: torch.device,
     around: Callable[[], contextlib.AbstractContextManager],
+    own_writes: Any = None,
 ) -> StepResult:
     """Trace one step of ``model`` called statelessly on ``state`` (converted copies).
 
     ``around`` gives the context the whole step runs in (train mode with modes restored,
     CUDA peak measurement, the meta attention routing); it yields a dict that receives
-    ``peak_memory_mb`` on CUDA.
+    ``peak_memory_mb`` on CUDA. ``own_writes`` (an ``OwnWrites`` that ``around`` enters) is
+    told of every op that writes an argument.
     """
     unique = {id(tensor): tensor for tensor in state.values()}.values()
     params = [tensor for tensor in unique if isinstance(tensor, torch.nn.Parameter)]
@@ -269,6 +271,7 @@ def run_step(
         }
     )
     tracer = StepTracer(model, memory, formulas, owners)
+    tracer.own_writes = own_writes
 
     def saved_for_backward(tensor: torch.Tensor) -> torch.Tensor:
         if tracer.phase in (Phase.FORWARD, Phase.LOSS):

@@ -20,6 +20,7 @@ from . import (  # noqa: F401
     indexing,
     linalg,
     losses,
+    nested,
     optimizers,
     pooling,
     quantized,

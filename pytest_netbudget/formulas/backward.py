@@ -98,6 +98,21 @@ register(
 )
 
 
+def _weight_norm_backward(call: OpCall) -> Cost:
+    """The gradients of ``w = v * (g / ||v||)``: per element of ``v``, grad_w * v and its sum over
+    the slice (for g's gradient), then v's gradient: v scaled by that sum, the difference from
+    grad_w and its scaling by g / norm (5); per element of ``g``, three divisions by the norm."""
+    return Cost(0, 5 * numel(call["saved_v"]) + 3 * numel(call["saved_g"]))
+
+
+register(
+    "aten::_weight_norm_interface_backward",
+    _weight_norm_backward,
+    family="backward",
+    rule="5 FLOPs per element of v + 3 per element of g (both gradients of weight_norm)",
+)
+
+
 def _scatter_gradient(call: OpCall) -> Cost:
     """Each output-gradient element is added into the input gradient once."""
     return Cost(0, numel(call["grad_output"]))

@@ -46,7 +46,8 @@ _ELEMENTWISE = aten(
 _REDUCTIONS = aten(
     """
     sum mean amax amin max min argmax argmin aminmax prod var std var_mean std_mean norm linalg_vector_norm
-    logsumexp cumsum cumprod cummax cummin all any median nanmedian mode kthvalue topk sort histc
+    logsumexp cumsum cumprod cummax cummin all any _is_all_true _is_any_true median nanmedian mode kthvalue topk sort
+    histc
     """
 )
 _SOFTMAX = aten("_softmax _log_softmax _safe_softmax softmax log_softmax")
@@ -120,4 +121,18 @@ register(
     _embedding_bag_formula,
     family="elementwise",
     rule="1 FLOP per gathered element (indices * embedding dim)",
+)
+
+
+def _weight_norm(call: OpCall) -> Cost:
+    """``w = v * (g / ||v||)``, as PyTorch's decomposition runs it: the norm of each slice of ``v``
+    (1 per element), ``g / norm`` (1 per element of ``g``) and the product (1 per element of ``v``)."""
+    return Cost(0, 2 * numel(call["v"]) + numel(call["g"]))
+
+
+register(
+    "aten::_weight_norm_interface",
+    _weight_norm,
+    family="elementwise",
+    rule="2 FLOPs per element of v (its norm, the scaling) + 1 per element of g (g / norm): weight_norm",
 )

@@ -16,7 +16,7 @@ _FREE_OPS = {  # rule -> ops
     "free (data movement: join, split, repeat, permute)": """
         cat stack hstack vstack unsafe_split unsafe_split_with_sizes unsafe_chunk repeat repeat_interleave tile
         flip roll pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle im2col
-        _pack_padded_sequence _pad_packed_sequence
+        _pack_padded_sequence _pad_packed_sequence _nested_tensor_from_tensor_list
         """,
     "free (creates a tensor)": """
         zeros ones empty empty_strided full fill zero arange linspace eye tril_indices triu_indices scalar_tensor

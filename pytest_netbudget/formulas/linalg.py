@@ -129,17 +129,51 @@ def _trilinear_macs(call: OpCall) -> int:
     return math.prod(span)
 
 
+def _last_offset(call: OpCall) -> int | None:
+    """Where the last group ends (``offs[-1]``), when the offsets have values (not on meta)."""
+    offsets = call.get("offs")
+    if offsets is None or offsets.device.type == "meta" or offsets.numel() == 0:
+        return None
+    return int(offsets[-1])
+
+
 def _grouped_mm_macs(call: OpCall) -> int:
     """Groups of matrix products in one op (the experts of a mixture-of-experts layer).
 
-    2-D by 2-D: the groups split the contraction, M*K_total*N. Otherwise the groups split
-    the rows of a 2-D ``self`` (2-D by 3-D), the columns of a 2-D ``mat2`` (3-D by 2-D) or
-    are a batch (3-D by 3-D): output elements * K. Counted from the shapes, so every row of
-    a 2-D operand counts, as on meta, where the offsets' values are unknown."""
+    2-D by 2-D: the groups split the contraction K; 2-D by 3-D: the rows of ``self``; 3-D by
+    2-D: the columns of ``mat2``; 3-D by 3-D: a batch. What lies past the last offset belongs
+    to no group and is not computed: where the offsets have values (cpu, cuda), only what the
+    groups cover counts; on meta they have none, and the whole extent counts (the same figure
+    wherever the groups end at the last row, as mixture-of-experts layers route every token)."""
     mat_a, mat_b = call["self"], call["mat2"]
+    end = _last_offset(call)
     if mat_a.dim() == 2 and mat_b.dim() == 2:
-        return numel(mat_a) * mat_b.shape[-1]
+        k = mat_a.shape[-1] if end is None else min(end, mat_a.shape[-1])
+        return mat_a.shape[0] * k * mat_b.shape[-1]
+    if mat_a.dim() == 2:
+        rows = mat_a.shape[0] if end is None else min(end, mat_a.shape[0])
+        return rows * mat_a.shape[-1] * mat_b.shape[-1]
+    if mat_b.dim() == 2:
+        columns = mat_b.shape[-1] if end is None else min(end, mat_b.shape[-1])
+        return mat_a.shape[-2] * mat_a.shape[-1] * columns
     return numel(call.out) * mat_a.shape[-1]
+
+
+def _scaled(call: OpCall) -> int:
+    """A low-precision product's output scaled (``scale_a * scale_b``, 1 per output element) and
+    its bias added when there is one (1 more)."""
+    out = numel(call.first_out)
+    return out + (out if call.get("bias") is not None else 0)
+
+
+def _int4_macs(call: OpCall) -> int:
+    """[M, K] by a packed 4-bit [N, K] weight: output elements * K."""
+    return numel(call.first_out) * call["self"].shape[-1]
+
+
+def _int4_dequantized(call: OpCall) -> int:
+    """Each 4-bit weight scaled and shifted by its group's scale and zero point: 2 per weight element."""
+    return 2 * call["self"].shape[-1] * call.first_out.shape[-1]
 
 
 def _per_output_element(call: OpCall) -> int:
@@ -223,8 +257,36 @@ for _names, _macs_of, _extra, _rule in (
         "_grouped_mm",
         _grouped_mm_macs,
         _bias,
-        "MACs = output elements * K (2-D by 2-D: M*K*N, the groups splitting K); FLOPs = 2*MACs"
+        "MACs = M*K*N over what the groups cover (up to the last offset; on meta the whole operand);"
+        " FLOPs = 2*MACs + 1 per output element when there is a bias",
+    ),
+    (
+        "_scaled_mm _scaled_mm_v2",
+        lambda call: numel(call["self"]) * call["mat2"].shape[-1],
+        _scaled,
+        "MACs = M*K*N (fp8 and other scaled low-precision operands); FLOPs = 2*MACs + 1 per output element"
+        " (the scales) + 1 per output element when there is a bias",
+    ),
+    (
+        "_scaled_grouped_mm _scaled_grouped_mm_v2",
+        _grouped_mm_macs,
+        _scaled,
+        "MACs as _grouped_mm (up to the last offset); FLOPs = 2*MACs + 1 per output element (the scales)"
         " + 1 per output element when there is a bias",
+    ),
+    (
+        "_weight_int4pack_mm _weight_int4pack_mm_for_cpu _weight_int4pack_mm_with_scales_and_zeros",
+        _int4_macs,
+        _int4_dequantized,
+        "MACs = M*K*N for [M, K] by a packed int4 [N, K]; FLOPs = 2*MACs + 2 per weight element (K*N:"
+        " its group's scale and zero point)",
+    ),
+    (
+        "_dyn_quant_matmul_4bit",
+        lambda call: numel(call.first_out) * call["in_features"],
+        lambda call: 2 * call["in_features"] * call["out_features"],
+        "MACs = M*K*N for [M, K] by a packed int4 [N, K]; FLOPs = 2*MACs + 2 per weight element (K*N:"
+        " its block's scale and zero point)",
     ),
 ):
     register(aten(_names), _product_formula(_macs_of, _extra), family="linalg", rule=_rule)

@@ -54,3 +54,13 @@ register(
     family="quantized",
     rule="free (float values to quantized ones and back)",
 )
+register(
+    [
+        "aten::_convert_weight_to_int4pack",
+        "aten::_convert_weight_to_int4pack_for_cpu",
+        "aten::_dyn_quant_pack_4bit_weight",
+    ],
+    FREE,
+    family="quantized",
+    rule="free (a weight packed into the layout of a 4-bit kernel)",
+)
