@@ -70,8 +70,8 @@ def test_example_fails_when_a_budget_is_cut(tmp_path):
 def test_a_report_written_before_typed_records_still_compares(tmp_path):
     """``--netbudget-compare`` reads a JSON report of schema 1, written by pytest-netbudget at 4f8be09
     for this example (its models' ``verdict`` records dropped to keep the file small: the comparison
-    never read them). Every model finds its entry there: its row shows a change (``=`` where the
-    figures are the same), none is new."""
+    never read them). Every model of that time finds its entry there: its row shows a change (``=``
+    where the figures are the same); the decoder added since is the one new model."""
     project = copy_example(tmp_path)
     shutil.copy(Path(__file__).parent / "data" / "example-report-4f8be09.json", project / "old.json")
     result = run_netbudget(project, "--netbudget-compare=old.json", "--netbudget-report=r.md")
@@ -79,7 +79,8 @@ def test_a_report_written_before_typed_records_still_compares(tmp_path):
     markdown = (project / "r.md").read_text(encoding="utf-8")
     assert "Compared with the report old.json; budgets and max_increase: the checked-out" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| <code>")]
-    assert len(rows) == 4
-    assert all("<br>" in row for row in rows)  # a change against the old report's figures
+    older = [row for row in rows if "tiny_decoder" not in row]
+    assert len(rows) == 5 and len(older) == 4
+    assert all("<br>" in row for row in older)  # a change against the old report's figures
     assert "<br>=" in rows[0]  # lstm_tagger: as it was
-    assert "new model" not in markdown
+    assert markdown.count("new model") == 1 and "<code>tiny_decoder</code>: new model" in markdown
