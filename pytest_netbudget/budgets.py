@@ -180,6 +180,9 @@ def layer_diff(old: BaselineEntry, new: BaselineEntry) -> list[LayerChange]:
     over the model's parameters and its MAC change over the model's MACs.
     """
     old_layers, new_layers = old.layers, new.layers
+    # A figure only one side measured (an entry written before the metric existed, a step added)
+    # is no layer's change; the totals show it.
+    compared = [name for name in metrics.LAYER_DIFF if name in old.totals and name in new.totals]
     changes = []
     for path in sorted(set(old_layers) | set(new_layers)):
         before, after = old_layers.get(path), new_layers.get(path)
@@ -191,7 +194,7 @@ def layer_diff(old: BaselineEntry, new: BaselineEntry) -> list[LayerChange]:
             before is not None
             and after is not None
             and (
-                any(before.figures.get(name) != after.figures.get(name) for name in metrics.LAYER_DIFF)
+                any(before.figures.get(name) != after.figures.get(name) for name in compared)
                 or before.type != after.type
             )
         ):
@@ -355,6 +358,22 @@ class Verdict:
         )
 
 
+def estimate_change(old: BaselineEntry, new: BaselineEntry) -> str | None:
+    """How the target of two entries' estimated latency differs (another target, or the same one
+    from another version of its table: ``a100 (table 1) -> a100 (table 2)``); None when alike."""
+    if old.target == new.target:
+        return None
+    return f"{old.target or 'no target'} -> {new.target or 'no target'}"
+
+
+def comparable_entries(old: BaselineEntry | None, new: BaselineEntry) -> tuple[BaselineEntry | None, BaselineEntry]:
+    """Two entries of one model as far as they compare: an estimated latency made on another
+    target or table is a changed estimate, not growth, so both lose their estimates then."""
+    if old is None or estimate_change(old, new) is None:
+        return old, new
+    return old.without_estimates(), new.without_estimates()
+
+
 def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growth: bool = False) -> Verdict:
     """Compare a result's totals with its limits and, when given, its baseline entry's totals and
     layers.
@@ -367,6 +386,7 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
     if result.profile is None:
         return Verdict(result, has_baseline=has_baseline, has_reference=has_baseline)
     measured = BaselineEntry.from_profile(result.profile, result.origin)
+    baseline, comparable = comparable_entries(baseline, measured)
     totals = measured.totals
     increase = {} if accept_growth else result.max_increase
     shown = [
@@ -388,7 +408,7 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
         )
         for name in shown
     ]
-    changes = layer_diff(baseline, measured) if baseline is not None else []
+    changes = layer_diff(baseline, comparable) if baseline is not None else []
     return Verdict(
         result,
         checks,
@@ -406,8 +426,11 @@ def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
     """The verdict with its "change" figures and layer changes against ``reference`` (the base
     branch's entry, None when it has none) instead of the committed baseline; pass or fail stays
     as judged."""
+    changes: list[LayerChange] = []
+    if reference is not None and verdict.measured is not None:
+        reference, comparable = comparable_entries(reference, verdict.measured)
+        changes = layer_diff(reference, comparable)
     figures = reference.totals if reference is not None else {}
-    changes = layer_diff(reference, verdict.measured) if reference is not None and verdict.measured else []
     return replace(
         verdict,
         checks=[replace(check, reference=figures.get(check.metric)) for check in verdict.checks],

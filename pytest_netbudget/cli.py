@@ -1,6 +1,7 @@
 """The ``netbudget`` command: ``show`` prints the per-layer table of one model without pytest,
 ``formulas`` lists how every op and module type is counted, ``merge`` joins the JSON reports
-of sharded or matrix jobs into one report."""
+of sharded or matrix jobs into one report, ``targets`` lists the accelerators latency is
+estimated for and ``calibrate`` measures this machine as one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import difflib
 import importlib
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +28,8 @@ SHOW_EXAMPLES = """examples:
   netbudget show pkg.models:Net --input-shape 1,3,224,224 --depth 2
   netbudget show pkg.models:Net --kwargs '{"num_classes": 100}' --input-shape 1,3,224,224
   netbudget show pkg.models:LM --input-shape 1,128 --input-dtype int64 --input-high 50257 --device meta
-  netbudget show pkg.models:Net --input-shape 1,3,32,32 --formulas pkg.counting --ops"""
+  netbudget show pkg.models:Net --input-shape 1,3,32,32 --formulas pkg.counting --ops
+  netbudget show mnist_cnn --target a100                      # estimated latency per layer on an A100"""
 
 
 class CommandError(Exception):
@@ -145,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also profile a serving step: context=N,batch=N and optionally kv_dtype, weights, group_size, "
         "keep (may be given more than once), fits (e.g. 24GiB); over the model's own serve table",
     )
+    show.add_argument(
+        "--target",
+        default=None,
+        help="estimate latency per layer on this accelerator (netbudget targets lists them), e.g. a100",
+    )
     show.add_argument("--json", action="store_true", help="print the profile as JSON instead of a table")
     formulas = commands.add_parser(
         "formulas",
@@ -173,6 +181,20 @@ def _parser() -> argparse.ArgumentParser:
         "  netbudget merge reports/*.json > comment.md          # the Markdown on stdout",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    commands.add_parser(
+        "targets",
+        help="list the built-in accelerators: dense peaks, bandwidth, per-op overhead and their sources",
+        description="The accelerators estimated latency can be computed for, each figure with its source.",
+    )
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="measure this machine's peaks and print them as the target 'this-machine'",
+        description="Time a large float32 matmul (FLOP/s at the thread count in use), a large copy "
+        "(bytes read + written per second) and a tiny op (the per-op overhead) on this machine's CPU, "
+        "and print [tool.netbudget.targets.this-machine] to paste into pyproject.toml.",
+    )
+    calibrate.add_argument("--threads", type=int, default=None, help="torch threads to measure at (default: torch's)")
+    calibrate.add_argument("--name", default="this-machine", help="the target's name (default: this-machine)")
     merge.add_argument("reports", nargs="+", metavar="REPORT.json", help="JSON reports to merge")
     merge.add_argument("--markdown", metavar="OUT.md", default=None, help="write the merged Markdown report here")
     merge.add_argument("--json", dest="json_out", metavar="OUT.json", default=None, help="write the merged JSON here")
@@ -217,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_formulas(args.grep)
         if args.command == "merge":
             return _merge(args)
+        if args.command == "targets":
+            return _list_targets()
+        if args.command == "calibrate":
+            return _calibrate(args.threads, args.name)
         _import_all(args.formulas)
         spec = _spec(args)
     except (CommandError, LoadError, ConfigError, ValueError) as error:
@@ -237,6 +263,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netbudget: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table(args.depth, ops=args.ops))
+    return 0
+
+
+def _list_targets() -> int:
+    from .targets import TABLE_VERSION, table_rows
+
+    rows = table_rows()
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    print(f"built-in targets, table version {TABLE_VERSION} (dense peaks; sparse tensor-core figures halved)")
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3])
+    return 0
+
+
+def _calibrate(threads: int | None, name: str) -> int:
+    if threads is not None and threads <= 0:
+        raise CommandError(f"--threads must be a positive integer, got {threads}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise CommandError(f"--name {name!r}: a target's name is letters, digits, '-' and '_' (a TOML bare key)")
+    from .engine.calibration import calibrate
+
+    print(calibrate(threads=threads).toml(name), end="")
     return 0
 
 
@@ -330,6 +378,8 @@ def _command_table(table: dict[str, Any], args: argparse.Namespace) -> dict[str,
         table["device"] = args.device
     if args.dtype is not None:
         table["dtype"] = args.dtype
+    if args.target is not None:
+        table["target"] = args.target
     step = {"batch": args.batch, "autocast": args.autocast, "loss_factory": args.loss}
     if args.train is not None:
         table["train"] = {**_step_table(table.get("train")), "optimizer": args.train}

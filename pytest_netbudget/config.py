@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import devices, metrics, units
+from . import devices, metrics, targets, units
 from .loading import is_factory_path
 
 if sys.version_info >= (3, 11):
@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "models")
+TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "target", "targets", "models")
 MODEL_KEYS = (
     "factory",
     "kwargs",
@@ -35,11 +35,13 @@ MODEL_KEYS = (
     "strict",
     "train",
     "serve",
+    "target",
     *metrics.LIMIT_KEYS,
 )
 INPUT_KEYS = ("shape", "dtype", "low", "high")
 TRAIN_KEYS = ("optimizer", "batch", "loss_factory", "autocast")
 SERVE_KEYS = ("context", "batch", "kv_dtype", "weights", "group_size", "keep", "fits")
+TARGET_KEYS = ("title", "peak_tflops", "bandwidth_gbs", "op_overhead_us", "source")
 DEFAULT_BASELINE = "netbudget-baseline.json"
 
 
@@ -165,6 +167,7 @@ class ModelSpec:
     strict: bool = False
     train: TrainSpec | None = None
     serve: ServeSpec | None = None
+    target: targets.Target | None = None  # estimated latency on this accelerator
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ class Settings:
     device: str = "auto"
     strict: bool = False
     max_increase: dict[str, Increase] = field(default_factory=dict)
+    targets: dict[str, targets.Target] = field(default_factory=dict)  # the project's own, by name
 
 
 class Place:
@@ -241,6 +245,8 @@ def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
     baseline = table.get("baseline", DEFAULT_BASELINE)
     if not isinstance(baseline, str) or not baseline.strip():
         raise where.error("baseline", f"must be a file name like {DEFAULT_BASELINE!r}, got {baseline!r}")
+    own_targets = _targets(table.get("targets", {}), path, where)
+    target = _target(table.get("target"), where, own_targets)
     models_table = table.get("models", {})
     if not isinstance(models_table, dict):
         raise where.error("models", "must be a table of [tool.netbudget.models.NAME] tables")
@@ -249,15 +255,83 @@ def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
         model_where = Place.table(path, f"tool.netbudget.models.{name}")
         if not isinstance(model_table, dict):
             raise model_where.error(None, "must be a table with at least 'factory' and an input")
-        models.append(_model(name, model_table, model_where, device, dtype, increase, strict))
+        models.append(_model(name, model_table, model_where, device, dtype, increase, strict, target, own_targets))
     return Settings(
-        path=path, baseline=path.parent / baseline, models=models, device=device, strict=strict, max_increase=increase
+        path=path,
+        baseline=path.parent / baseline,
+        models=models,
+        device=device,
+        strict=strict,
+        max_increase=increase,
+        targets=own_targets,
     )
+
+
+def _targets(value: Any, path: Path, where: Place) -> dict[str, targets.Target]:
+    """``[tool.netbudget.targets.NAME]`` tables: the project's own accelerators."""
+    if not isinstance(value, dict):
+        raise where.error("targets", "must be a table of [tool.netbudget.targets.NAME] tables")
+    return {
+        name: _user_target(name, table, Place.table(path, f"tool.netbudget.targets.{name}"))
+        for name, table in value.items()
+    }
+
+
+def _user_target(name: str, table: Any, where: Place) -> targets.Target:
+    example = "peak_tflops = { fp32 = 19.5, fp16 = 312 } and bandwidth_gbs = 2039"
+    if not isinstance(table, dict):
+        raise where.error(None, f"must be a table with {example}")
+    if name in targets.BUILT_IN:
+        raise where.error(None, f"{name!r} is a built-in target: give yours another name")
+    where.unknown_keys(table, TARGET_KEYS)
+    peaks = table.get("peak_tflops")
+    if not isinstance(peaks, dict) or not peaks:
+        raise where.error("peak_tflops", f"missing or not a table: give dense peaks per precision, {example}")
+    inner = where.within("peak_tflops")
+    inner.unknown_keys(peaks, targets.PRECISIONS)
+    peak_tflops = {precision: _positive(figure, inner, precision) for precision, figure in peaks.items()}
+    if "fp32" not in peak_tflops:
+        raise inner.error("fp32", "missing: every target needs its fp32 peak (other precisions fall back to it)")
+    if "bandwidth_gbs" not in table:
+        raise where.error("bandwidth_gbs", "missing: the memory bandwidth in GB/s (10**9 bytes per second)")
+    overhead = table.get("op_overhead_us", 0)
+    if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 <= overhead < math.inf:
+        raise where.error("op_overhead_us", f"must be a number of microseconds, 0 or more, got {overhead!r}")
+    text = {key: table.get(key, "") for key in ("title", "source")}
+    for key, item in text.items():
+        if not isinstance(item, str):
+            raise where.error(key, f"must be a string, got {item!r}")
+    return targets.user_target(
+        name,
+        text["title"],
+        peak_tflops,
+        _positive(table["bandwidth_gbs"], where, "bandwidth_gbs"),
+        overhead,
+        text["source"] or f"{where.label} (the project's own figures)",
+    )
+
+
+def _positive(value: Any, where: Place, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise where.error(key, f"must be a positive number, got {value!r}")
+    return value
+
+
+def _target(value: Any, where: Place, own: dict[str, targets.Target]) -> targets.Target | None:
+    """``target = "a100"``: a built-in accelerator or one of the project's own."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise where.error("target", f"must be a target's name like 'a100', got {value!r}")
+    try:
+        return targets.resolve(value, own)
+    except targets.TargetError as error:
+        raise where.error("target", str(error)) from None
 
 
 def model_spec(name: str, table: dict[str, Any], place: Place) -> ModelSpec:
     """One model table validated on its own; ``netbudget show`` builds one from its arguments."""
-    return _model(name, table, place, "auto", None, {}, False)
+    return _model(name, table, place, "auto", None, {}, False, None, {})
 
 
 def _model(
@@ -268,6 +342,8 @@ def _model(
     dtype: str | None,
     increase: dict[str, Increase],
     strict: bool,
+    target: targets.Target | None,
+    own_targets: dict[str, targets.Target],
 ) -> ModelSpec:
     where.unknown_keys(table, MODEL_KEYS)
     if "factory" not in table:
@@ -310,6 +386,15 @@ def _model(
             raise where.error(
                 serve_limits[0], "budgets a serving step, but the model has none: add serve = { context = 2048 }"
             )
+    model_target = _target(table["target"], where, own_targets) if "target" in table else target
+    if model_target is None:
+        estimates = [metrics.get(name).limit_key for name in limits if metrics.get(name).needs_target]
+        if estimates:
+            raise where.error(
+                estimates[0],
+                'budgets an estimated latency, but the model has no target: add target = "a100" here or under '
+                "[tool.netbudget] (`netbudget targets` lists them)",
+            )
     model_device = _device(table.get("device", device), where, "device")
     if train is not None and train.autocast is not None and model_device == "meta":
         raise where.error(
@@ -331,6 +416,7 @@ def _model(
         strict=_bool(table.get("strict", strict), where, "strict"),
         train=train,
         serve=serve,
+        target=model_target,
     )
 
 

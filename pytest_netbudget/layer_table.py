@@ -19,9 +19,22 @@ if TYPE_CHECKING:
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
 #: With a training step: its MACs and FLOPs per layer (forward, backward and optimizer together).
 TRAIN_HEADERS = ("Train MACs", "Train FLOPs")
+#: With a target: the estimated time, FLOPs per byte moved, and what bounds the time.
+ESTIMATE_HEADERS = ("Latency ms", "FLOP/B", "Bound")
 #: With a serving step: the cache each layer made, and its work in the decode step.
 SERVE_HEADERS = ("KV cache", "Decode MACs")
-_RIGHT_ALIGNED = {"Params", "MACs", "FLOPs", "Read", "Write", "Calls", *TRAIN_HEADERS, *SERVE_HEADERS}
+_RIGHT_ALIGNED = {
+    "Params",
+    "MACs",
+    "FLOPs",
+    "Read",
+    "Write",
+    "Calls",
+    *TRAIN_HEADERS,
+    "Latency ms",
+    "FLOP/B",
+    *SERVE_HEADERS,
+}
 _SHAPE_WIDTH = 28
 
 
@@ -50,14 +63,22 @@ def text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set
     return [line(headers), rule, *(line(row) for row in rows), rule]
 
 
-def _row(row: LayerStats, model_name: str, train: bool, serve: bool) -> tuple[str, ...]:
+def _estimate(row: LayerStats) -> tuple[str, ...]:
+    intensity = row.intensity
+    return (
+        _figure(row.latency_ms, units.format_ms),
+        f"{intensity:.3g}" if intensity is not None else "-",
+        str(row.bound) if row.bound is not None else "-",
+    )
+
+
+def _served(row: LayerStats) -> tuple[str, ...]:
+    return _figure(row.kv_cache_mb * units.MIB, units.format_bytes), _figure(row.decode_macs, units.format_count)
+
+
+def _row(row: LayerStats, model_name: str, train: bool, estimated: bool, serve: bool) -> tuple[str, ...]:
     name = row.path.rsplit(".", 1)[-1] if row.path else f"({model_name})"
     step = (_figure(row.train_macs, units.format_count), _figure(row.train_flops, units.format_count)) if train else ()
-    served = (
-        (_figure(row.kv_cache_mb * units.MIB, units.format_bytes), _figure(row.decode_macs, units.format_count))
-        if serve
-        else ()
-    )
     return (
         "  " * row.depth + name,
         row.type,
@@ -70,7 +91,8 @@ def _row(row: LayerStats, model_name: str, train: bool, serve: bool) -> tuple[st
         _figure(row.write_bytes, units.format_bytes),
         str(row.calls) if row.calls else "-",
         *step,
-        *served,
+        *(_estimate(row) if estimated else ()),
+        *(_served(row) if serve else ()),
     )
 
 
@@ -98,13 +120,19 @@ def render_layer_table(profile: Profile, depth: int | None = None, ops: bool = F
     a row cut off by ``depth`` carries everything below it. Either way the rows add
     up to the totals. ``ops`` lists under each row the operators that did its work.
     """
-    train, serve = profile.train is not None, profile.serve is not None
-    headers = HEADERS + (TRAIN_HEADERS if train else ()) + (SERVE_HEADERS if serve else ())
+    train, estimated, serve = profile.train is not None, profile.target is not None, profile.serve is not None
+    headers = (
+        HEADERS
+        + (TRAIN_HEADERS if train else ())
+        + (ESTIMATE_HEADERS if estimated else ())
+        + (SERVE_HEADERS if serve else ())
+    )
     cells = []
     for row in profile.rollup(depth):
-        cells.append(_row(row, profile.model, train, serve))
+        cells.append(_row(row, profile.model, train, estimated, serve))
         if ops:
-            cells += [_op_row(name, stats, row.depth, len(headers) - len(HEADERS)) for name, stats in row.ops.items()]
+            blank = len(headers) - len(HEADERS)
+            cells += [_op_row(name, stats, row.depth, blank) for name, stats in row.ops.items()]
     lines = text_table(headers, cells, _RIGHT_ALIGNED)
     lines += footer_lines(profile)
     if ops:
@@ -136,13 +164,31 @@ def footer_lines(profile: Profile) -> list[str]:
         f"FLOPs: {profile.flops:,} ({units.format_count(profile.flops)})",
         f"Activations (peak live): {profile.activations_mb:.3f} MiB",
         f"Peak CUDA memory: {peak}",
+        f"Memory traffic: {profile.memory_access_mb:.3f} MiB read and written by every op, unfused",
     ]
+    lines += estimate_lines(profile)
     lines += train_step_lines(profile.train, profile.totals) if profile.train is not None else []
     lines += serve_step_lines(profile.serve, profile.totals) if profile.serve is not None else []
     if profile.uncounted_ops:
         ops = ", ".join(f"{name} x{count}" for name, count in profile.uncounted_ops.items())
         lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
     return lines
+
+
+def estimate_lines(profile: Profile) -> list[str]:
+    """The estimated latency, what it is made of, and on which target's figures."""
+    target = profile.target
+    if target is None:
+        return []
+    parts = profile.roofline
+    if parts is None:
+        return []
+    return [
+        f"Estimated latency on {target.title} (target {target.name}, table {target.version}): "
+        f"{units.format_ms(profile.latency_ms)} ms, a roofline lower bound: compute-bound ops "
+        f"{units.format_ms(parts.compute_ms)} ms, memory-bound ops {units.format_ms(parts.memory_ms)} ms, "
+        f"per-op overhead {units.format_ms(parts.overhead_ms)} ms"
+    ]
 
 
 PART_NAMES = {"optimizer_state": "optimizer state", "kv_cache": "kv cache"}
@@ -161,6 +207,7 @@ def train_step_lines(step: TrainStep, totals: Mapping[str, float | int | None]) 
         f"MACs {macs:,} ({units.format_count(macs)}), FLOPs {flops:,} ({units.format_count(flops)})",
         f"  memory at its peak (in the {step.peak_phase}): {totals.get('train_memory_mb') or 0:.3f} MiB = {parts}",
         f"  most saved for backward at once: {step.saved_mb:.3f} MiB",
+        f"  memory traffic of the step: {totals.get('train_memory_access_mb') or 0:.3f} MiB read and written, unfused",
     ]
     cuda_peak = totals.get("train_peak_memory_mb")
     if cuda_peak is not None:

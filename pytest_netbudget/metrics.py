@@ -16,13 +16,16 @@ from . import units
 class Metric:
     """One figure of a profile.
 
-    ``unit`` is ``"count"`` (printed with k/M/G suffixes) or ``"MiB"`` (three decimals).
-    ``growth``: a plain ``max_increase = "2%"`` applies to it. ``per_layer``: every layer
+    ``unit`` is ``"count"`` (printed with k/M/G suffixes), ``"MiB"`` (three decimals) or
+    ``"ms"`` (three significant digits).
+    ``growth``: a plain ``max_increase = "2%"`` applies to it (the others take one by name:
+    ``max_increase = { latency_ms = "5%" }``). ``per_layer``: every layer
     row carries it and the rows add up to the total. ``layer_diff``: the baseline keeps it
     per layer and the layer diff compares it. ``headline``: shown for every model that
     has a figure, budgeted or not. ``measured_on``: where it exists at all (None: everywhere).
     ``train``: measured by a training step, so only for models profiled with one.
     ``serve``: measured by a serving step (prefill and one decode step), likewise.
+    ``needs_target``: an estimate on a named accelerator, so only for models given a target.
     """
 
     name: str
@@ -35,6 +38,7 @@ class Metric:
     measured_on: str | None = None
     train: bool = False
     serve: bool = False
+    needs_target: bool = False
 
     @property
     def limit_key(self) -> str:
@@ -48,7 +52,9 @@ class Metric:
     def format(self, value: float | None) -> str:
         """The figure as the summary and reports print it; a missing one says why."""
         if value is None:
-            return "not measured" if self.measured_on else "-"
+            return "not measured" if self.measured_on else "no target" if self.needs_target else "-"
+        if self.unit == "ms":
+            return units.format_ms(value)
         return units.format_mb(value) if self.is_mib else units.format_count(value)
 
     def format_change(self, old: float, new: float) -> str:
@@ -56,6 +62,8 @@ class Metric:
 
     def format_excess(self, excess: float) -> str:
         """How far over a limit: ``+3.9k`` or ``+0.012``."""
+        if self.unit == "ms":
+            return "+" + units.format_ms(excess)
         return f"+{excess:.3f}" if self.is_mib else "+" + units.format_count(excess, digits=2)
 
 
@@ -90,6 +98,21 @@ METRICS: tuple[Metric, ...] = (
         "peak_memory_mb", "MiB", "torch.cuda.max_memory_allocated during the forward", growth=True, measured_on="CUDA"
     ),
     Metric(
+        "memory_access_mb",
+        "MiB",
+        "bytes every op of the forward reads and writes, unfused (an upper bound for a fusing compiler) / 2**20",
+        per_layer=True,
+        layer_diff=True,
+    ),
+    Metric(
+        "latency_ms",
+        "ms",
+        "estimated forward time on the target: per op max(FLOPs / peak, bytes / bandwidth) + overhead (a roofline)",
+        per_layer=True,
+        layer_diff=True,
+        needs_target=True,
+    ),
+    Metric(
         "train_macs",
         "count",
         "multiply-accumulates of one training step: forward, backward and optimizer",
@@ -116,6 +139,14 @@ METRICS: tuple[Metric, ...] = (
         "torch.cuda.max_memory_allocated during the training step",
         growth=True,
         measured_on="CUDA",
+        train=True,
+    ),
+    Metric(
+        "train_memory_access_mb",
+        "MiB",
+        "bytes every op of one training step reads and writes, unfused / 2**20",
+        per_layer=True,
+        layer_diff=True,
         train=True,
     ),
     Metric(

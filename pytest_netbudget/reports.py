@@ -14,7 +14,7 @@ from .baseline import REPORT_KIND, REPORT_SCHEMA
 from .budgets import LayerChange, MetricCheck, Verdict
 from .config import DEFAULT_BASELINE
 from .layer_table import fits_line, serve_step_lines, train_step_lines
-from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, RecordError, Status
+from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, LayerEntry, RecordError, Status
 
 LAYER_DIFF_LIMIT = 10
 
@@ -93,11 +93,17 @@ def largest_layers_line(measured: BaselineEntry, metric: str = "params", count: 
     return f"largest layers by {metric}: {listed}"
 
 
+#: The layer diff's column for what bounds a layer's estimated time (compute or memory).
+BOUND = "bound"
+
+
 def diff_columns(changes: list[LayerChange]) -> list[str]:
     """The per-layer metrics that the changed layers carry, old or new (train figures only
     where a training step was profiled)."""
     carried = {name for item in changes for entry in (item.old, item.new) if entry for name in entry.figures}
-    return [name for name in metrics.LAYER_DIFF if name in carried]
+    columns = [name for name in metrics.LAYER_DIFF if name in carried]
+    bounded = any(entry.bound for item in changes for entry in (item.old, item.new) if entry)
+    return columns + [BOUND] if bounded else columns
 
 
 def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
@@ -114,9 +120,16 @@ def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) 
 
 
 def _old_new(item: LayerChange, name: str) -> str:
-    old = units.format_count(item.old.figures[name]) if item.old and name in item.old.figures else "-"
-    new = units.format_count(item.new.figures[name]) if item.new and name in item.new.figures else "-"
-    return f"{old} -> {new}"
+    """A changed layer's figure before and after; ``bound`` says what bounds its estimated time."""
+    return f"{_side(item.old, name)} -> {_side(item.new, name)}"
+
+
+def _side(entry: LayerEntry | None, name: str) -> str:
+    if entry is None:
+        return "-"
+    if name == BOUND:
+        return str(entry.bound) if entry.bound is not None else "-"
+    return metrics.get(name).format(entry.figures[name]) if name in entry.figures else "-"
 
 
 def failure_text(verdict: Verdict, baseline_file: str = DEFAULT_BASELINE) -> str:

@@ -153,6 +153,63 @@ class TrainStep:
         )
 
 
+class Bound(TextEnum):
+    """What bounds an estimated time: the peak FLOP/s or the memory bandwidth."""
+
+    COMPUTE = "compute"
+    MEMORY = "memory"
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """A layer's estimated time on the target, in ms, split by what bounds each of its ops:
+    the time of compute-bound ops, of memory-bound ops, and the per-op overhead. The three
+    add up to its ``latency_ms``."""
+
+    compute_ms: float = 0.0
+    memory_ms: float = 0.0
+    overhead_ms: float = 0.0
+
+    @property
+    def bound(self) -> Bound | None:
+        if not (self.compute_ms or self.memory_ms):
+            return None
+        return Bound.COMPUTE if self.compute_ms >= self.memory_ms else Bound.MEMORY
+
+    @classmethod
+    def total(cls, parts: list[Roofline | None]) -> Roofline | None:
+        present = [part for part in parts if part is not None]
+        if not present:
+            return None
+        return cls(
+            *(sum(getattr(part, name) for part in present) for name in ("compute_ms", "memory_ms", "overhead_ms"))
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {"compute_ms": self.compute_ms, "memory_ms": self.memory_ms, "overhead_ms": self.overhead_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Roofline:
+        return cls(data["compute_ms"], data["memory_ms"], data["overhead_ms"])
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """The accelerator a profile's latency was estimated for: its name, title, and the version
+    of the table its figures come from (a user target's fingerprint), which the baseline keeps."""
+
+    name: str
+    title: str
+    version: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "title": self.title, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TargetRef:
+        return cls(data["name"], data["title"], data["version"])
+
+
 Figure = TypeVar("Figure")
 
 
@@ -213,6 +270,7 @@ class LayerStats:
     input_shapes: list[Any] = field(default_factory=list)
     output_shapes: list[Any] = field(default_factory=list)
     ops: dict[str, OpStats] = field(default_factory=dict)
+    roofline: Roofline | None = None  # with a target: what its estimated time is made of
 
     # The per-layer metrics (metrics.PER_LAYER), in the table's order.
     params = LayerFigure[int]()
@@ -220,14 +278,28 @@ class LayerStats:
     buffers = LayerFigure[int]()
     macs = LayerFigure[int]()
     flops = LayerFigure[int]()
+    memory_access_mb = LayerFigure[float]()
+    latency_ms = LayerFigure[float]()
     train_macs = LayerFigure[int]()
     train_flops = LayerFigure[int]()
+    train_memory_access_mb = LayerFigure[float]()
     kv_cache_mb = LayerFigure[float]()
     prefill_macs = LayerFigure[int]()
     prefill_flops = LayerFigure[int]()
     decode_macs = LayerFigure[int]()
     decode_flops = LayerFigure[int]()
     weights_mb = LayerFigure[float]()
+
+    @property
+    def intensity(self) -> float | None:
+        """Arithmetic intensity: forward FLOPs per byte moved; None for a layer that moves nothing."""
+        moved = self.read_bytes + self.write_bytes
+        return self.flops / moved if moved else None
+
+    @property
+    def bound(self) -> Bound | None:
+        """What bounds the layer's estimated time on the target (None without one, or without work)."""
+        return self.roofline.bound if self.roofline is not None else None
 
     @property
     def depth(self) -> int:
@@ -247,6 +319,8 @@ class LayerStats:
         data.update(read_bytes=self.read_bytes, write_bytes=self.write_bytes, calls=self.calls)
         data.update(input_shapes=self.input_shapes, output_shapes=self.output_shapes)
         data["ops"] = {name: [stats.calls, stats.macs, stats.flops] for name, stats in self.ops.items()}
+        if self.roofline is not None:
+            data["roofline"] = self.roofline.to_dict()
         return data
 
     @classmethod
@@ -261,6 +335,7 @@ class LayerStats:
             input_shapes=data.get("input_shapes", []),
             output_shapes=data.get("output_shapes", []),
             ops={name: OpStats(*figures) for name, figures in data.get("ops", {}).items()},
+            roofline=Roofline.from_dict(data["roofline"]) if data.get("roofline") else None,
         )
 
 
@@ -281,6 +356,7 @@ class Profile:
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     train: TrainStep | None = None  # the training step's settings and memory split, when one was profiled
     serve: ServeStep | None = None  # the serving step's settings, memory split and traced calls, when profiled
+    target: TargetRef | None = None  # the accelerator latency was estimated for, when one was named
 
     # Every metric (metrics.METRICS), in the table's order.
     params = Total[int]()
@@ -291,10 +367,13 @@ class Profile:
     size_mb = Total[float]()
     activations_mb = Total[float]()
     peak_memory_mb = Total[Optional[float]]()
+    memory_access_mb = Total[float]()
+    latency_ms = Total[Optional[float]]()
     train_macs = Total[Optional[int]]()
     train_flops = Total[Optional[int]]()
     train_memory_mb = Total[Optional[float]]()
     train_peak_memory_mb = Total[Optional[float]]()
+    train_memory_access_mb = Total[Optional[float]]()
     kv_cache_mb = Total[Optional[float]]()
     prefill_macs = Total[Optional[int]]()
     prefill_flops = Total[Optional[int]]()
@@ -302,6 +381,11 @@ class Profile:
     decode_flops = Total[Optional[int]]()
     weights_mb = Total[Optional[float]]()
     serve_memory_mb = Total[Optional[float]]()
+
+    @property
+    def roofline(self) -> Roofline | None:
+        """The estimated time's parts over the whole model; None without a target."""
+        return Roofline.total([row.roofline for row in self.layers])
 
     @property
     def ops(self) -> dict[str, OpStats]:
@@ -327,6 +411,7 @@ class Profile:
                     read_bytes=sum(other.read_bytes for other in inside),
                     write_bytes=sum(other.write_bytes for other in inside),
                     ops=_sum_ops([other.ops for other in inside]),
+                    roofline=Roofline.total([other.roofline for other in inside]),
                 )
             )
         return folded
@@ -351,6 +436,7 @@ class Profile:
             "uncounted_ops": dict(self.uncounted_ops),
             "train": self.train.to_dict() if self.train is not None else None,
             "serve": self.serve.to_dict() if self.serve is not None else None,
+            "target": self.target.to_dict() if self.target is not None else None,
         }
 
     @classmethod
@@ -366,6 +452,7 @@ class Profile:
             uncounted_ops=dict(data.get("uncounted_ops", {})),
             train=TrainStep.from_dict(data["train"]) if data.get("train") else None,
             serve=ServeStep.from_dict(data["serve"]) if data.get("serve") else None,
+            target=TargetRef.from_dict(data["target"]) if data.get("target") else None,
         )
 
 
@@ -500,34 +587,71 @@ def _figures(data: Any, where: str) -> dict[str, Any]:
     return {name: _figure(value, f"{where}{json_key(name)}") for name, value in _table(data, where).items()}
 
 
+def stored_figure(value: float) -> float:
+    """A figure as the baseline stores it: counts whole, MiB and ms to six decimals, so that two
+    identical runs compare equal and the file reads well."""
+    return round(value, 6) if isinstance(value, float) else value
+
+
 def stored_totals(profile: Profile) -> dict[str, float]:
-    """The measured totals as the baseline stores them (MiB to six decimals), so that two
-    identical runs compare equal; a figure that was not measured is left out."""
-    return {
-        name: round(value, 6) if isinstance(value, float) else value
-        for name, value in profile.totals.items()
-        if value is not None
-    }
+    """The measured totals as the baseline stores them (see :func:`stored_figure`); a figure that
+    was not measured is left out."""
+    return {name: stored_figure(value) for name, value in profile.totals.items() if value is not None}
+
+
+#: The figures that exist only as an estimate on a target (``latency_ms``).
+ESTIMATES = tuple(metric.name for metric in metrics.METRICS if metric.needs_target)
 
 
 @dataclass(frozen=True)
 class LayerEntry:
-    """One layer as the baseline keeps it: its module type and its figures of ``metrics.LAYER_DIFF``."""
+    """One layer as the baseline keeps it: its module type, its figures of ``metrics.LAYER_DIFF``
+    and, with a target, what bounds its estimated time."""
 
     type: str
     figures: dict[str, float] = field(default_factory=dict)
+    bound: Bound | None = None
 
     def figure(self, name: str) -> float:
         return self.figures.get(name, 0)
 
+    def without_estimates(self) -> LayerEntry:
+        return LayerEntry(self.type, {name: value for name, value in self.figures.items() if name not in ESTIMATES})
+
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, **self.figures}
+        data: dict[str, Any] = {"type": self.type, **self.figures}
+        if self.bound is not None:
+            data["bound"] = str(self.bound)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> LayerEntry:
         row = _table(data, where, "an object with 'type' and figures")
         kind = _text(row.get("type"), f"{where}.type")
-        return cls(kind, _figures({name: value for name, value in row.items() if name != "type"}, where))
+        bound = row.get("bound")
+        if bound is not None and bound not in {str(known) for known in Bound}:
+            raise RecordError(f'{where}.bound: expected "compute" or "memory", got {_shown(bound)}')
+        figures = _figures({name: value for name, value in row.items() if name not in ("type", "bound")}, where)
+        return cls(kind, figures, Bound(bound) if bound is not None else None)
+
+
+@dataclass(frozen=True)
+class EstimateSource:
+    """The target a baseline entry's estimated latency was made on, and its table's version."""
+
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name} (table {self.version})"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> EstimateSource:
+        table = _table(data, where, "an object with 'name' and 'version'")
+        return cls(_text(table.get("name"), f"{where}.name"), _text(table.get("version"), f"{where}.version"))
 
 
 @dataclass(frozen=True)
@@ -545,21 +669,36 @@ class BaselineEntry:
     totals: dict[str, float] = field(default_factory=dict)
     layers: dict[str, LayerEntry] = field(default_factory=dict)
     uncounted_ops: dict[str, int] = field(default_factory=dict)
+    target: EstimateSource | None = None  # where its estimated latency comes from, when it has one
 
     @classmethod
     def from_profile(cls, profile: Profile, origin: str) -> BaselineEntry:
         measured = [name for name in metrics.LAYER_DIFF if profile.totals.get(name) is not None]
         layers = {}
         for row in profile.layers:
-            figures = {name: row.figures.get(name, 0) for name in measured}
+            figures = {name: stored_figure(row.figures.get(name, 0)) for name in measured}
             if any(figures.values()):
-                layers[row.name] = LayerEntry(row.type, figures)
-        return cls(origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())))
+                layers[row.name] = LayerEntry(row.type, figures, row.bound)
+        target = EstimateSource(profile.target.name, profile.target.version) if profile.target is not None else None
+        return cls(origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())), target)
+
+    def without_estimates(self) -> BaselineEntry:
+        """The entry less its estimated latency: what can still be compared with an entry whose
+        estimate was made on another target, or another version of its table."""
+        layers = {path: row.without_estimates() for path, row in self.layers.items()}
+        return replace(
+            self,
+            totals={name: value for name, value in self.totals.items() if name not in ESTIMATES},
+            layers={path: row for path, row in layers.items() if any(row.figures.values())},
+            target=None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, in the order the baseline file writes it; ``uncounted_ops`` only when there
         are some (a new one is then a line in review)."""
         data: dict[str, Any] = {"origin": self.origin, "totals": dict(self.totals)}
+        if self.target is not None:
+            data["target"] = self.target.to_dict()
         if self.uncounted_ops:
             data["uncounted_ops"] = dict(self.uncounted_ops)
         data["layers"] = {path: row.to_dict() for path, row in self.layers.items()}
@@ -580,4 +719,5 @@ class BaselineEntry:
             totals=_figures(totals, f"{where}.totals"),
             layers={path: LayerEntry.from_dict(row, f"{where}.layers{json_key(path)}") for path, row in layers.items()},
             uncounted_ops=_figures(uncounted, f"{where}.uncounted_ops"),
+            target=EstimateSource.from_dict(entry["target"], f"{where}.target") if entry.get("target") else None,
         )

@@ -130,6 +130,7 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             autocast=step.autocast if step else None,
             batch=step.batch if step else None,
             serve=spec.serve,
+            target=spec.target,
         )
     except FormulaError as error:
         raise ModelError(str(error)) from None

@@ -181,10 +181,27 @@ class NetbudgetSession:
         """A result against its limits and its baseline entry, with the layers that changed; the
         change shown against the base branch when one was given."""
         # An update run accepts growth: its figures become the new baseline (budgets still apply).
-        verdict = budgets.judge(result, self.baseline.get(result.name), accept_growth=self.options.update)
+        previous = self.baseline.get(result.name)
+        verdict = budgets.judge(result, previous, accept_growth=self.options.update)
+        self._note_estimate_change(verdict, previous, self.baseline_file)
         if self.reference is None:
             return verdict
-        return budgets.compared_with(verdict, self.reference.get(result.name))
+        other = self.reference.get(result.name)
+        self._note_estimate_change(verdict, other, self.compared_with)
+        return budgets.compared_with(verdict, other)
+
+    def _note_estimate_change(self, verdict: budgets.Verdict, old: BaselineEntry | None, source: str) -> None:
+        """Say when the estimated latency was not compared because its target or table changed."""
+        if old is None or verdict.measured is None:
+            return
+        change = budgets.estimate_change(old, verdict.measured)
+        if change is None:
+            return
+        note = f"{verdict.name}: estimated latency not compared with {source}: its target changed, {change}"
+        if not self.options.update:
+            note += "; run `pytest --netbudget --netbudget-update` to record the new estimate"
+        if note not in self.notes:  # a result is judged for its item and again for the summary
+            self.notes.append(note)
 
     def claim(self, name: str, origin: str) -> str | None:
         """Take ``name`` for the check of test ``origin``; the problem when it is not free: the

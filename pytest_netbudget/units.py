@@ -125,6 +125,18 @@ def format_mb(value: float | None) -> str:
     return f"{value:.3f}"
 
 
+def format_ms(value: float | None) -> str:
+    """Print milliseconds with three significant digits, never in exponent notation: '0.0123', '12.3', '1234'."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    sign = "-" if value < 0 else ""
+    return sign + _significant(float(f"{abs(value):.3g}"), 3)
+
+
 def format_change(old: float, new: float, is_mb: bool = False) -> str:
     """Print the change from ``old`` to ``new``: '+2.3k (+7.9%)', '-1.2M (-3.0%)' or '='."""
     delta = new - old

@@ -20,6 +20,7 @@ TORCH_FREE = [
     "pytest_netbudget.markdown_text",
     "pytest_netbudget.metrics",
     "pytest_netbudget.devices",
+    "pytest_netbudget.targets",
     "pytest_netbudget.results",
     "pytest_netbudget.layer_table",
     "pytest_netbudget.config",

@@ -3,6 +3,9 @@
 Figures by hand: Linear(10, 5) on [1, 10] has 55 params, 50 MACs and 2*50 + 5 (bias) = 105 FLOPs;
 Linear(10, 6) has 66 params, 60 MACs. Conv2d(1, 2, 3) on [1, 1, 5, 5]: 20 params, 162 MACs,
 2*162 + 18 (bias) = 342 FLOPs, then a ReLU over 18 elements: 18 FLOPs.
+Memory traffic (float32, bytes read + written): Linear(10, 5) reads its input 40, weight 200 and
+bias 20 and writes 20 = 280; Linear(10, 6): 40 + 240 + 24 + 24 = 328. The conv reads 100 + 72 + 8
+and writes 72 = 252; the ReLU reads and writes 72 each = 144. The baseline keeps MiB to 6 decimals.
 """
 
 from __future__ import annotations
@@ -87,16 +90,18 @@ def test_update_writes_a_sorted_stable_baseline(pytester, project):
     assert tiny["totals"]["flops"] == 105
     assert tiny["totals"]["size_mb"] == pytest.approx(55 * 4 / 2**20, abs=1e-6)
     assert "peak_memory_mb" not in tiny["totals"]  # not measured on CPU: not recorded as 0
-    assert tiny["layers"] == {"fc": {"type": "Linear", "params": 55, "macs": 50, "flops": 105}}
+    fc = {"type": "Linear", "params": 55, "macs": 50, "flops": 105, "memory_access_mb": round(280 / 2**20, 6)}
+    assert tiny["layers"] == {"fc": fc}
     conv = data["models"]["conv"]
     assert conv["totals"]["params"] == 20
     assert conv["totals"]["macs"] == 162
     assert conv["layers"] == {
-        "0": {"type": "Conv2d", "params": 20, "macs": 162, "flops": 342},
-        "1": {"type": "ReLU", "params": 0, "macs": 0, "flops": 18},
+        "0": {"type": "Conv2d", "params": 20, "macs": 162, "flops": 342, "memory_access_mb": round(252 / 2**20, 6)},
+        "1": {"type": "ReLU", "params": 0, "macs": 0, "flops": 18, "memory_access_mb": round(144 / 2**20, 6)},
     }
     # one layer per line, keys sorted at every level
-    assert '        "fc": {"flops": 105, "macs": 50, "params": 55, "type": "Linear"}' in text.splitlines()
+    line = '        "fc": {"flops": 105, "macs": 50, "memory_access_mb": 0.000267, "params": 55, "type": "Linear"}'
+    assert line in text.splitlines()
     for entry in data["models"].values():
         assert list(entry["totals"]) == sorted(entry["totals"])
     assert text.index('"conv"') < text.index('"tiny"')
@@ -160,8 +165,9 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
             r"^\s+params\s+100\s+66\s+55\s+\+11 \(\+20\.0%\)\s+grew \+11 \(\+20\.0%\), more than the allowed 2%$",
             r"^\s+macs\s+-\s+60\s+50\s+\+10 \(\+20\.0%\)\s+grew \+10 \(\+20\.0%\), more than the allowed 2%$",
             r"^\s+layers changed since the baseline:$",
-            r"^\s+layer\s+change\s+params\s+macs\s+flops$",
-            r"^\s+fc \(Linear\)\s+resized\s+55 -> 66\s+50 -> 60\s+105 -> 126$",  # FLOPs: 2 * MACs + bias
+            r"^\s+layer\s+change\s+params\s+macs\s+flops\s+memory_access_mb$",
+            # FLOPs: 2 * MACs + bias; traffic 280 -> 328 bytes, both 0.000 MiB to three decimals
+            r"^\s+fc \(Linear\)\s+resized\s+55 -> 66\s+50 -> 60\s+105 -> 126\s+0.000 -> 0.000$",
             r"^\s+next: if the growth is intended, accept it with `pytest --netbudget --netbudget-update` "
             r"and commit netbudget-baseline.json$",
         ]
@@ -212,8 +218,20 @@ def test_growth_fails_with_layer_diff_reports_and_step_summary(pytester, project
             "path": "fc",
             "type": "Linear",
             "kind": "resized",
-            "old": {"type": "Linear", "params": 55, "macs": 50, "flops": 105},
-            "new": {"type": "Linear", "params": 66, "macs": 60, "flops": 2 * 60 + 6},
+            "old": {
+                "type": "Linear",
+                "params": 55,
+                "macs": 50,
+                "flops": 105,
+                "memory_access_mb": round(280 / 2**20, 6),
+            },
+            "new": {
+                "type": "Linear",
+                "params": 66,
+                "macs": 60,
+                "flops": 2 * 60 + 6,
+                "memory_access_mb": round(328 / 2**20, 6),
+            },
         }
     ]
     assert report["models"]["conv"]["status"] == "pass"

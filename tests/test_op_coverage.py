@@ -486,11 +486,12 @@ def test_grouped_mm_on_meta_in_float32():
     [
         # a list of tensors (cat): 2x3 + 4x3 float32
         (lambda m, x, y: torch.cat([x, y]), (torch.randn(2, 3), torch.randn(4, 3)), 24 + 48),
-        # a list of optional tensors (index): 3x4 float32 and 2 int64 indices
+        # a list of optional tensors (index): the 2 int64 indices in the list, and as a gather the
+        # 3x2 float32 elements it picks from the 3x4 source (not the whole source)
         (
             lambda m, x, i: torch.ops.aten.index.Tensor(x, [None, i]),
             (torch.randn(3, 4), torch.tensor([0, 2])),
-            48 + 16,
+            16 + 24,
         ),
         # an absent optional tensor and int lists (convolution): 1x2x4x4 and 3x2x3x3 float32
         (lambda m, x, w: F.conv2d(x, w), (torch.randn(1, 2, 4, 4), torch.randn(3, 2, 3, 3)), 128 + 216),

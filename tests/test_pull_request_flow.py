@@ -111,7 +111,7 @@ def test_check_baseline_fails_on_a_stale_baseline_and_says_how_to_refresh(pytest
     warned.stdout.fnmatch_lines(
         [
             "netbudget: netbudget-baseline.json is out of date: extra has no entry; "
-            "tiny's params, trainable_params, macs, flops, size_mb, activations_mb, layers differ; "
+            "tiny's params, trainable_params, macs, flops, size_mb, activations_mb, memory_access_mb, layers differ; "
             "conv is no longer registered; refresh it with `pytest --netbudget --netbudget-update` "
             "and commit netbudget-baseline.json"
         ]

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from .. import devices, metrics, units
+from .. import devices, metrics, targets, units
 from ..config import ServeSpec
 from ..formulas import FormulaSet
-from ..results import Fits, LayerStats, OpStats, Profile, ServePart, ServeStep, TrainStep
+from ..results import Fits, LayerStats, OpStats, Profile, Roofline, ServePart, ServeStep, TargetRef, TrainStep
 from .fused_on_meta import fused_attention_on_meta
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
@@ -34,6 +34,7 @@ from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
 from .planned_weights import planned_bytes
 from .quantized import packed_tensors, stored_bytes
+from .roofline import OpClock
 from .serving import ServeRun, longest_context, serve_step
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
@@ -226,6 +227,7 @@ class _Prepared:
     state: dict[str, torch.Tensor] | None  # converted copies for a stateless call; None: call the model itself
     external: list[torch.Tensor]  # weights and inputs: never activations
     formulas: FormulaSet
+    target: targets.Target | None  # estimated latency on this accelerator
 
 
 def profile(
@@ -242,6 +244,7 @@ def profile(
     batch: int | None = None,
     serve: ServeSpec | None = None,
     formulas: Mapping[Any, Callable[..., Any]] | None = None,
+    target: str | targets.Target | None = None,
 ) -> Profile:
     """Profile one forward pass of ``model`` (and with ``train=True`` one training step too);
     see the README for what each figure means.
@@ -257,28 +260,33 @@ def profile(
     the forward in mixed precision (bfloat16 or float16, on cpu or cuda); ``batch`` gives
     every input that many rows (dimension 0) for the step.
 
+    ``target`` (a built-in name such as ``"a100"``, or a ``targets.Target``) adds the forward's
+    estimated latency on that accelerator, per layer and in total (a roofline; see the README).
+
     ``serve=ServeSpec(context=..., batch=...)`` adds a serving step: a prefill of ``context``
     tokens at ``batch`` from the model's own token input, the cache it returns measured, one
     decode step with that cache, the weights at a planned precision, and with ``fits`` the
-    longest context that fits that memory (see the README's "Serving step").
+    longest context that fits that memory (see the README's "Serving step"). With a ``target``
+    the prefill and the decode step get their estimated latency too (``p.serve.decode.latency_ms``).
     """
     step = _step_settings(train, optimizer, autocast, batch)
+    accelerator = targets.resolve(target) if isinstance(target, str) else target
     # An exported program gives a new module each time: nothing to share, nothing to lock.
     lock = model_lock(unwrap(model)) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
     with lock, preserved_rng():
-        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=False)
+        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=False)
         tracer, peak_memory_mb = _trace(prepared)
         result = _assemble(prepared, tracer, peak_memory_mb)
         if serve is not None:
             on_meta = (
                 prepared
                 if prepared.device.type == "meta"
-                else _prepare(model, inputs, input_shape, "meta", dtype, formulas, copies=False)
+                else _prepare(model, inputs, input_shape, "meta", dtype, formulas, None, copies=False)
             )
             result = _with_serving(result, prepared, on_meta if serve.fits is not None else None, serve)
         if step is None:
             return result
-        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, copies=True)
+        prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=True)
         if prepared.device.type == "meta" and step.autocast is not None:
             raise ValueError(
                 "autocast runs on cpu and cuda only (PyTorch has no autocast for meta tensors): profile the step "
@@ -313,6 +321,7 @@ def _prepare(
     device: Any,
     dtype: Any,
     formulas: Mapping[Any, Callable[..., Any]] | None,
+    accelerator: targets.Target | None,
     copies: bool,
 ) -> _Prepared:
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
@@ -344,6 +353,7 @@ def _prepare(
         state,
         weights + tensor_leaves((args, kwargs)),
         FormulaSet(formulas),
+        accelerator,
     )
 
 
@@ -357,10 +367,16 @@ def _kernel_overrides(device: torch.device) -> Iterator[None]:
 
 def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     """Run the forward once under the tracer; the CUDA peak when on CUDA."""
-    tracer = Tracer(prepared.model, prepared.external, prepared.formulas, prepared.inventory.modules)
+    tracer = _new_tracer(prepared, prepared.external)
     measured: dict[str, float] = {}
     _traced_call(prepared, tracer, prepared.args, prepared.kwargs, measured)
     return tracer, measured.get("peak_memory_mb")
+
+
+def _new_tracer(prepared: _Prepared, external: list[torch.Tensor]) -> Tracer:
+    """A tracer of the prepared model; with a target, one that times every op on it."""
+    clock = OpClock(prepared.target) if prepared.target is not None else None
+    return Tracer(prepared.model, external, prepared.formulas, prepared.inventory.modules, clock)
 
 
 def _traced_call(
@@ -406,7 +422,8 @@ def _own_writes(weights: list[torch.Tensor], kept: KeptAttributes) -> OwnWrites 
 
 def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None) -> Profile:
     """The inventory's rows completed with what each module did, and the totals."""
-    layers = [_layer(row, tally) for row, tally in zip(prepared.inventory.rows, tracer.tallies)]
+    estimated = prepared.target is not None
+    layers = [_layer(row, tally, estimated) for row, tally in zip(prepared.inventory.rows, tracer.tallies)]
     dtype = prepared.dtype or min(prepared.inventory.float_dtypes, key=str, default=torch.float32)
     totals: dict[str, float | int | None] = dict.fromkeys(metrics.NAMES)
     totals.update({name: sum(row.figures[name] for row in layers) for name in layers[0].figures})
@@ -423,6 +440,7 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         totals={name: totals[name] for name in metrics.NAMES},
         layers=layers,
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
+        target=_target_ref(prepared.target),
     )
 
 
@@ -433,8 +451,7 @@ def _serve_run(prepared: _Prepared, spec: ServeSpec, context: int, follow: bool 
         prepared.args,
         prepared.kwargs,
         weights,
-        prepared.inventory.modules,
-        prepared.formulas,
+        lambda external: _new_tracer(prepared, external),
         lambda tracer, args, kwargs: _traced_call(prepared, tracer, args, kwargs),
         context=context,
         batch=spec.batch,
@@ -535,17 +552,29 @@ def _fits(on_meta: _Prepared, spec: ServeSpec, weights: int, known_run: ServeRun
     )
 
 
-def _layer(row: _InventoryRow, tally: LayerTally) -> LayerStats:
+def _target_ref(target: targets.Target | None) -> TargetRef | None:
+    return TargetRef(target.name, target.title, target.version) if target is not None else None
+
+
+def _layer(row: _InventoryRow, tally: LayerTally, estimated: bool) -> LayerStats:
+    """One row: the module's own tensors and what its own ops did; with a target, their time."""
+    figures: dict[str, float] = {**row.counts, "macs": tally.macs, "flops": tally.flops}
+    figures["memory_access_mb"] = (tally.read_bytes + tally.write_bytes) / units.MIB
+    roofline = None
+    if estimated:
+        roofline = Roofline(tally.compute_s * 1e3, tally.memory_s * 1e3, tally.overhead_s * 1e3)
+        figures["latency_ms"] = roofline.compute_ms + roofline.memory_ms + roofline.overhead_ms
     return LayerStats(
         path=row.path,
         type=row.type,
-        figures={**row.counts, "macs": tally.macs, "flops": tally.flops},
+        figures=figures,
         read_bytes=tally.read_bytes,
         write_bytes=tally.write_bytes,
         calls=tally.calls,
         input_shapes=tally.input_shapes,
         output_shapes=tally.output_shapes,
         ops={name: OpStats(*figures) for name, figures in sorted(tally.ops.items())},
+        roofline=roofline,
     )
 
 
@@ -586,7 +615,15 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
     )
     tallies = step.tracer.tallies
     layers = [
-        replace(row, figures={**row.figures, "train_macs": tally.macs, "train_flops": tally.flops})
+        replace(
+            row,
+            figures={
+                **row.figures,
+                "train_macs": tally.macs,
+                "train_flops": tally.flops,
+                "train_memory_access_mb": (tally.read_bytes + tally.write_bytes) / units.MIB,
+            },
+        )
         for row, tally in zip(result.layers, tallies)
     ]
     uncounted = dict(result.uncounted_ops)
@@ -596,6 +633,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
     totals.update(
         train_macs=sum(tally.macs for tally in tallies),
         train_flops=sum(tally.flops for tally in tallies),
+        train_memory_access_mb=sum(row.figures["train_memory_access_mb"] for row in layers),
         train_memory_mb=step.peak_bytes / units.MIB,
         train_peak_memory_mb=step.cuda_peak_mb,
     )

@@ -248,6 +248,8 @@ class ServeRun:
 
 #: Runs ``model(*args, **kwargs)`` under a tracer with everything a traced forward needs around it.
 TracedCall = Callable[[Tracer, tuple, dict], Any]
+#: A fresh tracer of the model whose live memory leaves out the given (external) tensors.
+NewTracer = Callable[[list[torch.Tensor]], Tracer]
 
 
 def serve_step(
@@ -255,8 +257,7 @@ def serve_step(
     args: tuple,
     kwargs: dict,
     weights: list[torch.Tensor],
-    modules: list[tuple[str, torch.nn.Module]],
-    formula_set: Any,
+    new_tracer: NewTracer,
     call: TracedCall,
     *,
     context: int,
@@ -276,7 +277,7 @@ def serve_step(
     prefill_args, prefill_kwargs = slot.put(args, kwargs, tokens)
     if use_cache:
         prefill_kwargs["use_cache"] = True
-    prefill = Tracer(model, [], formula_set, modules)
+    prefill = new_tracer([])
     prefill.memory = _CreatorMemory(
         [*weights, *tensor_leaves((prefill_args, prefill_kwargs))],
         lambda: prefill._stack[-1] if prefill._stack else 0,
@@ -286,7 +287,7 @@ def serve_step(
     encoder = _encoder_output(output)
     del output
     held = cache_tensors(cache)
-    kv_bytes = [0] * len(modules)
+    kv_bytes = [0] * len(prefill.tallies)
     for tensor in held:
         kv_bytes[prefill.memory.creator.get(_storage_key(tensor), 0)] += tensor_bytes(tensor, kv_dtype)
 
@@ -297,7 +298,7 @@ def serve_step(
         decode_kwargs["use_cache"] = True
 
     def decode_step(cache: Any, held: list[torch.Tensor]) -> tuple[Tracer, int, Any, list[torch.Tensor]]:
-        tracer = Tracer(model, [], formula_set, modules)
+        tracer = new_tracer([])
         # The cache's tensors are held until the step ends: the cache drops them as it grows,
         # and a storage freed meanwhile could come back under the same key as a new one.
         tracer.memory = _EventMemory([*weights, *held, *tensor_leaves((decode_args, decode_kwargs))])

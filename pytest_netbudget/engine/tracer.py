@@ -25,6 +25,8 @@ from ..results import MemoryPart
 from .higher_order import EagerFlexAttention, run_higher_order
 from .meta_kernels import META_KERNELS, run_on_meta
 from .model_forms import script_module_hooks, scripted
+from .roofline import OpClock
+from .traffic import traffic_of
 
 _aten = torch.ops.aten
 _NO_FORWARD = object()  # a module with no forward of its own in its __dict__ (the usual case)
@@ -69,8 +71,8 @@ except ImportError:  # a torch without jagged nested tensors
 
 
 # Batch norm returns its saved statistics beside its output: empty tensors from the CPU
-# kernel, C elements each on meta. Only the output is an activation, so that the figure
-# does not depend on the device.
+# kernel, C elements each on meta. Only the output is an activation, and only its bytes are
+# written, so that neither figure depends on the device.
 _STATISTICS_OUTPUTS = _existing_ops(
     (_aten, "native_batch_norm", "default"),
     (_aten, "_native_batch_norm_legit_no_training", "default"),
@@ -82,13 +84,17 @@ _STATISTICS_OUTPUTS = _existing_ops(
 @dataclass
 class LayerTally:
     """What one module has done so far in this forward; ``ops`` maps an op's name to
-    [calls, MACs, FLOPs]."""
+    [calls, MACs, FLOPs]. With a target, its ops' estimated seconds, split by what bounds
+    each op (see :mod:`.roofline`)."""
 
     calls: int = 0
     macs: int = 0
     flops: int = 0
     read_bytes: int = 0
     write_bytes: int = 0
+    compute_s: float = 0.0
+    memory_s: float = 0.0
+    overhead_s: float = 0.0
     input_shapes: list[Any] = field(default_factory=list)
     output_shapes: list[Any] = field(default_factory=list)
     ops: dict[str, list[int]] = field(default_factory=dict)
@@ -281,6 +287,7 @@ class OpPlan:
         "meta_kernel",
         "metadata",
         "name",
+        "traffic",
         "writes",
     )
 
@@ -305,6 +312,8 @@ class OpPlan:
         self.name = str(func.overloadpacket)
         self.count_bytes = not func.is_view
         self.tensor_positions = tensor_positions(func)
+        #: None where the op reads its tensor arguments and writes its outputs whole (most ops).
+        self.traffic = traffic_of(func, self.name, self.tensor_positions) if self.count_bytes else None
         #: False for a free view: nothing to charge to a module, only the live memory to follow.
         self.counted = self.count_bytes or not self.free
         self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
@@ -357,9 +366,11 @@ class Tracer(TorchDispatchMode):
         external: list[torch.Tensor],
         formula_set: formulas.FormulaSet,
         modules: list[tuple[str, torch.nn.Module]] | None = None,
+        clock: OpClock | None = None,
     ) -> None:
         super().__init__()
         self.formula_set = formula_set
+        self.clock = clock  # with a target: each op's estimated time
         self.modules = list(model.named_modules()) if modules is None else modules
         self.tallies = [LayerTally() for _ in self.modules]
         self.uncounted: Counter[str] = Counter()
@@ -473,6 +484,10 @@ class Tracer(TorchDispatchMode):
                 name = f"module:{type(module).__name__}"
                 cost = formulas.apply(formula, name, module, args, output)
                 tally.charge(name, cost.macs, cost.total_flops)
+                if self.clock is not None:  # its own figures have no bytes: a compute time
+                    inputs = argument_tensors(args, {})
+                    dtype = inputs[0].dtype if inputs else torch.float32
+                    self.clock.charge(tally, cost.total_flops, cost.macs, 0, dtype)
 
     # --- operator counting ---------------------------------------------------------------
 
@@ -530,25 +545,36 @@ class Tracer(TorchDispatchMode):
         else:
             written = 0
             for position, tensor in enumerate(argument_tensors((out,), {})):
-                written += tensor.numel() * tensor.element_size()
                 if plan.memory_outputs is None or position < plan.memory_outputs:
+                    written += tensor.numel() * tensor.element_size()
                     saw(tensor)
         if self._suppressed or not plan.counted:
             return
         tally = self.tallies[self._owner(args, kwargs)]
-        if plan.count_bytes:
-            tally.read_bytes += sum(
-                [
-                    tensor.numel() * tensor.element_size()
-                    for tensor in argument_tensors(args, kwargs, plan.tensor_positions)
-                ]
-            )
-            tally.write_bytes += written
+        read = 0
+        dtype = None
+        if not plan.count_bytes:
+            written = 0
+        elif plan.traffic is None:
+            tensors = argument_tensors(args, kwargs, plan.tensor_positions)
+            read = sum([tensor.numel() * tensor.element_size() for tensor in tensors])
+            if tensors:
+                dtype = tensors[0].dtype
+        else:
+            read, written = plan.traffic.bytes_moved(args, kwargs, written, argument_tensors)
+        tally.read_bytes += read
+        tally.write_bytes += written
+        macs = flops = 0
         if plan.formula is not None:
             cost = formulas.apply(plan.formula, plan.name, self._op_call(func, args, kwargs, out))
-            tally.charge(plan.name, cost.macs, cost.total_flops)
+            macs, flops = cost.macs, cost.total_flops
+            tally.charge(plan.name, macs, flops)
         elif not plan.free:
             self.uncounted[plan.name] += 1
+        if self.clock is not None:
+            if dtype is None:
+                dtype = out.dtype if isinstance(out, torch.Tensor) else torch.float32
+            self.clock.charge(tally, flops, macs, read + written, dtype)
 
 
 def _skip_dynamo(code: Any) -> None:

@@ -1,0 +1,205 @@
+"""Memory traffic and estimated latency (issue 23), every figure derived by hand.
+
+Traffic is the bytes each op reads plus the bytes it writes, op by op (float32: 4 bytes an
+element). Latency on a target is, per op, max(FLOPs / peak, bytes / bandwidth) + overhead.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from engine_helpers import Call
+from torch import nn
+
+from pytest_netbudget import profile, targets
+from pytest_netbudget.results import Bound
+
+MIB = 2**20
+
+# A made-up target: 1 TFLOP/s at fp32, 4 at bf16, 1 TB/s, no per-op overhead. Its ridge is
+# 1 FLOP per byte: an op above it is compute-bound, below it memory-bound.
+MADE_UP = targets.user_target("made-up", "", {"fp32": 1.0, "bf16": 4.0}, 1000.0, 0.0, "a test")
+
+
+def both(model: nn.Module, inputs, **kwargs):
+    """cpu and meta profiles, whose traffic and estimate must be identical."""
+    cpu = profile(model, inputs, device="cpu", **kwargs)
+    meta = profile(model, inputs, device="meta", **kwargs)
+    for name in ("memory_access_mb", "latency_ms"):
+        assert getattr(cpu, name) == getattr(meta, name), name
+    assert [(row.read_bytes, row.write_bytes) for row in cpu.layers] == [
+        (row.read_bytes, row.write_bytes) for row in meta.layers
+    ]
+    return cpu
+
+
+def traffic(p) -> int:
+    return sum(row.read_bytes + row.write_bytes for row in p.layers)
+
+
+# --- memory traffic ----------------------------------------------------------------------------
+
+
+def test_linear_reads_input_weight_and_bias_and_writes_its_output():
+    # Linear(4, 3) on [2, 4]: reads input 2*4*4 = 32, weight 3*4*4 = 48, bias 3*4 = 12; writes 2*3*4 = 24
+    p = both(nn.Linear(4, 3), torch.randn(2, 4))
+    assert (p.layers[0].read_bytes, p.layers[0].write_bytes) == (32 + 48 + 12, 24)
+    assert p.memory_access_mb == (32 + 48 + 12 + 24) / MIB
+
+
+def test_convolution():
+    # Conv2d(2, 3, 3) on [1, 2, 5, 5]: reads input 50*4 = 200, weight 3*2*3*3*4 = 216, bias 12;
+    # writes 3 * 3*3 outputs * 4 = 108
+    p = both(nn.Conv2d(2, 3, 3), torch.randn(1, 2, 5, 5))
+    assert (p.layers[0].read_bytes, p.layers[0].write_bytes) == (200 + 216 + 12, 108)
+
+
+def test_an_elementwise_chain_moves_every_intermediate():
+    # x * y, + 1, relu over 10 elements: mul reads 40 + 40 and writes 40; add (a scalar) reads 40
+    # and writes 40; relu reads 40 and writes 40. Unfused: 120 + 80 + 80 = 280 bytes.
+    p = both(Call(lambda m, x, y: torch.relu(x * y + 1)), (torch.randn(10), torch.randn(10)))
+    assert traffic(p) == 280
+
+
+def test_an_in_place_op_writes_no_fresh_output():
+    """relu_ reads its tensor and writes it back: the same bytes as relu, but no new tensor, so
+    the activation peak stays at one tensor where relu's holds two."""
+    inputs = (torch.randn(10),)
+    in_place = both(Call(lambda m, x: torch.relu_(x.clone())), inputs)
+    out_of_place = both(Call(lambda m, x: torch.relu(x.clone())), inputs)
+    # clone reads 40 and writes 40; relu_ (or relu) reads 40 and writes 40
+    assert traffic(in_place) == traffic(out_of_place) == 160
+    assert in_place.activations_mb == 40 / MIB
+    assert out_of_place.activations_mb == 80 / MIB
+
+
+def test_a_view_moves_no_bytes():
+    p = both(Call(lambda m, x: x.view(2, 5).t().unsqueeze(0)), (torch.randn(10),))
+    assert traffic(p) == 0
+
+
+@pytest.mark.parametrize(
+    "fn, inputs, moved, weights",
+    [
+        # empty_like allocates and writes nothing; copy_ reads its source 40, writes 40 (not reading the destination)
+        (lambda m, x: torch.empty_like(x).copy_(x), (torch.randn(10),), 80, {}),
+        # zeros_like reads nothing of its template, writes 40
+        (lambda m, x: torch.zeros_like(x), (torch.randn(10),), 40, {}),
+        # out=: reads x and y (80), writes the out tensor (40), never reads it
+        (lambda m, x, y: torch.add(x, y, out=torch.empty_like(x)), (torch.randn(10), torch.randn(10)), 120, {}),
+        # an embedding reads its 2 int64 indices (16) and the 2 rows it picks (2*4*4 = 32), not the
+        # whole 100-row table, and writes the 32 bytes of rows
+        (lambda m, i: F.embedding(i, m.w), (torch.tensor([1, 2]),), 16 + 32 + 32, {"w": torch.randn(100, 4)}),
+        # x.t().reshape(10) copies (reads 40, writes 40); the reshape's alias of the copy moves nothing
+        (lambda m, x: x.t().reshape(10), (torch.randn(2, 5),), 80, {}),
+    ],
+    ids=["copy_", "zeros_like", "out", "embedding", "reshape-copy"],
+)
+def test_what_an_op_moves(fn, inputs, moved, weights):
+    assert traffic(both(Call(fn, **weights), inputs)) == moved
+
+
+def test_a_models_traffic_is_the_sum_of_its_layers():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
+    model(torch.randn(1, 3, 8, 8))
+    p = both(model, torch.randn(1, 3, 8, 8), target=MADE_UP)
+    assert p.memory_access_mb == sum(row.memory_access_mb for row in p.layers)
+    assert p.memory_access_mb == traffic(p) / MIB
+    assert p.latency_ms == sum(row.latency_ms for row in p.layers)
+    for row in p.layers:
+        parts = row.roofline
+        assert row.latency_ms == parts.compute_ms + parts.memory_ms + parts.overhead_ms
+
+
+def test_a_training_step_has_its_own_traffic():
+    # A training step of Linear(4, 3) on [2, 4] moves more than its forward's 116 bytes
+    # (the backward's matmuls and the optimizer's updates read and write the weights again).
+    p = profile(nn.Linear(4, 3), torch.randn(2, 4), device="cpu", train=True, optimizer="sgd")
+    assert p.train_memory_access_mb > p.memory_access_mb == 116 / MIB
+    assert p.train_memory_access_mb == sum(row.train_memory_access_mb for row in p.layers)
+
+
+# --- estimated latency ---------------------------------------------------------------------------
+
+
+def test_a_gemm_lands_on_its_compute_roof():
+    # [64, 64] @ [64, 64]: 2 * 64**3 = 524,288 FLOPs over 3 * 64*64*4 = 49,152 bytes (10.7 FLOP/B, above
+    # the ridge of 1): 524,288 / 1e12 s = 5.24288e-4 ms
+    p = both(Call(lambda m, a, b: a @ b), (torch.randn(64, 64), torch.randn(64, 64)), target=MADE_UP)
+    assert p.latency_ms == pytest.approx(2 * 64**3 / 1e12 * 1e3, rel=1e-12)
+    assert p.layers[0].bound is Bound.COMPUTE
+    assert p.layers[0].intensity == pytest.approx(2 * 64**3 / 49_152)
+
+
+def test_a_large_elementwise_add_lands_on_its_bandwidth_roof():
+    # 2**20 + 2**20 -> 2**20 float32: 3 * 4 MiB = 12,582,912 bytes over 1e12 B/s = 1.2582912e-2 ms;
+    # its 2**20 FLOPs would take 1.05e-3 ms at the peak
+    n = 2**20
+    p = both(Call(lambda m, x, y: x + y), (torch.randn(n), torch.randn(n)), target=MADE_UP)
+    assert p.latency_ms == pytest.approx(3 * 4 * n / 1e12 * 1e3, rel=1e-12)
+    assert p.layers[0].bound is Bound.MEMORY
+
+
+def test_each_op_pays_the_targets_overhead():
+    # the same add on a target with 2 us per op: one op, so + 0.002 ms
+    slow = targets.user_target("slow", "", {"fp32": 1.0}, 1000.0, 2.0, "a test")
+    n = 2**20
+    p = both(Call(lambda m, x, y: x + y), (torch.randn(n), torch.randn(n)), target=slow)
+    assert p.latency_ms == pytest.approx(3 * 4 * n / 1e12 * 1e3 + 0.002, rel=1e-12)
+    assert p.roofline.overhead_ms == pytest.approx(0.002)
+
+
+def test_a_gemm_runs_at_the_peak_of_its_dtype():
+    # the same GEMM in bfloat16: 524,288 FLOPs at 4e12 FLOP/s (1.31e-4 ms); its 24,576 bytes take
+    # 2.46e-5 ms at 1 TB/s, so it stays compute-bound
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    p = both(Call(lambda m, a, b: a @ b), (a, b), target=MADE_UP, dtype="bfloat16")
+    assert p.latency_ms == pytest.approx(2 * 64**3 / 4e12 * 1e3, rel=1e-12)
+
+
+def test_float32_matmuls_take_the_tf32_peak_where_pytorch_may_use_it():
+    tf32 = targets.user_target("tf32-part", "", {"fp32": 1.0, "tf32": 8.0}, 1000.0, 0.0, "a test")
+    model, inputs = Call(lambda m, a, b: a @ b), (torch.randn(64, 64), torch.randn(64, 64))
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        p = profile(model, inputs, device="meta", target=tf32)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert p.latency_ms == pytest.approx(2 * 64**3 / 8e12 * 1e3, rel=1e-12)
+    assert profile(model, inputs, device="meta", target=tf32).latency_ms == pytest.approx(2 * 64**3 / 1e12 * 1e3)
+
+
+def test_a_layer_sums_its_ops_times_not_its_totals():
+    """Linear then ReLU in one module: the GEMM is compute-bound and the ReLU memory-bound, so the
+    module's time is the sum of each op's roof, more than max(total FLOPs / peak, total bytes / bw)."""
+    w = torch.randn(256, 256)
+    model = Call(lambda m, x: torch.relu(x @ m.w), w=w)
+    p = both(model, (torch.randn(256, 256),), target=MADE_UP)
+    gemm_flops, gemm_bytes = 2 * 256**3, 3 * 256 * 256 * 4  # 1.34e-5 s vs 7.9e-7 s: compute-bound
+    relu_flops, relu_bytes = 256 * 256, 2 * 256 * 256 * 4  # 6.6e-8 s vs 5.2e-7 s: memory-bound
+    assert p.latency_ms == pytest.approx((gemm_flops / 1e12 + relu_bytes / 1e12) * 1e3, rel=1e-12)
+    assert p.roofline.compute_ms == pytest.approx(gemm_flops / 1e12 * 1e3)
+    assert p.roofline.memory_ms == pytest.approx(relu_bytes / 1e12 * 1e3)
+    whole = max((gemm_flops + relu_flops) / 1e12, (gemm_bytes + relu_bytes) / 1e12) * 1e3
+    assert p.latency_ms > whole
+    assert p.layers[0].bound is Bound.COMPUTE
+
+
+def test_no_target_no_estimate():
+    p = profile(nn.Linear(4, 3), torch.randn(2, 4), device="meta")
+    assert (p.latency_ms, p.target, p.layers[0].bound) == (None, None, None)
+    assert "Estimated latency" not in p.table()
+
+
+def test_a_built_in_target_by_name_and_in_the_table():
+    p = profile(nn.Linear(4, 3), torch.randn(2, 4), device="meta", target="a100")
+    assert (p.target.name, p.target.version) == ("a100", targets.TABLE_VERSION)
+    # one addmm: 116 bytes at 2,039 GB/s and 2 us of overhead
+    assert p.latency_ms == pytest.approx((116 / 2039e9 + 2e-6) * 1e3)
+    table = p.table()
+    assert "Latency ms" in table and "Bound" in table
+    assert "Estimated latency on NVIDIA A100 SXM4 80GB (target a100, table 1)" in table
+    with pytest.raises(targets.TargetError, match="did you mean 'a100'"):
+        profile(nn.Linear(4, 3), torch.randn(2, 4), device="meta", target="a10O")

@@ -1,0 +1,224 @@
+"""The accelerator table (targets.py) and the project's own targets in pyproject.toml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_netbudget import config, targets
+from pytest_netbudget.config import ConfigError
+
+T, G, US = 1e12, 1e9, 1e-6
+
+# The built-in table as version "1" was made, read off the datasheets by hand (dense figures;
+# where a vendor prints only 2:4-sparse tensor figures they are halved here). A figure that
+# changes without a new TABLE_VERSION fails this test: baselines record the version, and a
+# changed table must be reported as such.
+DATASHEETS_V1 = {
+    # A100 datasheet: FP64 TC 19.5, FP32 19.5, TF32 156 (312*), FP16/BF16 312 (624*), INT8 624 TOPS (1248*), 2,039 GB/s
+    "a100": (
+        {"fp64": 19.5, "fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312, "int8": 624},
+        2039,
+        2,
+    ),
+    # H100 whitepaper, SXM5 dense: FP64 TC 66.9, FP32 66.9, TF32 494.7, FP16/BF16 989.4, FP8/INT8 1978.9; 3.35 TB/s
+    "h100": (
+        {"fp64": 66.9, "fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4, "fp8": 1978.9, "int8": 1978.9},
+        3350,
+        2,
+    ),
+    # L4 datasheet: FP32 30.3; TF32 120*, FP16/BF16 242*, FP8/INT8 485* (sparse only) -> 60, 121, 242.5; 300 GB/s
+    "l4": ({"fp32": 30.3, "tf32": 60, "fp16": 121, "bf16": 121, "fp8": 242.5, "int8": 242.5}, 300, 2),
+    # Ada whitepaper appendix, RTX 4090: FP32 82.6, TF32 82.6, FP16/BF16 165.2 and FP8 330.3 (FP32 accumulate),
+    # INT8 660.6 TOPS; 1,008 GB/s
+    "rtx4090": ({"fp32": 82.6, "tf32": 82.6, "fp16": 165.2, "bf16": 165.2, "fp8": 330.3, "int8": 660.6}, 1008, 2),
+    # Orin technical brief: 5.3 FP32 TFLOPS, 170 sparse INT8 TOPS (GPU) -> 85; fp16/bf16/tf32 at 1/2, 1/4 of int8
+    "jetson-orin": ({"fp32": 5.3, "tf32": 21.25, "fp16": 42.5, "bf16": 42.5, "int8": 85}, 204.8, 5),
+    # Apple: 27.2 TFLOPS (76-core GPU), 800 GB/s
+    "m2-ultra": ({"fp32": 27.2, "fp16": 27.2}, 800, 5),
+    # Xeon 8480+: 56 cores x 2.0 GHz x (32 fp64, 64 fp32, 128 fp16, 1024 bf16 AMX, 2048 int8 AMX) per cycle;
+    # 8 x 4800 MT/s x 8 B = 307.2 GB/s
+    "xeon-8480": (
+        {"fp64": 3.584, "fp32": 7.168, "fp16": 14.336, "bf16": 114.688, "int8": 229.376},
+        307.2,
+        1,
+    ),
+}
+
+
+def test_the_table_is_the_datasheets_of_its_version():
+    assert targets.TABLE_VERSION == "1"
+    assert set(targets.BUILT_IN) == set(DATASHEETS_V1)
+    for name, (peaks, bandwidth_gbs, overhead_us) in DATASHEETS_V1.items():
+        target = targets.BUILT_IN[name]
+        assert {key: pytest.approx(value * T) for key, value in peaks.items()} == dict(target.peak_flops), name
+        assert target.bandwidth == pytest.approx(bandwidth_gbs * G), name
+        assert target.op_overhead_s == pytest.approx(overhead_us * US), name
+        assert target.version == "1"
+
+
+def test_every_figure_names_its_source():
+    for target in targets.BUILT_IN.values():
+        for figure in (*target.peak_flops, "bandwidth", "op_overhead"):
+            assert target.sources[figure], (target.name, figure)
+    for name, figure, _, source in targets.table_rows():
+        if figure in targets.PRECISIONS or figure == "bandwidth":
+            # a datasheet's URL, or a figure derived or unconfirmed, and said to be
+            assert "https://" in source or "not confirmed" in source or "derived" in source, (name, figure)
+
+
+def test_sparse_figures_are_not_taken_for_dense():
+    # The A100's datasheet prints FP16 312 TFLOPS dense and 624 with sparsity: the table has 312.
+    assert targets.BUILT_IN["a100"].peak("fp16") == 312 * T
+    # H100 SXM's datasheet prints 1,979 TFLOPS FP16 *with sparsity*: dense is half.
+    assert targets.BUILT_IN["h100"].peak("fp16") == pytest.approx(1978.9 / 2 * T, rel=1e-3)
+
+
+def test_a_precision_the_part_lacks_falls_back():
+    a100, m2 = targets.BUILT_IN["a100"], targets.BUILT_IN["m2-ultra"]
+    assert a100.peak("fp8") == a100.peak("fp16")  # no fp8 units on Ampere: fp8 runs as fp16
+    assert m2.peak("bf16") == m2.peak("fp32")
+    assert m2.peak("int8") == m2.peak("fp16") == 27.2 * T
+    assert a100.ridge == pytest.approx(19.5e12 / 2039e9)
+
+
+@pytest.mark.parametrize(
+    "dtype, precision",
+    [
+        ("float32", "fp32"),
+        ("float16", "fp16"),
+        ("bfloat16", "bf16"),
+        ("uint8", "int8"),
+        ("float8_e4m3fn", "fp8"),
+        ("float64", "fp64"),
+        ("int64", "fp32"),
+        ("bool", "fp32"),
+    ],
+)
+def test_precision_of_a_dtype(dtype, precision):
+    assert targets.precision_of(dtype) == precision
+
+
+def test_resolve_suggests_the_closest_name():
+    assert targets.resolve("h100").title == "NVIDIA H100 SXM5 80GB"
+    with pytest.raises(targets.TargetError, match="did you mean 'a100'"):
+        targets.resolve("a10O")
+    with pytest.raises(targets.TargetError, match="netbudget calibrate"):
+        targets.resolve("this-machine")
+
+
+def load(tmp_path: Path, text: str) -> config.Settings:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(text, encoding="utf-8")
+    settings = config.load_settings(path)
+    assert settings is not None
+    return settings
+
+
+MODELS = """
+[tool.netbudget.models.a]
+factory = "pkg:A"
+input_shape = [1, 4]
+
+[tool.netbudget.models.b]
+factory = "pkg:B"
+input_shape = [1, 4]
+target = "npu"
+"""
+
+
+def test_user_targets_and_the_target_keys(tmp_path):
+    settings = load(
+        tmp_path,
+        """
+[tool.netbudget]
+target = "l4"
+
+[tool.netbudget.targets.npu]
+title = "Our NPU"
+peak_tflops = { fp32 = 2, int8 = 16 }
+bandwidth_gbs = 50
+op_overhead_us = 3
+source = "vendor sheet rev B"
+"""
+        + MODELS,
+    )
+    npu = settings.targets["npu"]
+    assert (npu.title, npu.peak("fp32"), npu.peak("int8"), npu.bandwidth) == ("Our NPU", 2 * T, 16 * T, 50 * G)
+    assert npu.op_overhead_s == pytest.approx(3 * US)
+    assert npu.sources["int8"] == "vendor sheet rev B"
+    assert npu.version.startswith("user-")
+    a, b = settings.models
+    assert a.target is targets.BUILT_IN["l4"]  # the top-level target
+    assert b.target is npu  # the model's own
+
+
+def test_a_user_targets_version_follows_its_figures(tmp_path):
+    def version(bandwidth: int) -> str:
+        text = f"[tool.netbudget.targets.npu]\npeak_tflops = {{ fp32 = 2 }}\nbandwidth_gbs = {bandwidth}\n"
+        return load(tmp_path, "[tool.netbudget]\n" + text).targets["npu"].version
+
+    assert version(50) == version(50) != version(60)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('[tool.netbudget]\ntarget = "a10O"', "[tool.netbudget] target: unknown target 'a10O'; did you mean 'a100'?"),
+        ("[tool.netbudget]\ntarget = 3", "target: must be a target's name like 'a100', got 3"),
+        ('[tool.netbudget]\ntarget = "this-machine"', "netbudget calibrate"),
+        ("[tool.netbudget]\ntargets = 3", "targets: must be a table of [tool.netbudget.targets.NAME] tables"),
+        (
+            "[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = 1 }\nbandwith_gbs = 5",
+            "[tool.netbudget.targets.npu] bandwith_gbs: unknown key; did you mean 'bandwidth_gbs'?",
+        ),
+        (
+            "[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = 1, bf61 = 2 }\nbandwidth_gbs = 5",
+            "[tool.netbudget.targets.npu.peak_tflops] bf61: unknown key; did you mean 'bf16'?",
+        ),
+        (
+            "[tool.netbudget.targets.npu]\npeak_tflops = { fp16 = 1 }\nbandwidth_gbs = 5",
+            "[tool.netbudget.targets.npu.peak_tflops] fp32: missing",
+        ),
+        ("[tool.netbudget.targets.npu]\nbandwidth_gbs = 5", "peak_tflops: missing or not a table"),
+        (
+            "[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = 1 }",
+            "[tool.netbudget.targets.npu] bandwidth_gbs: missing",
+        ),
+        (
+            "[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = 1 }\nbandwidth_gbs = -5",
+            "bandwidth_gbs: must be a positive number, got -5",
+        ),
+        (
+            '[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = "fast" }\nbandwidth_gbs = 5',
+            "fp32: must be a positive number, got 'fast'",
+        ),
+        (
+            "[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = 1 }\nbandwidth_gbs = 5\nop_overhead_us = -1",
+            "op_overhead_us: must be a number of microseconds, 0 or more, got -1",
+        ),
+        (
+            "[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = 1 }\nbandwidth_gbs = 5\ntitle = 7",
+            "title: must be a string, got 7",
+        ),
+        (
+            "[tool.netbudget.targets.a100]\npeak_tflops = { fp32 = 1 }\nbandwidth_gbs = 5",
+            "[tool.netbudget.targets.a100]: 'a100' is a built-in target: give yours another name",
+        ),
+        ("[tool.netbudget]\ntargets = { npu = 3 }", "[tool.netbudget.targets.npu]: must be a table"),
+        (
+            '[tool.netbudget.models.m]\nfactory = "p:M"\ninput_shape = [1]\nmax_latency_ms = 5',
+            "[tool.netbudget.models.m] max_latency_ms: budgets an estimated latency, but the model has no target",
+        ),
+        (
+            '[tool.netbudget.models.m]\nfactory = "p:M"\ninput_shape = [1]\ntarget = "rtx-4090"',
+            "[tool.netbudget.models.m] target: unknown target 'rtx-4090'; did you mean 'rtx4090'?",
+        ),
+    ],
+)
+def test_target_errors_name_file_table_and_key(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert expected in str(info.value)
+    assert str(tmp_path / "pyproject.toml") in str(info.value)
