@@ -18,6 +18,8 @@ _PUBLIC = {
     "Cost": "pytest_netbudget.formulas",
     "OpCall": "pytest_netbudget.formulas",
     "OpStats": "pytest_netbudget.results",
+    "StepSpec": "pytest_netbudget.results",
+    "ServeSpec": "pytest_netbudget.results",
     "budget": "pytest_netbudget.marks",
 }
 

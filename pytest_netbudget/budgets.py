@@ -201,15 +201,17 @@ def layer_diff(old: BaselineEntry, new: BaselineEntry) -> list[LayerChange]:
             changes.append(LayerChange(path, after.type, ChangeKind.RESIZED, before, after))
     params = max(new.totals.get("params") or 0, old.totals.get("params") or 0, 1)
     macs = max(new.totals.get("macs") or 0, old.totals.get("macs") or 0, 1)
+    return sorted(changes, key=lambda change: (-change_share(change, params, macs), change.path))
 
-    def share(change: LayerChange) -> float:
-        return max(
-            abs(change.delta("params")) / params,
-            abs(change.delta("macs")) / macs,
-            abs(change.delta("flops")) / (2 * macs),
-        )
 
-    return sorted(changes, key=lambda change: (-share(change), change.path))
+def change_share(change: LayerChange, params: float, macs: float) -> float:
+    """How much of a model of ``params`` parameters and ``macs`` MACs (the larger of before and
+    after) a layer's change is: the larger of its parameter, MAC and FLOP shares."""
+    return max(
+        abs(change.delta("params")) / params,
+        abs(change.delta("macs")) / macs,
+        abs(change.delta("flops")) / (2 * macs),
+    )
 
 
 @dataclass(frozen=True)

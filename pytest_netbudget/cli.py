@@ -1,7 +1,8 @@
 """The ``netbudget`` command: ``show`` prints the per-layer table of one model without pytest,
 ``formulas`` lists how every op and module type is counted, ``merge`` joins the JSON reports
-of sharded or matrix jobs into one report, ``targets`` lists the accelerators latency is
-estimated for and ``calibrate`` measures this machine as one."""
+of sharded or matrix jobs into one report, ``history`` charts the committed baseline over git,
+``targets`` lists the accelerators latency is estimated for and ``calibrate`` measures this
+machine as one."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import ConfigError, ModelSpec, Place, model_spec, read_pyproject, settings_from
 from .loading import LoadError, import_callable, is_factory_path
+
+if TYPE_CHECKING:
+    from .history import History
 
 SHOW_EXAMPLES = """examples:
   netbudget show mnist_cnn                                    # a model registered in pyproject.toml
@@ -91,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="netbudget",
         description="Profile PyTorch models: params, MACs, FLOPs, memory; per layer; a training or serving step.",
         epilog="examples:\n  netbudget show mnist_cnn\n  netbudget formulas --grep conv\n"
-        "  netbudget merge shard-*.json --markdown netbudget.md --json netbudget.json",
+        "  netbudget merge shard-*.json --markdown netbudget.md --json netbudget.json\n"
+        "  netbudget history --html history.html",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"netbudget (pytest-netbudget) {__version__}")
@@ -177,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         "into one report and one pull-request comment. A model found in two reports with different figures is "
         "a conflict: named in both outputs, the first report's figures kept, exit code 1.",
         epilog="examples:\n"
-        "  netbudget merge shard-1.json shard-2.json --markdown netbudget.md --json netbudget.json\n"
+        "  netbudget merge shard-1.json shard-2.json --markdown netbudget.md --json netbudget.json --html netbudget.html\n"
         "  netbudget merge reports/*.json > comment.md          # the Markdown on stdout",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -198,12 +203,45 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("reports", nargs="+", metavar="REPORT.json", help="JSON reports to merge")
     merge.add_argument("--markdown", metavar="OUT.md", default=None, help="write the merged Markdown report here")
     merge.add_argument("--json", dest="json_out", metavar="OUT.json", default=None, help="write the merged JSON here")
+    merge.add_argument("--html", metavar="OUT.html", default=None, help="write the merged HTML report here")
+    history = commands.add_parser(
+        "history",
+        help="chart each model's figures over the commits that changed the committed baseline",
+        description="Read the committed baseline file at every commit that changed it (git log --follow, along the "
+        "first parent of HEAD, so a merged pull request is one point) and chart each model's metrics over those "
+        "commits, or write them as github-action-benchmark data (each series a customSmallerIsBetter result). "
+        "Commits whose baseline does not parse are skipped and listed.",
+        epilog="examples:\n"
+        "  netbudget history --html history.html\n"
+        "  netbudget history mnist_cnn --metric macs --metric params --since v1.0 --html history.html\n"
+        "  netbudget history --json benchmark-data.json   # for github-action-benchmark's external-data-json-path",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    history.add_argument("models", nargs="*", metavar="MODEL", help="models to chart (default: every one)")
+    history.add_argument(
+        "--metric",
+        dest="metrics",
+        action="append",
+        default=[],
+        help="a metric to chart (may be given again; default: every metric the baseline records)",
+    )
+    history.add_argument("--since", metavar="REF", default=None, help="only commits after REF (REF..HEAD)")
+    history.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="the baseline file (default: the one the nearest pyproject.toml names)",
+    )
+    history.add_argument("--html", metavar="OUT.html", default=None, help="write the charts here")
+    history.add_argument(
+        "--json", dest="json_out", metavar="OUT.json", default=None, help="write github-action-benchmark data here"
+    )
     return parser
 
 
 def _merge(args: argparse.Namespace) -> int:
     """Read the reports, write the merged Markdown and JSON (Markdown on stdout when neither is asked for)."""
-    from .files import WriteError, write_atomic
+    from .html_report import html_report
     from .reports import ReportError, markdown, merge_reports, to_json
 
     documents = {}
@@ -216,18 +254,90 @@ def _merge(args: argparse.Namespace) -> int:
         merged = merge_reports(documents)
     except ReportError as error:
         raise CommandError(str(error)) from None
-    outputs = [(args.markdown, markdown), (args.json_out, to_json)]
-    for target, render in outputs:
-        if target is not None:
-            try:
-                write_atomic(Path(target), render(merged), "the merged report")
-            except WriteError as error:
-                raise CommandError(str(error)) from None
-    if args.markdown is None and args.json_out is None:
+    renderers = [(args.markdown, markdown), (args.json_out, to_json), (args.html, html_report)]
+    _write_files([(target, lambda render=render: render(merged)) for target, render in renderers], "the merged report")
+    if args.markdown is None and args.json_out is None and args.html is None:
         print(markdown(merged))
     for conflict in merged.conflicts:
         print(f"netbudget: conflict: {conflict}", file=sys.stderr)
     return 1 if merged.conflicts else 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    """Read the baseline's history, write the charts and the data (a summary on stdout when neither is asked for)."""
+    from .history import HistoryError, benchmark_data, read_history, select, to_json
+    from .history_chart import history_html
+
+    baseline_file = args.baseline or _configured_baseline()
+    try:
+        history = read_history(baseline_file, args.since)
+        chosen = select(history, args.models, args.metrics)
+    except HistoryError as error:
+        raise CommandError(str(error)) from None
+    _write_files(
+        [
+            (args.html, lambda: history_html(history, chosen)),
+            (args.json_out, lambda: to_json(benchmark_data(history, chosen))),
+        ],
+        "the history",
+    )
+    for note in history.notes:
+        print(f"netbudget: {note}", file=sys.stderr)
+    for commit, why in history.skipped:
+        print(f"netbudget: skipped {commit.short} ({commit.subject}): {why}", file=sys.stderr)
+    if args.html is None and args.json_out is None:
+        print(_history_summary(history, chosen))
+    return 0
+
+
+def _write_files(outputs: list[tuple[str | None, Callable[[], str]]], what: str) -> None:
+    """Write ``render()`` to each target given (its folder made), atomically; a failure names the file."""
+    from .files import WriteError, write_atomic
+
+    for target, render in outputs:
+        if target is None:
+            continue
+        try:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(Path(target), render(), what)
+        except OSError as error:
+            raise CommandError(f"{target}: cannot write {what}: {error.strerror}") from None
+        except WriteError as error:
+            raise CommandError(str(error)) from None
+
+
+def _history_summary(history: History, chosen: dict[str, list[str]]) -> str:
+    """One line per model and metric: the first and last figure and the change between them."""
+    from . import metrics
+
+    lines = [f"{len(history.commits)} commit(s) changed {history.baseline}"]
+    for model, names in chosen.items():
+        for metric in names:
+            known = [
+                (commit, figure)
+                for commit, figure in zip(history.commits, history.series(model, metric))
+                if figure is not None
+            ]
+            (first, old), (last, new) = known[0], known[-1]
+            shown = metrics.get(metric)
+            lines.append(
+                f"{model} {metric}: {shown.format(old)} at {first.short} -> {shown.format(new)} at {last.short} "
+                f"({shown.format_change(old, new)}, {len(known)} commit(s))"
+            )
+    return "\n".join(lines)
+
+
+def _configured_baseline() -> Path:
+    """The baseline file that the nearest pyproject.toml with a [tool.netbudget] table names."""
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        path = folder / "pyproject.toml"
+        settings = settings_from(read_pyproject(path), path) if path.is_file() else None
+        if settings is not None:
+            return settings.baseline
+    raise CommandError(
+        f"no pyproject.toml with a [tool.netbudget] table in {Path.cwd()} or a folder above it: "
+        "give the baseline file with --baseline PATH"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_formulas(args.grep)
         if args.command == "merge":
             return _merge(args)
+        if args.command == "history":
+            return _history(args)
         if args.command == "targets":
             return _list_targets()
         if args.command == "calibrate":

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import devices, metrics, targets, units
 from .loading import is_factory_path
+from .results import ServeSpec, StepError, StepSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,73 +85,6 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class TrainSpec:
-    """A training step to profile beside the forward: ``train = { optimizer = "adamw", batch = 32 }``."""
-
-    optimizer: str = "adamw"
-    batch: int | None = None
-    loss_factory: str | None = None  # "module:fn", called with the model's outputs, returns the scalar loss
-    autocast: str | None = None
-
-
-@dataclass(frozen=True)
-class ServeSpec:
-    """A serving step to profile beside the forward: ``serve = { context = 8192, batch = 4 }``.
-
-    ``context``: tokens in the cache before the decode step; ``batch``: sequences served at once;
-    ``kv_dtype``: the cache's dtype (None: as the model holds it); ``weights``: the planned weight
-    precision (None: the model's own), ``group_size`` elements per scale for int8/int4/fp8 (None:
-    one per output channel), ``keep`` modules left at their own precision; ``fits``: a memory size
-    as written (``"24GiB"``; a number is MiB) for which the longest context that fits is worked
-    out (``fits_bytes``). Checked when made, so a bad value fails before anything runs; a message
-    names the key as ``serve.KEY``.
-    """
-
-    context: int
-    batch: int = 1
-    kv_dtype: str | None = None
-    weights: str | None = None
-    group_size: int | None = None
-    keep: tuple[str, ...] = ()
-    fits: str | float | None = None
-
-    def __post_init__(self) -> None:
-        for key in ("context", "batch"):
-            _positive_int(getattr(self, key), f"serve.{key}")
-        if self.kv_dtype is not None:
-            devices.check_dtype(self.kv_dtype, "serve.kv_dtype", tuple(devices.KV_BYTES))
-        if self.weights is not None:
-            devices.check_dtype(self.weights, "serve.weights", tuple(devices.WEIGHT_BITS))
-        if self.group_size is not None:
-            _positive_int(self.group_size, "serve.group_size")
-            if self.weights not in devices.GROUPED_PRECISIONS:
-                raise ValueError(
-                    f"serve.group_size: sets the scales of {', '.join(devices.GROUPED_PRECISIONS)} weights, "
-                    f"but weights is {self.weights!r}"
-                )
-        keep = self.keep
-        if isinstance(keep, str) or not all(isinstance(name, str) and name.strip() for name in keep):
-            raise ValueError(f'serve.keep: must be a list of module names like ["lm_head"], got {keep!r}')
-        object.__setattr__(self, "keep", tuple(keep))
-        self.fits_bytes  # noqa: B018  (checked now: a bad size fails before anything runs)
-
-    @property
-    def fits_bytes(self) -> int | None:
-        """``fits`` in bytes; None when not given."""
-        if self.fits is None:
-            return None
-        try:
-            return units.parse_memory(self.fits)
-        except units.QuantityError as error:
-            raise ValueError(f"serve.fits: {error}") from None
-
-
-def _positive_int(value: Any, label: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{label}: must be a positive integer, got {value!r}")
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     """One registered model: how to build it, what to feed it, and its limits."""
 
@@ -165,7 +99,7 @@ class ModelSpec:
     limits: dict[str, float] = field(default_factory=dict)
     max_increase: dict[str, Increase] = field(default_factory=dict)
     strict: bool = False
-    train: TrainSpec | None = None
+    train: StepSpec | None = None
     serve: ServeSpec | None = None
     target: targets.Target | None = None  # estimated latency on this accelerator
 
@@ -370,22 +304,11 @@ def _model(
             )
         inputs = [_input_spec(item, where, index) for index, item in enumerate(raw)]
     own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else increase
-    train = _train(table["train"], where) if "train" in table else None
-    serve = _serve(table["serve"], where) if "serve" in table else None
+    train = train_step(table["train"], where) if "train" in table else None
+    serve = serve_step(table["serve"], where) if "serve" in table else None
     limits = parse_limits({key: table[key] for key in metrics.LIMIT_KEYS if key in table}, where)
-    if train is None:
-        step_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).train]
-        if step_limits:
-            raise where.error(
-                step_limits[0],
-                'budgets a training step, but the model has none: add train = { optimizer = "adamw" }',
-            )
-    if serve is None:
-        serve_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).serve]
-        if serve_limits:
-            raise where.error(
-                serve_limits[0], "budgets a serving step, but the model has none: add serve = { context = 2048 }"
-            )
+    _step_for_limits(limits, train, where, 'add train = { optimizer = "adamw" }')
+    _serve_for_limits(limits, serve, where)
     model_target = _target(table["target"], where, own_targets) if "target" in table else target
     if model_target is None:
         estimates = [metrics.get(name).limit_key for name in limits if metrics.get(name).needs_target]
@@ -396,12 +319,9 @@ def _model(
                 "[tool.netbudget] (`netbudget targets` lists them)",
             )
     model_device = _device(table.get("device", device), where, "device")
-    if train is not None and train.autocast is not None and model_device == "meta":
-        raise where.error(
-            "train.autocast",
-            'PyTorch has no autocast on meta: profile this step on "cpu", or drop autocast and set '
-            'dtype = "bfloat16" for a step entirely in low precision',
-        )
+    problem = train.problem_on(model_device) if train is not None else None
+    if problem:
+        raise where.error("train.autocast", problem)
     return ModelSpec(
         name=name,
         factory=factory,
@@ -420,30 +340,43 @@ def _model(
     )
 
 
-def _train(value: Any, where: Place) -> TrainSpec:
-    """``train = { optimizer = "adamw", batch = 32, loss_factory = "pkg.losses:loss", autocast = "bfloat16" }``."""
+def train_step(value: Any, where: Place) -> StepSpec:
+    """``train = true`` or ``train = { optimizer = "adamw", batch = 32, loss_factory = "pkg.losses:loss",
+    autocast = "bfloat16" }`` (or a ``StepSpec``, from a test) as the step it describes."""
+    if isinstance(value, StepSpec):
+        return value
     if value is True:
-        return TrainSpec()
+        return StepSpec()
     if not isinstance(value, dict):
-        raise where.error("train", f'must be a table like {{ optimizer = "adamw", batch = 32 }}, got {value!r}')
+        raise where.error(
+            "train", f'must be a table like {{ optimizer = "adamw", batch = 32 }} (or true), got {value!r}'
+        )
     where.unknown_keys(value, TRAIN_KEYS, prefix="train.")
     try:
-        optimizer = devices.check_optimizer(value.get("optimizer", "adamw"), where.key("train.optimizer"))
-    except devices.ChoiceError as error:
-        raise ConfigError(str(error)) from None
-    batch = value.get("batch")
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
-        raise where.error("train.batch", f"must be a positive integer (the rows of every input), got {batch!r}")
-    loss = value.get("loss_factory")
-    if loss is not None and not is_factory_path(loss):
-        raise where.error("train.loss_factory", f"{loss!r} is not of the form 'package.module:callable'")
-    autocast = _dtype(value.get("autocast"), where, "train.autocast", devices.AUTOCAST_DTYPES)
-    return TrainSpec(optimizer=optimizer, batch=batch, loss_factory=loss, autocast=autocast)
+        return StepSpec(**value)
+    except StepError as error:
+        raise where.error(f"train.{error.key}", error.problem) from None
 
 
-def _serve(value: Any, where: Place) -> ServeSpec:
+def _step_for_limits(limits: dict[str, float], train: StepSpec | None, where: Place, remedy: str) -> None:
+    """A budget on a training step's figure needs a step, or it would pass unmeasured."""
+    step_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).train]
+    if step_limits and train is None:
+        raise where.error(step_limits[0], f"budgets a training step, but the model has none: {remedy}")
+
+
+def _serve_for_limits(limits: dict[str, float], serve: ServeSpec | None, where: Place) -> None:
+    """A budget on a serving step's figure needs a step, or it would pass unmeasured."""
+    serve_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).serve]
+    if serve_limits and serve is None:
+        raise where.error(
+            serve_limits[0], "budgets a serving step, but the model has none: add serve = { context = 2048 }"
+        )
+
+
+def serve_step(value: Any, where: Place) -> ServeSpec:
     """``serve = { context = 8192, batch = 4, kv_dtype = "float16", weights = "int4", group_size = 128,
-    keep = ["lm_head"], fits = "24GiB" }``."""
+    keep = ["lm_head"], fits = "24GiB" }`` as the serving step it describes."""
     if not isinstance(value, dict):
         raise where.error("serve", f"must be a table like {{ context = 8192, batch = 4 }}, got {value!r}")
     where.unknown_keys(value, SERVE_KEYS, prefix="serve.")
@@ -454,8 +387,8 @@ def _serve(value: Any, where: Place) -> ServeSpec:
         raise where.error("serve.keep", f'must be a list of module names like ["lm_head"], got {keep!r}')
     try:
         return ServeSpec(**{**value, "keep": tuple(keep)})
-    except ValueError as error:
-        raise ConfigError(f"{where.label} {error}") from None
+    except StepError as error:
+        raise where.error(error.key, error.problem) from None
 
 
 def _input_spec(item: Any, where: Place, index: int) -> InputSpec:
@@ -507,20 +440,34 @@ def parse_limits(table: dict[str, Any], where: Place) -> dict[str, float]:
     return limits
 
 
-#: What a check from a test takes besides its limits (marker or ``check()`` keywords).
-CHECK_RULES = ("max_increase", "strict")
+#: What a check from a test takes besides its limits (marker or ``check()`` keywords), as a
+#: registered model's table does.
+CHECK_RULES = ("max_increase", "strict", "train")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A check's limits and rules, from its marker and ``check()`` keywords."""
+
+    limits: dict[str, float] = field(default_factory=dict)
+    max_increase: dict[str, Increase] = field(default_factory=dict)
+    strict: bool = False
+    train: StepSpec | None = None
 
 
 def parse_check(
     table: dict[str, Any], where: Place, increase: dict[str, Increase] | None = None, strict: bool = False
-) -> tuple[dict[str, float], dict[str, Increase], bool]:
-    """A check's keywords (``max_params=...``, ``max_increase=...``, ``strict=...``) -> its limits,
-    ``max_increase`` and ``strict``; the last two default to ``[tool.netbudget]``'s ``increase``
-    and ``strict``, as a registered model's do."""
+) -> CheckSpec:
+    """A check's keywords (``max_params=...``, ``max_increase=...``, ``strict=...``, ``train=...``)
+    validated as a registered model's table is; ``max_increase`` and ``strict`` default to
+    ``[tool.netbudget]``'s ``increase`` and ``strict``, as a registered model's do, and a budget on
+    a training step's figure needs ``train``."""
     where.unknown_keys(table, metrics.LIMIT_KEYS + CHECK_RULES)
     limits = parse_limits({key: value for key, value in table.items() if key not in CHECK_RULES}, where)
     own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else dict(increase or {})
-    return limits, own_increase, _bool(table.get("strict", strict), where, "strict")
+    train = train_step(table["train"], where) if table.get("train") not in (None, False) else None
+    _step_for_limits(limits, train, where, 'pass train=True, or the settings: train={"optimizer": "sgd", "batch": 8}')
+    return CheckSpec(limits, own_increase, _bool(table.get("strict", strict), where, "strict"), train)
 
 
 def _max_increase(value: Any, where: Place) -> dict[str, Increase]:

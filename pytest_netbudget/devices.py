@@ -8,14 +8,23 @@ right in every place (``pyproject.toml: [tool.netbudget] device: unknown device 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "meta")
 MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
 INPUT_DTYPES = (*MODEL_DTYPES, "int64", "int32", "int16", "int8", "uint8", "bool")
 #: Mixed precision for a training step (torch.autocast on CPU and CUDA).
 AUTOCAST_DTYPES = ("bfloat16", "float16")
-#: The optimizers a training step can take; "none" stops after the backward.
-OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "none")
+#: The one table of the optimizers a training step can take: name -> the ``torch.optim`` class and
+#: its keyword arguments; "none" stops after the backward. Config checks names against it, the
+#: engine builds the optimizer from it.
+OPTIMIZERS: dict[str, tuple[str, dict[str, float]] | None] = {
+    "sgd": ("SGD", {"lr": 0.01}),
+    "sgd-momentum": ("SGD", {"lr": 0.01, "momentum": 0.9}),
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "none": None,
+}
 #: Bits of one weight at each precision a serving step can plan (fp8: float8_e4m3fn or e5m2).
 WEIGHT_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "fp8": 8, "int8": 8, "int4": 4}
 #: Precisions stored with per-group scales; True where a zero point is stored too (asymmetric).
@@ -36,23 +45,25 @@ def is_device(value: object) -> bool:
 
 
 def check_device(value: object, label: str) -> str:
-    if is_device(value):
-        return value  # type: ignore[return-value]
+    if isinstance(value, str) and is_device(value):
+        return value
     raise ChoiceError(f"{label}: unknown device {value!r}: use one of {', '.join(DEVICES)}{_close(value, DEVICES)}")
 
 
 def check_dtype(value: object, label: str, allowed: tuple[str, ...] = MODEL_DTYPES) -> str:
-    if isinstance(value, str) and value in allowed:
+    problem = choice_problem(value, "dtype", allowed)
+    if problem is None and isinstance(value, str):
         return value
-    raise ChoiceError(f"{label}: unknown dtype {value!r}: use one of {', '.join(allowed)}{_close(value, allowed)}")
+    raise ChoiceError(f"{label}: {problem}")
 
 
-def check_optimizer(value: object, label: str) -> str:
-    if isinstance(value, str) and value in OPTIMIZERS:
-        return value
-    raise ChoiceError(
-        f"{label}: unknown optimizer {value!r}: use one of {', '.join(OPTIMIZERS)}{_close(value, OPTIMIZERS)}"
-    )
+def choice_problem(value: object, what: str, known: Iterable[str]) -> str | None:
+    """Why ``value`` is not one of the ``known`` names of a ``what`` (None when it is), with the
+    closest name when there is one: ``unknown optimizer 'adam-w': use one of ...; did you mean 'adamw'?``."""
+    names = tuple(known)
+    if isinstance(value, str) and value in names:
+        return None
+    return f"unknown {what} {value!r}: use one of {', '.join(names)}{_close(value, names)}"
 
 
 def is_integer_dtype(name: str) -> bool:

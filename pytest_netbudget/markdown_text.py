@@ -47,5 +47,7 @@ def fence(lines: list[str], info: str = "") -> list[str]:
 
 
 def mermaid_label(text: str) -> str:
-    """A pie-chart label: letters, digits and a few signs; anything else becomes ``_``."""
-    return re.sub(r"[^A-Za-z0-9_ .:()/-]", "_", str(text))
+    """A pie-chart label: letters, digits and a few signs (the braces, commas and × of a repeated
+    block, ``layers.{0..31} ×32``); anything else becomes ``_``, so no quote ends the label and
+    no ``%%{`` starts a directive."""
+    return re.sub(r"[^A-Za-z0-9_ .:()/{},×-]", "_", str(text))

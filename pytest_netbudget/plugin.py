@@ -38,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="write a Markdown (.md) or JSON (.json) report; may be given twice",
+        help="write a Markdown (.md), JSON (.json) or self-contained HTML (.html) report; may be given more than once",
     )
     group.addoption(
         "--netbudget-base",
@@ -259,12 +259,15 @@ class BudgetChecker:
         input_shape: Any = None,
         device: str | None = None,
         dtype: str | None = None,
+        train: Any = None,
     ) -> Any:
-        """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies."""
+        """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies.
+        ``train``: a training step too, as ``check()`` takes it."""
         from .engine import profile
 
         chosen = device or self._session.default_device
-        return profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype)
+        step = config.train_step(train, config.Place("netbudget.profile():")) if train not in (None, False) else None
+        return profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=step or False)
 
     def check(
         self,
@@ -275,11 +278,15 @@ class BudgetChecker:
         device: str | None = None,
         dtype: str | None = None,
         name: str | None = None,
+        train: Any = None,
         **limits: Any,
     ) -> Any:
         """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override),
         or, with a baseline entry, grew past ``max_increase``; ``strict=True`` fails on uncounted ops.
         ``max_increase`` and ``strict`` default to ``[tool.netbudget]``'s, as for a registered model.
+        ``train`` (here or in the marker) profiles a training step too, as a registered model's
+        ``train`` does: ``True``, the same table (``{"optimizer": "sgd", "batch": 8}``) or a ``StepSpec``;
+        ``max_train_*`` limits need it.
 
         The check is named after its test's node id (``tests/test_x.py::test_fits[cpu]``, then
         ``...[2]`` for a second check), or ``name``. Whatever goes wrong, it has one result: a
@@ -297,9 +304,12 @@ class BudgetChecker:
         if problem:
             submit(self._item, replace(result, name=conflicting_name(result), error=problem))
         settings = self._session.settings
+        table = {**self._marker_limits, **limits}
+        if train is not None:
+            table["train"] = train
         try:
-            limits, increase, strict = config.parse_check(
-                {**self._marker_limits, **limits},
+            rules = config.parse_check(
+                table,
                 config.Place(f"{nodeid}: netbudget limits"),
                 settings.max_increase if settings else None,
                 settings.strict if settings else False,
@@ -308,10 +318,12 @@ class BudgetChecker:
             problem = str(error)
         if problem:
             submit(self._item, replace(result, error=problem))
-        result = replace(result, limits=limits, max_increase=increase, strict=strict)
+        result = replace(result, limits=rules.limits, max_increase=rules.max_increase, strict=rules.strict)
         chosen = device or self._session.default_device
         try:
-            measured = self.profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype)
+            measured = self.profile(
+                model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=rules.train
+            )
         except Exception as error:
             problem = check_error_text(error, chosen)
         if problem:

@@ -11,9 +11,11 @@ from typing import Any
 from . import __version__, metrics, units
 from . import markdown_text as md
 from .baseline import REPORT_KIND, REPORT_SCHEMA
-from .budgets import LayerChange, MetricCheck, Verdict
+from .budgets import LayerChange, MetricCheck, Verdict, change_share
 from .config import DEFAULT_BASELINE
 from .layer_table import fits_line, serve_step_lines, train_step_lines
+from .module_tree import ModuleNode, module_tree, slices
+from .repeated import Repeated, group_changes
 from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, LayerEntry, RecordError, Status
 
 LAYER_DIFF_LIMIT = 10
@@ -106,25 +108,56 @@ def diff_columns(changes: list[LayerChange]) -> list[str]:
     return columns + [BOUND] if bounded else columns
 
 
-def layer_diff_lines(changes: list[LayerChange], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
-    if not changes:
+def grouped_changes(verdict: Verdict, gate: bool = False) -> list[Repeated[LayerChange]]:
+    """The layers that changed against the reference (or the committed baseline with ``gate``), a
+    repeated block once, largest change first (a block repeated n times weighs n of its layers)."""
+
+    def larger(metric: str) -> float:
+        check = verdict.check_for(metric)
+        before = (check.baseline if gate else check.reference) if check else None
+        return max(check.actual or 0 if check else 0, before or 0, 1)
+
+    params, macs = larger("params"), larger("macs")
+    changes = verdict.layer_changes if gate else verdict.reference_changes
+    return group_changes(changes, lambda change: change_share(change, params, macs))
+
+
+def layer_name(group: Repeated[LayerChange]) -> str:
+    """``model.layers.{0..31}.mlp.up_proj ×32``, or one layer's path."""
+    return group.path + (f" ×{group.count}" if group.count > 1 else "")
+
+
+def figure_change(group: Repeated[LayerChange], name: str) -> str:
+    """``old -> new`` of a layer; for a repeated block also the change of all its repeats:
+    ``2.05k -> 3.07k each, +32.8k in all``."""
+    change = group.first
+    shown = f"{_side(change.old, name)} -> {_side(change.new, name)}"
+    if group.count == 1 or name == BOUND:
+        return shown
+    total = group.count * change.delta(name)
+    if not total:
+        return f"{shown} each"
+    return f"{shown} each, {'+' if total > 0 else ''}{metrics.get(name).format(total)} in all"
+
+
+def layer_diff_lines(groups: list[Repeated[LayerChange]], limit: int = LAYER_DIFF_LIMIT) -> list[str]:
+    if not groups:
         return []
-    columns = diff_columns(changes)
+    columns = diff_columns([item for group in groups for item in group.items])
     rows = [["layer", "change", *columns]]
-    for item in changes[:limit]:
-        rows.append([f"{item.path} ({item.type})", item.kind, *(_old_new(item, name) for name in columns)])
+    for group in groups[:limit]:
+        kind = group.first
+        rows.append(
+            [f"{layer_name(group)} ({kind.type})", kind.kind, *(figure_change(group, name) for name in columns)]
+        )
     lines = ["layers changed since the baseline:", *_columns(rows)]
-    if len(changes) > limit:
-        lines.append(f"  ... and {len(changes) - limit} more changed layers")
+    if len(groups) > limit:
+        lines.append(f"  ... and {len(groups) - limit} more changed layers")
     return lines
 
 
-def _old_new(item: LayerChange, name: str) -> str:
-    """A changed layer's figure before and after; ``bound`` says what bounds its estimated time."""
-    return f"{_side(item.old, name)} -> {_side(item.new, name)}"
-
-
 def _side(entry: LayerEntry | None, name: str) -> str:
+    """A changed layer's figure on one side; ``bound`` says what bounds its estimated time."""
     if entry is None:
         return "-"
     if name == BOUND:
@@ -170,7 +203,7 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
         if largest:
             lines.append("  " + largest)
     if with_layers:
-        lines += ["  " + line for line in layer_diff_lines(verdict.layer_changes)]
+        lines += ["  " + line for line in layer_diff_lines(grouped_changes(verdict, gate=True))]
     return lines
 
 
@@ -266,6 +299,31 @@ def headline(verdicts: list[Verdict]) -> str:
     return ", ".join(parts) + f" (of {len(verdicts)} model(s))"
 
 
+def largest_change(verdicts: list[Verdict]) -> tuple[Verdict, MetricCheck] | None:
+    """The metric that changed most against the reference across all models, by its percent (one
+    that had no figure before counts as the largest); None when nothing changed."""
+    found, best = None, 0.0
+    for verdict in verdicts:
+        for check in verdict.checks:
+            if check.reference is None or check.actual is None or check.actual == check.reference:
+                continue
+            size = abs(check.actual - check.reference) / check.reference if check.reference else float("inf")
+            if found is None or size > best:
+                found, best = (verdict, check), size
+    return found
+
+
+def largest_change_line(verdicts: list[Verdict], escape: Callable[[str], str] = str) -> str:
+    """``largest change: <name> macs +25.3% (1.20G -> 1.50G)``, or '' when nothing changed."""
+    found = largest_change(verdicts)
+    if found is None:
+        return ""
+    verdict, check = found
+    percent = f"{(check.actual - check.reference) / check.reference * 100:+.1f}%" if check.reference else "new"
+    figures = f"{value(check.metric, check.reference)} -> {value(check.metric, check.actual)}"
+    return f"largest change: {escape(verdict.name)} {check.metric} {percent} ({figures})"
+
+
 _STATUS_ICON = {
     Status.PASS: "✅ pass",
     Status.OVER: "❌ over",
@@ -302,7 +360,8 @@ def markdown(report: Report) -> str:
         if not (metrics.get(name).train or metrics.get(name).serve)
         or any(verdict.check_for(name) for verdict in verdicts)
     ]
-    lines = ["## netbudget", "", f"**{headline(verdicts)}**", ""]
+    largest = largest_change_line(verdicts, md.code)
+    lines = ["## netbudget", "", f"**{headline(verdicts)}**" + (f" · {largest}" if largest else ""), ""]
     if compared_with:
         lines += [f"Compared with {md.inline(compared_with)}.", ""]
     lines += [f"> ⚠️ **conflict:** {md.inline(conflict)}" for conflict in conflicts or []]
@@ -350,16 +409,19 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
         lines.append(f"- **uncounted ops** (no formula, not in MACs/FLOPs): {ops}")
     lines += [""] if lines[-1] != "" else []
-    if verdict.reference_changes:
+    groups = grouped_changes(verdict)
+    if groups:
         columns = diff_columns(verdict.reference_changes)
         header = "| layer | change | " + " | ".join(columns) + " |"
         lines += [header, "|---|---|" + "---|" * len(columns)]
-        for item in verdict.reference_changes[:LAYER_DIFF_LIMIT]:
-            figures = " | ".join(_old_new(item, name) for name in columns)
-            lines.append(f"| {md.code(item.path)} ({md.inline(item.type)}) | {item.kind} | {figures} |")
-        if len(verdict.reference_changes) > LAYER_DIFF_LIMIT:
-            more = len(verdict.reference_changes) - LAYER_DIFF_LIMIT
-            lines.append(f"| ... | {more} more |" + " |" * len(columns))
+        for group in groups[:LAYER_DIFF_LIMIT]:
+            figures = " | ".join(figure_change(group, name) for name in columns)
+            repeats = f" ×{group.count}" if group.count > 1 else ""
+            lines.append(
+                f"| {md.code(group.path)}{repeats} ({md.inline(group.first.type)}) | {group.first.kind} | {figures} |"
+            )
+        if len(groups) > LAYER_DIFF_LIMIT:
+            lines.append(f"| ... | {len(groups) - LAYER_DIFF_LIMIT} more |" + " |" * len(columns))
         lines.append("")
     if verdict.failures or verdict.strict_failure:
         lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
@@ -369,33 +431,32 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals)), ""]
     if verdict.serve is not None:
         lines += [*md.fence(serve_step_lines(verdict.serve, verdict.measured.totals)), ""]
-    lines += mermaid_charts(verdict.measured)
+    lines += mermaid_charts(layer_tree(verdict.measured, verdict.reference_changes))
     return [*lines, "</details>", ""]
 
 
-def top_level_blocks(measured: BaselineEntry) -> dict[str, dict[str, float]]:
-    """Params and MACs of each direct child of the model (the model's own work as '(model)'), in
-    the model's order."""
-    blocks: dict[str, dict[str, float]] = {}
-    for path, row in measured.layers.items():
-        block = path.split(".")[0]  # the model's own row is named "(model)", which has no dot
-        totals = blocks.setdefault(block, {"params": 0, "macs": 0})
-        totals["params"] += row.figure("params")
-        totals["macs"] += row.figure("macs")
-    return blocks
+def layer_tree(measured: BaselineEntry, changes: list[LayerChange]) -> ModuleNode:
+    """The module tree of a model's measured layers, with the figures before ``changes`` of the
+    layers that changed (what the pictures draw)."""
+    layers = {name: (row.type, row.figures) for name, row in measured.layers.items()}
+    before = [(change.path, change.type, change.old.figures if change.old else None) for change in changes]
+    return module_tree(layers, before)
 
 
-def mermaid_charts(measured: BaselineEntry) -> list[str]:
-    """Where the budget goes: pie charts of the top-level blocks' MACs and params."""
-    blocks = top_level_blocks(measured)
+def mermaid_charts(tree: ModuleNode) -> list[str]:
+    """Where the budget goes: pie charts of MACs and params, split where the model first branches,
+    a repeated block (the decoder layers) one slice."""
     lines = []
     for metric, title in (("macs", "MACs"), ("params", "Params")):
-        slices = [(name, figures[metric]) for name, figures in blocks.items() if figures[metric] > 0]
-        if not slices:
+        parts = slices(tree, metric)
+        if not parts:
             continue
         chart = [
             f"pie showData title {title} by block",
-            *(f'    "{md.mermaid_label(name)}" : {amount}' for name, amount in slices),
+            *(
+                f'    "{md.mermaid_label(part.label + (f" ×{part.count}" if part.count > 1 else ""))}" : {part.value}'
+                for part in parts
+            ),
         ]
         lines += [*md.fence(chart, "mermaid"), ""]
     return lines

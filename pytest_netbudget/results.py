@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
 
-from . import metrics
+from . import devices, metrics, units
 from .layer_table import render_layer_table
+from .loading import import_callable, is_factory_path
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 
 class TextEnum(str, Enum):
@@ -111,6 +112,124 @@ def _sum_ops(tables: list[dict[str, OpStats]]) -> dict[str, OpStats]:
         for name, stats in table.items():
             summed[name] = summed[name] + stats if name in summed else stats
     return dict(sorted(summed.items()))
+
+
+class StepError(ValueError):
+    """A training or serving step's setting that cannot be used: ``key`` names it (``optimizer``,
+    ``batch``, ``autocast``, ``loss_factory``, ``loss``; ``serve.context``, ``serve.fits``, ...) and
+    ``problem`` says what is wrong, so that each caller says where it was written (a pyproject.toml
+    table, a keyword argument)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """The one description of a training step to profile: ``train = { optimizer = "adamw", batch = 32 }``
+    in pyproject.toml, ``train=`` of ``netbudget.check()``, or ``profile(..., train=StepSpec(...))``.
+
+    Checked when made (``StepError``), whoever makes it. ``batch`` gives every input that many rows;
+    ``autocast`` runs the forward in mixed precision (cpu and cuda); the loss is ``loss`` (a callable
+    of the model's outputs), or the callable that ``loss_factory`` (``"package.module:fn"``) names, or
+    the sum of the floating outputs.
+    """
+
+    optimizer: str = "adamw"
+    batch: int | None = None
+    autocast: str | None = None
+    loss_factory: str | None = None
+    loss: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        problem = devices.choice_problem(self.optimizer, "optimizer", devices.OPTIMIZERS)
+        if problem:
+            raise StepError("optimizer", problem)
+        batch = self.batch
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
+            raise StepError("batch", f"must be a positive integer (the rows of every input), got {batch!r}")
+        if self.autocast is not None:
+            problem = devices.choice_problem(self.autocast, "dtype", devices.AUTOCAST_DTYPES)
+            if problem:
+                raise StepError("autocast", problem)
+        if self.loss_factory is not None and not is_factory_path(self.loss_factory):
+            raise StepError("loss_factory", f"{self.loss_factory!r} is not of the form 'package.module:callable'")
+        if self.loss is not None and not callable(self.loss):
+            raise StepError("loss", f"must be a callable of the model's outputs, got {type(self.loss).__name__}")
+
+    def problem_on(self, device_type: str) -> str | None:
+        """Why this step cannot run on a device of this type (``meta``, ``cpu``, ``cuda``), or None."""
+        if self.autocast is not None and device_type == "meta":
+            return (
+                'PyTorch has no autocast on meta: profile this step on "cpu", or drop autocast and set '
+                'dtype = "bfloat16" for a step entirely in low precision'
+            )
+        return None
+
+    def resolved_loss(self) -> Callable[[Any], Any] | None:
+        """The loss callable: ``loss``, or the one ``loss_factory`` names, imported now (``LoadError``
+        says why it cannot be); None for the default sum of the outputs."""
+        if self.loss is None and self.loss_factory is not None:
+            return import_callable(self.loss_factory)
+        return self.loss
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """The one description of a serving step to profile: ``serve = { context = 8192, batch = 4 }`` in
+    pyproject.toml, ``netbudget show --serve``, or ``profile(..., serve=ServeSpec(...))``.
+
+    ``context``: tokens in the cache before the decode step; ``batch``: sequences served at once;
+    ``kv_dtype``: the cache's dtype (None: as the model holds it); ``weights``: the planned weight
+    precision (None: the model's own), ``group_size`` elements per scale for int8/int4/fp8 (None:
+    one per output channel), ``keep`` modules left at their own precision; ``fits``: a memory size
+    as written (``"24GiB"``; a number is MiB) for which the longest context that fits is worked
+    out (``fits_bytes``). Checked when made (``StepError``, its key ``serve.KEY``), whoever makes it.
+    """
+
+    context: int
+    batch: int = 1
+    kv_dtype: str | None = None
+    weights: str | None = None
+    group_size: int | None = None
+    keep: tuple[str, ...] = ()
+    fits: str | float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("context", "batch"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise StepError(f"serve.{key}", f"must be a positive integer, got {value!r}")
+        for key, what, known in (("kv_dtype", "dtype", devices.KV_BYTES), ("weights", "dtype", devices.WEIGHT_BITS)):
+            problem = devices.choice_problem(getattr(self, key), what, known) if getattr(self, key) else None
+            if problem:
+                raise StepError(f"serve.{key}", problem)
+        group = self.group_size
+        if group is not None:
+            if isinstance(group, bool) or not isinstance(group, int) or group <= 0:
+                raise StepError("serve.group_size", f"must be a positive integer, got {group!r}")
+            if self.weights not in devices.GROUPED_PRECISIONS:
+                grouped = ", ".join(devices.GROUPED_PRECISIONS)
+                raise StepError(
+                    "serve.group_size", f"sets the scales of {grouped} weights, but weights is {self.weights!r}"
+                )
+        keep = self.keep
+        if isinstance(keep, str) or not all(isinstance(name, str) and name.strip() for name in keep):
+            raise StepError("serve.keep", f'must be a list of module names like ["lm_head"], got {keep!r}')
+        object.__setattr__(self, "keep", tuple(keep))
+        self.fits_bytes  # noqa: B018  (checked now: a bad size fails before anything runs)
+
+    @property
+    def fits_bytes(self) -> int | None:
+        """``fits`` in bytes; None when not given."""
+        if self.fits is None:
+            return None
+        try:
+            return units.parse_memory(self.fits)
+        except units.QuantityError as error:
+            raise StepError("serve.fits", str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from .engine.run import build_model, profile, resolve_device, torch_dtype
 from .engine.serving import ServeError
 from .formulas import FormulaError
 from .loading import LoadError, import_callable
-from .results import Profile
+from .results import Profile, StepError
 
 
 class ModelError(Exception):
@@ -64,7 +64,7 @@ META_HINT = (
 def check_error_text(error: Exception, device: str) -> str:
     """Why a check from a test could not be profiled: the formula's own message, running out of
     memory with the way out, or the exception (with the meta hint on meta)."""
-    if isinstance(error, FormulaError):
+    if isinstance(error, (FormulaError, StepError)):
         return str(error)
     if is_out_of_memory(error):
         return out_of_memory_text("the forward pass", device, error)
@@ -101,10 +101,10 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
         raise ModelError(f"factory {spec.factory} raised while building the model: {describe(error)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"factory {spec.factory} returned a {type(model).__name__}, not a torch.nn.Module")
-    loss = None
-    if spec.train is not None and spec.train.loss_factory is not None:
+    step = spec.train
+    if step is not None:
         try:
-            loss = import_callable(spec.train.loss_factory)
+            step = replace(step, loss=step.resolved_loss())
         except LoadError as error:
             raise ModelError(f"train.loss_factory: {error}") from None
     inputs: Any = None
@@ -116,7 +116,6 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
     except Exception as error:
         source = f"input_factory {spec.input_factory}" if input_factory is not None else "making the inputs"
         raise ModelError(f"{source} raised: {describe(error)}") from None
-    step = spec.train
     try:
         return profile(
             model,
@@ -124,11 +123,7 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             input_shape=spec.input_shape,
             device=device,
             dtype=spec.dtype,
-            train=step is not None,
-            optimizer=step.optimizer if step else "adamw",
-            loss=loss,
-            autocast=step.autocast if step else None,
-            batch=step.batch if step else None,
+            train=step if step is not None else False,
             serve=spec.serve,
             target=spec.target,
         )
@@ -136,6 +131,8 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
         raise ModelError(str(error)) from None
     except ServeError as error:
         raise ModelError(f"serving step: {error}") from None
+    except StepError as error:  # a setting this device cannot run (autocast under --netbudget-device=meta)
+        raise ModelError(f"train.{error}") from None
     except Exception as error:
         if is_out_of_memory(error):
             raise ModelError(out_of_memory_text("the forward pass", device, error)) from None

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from . import baseline, budgets, config, devices, files, reports
+from .html_report import html_report
 from .results import ORIGIN_PYPROJECT, BaselineEntry
 
-REPORT_SUFFIXES = (".md", ".json")
+#: What each file suffix of --netbudget-report writes.
+REPORT_WRITERS = {".md": reports.markdown, ".json": reports.to_json, ".html": html_report}
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ class NetbudgetSession:
 
     def _load(self) -> None:
         for path in self.options.reports:
-            if Path(path).suffix not in REPORT_SUFFIXES:
-                raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md or .json")
+            if Path(path).suffix not in REPORT_WRITERS:
+                raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md, .json or .html")
         if self.options.base and self.options.compare:
             raise pytest.UsageError("--netbudget-base and --netbudget-compare both name what to compare with; give one")
         if self.options.check_baseline and self.options.update:
@@ -327,9 +329,7 @@ class NetbudgetSession:
         return False
 
     def _write_report(self, path: Path, removed: list[str]) -> None:
-        text = (
-            reports.markdown(self._report(removed)) if path.suffix == ".md" else reports.to_json(self._report(removed))
-        )
+        text = REPORT_WRITERS[path.suffix](self._report(removed))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             files.write_atomic(path, text, "the report")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 #: Tiny models whose figures are known by hand (see each docstring).
@@ -79,3 +81,23 @@ def project(pytester: pytest.Pytester, preloaded: None):
         pytester.makepyfile(mymodels=models)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (tests/browser.py), one for the whole run. Without it the test skips and says
+    how to install it; with NETBUDGET_REQUIRE_BROWSER=1 (``.ci/run``) it fails instead."""
+    from browser import Browser, find_chromium
+
+    executable = find_chromium()
+    if executable is None:
+        why = (
+            "headless Chromium is not installed, so the HTML pages are not checked in a browser: "
+            "install it with `apt-get install -y chromium` (.ci/run does) or point CHROMIUM at one"
+        )
+        if os.environ.get("NETBUDGET_REQUIRE_BROWSER"):
+            pytest.fail(why)
+        pytest.skip(why)
+    chromium = Browser(executable)
+    yield chromium
+    chromium.close()

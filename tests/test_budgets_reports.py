@@ -8,6 +8,7 @@ import pytest
 
 from pytest_netbudget import baseline, budgets, reports
 from pytest_netbudget.config import Increase
+from pytest_netbudget.repeated import group_changes
 from pytest_netbudget.results import BaselineEntry, ChangeKind, LayerEntry, Profile
 
 
@@ -248,7 +249,11 @@ def test_markdown_report():
     text = reports.markdown(reports.Report([changed, same, new], removed=["gone"]))
     lines = text.splitlines()
     assert lines[0] == "## netbudget"
-    assert "**1 over budget (of 3 model(s))**" in lines
+    # the largest change of all: net's params, 12,800 + 10,000 = 22,800 -> 28,900, +6,100 = +26.8%
+    # (its MACs grew 2,010,000 -> 2,015,680, +0.3%; FLOPs 4,000,000 -> 4,032,870, +0.8%)
+    assert (
+        "**1 over budget (of 3 model(s))** · largest change: <code>net</code> params +26.8% (22.8k -> 28.9k)" in lines
+    )
     assert "| model | params | macs | flops | size_mb | activations_mb | status |" in lines
     net_row = next(line for line in lines if line.startswith("| <code>net</code> |"))
     assert "28.9k / 25.0k (116%)<br>+6.1k (+26.8%)" in net_row
@@ -447,7 +452,7 @@ def test_layer_diff_lines_limit():
         )
         for i in range(12)
     ]
-    lines = reports.layer_diff_lines(changes, limit=10)
+    lines = reports.layer_diff_lines(group_changes(changes), limit=10)
     assert lines[0] == "layers changed since the baseline:"
     assert len(lines) == 1 + 1 + 10 + 1
     assert lines[-1] == "  ... and 2 more changed layers"
@@ -468,23 +473,19 @@ def test_reports_figure_formatting():
     assert (reports.change(both, gate=True), reports.change(both)) == ("=", "+11 (+20.0%)")
 
 
-def test_mermaid_charts_by_top_level_block():
+def test_mermaid_charts_split_where_the_model_branches():
     profile = make_profile(
         row("enc", "Seq", 0, 0, 0),
         row("enc.0", "Linear", 10, 100, 200),
         row("enc.1", "Linear", 5, 50, 100),
         row("head", "Linear", 3, 0, 0),
     )
-    # from the entry: the model's own row and enc's, which carry no figure, are not in it
-    assert reports.top_level_blocks(entry_of(profile)) == {
-        "enc": {"params": 15, "macs": 150},
-        "head": {"params": 3, "macs": 0},
-    }
-    lines = reports.mermaid_charts(entry_of(profile))
+    lines = reports.mermaid_charts(reports.layer_tree(entry_of(profile), []))
     assert lines == [
         "```mermaid",
-        "pie showData title MACs by block",
-        '    "enc" : 150',
+        "pie showData title MACs by block",  # only enc has MACs: split inside it
+        '    "enc.0" : 100',
+        '    "enc.1" : 50',
         "```",
         "",
         "```mermaid",
@@ -493,4 +494,26 @@ def test_mermaid_charts_by_top_level_block():
         '    "head" : 3',
         "```",
         "",
+    ]
+
+
+def test_the_pies_of_a_decoder_have_one_slice_per_repeated_block():
+    """A model that wraps everything in ``model`` (as transformers' *ForCausalLM do) with a tied head
+    (no params of its own): before, "Params by block" had one slice, ``model``. Four equal layers
+    of 100 params and 1,000 MACs each, an embedding of 500 params, a norm of 8, the head 2,000 MACs."""
+    layers = [row(f"model.layers.{index}.mlp", "MLP", 100, 1000, 2000) for index in range(4)]
+    profile = make_profile(
+        row("model.embed", "Embedding", 500, 0, 0),
+        *layers,
+        row("model.norm", "RMSNorm", 8, 0, 30),
+        row("lm_head", "Linear", 0, 2000, 4000),
+    )
+    lines = reports.mermaid_charts(reports.layer_tree(entry_of(profile), []))
+    macs, params = lines[1 : lines.index("```", 1)], lines[lines.index("pie showData title Params by block") :]
+    assert macs == ["pie showData title MACs by block", '    "model.layers.{0..3} ×4" : 4000', '    "lm_head" : 2000']
+    assert params[:4] == [
+        "pie showData title Params by block",
+        '    "model.embed" : 500',
+        '    "model.layers.{0..3} ×4" : 400',
+        '    "model.norm" : 8',
     ]

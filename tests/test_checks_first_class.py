@@ -195,3 +195,77 @@ def test_paths_select_as_pytests_own_selection(pytester, project, args, ran):
     result = pytester.runpytest("--netbudget", "--netbudget-report=r.json", *args)
     assert result.ret == 0
     assert set(json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]) == ran
+
+
+# --- a check's training step ----------------------------------------------------------------------------
+
+# Linear(8, 8) on [1, 8], one SGD step: the forward's addmm 1*8*8 = 64 MACs, the backward's weight
+# gradient grad_out^T [8, 1] @ input [1, 8] = 64 MACs (the input needs no gradient; the bias's is a
+# sum), SGD's update per element, no MACs: 128 train MACs.
+STEP_CHECK = """
+from torch import nn
+
+
+def test_step(netbudget):
+    netbudget.check(nn.Linear(8, 8), input_shape=(1, 8){call})
+"""
+
+
+@pytest.mark.parametrize(
+    ("call", "outcome", "lines"),
+    [
+        pytest.param(
+            ', max_train_flops="1"',
+            "failed",
+            [
+                r".*test_step\.py::test_step: netbudget limits max_train_flops: budgets a training step, but the "
+                r'model has none: pass train=True, or the settings: train=\{"optimizer": "sgd", "batch": 8\}.*'
+            ],
+            id="a step's limit without a step: a clear error",
+        ),
+        pytest.param(
+            ', train={"optimizer": "sgd"}, max_train_macs=127',
+            "failed",
+            [r"^test_step\.py::test_step exceeds its budget$", r"^\s+train_macs\s+127\s+128\s+\+1 \(\+0\.8%\)$"],
+            id="the step runs and is judged",
+        ),
+        pytest.param(', train={"optimizer": "sgd"}, max_train_macs=128', "passed", [], id="at its limit"),
+        pytest.param(
+            ', train={"optimizer": "lion"}',
+            "failed",
+            [r".*netbudget limits train\.optimizer: unknown optimizer 'lion': use one of sgd, sgd-momentum.*"],
+            id="settings checked as pyproject.toml's",
+        ),
+    ],
+)
+def test_a_check_takes_the_same_training_step_as_a_registered_model(pytester, call, outcome, lines):
+    # Before: max_train_flops="1" was accepted, the step never ran, the figure was "not measured" and
+    # the check passed.
+    pytester.makepyprojecttoml('[tool.netbudget]\ndevice = "cpu"\n')
+    pytester.makepyfile(test_step=STEP_CHECK.format(call=call))
+    result = pytester.runpytest("--netbudget", "-v")
+    result.assert_outcomes(**{outcome: 1})
+    if lines:
+        result.stdout.re_match_lines(lines)
+    if outcome == "passed":
+        result.stdout.re_match_lines([r"^test_step\.py::test_step: Training step \(sgd\): MACs 128 \(128\)"])
+
+
+def test_the_marker_gives_a_check_its_training_step(pytester):
+    pytester.makepyprojecttoml('[tool.netbudget]\ndevice = "meta"\n')
+    pytester.makepyfile(
+        test_step="""
+import pytest
+from torch import nn
+
+
+@pytest.mark.netbudget(max_train_macs=128, train={"optimizer": "sgd"})
+def test_step(netbudget):
+    netbudget.check(nn.Linear(8, 8), input_shape=(1, 8))
+"""
+    )
+    result = pytester.runpytest("--netbudget", "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines(
+        [r"^test_step\.py::test_step\s+params\s+72\s+.*", r"^\s+train_macs\s+128\s+128\s+100\.0%"]
+    )

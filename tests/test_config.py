@@ -8,6 +8,7 @@ import pytest
 
 from pytest_netbudget import config, metrics
 from pytest_netbudget.config import ConfigError, Increase, InputSpec
+from pytest_netbudget.results import StepSpec
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -389,9 +390,9 @@ def test_train_table(tmp_path):
         ),
     )
     spec = settings.models[0]
-    assert spec.train == config.TrainSpec(optimizer="sgd-momentum", batch=32, loss_factory="pkg.losses:ce")
+    assert spec.train == StepSpec(optimizer="sgd-momentum", batch=32, loss_factory="pkg.losses:ce")
     assert spec.limits == {"train_flops": 1e9, "train_memory_mb": 24}
-    assert load(tmp_path, model("train = true")).models[0].train == config.TrainSpec()
+    assert load(tmp_path, model("train = true")).models[0].train == StepSpec()
     assert load(tmp_path, model("")).models[0].train is None
 
 

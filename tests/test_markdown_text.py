@@ -150,8 +150,9 @@ def test_a_fence_is_longer_than_any_backtick_run_inside():
 
 
 def test_mermaid_labels_keep_only_plain_characters():
-    assert md.mermaid_label('a"b\n%%{init}%%') == "a_b____init___"
+    assert md.mermaid_label('a"b\n%%{init}%%') == "a_b___{init}__"  # no %%{: no directive
     assert md.mermaid_label("encoder.layers (0)") == "encoder.layers (0)"
+    assert md.mermaid_label("model.layers.{0..31} ×32") == "model.layers.{0..31} ×32"
 
 
 def test_the_error_fence_outlasts_the_error_text():

@@ -256,7 +256,7 @@ def test_unknown_device_option_is_a_usage_error(pytester, project):
 def test_report_with_unknown_suffix_is_a_usage_error(pytester, project):
     project(GOOD)
     result = pytester.runpytest("--netbudget", "--netbudget-report=report.txt")
-    assert_usage_error(result, "report.txt", ".md or .json")
+    assert_usage_error(result, "report.txt", ".md, .json or .html")
 
 
 NOT_TOML = """[tool.netbudget]

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_netbudget import metrics, profile
-from pytest_netbudget.config import ServeSpec
+from pytest_netbudget import ServeSpec, metrics, profile
 from pytest_netbudget.engine.planned_weights import quantized_bytes
 from pytest_netbudget.engine.serving import ServeError, longest_context
+from pytest_netbudget.results import StepError
 
 transformers = pytest.importorskip("transformers")
 
@@ -538,5 +538,5 @@ def test_serving_leaves_the_model_and_the_inputs_as_they_were():
     ],
 )
 def test_a_bad_serve_spec_fails_before_anything_runs(table, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(StepError, match=message):
         ServeSpec(**table)

@@ -53,8 +53,7 @@ def decoder_loaded() -> None:
     cache code) must stay loaded for the tests that use them after."""
     import torch
 
-    from pytest_netbudget import profile
-    from pytest_netbudget.config import ServeSpec
+    from pytest_netbudget import ServeSpec, profile
 
     namespace: dict = {}
     exec(DECODER, namespace)
@@ -87,20 +86,27 @@ def test_a_pull_request_that_doubles_the_key_value_heads_fails_and_names_the_pro
         ]
     )
     # ... and the attention layers that hold the cache say how much each grew
-    result.stdout.re_match_lines([r"^\s+model\.layers\.0\.self_attn \(LlamaAttention\)\s+resized.*0\.008 -> 0\.016"])
+    result.stdout.re_match_lines(
+        [r"^\s+model\.layers\.\{0,1\}\.self_attn ×2 \(LlamaAttention\)\s+resized.*0\.008 -> 0\.016 each"]
+    )
     # the layer diff names the key and value projections: 32 x 8 -> 32 x 16 weights each
-    result.stdout.re_match_lines([r"^\s+model\.layers\.0\.self_attn\.k_proj \(Linear\)\s+resized\s+256 -> 512"])
-    result.stdout.re_match_lines([r"^\s+model\.layers\.0\.self_attn\.v_proj \(Linear\)\s+resized\s+256 -> 512"])
+    for projection in ("k_proj", "v_proj"):  # both layers' projections, grouped as one line
+        result.stdout.re_match_lines(
+            [rf"^\s+model\.layers\.\{{0,1\}}\.self_attn\.{projection} ×2 \(Linear\)\s+resized\s+256 -> 512 each"]
+        )
     markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
-    assert "<code>model.layers.0.self_attn.k_proj</code> (Linear) | resized" in markdown
-    assert "kv_cache_mb" in markdown
+    assert "largest change: <code>decoder</code> kv_cache_mb +100" in markdown
+    for projection in ("k_proj", "v_proj"):
+        assert (
+            f"<code>model.layers.{{0,1}}.self_attn.{projection}</code> ×2 (Linear) | resized | 256 -> 512 each"
+            in markdown
+        )
 
 
 def test_serve_figures_are_budgets_and_the_fits_line_shows(pytester, project):
     import torch
 
-    from pytest_netbudget import profile
-    from pytest_netbudget.config import ServeSpec
+    from pytest_netbudget import ServeSpec, profile
 
     project(served(extra=', fits = "1MiB"'), models=DECODER)
     result = pytester.runpytest("--netbudget")

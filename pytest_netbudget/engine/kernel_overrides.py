@@ -27,7 +27,8 @@ _AUTOGRAD_KEYS = {"cpu": "AutogradCPU", "cuda": "AutogradCUDA", "meta": "Autogra
 
 
 class KernelOverride:
-    """``kernel`` in front of ``aten::<op>`` for one device type's tensors while any holder is inside."""
+    """``kernel`` in front of ``aten::<op>`` for one device type's tensors while any holder is inside;
+    ``op`` names an overload too (``"lstm.input"``), the default one when it names none."""
 
     def __init__(self, op: str, kernel: Callable[..., Any], device_types: tuple[str, ...]) -> None:
         self.op, self.kernel, self.device_types = op, kernel, device_types
@@ -56,7 +57,8 @@ class KernelOverride:
 
     def _dispatching(self, key: str) -> Callable[..., Any]:
         """The registered kernel: ours while a holder is inside, else the op's own composite."""
-        composite = getattr(torch.ops.aten, self.op).default.decompose
+        name, _, overload = self.op.partition(".")
+        composite = getattr(getattr(torch.ops.aten, name), overload or "default").decompose
         kernel, holders = self.kernel, self._holders
 
         def dispatching(*args: Any, **kwargs: Any) -> Any:

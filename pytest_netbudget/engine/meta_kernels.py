@@ -4,8 +4,10 @@ other outputs than CPU's kernel.
 PyTorch's meta kernel of ``_grouped_mm`` applies the CUDA kernel's checks (bfloat16
 only, 16-byte strides), so a float32 mixture-of-experts layer that runs on CPU fails on
 meta; ``quantized::linear_dynamic`` has no meta kernel at all. On meta only the output's
-shape and dtype matter: these functions give them, and give no output where CPU's kernel
-gives none (``nn.MultiheadAttention``'s fast path without its weights).
+shape and dtype matter: these functions give them, give no output where CPU's kernel gives
+none (``nn.MultiheadAttention``'s fast path without its weights), and give oneDNN's LSTM the
+workspace and the two bias gradients CPU's kernel allocates (PyTorch's meta kernel leaves the
+one empty and gives the other twice).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from .recurrent_on_meta import onednn_rnn_layer_backward_on_meta, onednn_rnn_layer_on_meta
 
 
 def _grouped_mm(
@@ -51,6 +55,9 @@ def _native_multi_head_attention(*args: Any, **kwargs: Any) -> tuple[torch.Tenso
 META_KERNELS: dict[Any, Callable[..., Any]] = {}
 if hasattr(torch.ops.aten, "_grouped_mm"):
     META_KERNELS[torch.ops.aten._grouped_mm.default] = _grouped_mm
+if hasattr(torch.ops.aten, "mkldnn_rnn_layer"):
+    META_KERNELS[torch.ops.aten.mkldnn_rnn_layer.default] = onednn_rnn_layer_on_meta
+    META_KERNELS[torch.ops.aten.mkldnn_rnn_layer_backward.default] = onednn_rnn_layer_backward_on_meta
 if hasattr(torch.ops.aten, "_native_multi_head_attention"):
     META_KERNELS[torch.ops.aten._native_multi_head_attention.default] = _native_multi_head_attention
 if hasattr(torch.ops.quantized, "linear_dynamic"):

@@ -16,9 +16,21 @@ from typing import Any
 import torch
 
 from .. import devices, metrics, targets, units
-from ..config import ServeSpec
 from ..formulas import FormulaSet
-from ..results import Fits, LayerStats, OpStats, Profile, Roofline, ServePart, ServeStep, TargetRef, TrainStep
+from ..results import (
+    Fits,
+    LayerStats,
+    OpStats,
+    Profile,
+    Roofline,
+    ServePart,
+    ServeSpec,
+    ServeStep,
+    StepError,
+    StepSpec,
+    TargetRef,
+    TrainStep,
+)
 from .fused_on_meta import fused_attention_on_meta
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
@@ -34,6 +46,7 @@ from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
 from .planned_weights import planned_bytes
 from .quantized import packed_tensors, stored_bytes
+from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .serving import ServeRun, longest_context, serve_step
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng
@@ -237,7 +250,7 @@ def profile(
     input_shape: Sequence[int] | None = None,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
-    train: bool = False,
+    train: bool | StepSpec = False,
     optimizer: str = "adamw",
     loss: Callable[[Any], Any] | None = None,
     autocast: str | None = None,
@@ -258,7 +271,8 @@ def profile(
     ``loss(outputs)`` (the sum of the floating outputs by default) and its backward, and
     one step of ``optimizer`` (sgd, sgd-momentum, adam, adamw or none); ``autocast`` runs
     the forward in mixed precision (bfloat16 or float16, on cpu or cuda); ``batch`` gives
-    every input that many rows (dimension 0) for the step.
+    every input that many rows (dimension 0) for the step. ``train=StepSpec(...)`` gives the
+    same settings as one record (what a registered model's ``train`` table becomes).
 
     ``target`` (a built-in name such as ``"a100"``, or a ``targets.Target``) adds the forward's
     estimated latency on that accelerator, per layer and in total (a roofline; see the README).
@@ -269,7 +283,7 @@ def profile(
     longest context that fits that memory (see the README's "Serving step"). With a ``target``
     the prefill and the decode step get their estimated latency too (``p.serve.decode.latency_ms``).
     """
-    step = _step_settings(train, optimizer, autocast, batch)
+    step = _step_spec(train, optimizer, loss, autocast, batch)
     accelerator = targets.resolve(target) if isinstance(target, str) else target
     # An exported program gives a new module each time: nothing to share, nothing to lock.
     lock = model_lock(unwrap(model)) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
@@ -287,31 +301,28 @@ def profile(
         if step is None:
             return result
         prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=True)
-        if prepared.device.type == "meta" and step.autocast is not None:
+        problem = step.problem_on(prepared.device.type)
+        if problem:
+            raise StepError("autocast", problem)
+        return _with_step(result, prepared, step)
+
+
+def _step_spec(
+    train: bool | StepSpec,
+    optimizer: str,
+    loss: Callable[[Any], Any] | None,
+    autocast: str | None,
+    batch: int | None,
+) -> StepSpec | None:
+    """The training step, its settings checked (by ``StepSpec``) before anything runs; None without one."""
+    if isinstance(train, StepSpec):
+        if (optimizer, loss, autocast, batch) != ("adamw", None, None, None):
             raise ValueError(
-                "autocast runs on cpu and cuda only (PyTorch has no autocast for meta tensors): profile the step "
-                'on cpu, or on meta with dtype = "bfloat16" for a step entirely in low precision'
+                "give the training step's settings in train=StepSpec(...) or as keywords "
+                "(optimizer=, batch=, autocast=, loss=), not both"
             )
-        return _with_step(result, prepared, step, loss)
-
-
-@dataclass(frozen=True)
-class _StepSettings:
-    optimizer: str
-    autocast: str | None
-    batch: int | None
-
-
-def _step_settings(train: bool, optimizer: str, autocast: str | None, batch: int | None) -> _StepSettings | None:
-    """The training step's settings checked before anything runs; None without ``train``."""
-    if not train:
-        return None
-    devices.check_optimizer(optimizer, "optimizer")
-    if autocast is not None:
-        devices.check_dtype(autocast, "autocast", devices.AUTOCAST_DTYPES)
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    return _StepSettings(optimizer, autocast, batch)
+        return train
+    return StepSpec(optimizer=optimizer, batch=batch, autocast=autocast, loss=loss) if train else None
 
 
 def _prepare(
@@ -360,8 +371,8 @@ def _prepare(
 @contextlib.contextmanager
 def _kernel_overrides(device: torch.device) -> Iterator[None]:
     """The kernels put in front of aten's while a profile runs: vecdot as the dot products it is,
-    and on meta the fused attention kernels CPU would take."""
-    with VECDOT_AS_MATMUL.on(device), fused_attention_on_meta(device):
+    and on meta the attention and recurrent kernels CPU would take."""
+    with VECDOT_AS_MATMUL.on(device), fused_attention_on_meta(device), recurrent_on_meta(device):
         yield
 
 
@@ -578,7 +589,7 @@ def _layer(row: _InventoryRow, tally: LayerTally, estimated: bool) -> LayerStats
     )
 
 
-def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, loss: Any) -> Profile:
+def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Profile:
     """The forward's profile with one traced training step's figures added to its rows and totals."""
     device = prepared.device
     args, kwargs = prepared.args, prepared.kwargs
@@ -607,7 +618,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: _StepSettings, lo
         kwargs,
         prepared.formulas,
         optimizer=settings.optimizer,
-        loss=loss,
+        loss=settings.resolved_loss(),
         autocast=torch_dtype(settings.autocast, devices.AUTOCAST_DTYPES, "autocast") if settings.autocast else None,
         device=device,
         around=around,

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .. import formulas
+from .. import devices, formulas
 from ..formulas import FormulaSet
 from ..results import MemoryPart, Phase
 from .model_forms import swapped_state
@@ -35,13 +35,15 @@ from .tracer import LiveMemory, OpPlan, Tracer, _storage_key, argument_tensors, 
 
 _ACCUMULATE_GRAD = 2**64 - 1  # the sequence number of an AccumulateGrad node: it has none
 
-OPTIMIZERS: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None] = {
-    "sgd": lambda params: torch.optim.SGD(params, lr=0.01),
-    "sgd-momentum": lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
-    "adam": lambda params: torch.optim.Adam(params),
-    "adamw": lambda params: torch.optim.AdamW(params),
-    "none": None,
-}
+
+def make_optimizer(name: str, params: list[torch.Tensor]) -> torch.optim.Optimizer | None:
+    """The optimizer ``devices.OPTIMIZERS`` names, over ``params``; None for "none" or no parameters."""
+    entry = devices.OPTIMIZERS[name]
+    if entry is None or not params:
+        return None
+    kind, settings = entry
+    optimizer: torch.optim.Optimizer = getattr(torch.optim, kind)(params, **settings)
+    return optimizer
 
 
 def sum_of_outputs(outputs: Any) -> torch.Tensor:
@@ -248,8 +250,7 @@ def run_step(
     params = [tensor for tensor in unique if isinstance(tensor, torch.nn.Parameter)]
     buffers = [tensor for tensor in unique if not isinstance(tensor, torch.nn.Parameter)]
     trainable = [param for param in params if param.requires_grad]
-    make_optimizer = OPTIMIZERS[optimizer]
-    optim = make_optimizer(trainable) if make_optimizer is not None and trainable else None
+    optim = make_optimizer(optimizer, trainable)
     if optim is not None:
         for param in trainable:
             param.grad = torch.zeros_like(param)

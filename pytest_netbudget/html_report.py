@@ -1,0 +1,192 @@
+"""The HTML report (``--netbudget-report=PATH.html``, ``netbudget merge --html``): one offline file
+with the summary table, and per model a zoomable treemap of its module tree, the layers that
+changed, the memory of a training or serving step as stacked bars, and the uncounted ops.
+
+Tables and bars are written here, every piece of model text through :func:`html_page.text`; the
+treemap is drawn in the browser by ``assets/treemap.js`` from a JSON tree made here, whose labels
+the script only ever sets as text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import metrics, reports
+from .budgets import MetricCheck, Verdict
+from .html_page import asset, code, page, text
+from .module_tree import ModuleNode
+from .results import Status
+
+#: Colours of the parts of a memory breakdown, in the order parts are listed.
+PART_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
+
+
+def html_report(report: reports.Report) -> str:
+    verdicts = report.verdicts
+    body = ["<h1>netbudget</h1>", f'<p class="headline">{text(reports.headline(verdicts))}</p>']
+    largest = reports.largest_change_line(verdicts, text)
+    if largest:
+        body.append(f'<p class="headline">{largest}</p>')
+    if report.compared_with:
+        body.append(f'<p class="note">Compared with {text(report.compared_with)}.</p>')
+    body += [f'<p class="grew">Conflict: {text(conflict)}</p>' for conflict in report.conflicts]
+    body += _summary_table(report)
+    models = []
+    for index, verdict in enumerate(verdicts):
+        section, tree = _model_section(verdict, f"model-{index}", report.baseline_file)
+        body += section
+        if tree is not None:
+            models.append(tree)
+    return page("netbudget report", body, {"models": models}, asset("treemap.js"))
+
+
+def _summary_columns(verdicts: list[Verdict]) -> list[str]:
+    return [
+        name
+        for name in metrics.HEADLINE
+        if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
+    ]
+
+
+def _status(verdict: Verdict) -> str:
+    word = "pass" if verdict.status is Status.PASS else reports._STATUS_WORDS[verdict.status]
+    return f'<span class="status {"pass" if verdict.passed else "fail"}">{text(word)}</span>'
+
+
+def _change_span(check: MetricCheck) -> str:
+    shown = reports.change(check)
+    if not shown:
+        return ""
+    kind = "grew" if check.actual > check.reference else "shrank" if check.actual < check.reference else "note"
+    return f'<br><span class="{kind}">{text(shown)}</span>'
+
+
+def _summary_table(report: reports.Report) -> list[str]:
+    columns = _summary_columns(report.verdicts)
+    rows = ["<table>", "<tr><th>model</th><th>status</th>" + "".join(f"<th>{name}</th>" for name in columns) + "</tr>"]
+    for index, verdict in enumerate(report.verdicts):
+        cells = []
+        for metric in columns:
+            check = verdict.check_for(metric)
+            if check is None:
+                cells.append('<td class="figure">-</td>')
+                continue
+            cell = text(reports.value(metric, check.actual))
+            if check.limit is not None:
+                cell += f" / {text(reports.value(metric, check.limit))} ({check.used * 100:.0f}%)"
+            if verdict.has_reference:
+                cell += _change_span(check)
+            cells.append(f'<td class="figure">{cell}</td>')
+        link = f'<a href="#model-{index}">{code(verdict.name)}</a>'
+        rows.append(f"<tr><td>{link}</td><td>{_status(verdict)}</td>{''.join(cells)}</tr>")
+    for name in report.removed:
+        rows.append(f"<tr><td>{code(name)}</td><td>removed</td>" + "<td>-</td>" * len(columns) + "</tr>")
+    return [*rows, "</table>"]
+
+
+def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[list[str], dict[str, Any] | None]:
+    """The section of one model, and its tree for the treemap (None when it was not profiled)."""
+    lines = [f'<section class="model" id="{anchor}">', f"<h2>{code(verdict.name)} {_status(verdict)}</h2>"]
+    lines.append(f'<p class="note">from {text(verdict.result.origin)}</p>')
+    if verdict.error is not None or verdict.measured is None:
+        return [*lines, f"<pre>{text(verdict.error)}</pre>", "</section>"], None
+    steps = reports.next_steps(verdict, baseline_file)
+    if steps:
+        lines += ["<ul>", *(f"<li>next: {text(step)}</li>" for step in steps), "</ul>"]
+    tree = _tree(verdict, anchor)
+    lines += [
+        "<h3>Where it goes</h3>",
+        '<div class="controls"><label>area <select class="metric"></select></label>',
+        '<nav class="crumbs" aria-label="zoom"></nav></div>',
+        '<p class="where"></p>',
+        '<div class="treemap"></div>',
+        '<ul class="legend treemap-legend"></ul>',
+    ]
+    lines += _layer_diff(verdict)
+    lines += _memory_bars(verdict)
+    if verdict.uncounted_ops:
+        lines += ["<h3>Uncounted ops</h3>", '<p class="note">ran, but no formula counts them: not in MACs or FLOPs</p>']
+        lines += ["<table>", "<tr><th>op</th><th>calls</th></tr>"]
+        lines += [
+            f'<tr><td>{code(op)}</td><td class="figure">{count}</td></tr>'
+            for op, count in sorted(verdict.uncounted_ops.items())
+        ]
+        lines.append("</table>")
+    return [*lines, "</section>"], tree
+
+
+def _tree(verdict: Verdict, anchor: str) -> dict[str, Any]:
+    root = reports.layer_tree(verdict.measured, verdict.reference_changes)
+    names = [name for name in metrics.LAYER_DIFF if root.total(name) > 0]
+    return {"id": anchor, "metrics": names, "compared": verdict.has_reference, "tree": _node(root, names)}
+
+
+def _node(node: ModuleNode, names: list[str], own_only: bool = False) -> dict[str, Any]:
+    if own_only:
+        now = [node.own.get(name, 0) for name in names]
+        before = [node.own_old.get(name, 0) for name in names]
+    else:
+        now = [node.total(name) for name in names]
+        before = [node.total_old(name) for name in names]
+    result: dict[str, Any] = {
+        "n": "(own)" if own_only else node.name,
+        "p": node.path,
+        "t": node.type,
+        "v": now,
+        "o": before,
+        "s": [metrics.get(name).format(figure) for name, figure in zip(names, now)],
+        "d": [metrics.get(name).format_change(old, new) for name, old, new in zip(names, before, now)],
+    }
+    if not own_only:
+        children = [_node(child, names) for child in node.children if any(child.total(name) for name in names)]
+        if children and any(node.own.get(name) for name in names):
+            children.insert(0, _node(node, names, own_only=True))
+        result["c"] = children
+    return result
+
+
+def _layer_diff(verdict: Verdict) -> list[str]:
+    if not verdict.reference_changes:
+        return []
+    columns = reports.diff_columns(verdict.reference_changes)
+    lines = ["<h3>Layers changed</h3>", "<table>"]
+    lines.append("<tr><th>layer</th><th>type</th><th>change</th>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>")
+    for group in reports.grouped_changes(verdict):
+        count = f" ×{group.count}" if group.count > 1 else ""
+        cells = "".join(f'<td class="figure">{text(reports.figure_change(group, name))}</td>' for name in columns)
+        lines.append(
+            f"<tr><td>{code(group.path)}{count}</td><td>{code(group.first.type)}</td>"
+            f"<td>{text(group.first.kind)}</td>{cells}</tr>"
+        )
+    return [*lines, "</table>"]
+
+
+def _memory_bars(verdict: Verdict) -> list[str]:
+    """The training step's memory at its peak as one stacked bar, each part with its MiB."""
+    step = verdict.train
+    if step is None:
+        return []
+    parts = [(str(part), figure) for part, figure in step.memory_mb.items()]
+    title = f"Training step ({step.optimizer}): memory at its peak, in the {step.peak_phase}"
+    return ["<h3>Memory</h3>", *_stacked_bar(title, parts)]
+
+
+def _stacked_bar(title: str, parts: list[tuple[str, float]]) -> list[str]:
+    total = sum(figure for _, figure in parts)
+    lines = [f"<p>{text(title)}: {total:.3f} MiB</p>"]
+    if total <= 0:
+        return lines
+    bar = ['<svg class="bar" viewBox="0 0 1000 26" preserveAspectRatio="none" role="img">']
+    legend = ['<ul class="legend">']
+    left = 0.0
+    for index, (name, figure) in enumerate(parts):
+        colour = PART_COLOURS[index % len(PART_COLOURS)]
+        width = figure / total * 1000
+        bar.append(
+            f'<rect x="{left:.2f}" y="0" width="{width:.2f}" height="26" fill="{colour}">'
+            f"<title>{text(name)} {figure:.3f} MiB</title></rect>"
+        )
+        left += width
+        swatch = f'<svg class="swatch" viewBox="0 0 12 12"><rect width="12" height="12" fill="{colour}"/></svg>'
+        legend.append(f"<li>{swatch}{text(name)} {figure:.3f} MiB ({figure / total * 100:.1f}%)</li>")
+    return [*lines, "".join(bar) + "</svg>", *legend, "</ul>"]
