@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import metrics, reports
-from .budgets import MetricCheck, Verdict
+from .budgets import Verdict
 from .html_page import asset, code, page, text
 from .module_tree import ModuleNode
 from .results import Status
@@ -40,42 +40,25 @@ def html_report(report: reports.Report) -> str:
     return page("netbudget report", body, {"models": models}, asset("treemap.js"))
 
 
-def _summary_columns(verdicts: list[Verdict]) -> list[str]:
-    return [
-        name
-        for name in metrics.HEADLINE
-        if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
-    ]
-
-
 def _status(verdict: Verdict) -> str:
-    word = "pass" if verdict.status is Status.PASS else reports._STATUS_WORDS[verdict.status]
+    word = "pass" if verdict.status is Status.PASS else reports.STATUS_WORDS[verdict.status]
     return f'<span class="status {"pass" if verdict.passed else "fail"}">{text(word)}</span>'
 
 
-def _change_span(check: MetricCheck) -> str:
-    shown = reports.change(check)
-    if not shown:
-        return ""
-    kind = "grew" if check.actual > check.reference else "shrank" if check.actual < check.reference else "note"
-    return f'<br><span class="{kind}">{text(shown)}</span>'
-
-
 def _summary_table(report: reports.Report) -> list[str]:
-    columns = _summary_columns(report.verdicts)
+    columns = reports.summary_columns(report.verdicts)
     rows = ["<table>", "<tr><th>model</th><th>status</th>" + "".join(f"<th>{name}</th>" for name in columns) + "</tr>"]
     for index, verdict in enumerate(report.verdicts):
         cells = []
         for metric in columns:
-            check = verdict.check_for(metric)
-            if check is None:
-                cells.append('<td class="figure">-</td>')
-                continue
-            cell = text(reports.value(metric, check.actual))
-            if check.limit is not None:
-                cell += f" / {text(reports.value(metric, check.limit))} ({check.used * 100:.0f}%)"
-            if verdict.has_reference:
-                cell += _change_span(check)
+            figure, shown_change = reports.summary_cell(verdict, metric)
+            cell = text(figure)
+            if shown_change:
+                check = verdict.check_for(metric)
+                kind = (
+                    "grew" if check.actual > check.reference else "shrank" if check.actual < check.reference else "note"
+                )
+                cell += f'<br><span class="{kind}">{text(shown_change)}</span>'
             cells.append(f'<td class="figure">{cell}</td>')
         link = f'<a href="#model-{index}">{code(verdict.name)}</a>'
         rows.append(f"<tr><td>{link}</td><td>{_status(verdict)}</td>{''.join(cells)}</tr>")
@@ -118,7 +101,9 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
 def _tree(verdict: Verdict, anchor: str) -> dict[str, Any]:
     root = reports.layer_tree(verdict.measured, verdict.reference_changes)
     names = [name for name in metrics.LAYER_DIFF if root.total(name) > 0]
-    return {"id": anchor, "metrics": names, "compared": verdict.has_reference, "tree": _node(root, names)}
+    tree = _node(root, names)
+    tree["n"] = verdict.name  # the zoom path starts at the model's name
+    return {"id": anchor, "metrics": names, "compared": verdict.has_reference, "tree": tree}
 
 
 def _node(node: ModuleNode, names: list[str], own_only: bool = False) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def render_layer_table(profile: Profile, depth: int | None = None, ops: bool = F
 
 def _op_totals(profile: Profile) -> str:
     if not profile.ops:
-        return "none with a cost"
+        return "none ran"
     return ", ".join(
         f"{name} x{stats.calls} ({units.format_count(stats.macs)} MACs, {units.format_count(stats.flops)} FLOPs)"
         for name, stats in profile.ops.items()

@@ -283,7 +283,7 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
 
 
 #: How each status reads in the headline and in a failing model's section.
-_STATUS_WORDS = {
+STATUS_WORDS = {
     Status.OVER: "over budget",
     Status.GREW: "grew past max_increase",
     Status.UNCOUNTED: "ran uncounted ops (strict)",
@@ -292,10 +292,10 @@ _STATUS_WORDS = {
 
 
 def headline(verdicts: list[Verdict]) -> str:
-    counts = {status: sum(verdict.status is status for verdict in verdicts) for status in _STATUS_WORDS}
+    counts = {status: sum(verdict.status is status for verdict in verdicts) for status in STATUS_WORDS}
     if not any(counts.values()):
         return f"All {len(verdicts)} model(s) within budget"
-    parts = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
+    parts = [f"{count} {STATUS_WORDS[status]}" for status, count in counts.items() if count]
     return ", ".join(parts) + f" (of {len(verdicts)} model(s))"
 
 
@@ -349,17 +349,44 @@ class Report:
     baseline_file: str = DEFAULT_BASELINE
     conflicts: list[str] = field(default_factory=list)
 
+    @property
+    def changed(self) -> bool:
+        """Anything a reviewer should see: a model new, changed or failing, an entry removed, a
+        conflict between shards (what the Action's ``comment-when: changed`` posts on)."""
+        return bool(self.removed or self.conflicts) or any(
+            not verdict.passed or verdict.changed or not verdict.has_reference for verdict in self.verdicts
+        )
 
-def markdown(report: Report) -> str:
-    """A pull-request comment: headline, what it compares with, one table of models, then a
-    section per new, changed or failing model (a failing one open, its layer changes first)."""
-    verdicts, compared_with, conflicts = report.verdicts, report.compared_with, report.conflicts
-    columns = [
+
+def summary_columns(verdicts: list[Verdict]) -> list[str]:
+    """The metrics of the summary table: the headline ones, a training or serving step's where one was
+    profiled."""
+    return [
         name
         for name in metrics.HEADLINE
         if not (metrics.get(name).train or metrics.get(name).serve)
         or any(verdict.check_for(name) for verdict in verdicts)
     ]
+
+
+def summary_cell(verdict: Verdict, metric: str) -> tuple[str, str]:
+    """A model's figure in the summary table, ``actual / budget (used%)``, and its change against the
+    reference ('' when there is none to show)."""
+    check = verdict.check_for(metric)
+    if check is None:
+        return "-", ""
+    figure = value(metric, check.actual)
+    if check.limit is not None:
+        figure += f" / {value(metric, check.limit)} ({check.used * 100:.0f}%)"
+    shown_change = change(check) if verdict.has_reference and check.reference is not None else ""
+    return figure, shown_change
+
+
+def markdown(report: Report) -> str:
+    """A pull-request comment: headline, what it compares with, one table of models, then a
+    section per new, changed or failing model (a failing one open, its layer changes first)."""
+    verdicts, compared_with, conflicts = report.verdicts, report.compared_with, report.conflicts
+    columns = summary_columns(verdicts)
     largest = largest_change_line(verdicts, md.code)
     lines = ["## netbudget", "", f"**{headline(verdicts)}**" + (f" · {largest}" if largest else ""), ""]
     if compared_with:
@@ -371,16 +398,8 @@ def markdown(report: Report) -> str:
     for verdict in verdicts:
         cells = []
         for metric in columns:
-            check = verdict.check_for(metric)
-            if check is None:
-                cells.append("-")
-                continue
-            cell = value(metric, check.actual)
-            if check.limit is not None:
-                cell += f" / {value(metric, check.limit)} ({check.used * 100:.0f}%)"
-            if verdict.has_reference and check.reference is not None:
-                cell += f"<br>{change(check)}"
-            cells.append(cell)
+            figure, shown_change = summary_cell(verdict, metric)
+            cells.append(figure + (f"<br>{shown_change}" if shown_change else ""))
         lines.append(f"| {md.code(verdict.name)} | " + " | ".join(cells) + f" | {_STATUS_ICON[verdict.status]} |")
     for name in report.removed:
         lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
@@ -397,7 +416,7 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
     if not (failing or verdict.changed or not verdict.has_reference or verdict.uncounted_ops):
         return []
     title = (
-        _STATUS_WORDS[verdict.status]
+        STATUS_WORDS[verdict.status]
         if failing
         else ("new model" if not verdict.has_reference else "changed" if verdict.changed else "uncounted ops")
     )
@@ -474,6 +493,7 @@ def to_json(report: Report) -> str:
         "baseline_file": report.baseline_file,
         "removed": list(report.removed),
         "conflicts": list(report.conflicts),
+        "changed": report.changed,
         "models": {verdict.name: verdict.to_dict() for verdict in sorted(report.verdicts, key=lambda v: v.name)},
     }
     # Not sort_keys: a model's layers keep the model's order, which its charts follow.

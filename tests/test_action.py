@@ -51,31 +51,55 @@ def test_the_action_installs_nothing_and_reuses_kept_actions():
     scripts = "\n".join(step.get("run", "") for step in steps)
     assert not re.search(r"\bpip\b|\bcurl\b|\bwget\b|\bconda\b|\buv\b", scripts)
     used = [step["uses"] for step in steps if "uses" in step]
-    assert used == ["marocchino/sticky-pull-request-comment@v2.9.4", "actions/upload-artifact@v4"]
+    # the upload comes first: the comment links to the artifact
+    assert used == ["actions/upload-artifact@v4", "marocchino/sticky-pull-request-comment@v2.9.4"]
     comment = next(step for step in steps if "sticky" in step.get("uses", ""))
     assert comment["continue-on-error"] is True  # a fork's read-only token must not fail the budgets job
     assert "pull_request" in comment["if"]
-    assert set(ACTION["outputs"]) == {"status", "report"}
+    assert set(ACTION["outputs"]) == {"status", "report", "html", "changed"}
 
 
 EXPRESSION = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
 
 
 def evaluate(text: str, context: dict[str, str]) -> str:
-    """The ``${{ name }}`` expressions the action's env and inputs use: plain context lookups."""
-    return EXPRESSION.sub(lambda match: context[match.group(1)], str(text))
+    """The ``${{ name }}`` expressions the action's env and inputs use: plain context lookups (a step's
+    output that was never set is '', as on GitHub)."""
+    return EXPRESSION.sub(
+        lambda match: (
+            context.get(match.group(1), "") if match.group(1).startswith("steps.") else context[match.group(1)]
+        ),
+        str(text),
+    )
+
+
+#: The one kind of ``if`` condition the shell steps depend on: an output of an earlier step that is set.
+SET_OUTPUT = re.compile(r"(steps\.[\w-]+\.outputs\.[\w-]+) != ''")
+
+
+#: What the steps that use other actions output on GitHub (the upload's link to its artifact).
+USES_OUTPUTS = {"upload": {"artifact-url": "https://github.com/o/r/actions/runs/1/artifacts/2"}}
+
+
+def step_named(name: str) -> dict:
+    return next(step for step in ACTION["runs"]["steps"] if step["name"].startswith(name))
 
 
 def run_action(workspace: Path, runner_temp: Path, inputs: dict[str, str], github: dict[str, str]) -> dict:
     """Run every shell step of action.yml in order, as the runner does (bash -e -o pipefail, the step's
-    env and working directory, GITHUB_OUTPUT per step); return the steps' outputs and exit codes."""
+    env and working directory, GITHUB_OUTPUT per step); return the steps' outputs and exit codes. A
+    step that uses another action outputs what USES_OUTPUTS says."""
     context = {f"github.{name}": value for name, value in github.items()}
     for name, spec in ACTION["inputs"].items():
         context[f"inputs.{name}"] = inputs.get(name, evaluate(spec.get("default", ""), context))
     summary = runner_temp / "step_summary.md"
     codes = {}
     for index, step in enumerate(ACTION["runs"]["steps"]):
+        if any(not context.get(name) for name in SET_OUTPUT.findall(step.get("if", ""))):
+            continue  # skipped on GitHub too
         if "run" not in step:
+            for key, value in USES_OUTPUTS.get(step.get("id", ""), {}).items():
+                context[f"steps.{step['id']}.outputs.{key}"] = value
             continue
         output = runner_temp / f"output-{index}"
         output.write_text("", encoding="utf-8")
@@ -91,7 +115,7 @@ def run_action(workspace: Path, runner_temp: Path, inputs: dict[str, str], githu
             text=True,
             check=False,
         )
-        codes[step.get("id", f"step-{index}")] = (done.returncode, done.stdout + done.stderr)
+        codes[step.get("id", step["name"])] = (done.returncode, done.stdout + done.stderr)
         for line in output.read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition("=")
             context[f"steps.{step.get('id')}.outputs.{key}"] = value
@@ -129,7 +153,7 @@ def pull_request(pytester, project, monkeypatch, tmp_path_factory):
 def test_the_actions_steps_on_a_pull_request(pull_request, tmp_path, preloaded):
     workspace, temp = pull_request, tmp_path
     github = {"base_ref": "main", "token": "unused", "event_name": "pull_request"}
-    inputs = {"python": sys.executable, "pytest-args": "-p no:cacheprovider"}
+    inputs = {"python": sys.executable, "pytest-args": "-p no:cacheprovider", "comment-when": "changed"}
     ran = run_action(workspace, temp, inputs, github)
     code, log = ran["codes"]["run"]
     assert code == 0, log
@@ -142,13 +166,23 @@ def test_the_actions_steps_on_a_pull_request(pull_request, tmp_path, preloaded):
     assert report["models"]["tiny"]["metrics"]["params"]["baseline"] == 66  # the pull request's
     assert report["compared_with"].startswith("netbudget-baseline.json at origin/main;")
     # the comment is the Markdown report, and the job summary got it too
-    comment_step = next(step for step in ACTION["runs"]["steps"] if "sticky" in step.get("uses", ""))
+    comment_step = step_named("Upsert the pull-request comment")
     comment = Path(evaluate(comment_step["with"]["path"], context)).read_text(encoding="utf-8")
     assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in comment
-    assert comment in ran["summary"].read_text(encoding="utf-8")
-    upload_step = next(step for step in ACTION["runs"]["steps"] if "upload-artifact" in step.get("uses", ""))
-    assert evaluate(upload_step["with"]["path"], context) == context["steps.run.outputs.report"]
-    assert ran["codes"]["step-3"][0] == 0  # the last step passes a green run
+    assert evaluate(comment_step["with"]["only_update"], context) == "false"  # it changed: post
+    # the HTML report is uploaded beside the JSON, and the comment and the job summary link to it
+    upload_step = step_named("Upload the JSON and HTML reports")
+    uploaded = evaluate(upload_step["with"]["path"], context).split()
+    assert uploaded == [context["steps.run.outputs.report"], context["steps.run.outputs.html"]]
+    assert "treemap.js" not in Path(uploaded[1]).read_text(encoding="utf-8")  # inline, not a link
+    assert "<code>tiny</code>" in Path(uploaded[1]).read_text(encoding="utf-8")
+    link = comment.rstrip().splitlines()[-1]
+    assert link.startswith("📊 [The HTML report](https://github.com/o/r/actions/runs/1/artifacts/2): ")
+    assert link.endswith("(the artifact netbudget-report; open netbudget.html from it).")
+    summary = ran["summary"].read_text(encoding="utf-8")
+    assert comment.rstrip().replace(link, "").rstrip() in summary and summary.rstrip().endswith(link)
+    assert context["steps.run.outputs.changed"] == "true"
+    assert ran["codes"]["Fail when a model failed"][0] == 0  # the last step passes a green run
 
 
 def test_the_last_step_fails_the_job_unless_the_run_passed(tmp_path):
@@ -174,4 +208,27 @@ def test_the_action_reports_a_run_that_could_not_start(tmp_path):
     fallback = "**pytest --netbudget stopped with exit code 4 before writing a report**: see the job log."
     assert fallback in (tmp_path / "netbudget" / "netbudget.md").read_text(encoding="utf-8")
     assert fallback in ran["summary"].read_text(encoding="utf-8")
-    assert ran["codes"]["step-3"][0] == 1
+    assert ran["context"]["steps.run.outputs.changed"] == "true"  # no report: its error is news
+    assert ran["codes"]["Fail when a model failed"][0] == 1
+
+
+def test_comment_when_changed_on_an_unchanged_branch_only_updates_a_comment(pull_request, tmp_path, preloaded):
+    """``comment-when: changed`` on main against main: nothing changed, so the sticky action only
+    updates a comment already there (its ``only_update``) and posts none. (On the branch that grew,
+    test_the_actions_steps_on_a_pull_request, it posts.)"""
+    subprocess.run(["git", "fetch", "-q", "origin", "main:main"], cwd=pull_request, check=True, capture_output=True)
+    subprocess.run(["git", "checkout", "-q", "main"], cwd=pull_request, check=True, capture_output=True)
+    github = {"base_ref": "main", "token": "unused", "event_name": "pull_request"}
+    inputs = {"python": sys.executable, "pytest-args": "-p no:cacheprovider", "comment-when": "changed"}
+    ran = run_action(pull_request, tmp_path, inputs, github)
+    context = ran["context"]
+    assert ran["codes"]["run"][0] == 0, ran["codes"]["run"][1]
+    assert context["steps.run.outputs.changed"] == "false"
+    assert evaluate(step_named("Upsert the pull-request comment")["with"]["only_update"], context) == "true"
+
+
+def test_comment_when_must_be_always_or_changed(tmp_path):
+    inputs = {"python": sys.executable, "comment-when": "sometimes"}
+    ran = run_action(tmp_path, tmp_path, inputs, {"base_ref": "", "token": "unused", "event_name": "push"})
+    code, log = ran["codes"]["run"]
+    assert code == 2 and "comment-when must be always or changed, not 'sometimes'" in log

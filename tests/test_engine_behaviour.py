@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 from reference_models import SpecCNN, TiedLM, resnet18
 from torch import nn
 
@@ -581,6 +582,7 @@ def test_peak_memory_not_measured_on_cpu():
     assert profile(SpecCNN(), input_shape=(1, 1, 28, 28), device="cpu").peak_memory_mb is None
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_counts_equal_cpu_and_peak_memory_is_measured():
     model = SpecCNN()
@@ -601,3 +603,30 @@ def test_size_mb_tracks_the_saved_state_dict_within_one_percent(tmp_path):
     size_mb = profile(model, input_shape=(1, 3, 224, 224), device="meta").size_mb
     file_mb = path.stat().st_size / 2**20
     assert size_mb <= file_mb <= size_mb * 1.01
+
+
+def test_ops_lists_every_op_that_ran_with_its_calls_free_ones_too():
+    """HRNet's upsample_nearest2d never appeared in p.ops (it costs nothing). Now every op that ran
+    is listed with its calls: a 1x1 convolution (2 x 2 x 16 = 64 MACs, FLOPs 128 + 32 for the
+    bias), the nearest upsampling (free) and the flatten's view (free), each once; the per-layer
+    ops add up to the model's, and the rows to the totals. From the calls a user can rebuild
+    another tool's convention (fvcore, say, which counts no bias: 160 - 32)."""
+
+    class Upsampling(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(self.conv(x), scale_factor=2, mode="nearest").flatten(1)
+
+    for device in ("cpu", "meta"):
+        p = profile(Upsampling(), torch.randn(1, 2, 4, 4), device=device)
+        assert {name: stats.calls for name, stats in p.ops.items()} == {
+            "aten.convolution": 1,
+            "aten.upsample_nearest2d": 1,
+            "aten.view": 1,
+        }
+        assert (p.ops["aten.convolution"].macs, p.ops["aten.convolution"].flops) == (64, 160)
+        assert p.ops["aten.upsample_nearest2d"].flops == 0
+        assert sum(row.flops for row in p.layers) == p.flops == sum(stats.flops for stats in p.ops.values())

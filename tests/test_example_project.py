@@ -62,6 +62,28 @@ def test_example_passes_with_its_summary_table(tmp_path):
     assert "out of date" not in out
 
 
+def test_example_writes_the_html_report_of_its_readme(tmp_path, browser):
+    """The README's second command: the report holds every model's module tree (the spec's CNN:
+    28,938 params, 2,838,080 MACs) and opens in a browser with no error and no request."""
+    project = copy_example(tmp_path)
+    result = run_netbudget(project, "--netbudget-report=netbudget.html")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "report written to netbudget.html" in result.stdout
+    page = project / "netbudget.html"
+    browser.open(page)
+    assert browser.console_errors() == [] and browser.requests() == [page.as_uri()]
+    trees = browser.evaluate("JSON.parse(document.getElementById('netbudget-data').textContent).models")
+    assert len(trees) == 5  # four registered models (the decoder among them) and the check from a test
+    first = browser.evaluate("document.querySelector('section h2 code').textContent")
+    assert first == "lstm_tagger"  # registered models first, by name
+    figures = {model["id"]: dict(zip(model["metrics"], model["tree"]["v"])) for model in trees}
+    sections = browser.evaluate(
+        "[...document.querySelectorAll('section')].map(s => [s.id, s.querySelector('h2 code').textContent])"
+    )
+    mnist = figures[dict((name, anchor) for anchor, name in sections)["mnist_cnn"]]
+    assert (mnist["params"], mnist["macs"]) == (28_938, 2_838_080)
+
+
 def test_example_fails_when_a_budget_is_cut(tmp_path):
     project = copy_example(tmp_path)
     pyproject = project / "pyproject.toml"

@@ -9,15 +9,12 @@ Without Chromium these tests skip and say how to install it; with NETBUDGET_REQU
 
 from __future__ import annotations
 
-import warnings
-
-import pytest
-import torch
 from browser import Browser
 from reference_models import BasicBlock, ResNet, resnet18
 from test_budgets_reports import entry_of, make_profile, result_for, row
 from test_html_report import BIDI
 from test_markdown_text import hostile_verdicts
+from test_repeated_blocks import llama
 
 from pytest_netbudget import profile, reports
 from pytest_netbudget.html_report import html_report
@@ -61,42 +58,31 @@ def test_a_resnet_report_zooms_into_the_block_that_grew(browser, tmp_path):
     assert set(top) == {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"}  # params; no ReLU or pool
     assert top["layer2"] == top["fc"] == UNCHANGED
     assert top["layer1"].startswith("hsl(0,")  # grew: 147,968 -> 221,952 params (+50%)
-    assert crumbs(browser) == "(model)"
+    assert crumbs(browser) == "resnet"  # the zoom path starts at the model
 
     browser.click('#model-0 .cell[data-path="layer1"]')
     inside = cells(browser)
     assert inside == {"layer1.0": UNCHANGED, "layer1.1": UNCHANGED, "layer1.2": NEW}
-    assert crumbs(browser) == "(model) / layer1"
+    assert crumbs(browser) == "resnet / layer1"
     where = browser.evaluate("document.querySelector('#model-0 .where').textContent")
     assert where == "layer1: params 222k, +74k (+50.0%)"  # 147,968 + 73,984 = 221,952
     browser.screenshot(tmp_path / "resnet-layer1.png", full_page=False)
 
     browser.click("#model-0 .crumbs button")  # back to the whole model
     assert set(cells(browser)) == set(top)
+    browser.click('#model-0 .cell[data-path="layer4"]')
+    browser.evaluate("document.querySelector('#model-0 .cell').focus()")
+    browser.page(
+        "Input.dispatchKeyEvent", {"type": "keyDown", "key": "Escape", "code": "Escape", "windowsVirtualKeyCode": 27}
+    )
+    assert crumbs(browser) == "resnet"  # Escape zooms out
     assert browser.console_errors() == []
 
 
 def test_a_transformers_decoder_report_shows_every_layer_grown(browser, tmp_path):
     """A tiny Llama (4 layers, random weights, nothing downloaded) whose MLP widens from 64 to 96 in
     every layer: gate, up and down projections each 32*64 = 2,048 -> 32*96 = 3,072 weights."""
-    transformers = pytest.importorskip("transformers")
-
-    def llama(intermediate: int):
-        config = transformers.LlamaConfig(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=intermediate,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = transformers.LlamaForCausalLM(config).eval()
-        return profile(model, inputs={"input_ids": torch.zeros(1, 16, dtype=torch.long)}, device="meta")
-
-    verdict = result_for(llama(96), base=entry_of(llama(64)), name="llama")
+    verdict = result_for(llama(4, 96), base=entry_of(llama(4, 64)), name="llama")
     show(browser, [verdict], tmp_path / "llama.html")
 
     assert set(cells(browser)) == {"model", "lm_head"}
@@ -107,7 +93,7 @@ def test_a_transformers_decoder_report_shows_every_layer_grown(browser, tmp_path
     layers = cells(browser)
     assert list(layers) == [f"model.layers.{index}" for index in range(4)]
     assert all(colour.startswith("hsl(0,") for colour in layers.values())  # every layer grew
-    assert crumbs(browser) == "(model) / model / layers"
+    assert crumbs(browser) == "llama / model / layers"
     browser.click('#model-0 .cell[data-path="model.layers.0"]')
     assert set(cells(browser)) == {
         "model.layers.0.self_attn",

@@ -71,3 +71,43 @@ def test_statically_quantized_convolution_and_linear_on_cpu():
     macs = conv_out * 27 + 2 * 144 * 5
     assert p.macs == macs
     assert p.flops == 2 * macs + conv_out + ELEMENTWISE_COST * conv_out + 2 * 5
+
+
+# torchao: weights as tensor subclasses holding packed values and their scales.
+
+
+def torchao_quantized(config: object, dtype: torch.dtype) -> nn.Module:
+    quantization = pytest.importorskip("torchao.quantization")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32)).to(dtype)
+    quantization.quantize_(model, config)
+    return model
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_torchao_int8_weight_only_on_cpu_and_meta():
+    """torchao's Int8WeightOnlyConfig on Linear(64, 32): an int8 [32, 64] with a float32 scale and
+    an int8 zero point per row, and the float32 bias: 2,048 + 128 + 32 + 128 bytes (it was counted
+    as a float32 weight, 8,320 bytes); its 2,080 parameters are the weight's and the bias's
+    elements. On 4 rows it runs as a dequantized product (mm) and the scales: 4 x 64 x 32 MACs,
+    FLOPs 2 * MACs + 4 x 32 (scales) + 4 x 32 (bias). It profiles on meta too."""
+    quantization = pytest.importorskip("torchao.quantization")
+    p = profile_both(torchao_quantized(quantization.Int8WeightOnlyConfig(), torch.float32), torch.randn(4, 64))
+    assert p.params == 64 * 32 + 32
+    assert p.size_mb * 2**20 == 2048 + 128 + 32 + 128
+    assert (p.macs, p.flops) == (4 * 64 * 32, 2 * 8192 + 128 + 128)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_torchao_int4_weight_only_runs_the_packed_cpu_kernel():
+    """torchao's int4 weight-only layout for CPU (groups of 32) calls _weight_int4pack_mm_for_cpu:
+    4 x 64 x 32 MACs (it was uncounted), FLOPs 2 * MACs + 2 x 64 x 32 (each weight's group scale
+    and zero point) + 4 x 32 (bias). Its size: the packed [32, 32] uint8 (two weights a byte),
+    the bfloat16 scales and zero points [2 groups, 32, 2] and the bfloat16 bias: 1,024 + 256 + 64
+    bytes (the bfloat16 weight it stands for is 4,096)."""
+    workflow = pytest.importorskip("torchao.prototype.quantization.int4.inference_workflow")
+    config = workflow.PrototypeInt4WeightOnlyConfig(group_size=32, set_inductor_config=False)
+    p = profile(torchao_quantized(config, torch.bfloat16), torch.randn(4, 64, dtype=torch.bfloat16), device="cpu")
+    assert p.uncounted_ops == {}
+    assert (p.macs, p.flops) == (8192, 2 * 8192 + 2 * 64 * 32 + 4 * 32)
+    assert p.size_mb * 2**20 == 1024 + 256 + 64

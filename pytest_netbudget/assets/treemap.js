@@ -31,28 +31,22 @@
       const min = Math.min(...cells.map((c) => c.area));
       return Math.max((side * side * max) / (sum * sum), (sum * sum) / (side * side * min));
     }
+    // One row along the shorter side: a column at the left when what is left is wide, else a row at the top.
     function lay(cells) {
-      const sum = cells.reduce((s, c) => s + c.area, 0);
-      if (w >= h) {
-        const width = sum / h;
-        let top = y;
-        for (const c of cells) {
-          const height = c.area / width;
-          placed.push({ node: c.node, x: x, y: top, w: width, h: height });
-          top += height;
-        }
-        x += width;
-        w -= width;
+      const wide = w >= h;
+      const thick = cells.reduce((s, c) => s + c.area, 0) / (wide ? h : w);
+      let along = wide ? y : x;
+      for (const c of cells) {
+        const length = c.area / thick;
+        placed.push(wide ? { node: c.node, x: x, y: along, w: thick, h: length } : { node: c.node, x: along, y: y, w: length, h: thick });
+        along += length;
+      }
+      if (wide) {
+        x += thick;
+        w -= thick;
       } else {
-        const height = sum / w;
-        let left = x;
-        for (const c of cells) {
-          const width = c.area / height;
-          placed.push({ node: c.node, x: left, y: y, w: width, h: height });
-          left += width;
-        }
-        y += height;
-        h -= height;
+        y += thick;
+        h -= thick;
       }
     }
     while (items.length) {
@@ -107,7 +101,7 @@
 
     function describe(node) {
       const metric = model.metrics[state.metric];
-      let text = (node.p || "(model)") + (node.t ? " (" + node.t + ")" : "") + "\n" + metric + " " + node.s[state.metric];
+      let text = (node.p || node.n) + (node.t ? " (" + node.t + ")" : "") + "\n" + metric + " " + node.s[state.metric];
       if (model.compared) text += ", " + node.d[state.metric];
       return text;
     }
@@ -116,6 +110,16 @@
       state.trail.push(node);
       draw();
     }
+
+    function zoomOut() {
+      if (state.trail.length > 1) {
+        state.trail.pop();
+        draw();
+      }
+    }
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" || event.key === "Backspace") zoomOut();
+    });
 
     function cell(svg, item, depth) {
       const node = item.node;
@@ -144,6 +148,10 @@
           g.addEventListener("click", () => zoom(item.node));
           g.addEventListener("keydown", (event) => {
             if (event.key === "Enter" || event.key === " ") zoom(item.node);
+          });
+          g.addEventListener("contextmenu", (event) => {
+            event.preventDefault();
+            zoomOut();
           });
           if (item.w > 12 && item.h > HEADER + 8) {
             for (const child of squarify(inner, value, item.x + 3, item.y + HEADER, item.w - 6, item.h - HEADER - 3)) {

@@ -20,15 +20,39 @@ from typing import Any
 
 import torch
 
+# Wrappers that split a batch over devices and call their ``module`` on each part: what they
+# run is their module (the stateless API, which meta needs, refuses DataParallel itself).
+_DATA_PARALLEL = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+
 
 def unwrap(model: Any) -> Any:
-    """The module to profile: the original of a compiled one, the module of an exported program."""
-    if isinstance(model, torch.export.ExportedProgram):
-        return model.module()
-    original = getattr(model, "_orig_mod", None)
-    if isinstance(original, torch.nn.Module) and type(model).__name__ == "OptimizedModule":
-        return original
-    return model
+    """The module to profile: the original of a compiled one, the module of an exported program,
+    the ``module`` of a data-parallel wrapper."""
+    return _unwrapped(model)[0]
+
+
+def unwrap_with_label(model: Any) -> tuple[Any, str]:
+    """The module to profile, and its name as the profile gives it: its type, and the
+    data-parallel wrapper it was taken out of, if any (``Net (unwrapped from DataParallel)``)."""
+    module, wrappers = _unwrapped(model)
+    name = type(module).__name__
+    return module, f"{name} (unwrapped from {' in '.join(wrappers)})" if wrappers else name
+
+
+def _unwrapped(model: Any) -> tuple[Any, list[str]]:
+    """The module to profile, and the names of the data-parallel wrappers taken off it."""
+    wrappers: list[str] = []
+    while True:
+        if isinstance(model, torch.export.ExportedProgram):
+            return model.module(), wrappers
+        original = getattr(model, "_orig_mod", None)
+        if isinstance(original, torch.nn.Module) and type(model).__name__ == "OptimizedModule":
+            model = original
+        elif isinstance(model, _DATA_PARALLEL):
+            wrappers.append(type(model).__name__)
+            model = model.module
+        else:
+            return model, wrappers
 
 
 def lazy_parameter_error(path: str, name: str, module: torch.nn.Module) -> ValueError:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from .quantized import inner_tensors, is_packed
+
 _NOT_DATA = (type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType, torch.nn.Module)
 
 
@@ -28,7 +30,10 @@ def move_tensor(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype |
     training step then computes its gradient everywhere (on meta too), into the copy, never
     into the caller's tensor or the graph that made it."""
     cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
-    if device.type == "meta":
+    if is_packed(tensor):  # a quantized weight: its inner tensors moved, its values left packed
+        inner = {name: move_tensor(value, device, None) for name, value in inner_tensors(tensor).items()}
+        moved = type(tensor).__tensor_unflatten__(inner, tensor.__tensor_flatten__()[1], tensor.size(), tensor.stride())
+    elif device.type == "meta":
         moved = torch.empty_like(tensor, device="meta", dtype=cast)
     else:
         moved = tensor.to(device=device, dtype=cast)

@@ -14,8 +14,9 @@ as the inventory charges its parameters:
   linear layer's input features), or the whole of it when no group size is given
   (per output channel). So int4 with group 128 costs 4 + 2 * 16 / 128 = 4.25 bits a weight;
 - everything else (biases, norm scales: one-dimensional parameters), every buffer, the
-  modules named in ``keep`` (and all below them) and packed quantized weights stay as
-  they are (at the profiled dtype where one was given).
+  modules named in ``keep`` (and all below them) and weights quantized already (torch.ao's
+  packed ones, torchao's tensor subclasses) stay as they are (at the profiled dtype where one
+  was given).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from ..devices import GROUPED_PRECISIONS, WEIGHT_BITS
-from .quantized import packed_tensors, stored_bytes
+from .quantized import is_packed, packed_tensors, stored_bytes
 
 SCALE_BYTES = 2  # a 16-bit (float16 / bfloat16) scale, and zero point, per group
 
@@ -97,7 +98,10 @@ def planned_bytes(
 def _tensor_bytes(
     tensor: torch.Tensor, precision: str | None, group_size: int | None, dtype: torch.dtype | None
 ) -> int:
-    """One tensor's bytes at ``precision`` (None: as it is, a floating one at ``dtype`` if given)."""
+    """One tensor's bytes at ``precision`` (None: as it is, a floating one at ``dtype`` if given); a
+    weight quantized already (torchao's) is counted as it is stored."""
+    if is_packed(tensor):
+        return stored_bytes(tensor)
     if not tensor.is_floating_point():
         return tensor.numel() * tensor.element_size()
     own = tensor.numel() * (dtype.itemsize if dtype is not None else tensor.element_size())

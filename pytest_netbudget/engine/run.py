@@ -41,11 +41,12 @@ from .model_forms import (
     set_mode,
     swapped_state,
     unwrap,
+    unwrap_with_label,
 )
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
 from .planned_weights import planned_bytes
-from .quantized import packed_tensors, stored_bytes
+from .quantized import is_packed, packed_tensors, stored_bytes
 from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .serving import ServeRun, longest_context, serve_step
@@ -157,7 +158,9 @@ def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
                 tensors.append(tensor)
                 devices.add(tensor.device)
                 count = tensor.numel()
-                if tensor.is_floating_point():
+                if is_packed(tensor):  # a quantized weight (torchao): its packed values and scales
+                    size_bytes += stored_bytes(tensor)
+                elif tensor.is_floating_point():
                     float_dtypes.add(tensor.dtype)
                     size_bytes += count * (tensor.element_size() if dtype is None else dtype.itemsize)
                 else:
@@ -241,6 +244,7 @@ class _Prepared:
     external: list[torch.Tensor]  # weights and inputs: never activations
     formulas: FormulaSet
     target: targets.Target | None  # estimated latency on this accelerator
+    label: str  # the model's name in the profile (its type; a data-parallel wrapper it was taken out of)
 
 
 def profile(
@@ -338,7 +342,7 @@ def _prepare(
     """Resolve device and dtype, make the inputs, take stock of the weights, and decide
     whether the model can be called as it is or needs converted copies (``copies``: always,
     as a training step, which writes its weights, does)."""
-    model = unwrap(model)
+    model, label = unwrap_with_label(model)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"profile() needs an nn.Module, got {type(model).__name__}")
     target = resolve_device(device)
@@ -365,6 +369,7 @@ def _prepare(
         weights + tensor_leaves((args, kwargs)),
         FormulaSet(formulas),
         accelerator,
+        label,
     )
 
 
@@ -444,7 +449,7 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         peak_memory_mb=peak_memory_mb,
     )
     return Profile(
-        model=type(prepared.model).__name__,
+        model=prepared.label,
         device=str(prepared.device),
         dtype=str(dtype).replace("torch.", ""),
         inputs=shapes_of((prepared.args, prepared.kwargs)),

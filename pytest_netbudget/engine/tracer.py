@@ -278,8 +278,8 @@ class OpPlan:
     __slots__ = (
         "call",
         "count_bytes",
-        "tensor_positions",
         "counted",
+        "tensor_positions",
         "decompose",
         "formula",
         "free",
@@ -314,7 +314,7 @@ class OpPlan:
         self.tensor_positions = tensor_positions(func)
         #: None where the op reads its tensor arguments and writes its outputs whole (most ops).
         self.traffic = traffic_of(func, self.name, self.tensor_positions) if self.count_bytes else None
-        #: False for a free view: nothing to charge to a module, only the live memory to follow.
+        #: False for a free view: listed in ``ops`` with its calls, but it takes no time on the clock.
         self.counted = self.count_bytes or not self.free
         self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
         self.meta_kernel = func in META_KERNELS  # ours replaces PyTorch's on meta
@@ -548,7 +548,7 @@ class Tracer(TorchDispatchMode):
                 if plan.memory_outputs is None or position < plan.memory_outputs:
                     written += tensor.numel() * tensor.element_size()
                     saw(tensor)
-        if self._suppressed or not plan.counted:
+        if self._suppressed:
             return
         tally = self.tallies[self._owner(args, kwargs)]
         read = 0
@@ -569,9 +569,11 @@ class Tracer(TorchDispatchMode):
             cost = formulas.apply(plan.formula, plan.name, self._op_call(func, args, kwargs, out))
             macs, flops = cost.macs, cost.total_flops
             tally.charge(plan.name, macs, flops)
-        elif not plan.free:
-            self.uncounted[plan.name] += 1
-        if self.clock is not None:
+        else:  # listed with its calls all the same: ``ops`` names every op that ran
+            tally.charge(plan.name, 0, 0)
+            if not plan.free:
+                self.uncounted[plan.name] += 1
+        if self.clock is not None and plan.counted:
             if dtype is None:
                 dtype = out.dtype if isinstance(out, torch.Tensor) else torch.float32
             self.clock.charge(tally, flops, macs, read + written, dtype)
