@@ -200,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--threads", type=int, default=None, help="torch threads to measure at (default: torch's)")
     calibrate.add_argument("--name", default="this-machine", help="the target's name (default: this-machine)")
+    calibrate.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by the thread's CPU clock (with --threads 1): what runs cost on a machine others share",
+    )
     merge.add_argument("reports", nargs="+", metavar="REPORT.json", help="JSON reports to merge")
     merge.add_argument("--markdown", metavar="OUT.md", default=None, help="write the merged Markdown report here")
     merge.add_argument("--json", dest="json_out", metavar="OUT.json", default=None, help="write the merged JSON here")
@@ -354,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "targets":
             return _list_targets()
         if args.command == "calibrate":
-            return _calibrate(args.threads, args.name)
+            return _calibrate(args.threads, args.name, args.cpu_time)
         _import_all(args.formulas)
         spec = _spec(args)
     except (CommandError, LoadError, ConfigError, ValueError) as error:
@@ -389,14 +394,16 @@ def _list_targets() -> int:
     return 0
 
 
-def _calibrate(threads: int | None, name: str) -> int:
+def _calibrate(threads: int | None, name: str, cpu_time: bool) -> int:
     if threads is not None and threads <= 0:
         raise CommandError(f"--threads must be a positive integer, got {threads}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise CommandError(f"--name {name!r}: a target's name is letters, digits, '-' and '_' (a TOML bare key)")
     from .engine.calibration import calibrate
 
-    print(calibrate(threads=threads).toml(name), end="")
+    if cpu_time and threads != 1:
+        raise CommandError("--cpu-time measures one thread: give --threads 1 too")
+    print(calibrate(threads=threads, cpu_time=cpu_time).toml(name), end="")
     return 0
 
 

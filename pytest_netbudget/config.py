@@ -42,7 +42,7 @@ MODEL_KEYS = (
 INPUT_KEYS = ("shape", "dtype", "low", "high")
 TRAIN_KEYS = ("optimizer", "batch", "loss_factory", "autocast")
 SERVE_KEYS = ("context", "batch", "kv_dtype", "weights", "group_size", "keep", "fits")
-TARGET_KEYS = ("title", "peak_tflops", "bandwidth_gbs", "op_overhead_us", "source")
+TARGET_KEYS = ("title", "peak_tflops", "bandwidth_gbs", "op_overhead_us", "efficiency", "source")
 DEFAULT_BASELINE = "netbudget-baseline.json"
 
 
@@ -231,6 +231,14 @@ def _user_target(name: str, table: Any, where: Place) -> targets.Target:
     overhead = table.get("op_overhead_us", 0)
     if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 <= overhead < math.inf:
         raise where.error("op_overhead_us", f"must be a number of microseconds, 0 or more, got {overhead!r}")
+    efficiency = table.get("efficiency", {})
+    if not isinstance(efficiency, dict):
+        raise where.error("efficiency", f"must be a table of op families like {{ conv = 0.5 }}, got {efficiency!r}")
+    shares = where.within("efficiency")
+    shares.unknown_keys(efficiency, targets.FAMILIES)
+    for family, share in efficiency.items():
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < math.inf:
+            raise shares.error(family, f"must be the positive share of the roofline its ops attain, got {share!r}")
     text = {key: table.get(key, "") for key in ("title", "source")}
     for key, item in text.items():
         if not isinstance(item, str):
@@ -242,6 +250,7 @@ def _user_target(name: str, table: Any, where: Place) -> targets.Target:
         _positive(table["bandwidth_gbs"], where, "bandwidth_gbs"),
         overhead,
         text["source"] or f"{where.label} (the project's own figures)",
+        efficiency,
     )
 
 

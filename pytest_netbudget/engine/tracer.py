@@ -286,6 +286,7 @@ class OpPlan:
         "memory_outputs",
         "meta_kernel",
         "metadata",
+        "family",
         "name",
         "traffic",
         "writes",
@@ -310,6 +311,7 @@ class OpPlan:
             )
         )
         self.name = str(func.overloadpacket)
+        self.family = formula_set.family_of(func)  # the registry family its formula belongs to
         self.count_bytes = not func.is_view
         self.tensor_positions = tensor_positions(func)
         #: None where the op reads its tensor arguments and writes its outputs whole (most ops).
@@ -487,7 +489,7 @@ class Tracer(TorchDispatchMode):
                 if self.clock is not None:  # its own figures have no bytes: a compute time
                     inputs = argument_tensors(args, {})
                     dtype = inputs[0].dtype if inputs else torch.float32
-                    self.clock.charge(tally, cost.total_flops, cost.macs, 0, dtype)
+                    self.clock.charge(tally, cost.total_flops, cost.macs, 0, dtype, None)
 
     # --- operator counting ---------------------------------------------------------------
 
@@ -573,10 +575,11 @@ class Tracer(TorchDispatchMode):
             tally.charge(plan.name, 0, 0)
             if not plan.free:
                 self.uncounted[plan.name] += 1
-        if self.clock is not None and plan.counted:
+        clock = self.clock
+        if clock is not None and plan.counted:
             if dtype is None:
                 dtype = out.dtype if isinstance(out, torch.Tensor) else torch.float32
-            self.clock.charge(tally, flops, macs, read + written, dtype)
+            clock.charge(tally, flops, macs, read + written, dtype, plan.family)
 
 
 def _skip_dynamo(code: Any) -> None:

@@ -291,6 +291,13 @@ class FormulaSet:
         self._module_cache[kind] = found
         return found
 
+    def family_of(self, func: Any) -> str | None:
+        """The family of the registered formula an aten overload takes (``'conv'``), as
+        :meth:`for_op` finds it; None for views and ops without one."""
+        name = func.name().split(".")[0]
+        record = _registered.get(name) or (_registered.get(name[:-1]) if name.endswith("_") else None)
+        return record.family if record is not None else None
+
     @staticmethod
     def is_free(formula: object) -> bool:
         """Whether ``for_op`` answered that the op does no arithmetic."""
