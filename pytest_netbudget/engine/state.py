@@ -98,10 +98,11 @@ class KeptAttributes:
     are the plain tensors the modules hold (directly or in such a container), for
     :class:`OwnWrites` to watch.
 
-    Cost: about 1 us a module on each side, on a model where nothing changed. Both checks are
-    dict and list comparisons, which run in C and compare each item by identity first; an
-    attribute replaced by an equal object of its own (an int, a new list of the same items)
-    passes them as unchanged.
+    Cost: about 2 us of CPU time a module, both sides together, on a model where nothing
+    changed (21 us on the spec's CNN, 0.37 ms on ResNet-50, measured on a loaded 2-core
+    machine). The checks are dict and list comparisons, which run in C and compare each item
+    by identity first; an attribute replaced by an equal object of its own (an int, a new list
+    of the same items) passes them as unchanged.
     """
 
     def __init__(self, modules: list[tuple[str, torch.nn.Module]]) -> None:
