@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
-import importlib
 import json
 import os
 import re
@@ -19,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import ConfigError, ModelSpec, Place, model_spec, read_pyproject, settings_from
-from .loading import LoadError, import_callable, is_factory_path
+from .config import ConfigError, ModelSpec, Place, formula_modules, model_spec, read_pyproject, settings_from
+from .devices import shape_problem
+from .loading import LoadError, import_callable, import_modules, is_factory_path
 
 if TYPE_CHECKING:
     from .history import History
@@ -49,6 +49,9 @@ def parse_shape(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape: write positive integers like 1,3,224,224") from None
     if not shape or any(size <= 0 for size in shape):
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape: every size must be a positive integer")
+    problem = shape_problem(shape)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape: {problem}")
     return shape
 
 
@@ -349,9 +352,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sys.path.insert(0, os.getcwd())
     try:
-        if args.command == "formulas":
-            _import_all(args.imports)
-            return _list_formulas(args.grep)
         if args.command == "merge":
             return _merge(args)
         if args.command == "history":
@@ -360,7 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_targets()
         if args.command == "calibrate":
             return _calibrate(args.threads, args.name, args.cpu_time)
-        _import_all(args.formulas)
+        _import_project_formulas(getattr(args, "pyproject", None))
+        if args.command == "formulas":
+            import_modules(args.imports, "--import")
+            return _list_formulas(args.grep)
+        import_modules(args.formulas, "--formulas")
         spec = _spec(args)
     except (CommandError, LoadError, ConfigError, ValueError) as error:
         print(f"netbudget: error: {error}", file=sys.stderr)
@@ -407,13 +411,22 @@ def _calibrate(threads: int | None, name: str, cpu_time: bool) -> int:
     return 0
 
 
-def _import_all(modules: list[str]) -> None:
-    """Import modules that register formulas; a failure names the module and the cause."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as error:
-            raise CommandError(f"cannot import {name!r}: {type(error).__name__}: {error}") from None
+def _import_project_formulas(given: Path | None) -> None:
+    """Import ``[tool.netbudget] formulas`` of the project's pyproject.toml (the one given, or the
+    nearest up from here with a ``[tool.netbudget]`` table), as pytest does, so that the project's
+    own ops count here too."""
+    candidates = [given] if given else [folder / "pyproject.toml" for folder in (Path.cwd(), *Path.cwd().parents)]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        data = read_pyproject(path)
+        if "netbudget" not in data.get("tool", {}):
+            continue
+        names = formula_modules(data, path)
+        if names and str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        import_modules(names, Place.table(path, "tool.netbudget").key("formulas"))
+        return
 
 
 def _list_formulas(grep: str) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import devices, metrics, targets, units
-from .loading import is_factory_path
+from .loading import is_factory_path, is_module_name
 from .results import ServeSpec, StepError, StepSpec
 
 if sys.version_info >= (3, 11):
@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "target", "targets", "models")
+TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "formulas", "target", "targets", "models")
 MODEL_KEYS = (
     "factory",
     "kwargs",
@@ -114,6 +114,7 @@ class Settings:
     device: str = "auto"
     strict: bool = False
     max_increase: dict[str, Increase] = field(default_factory=dict)
+    formulas: tuple[str, ...] = ()  # modules that register the project's own formulas
     targets: dict[str, targets.Target] = field(default_factory=dict)  # the project's own, by name
 
 
@@ -198,7 +199,27 @@ def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
         strict=strict,
         max_increase=increase,
         targets=own_targets,
+        formulas=_formulas(table.get("formulas", []), where),
     )
+
+
+def formula_modules(data: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """Only ``[tool.netbudget] formulas`` of a parsed pyproject.toml: what ``netbudget formulas``
+    and a factory path given to ``netbudget show`` need of the project."""
+    table = data.get("tool", {}).get("netbudget")
+    if not isinstance(table, dict):
+        return ()
+    return _formulas(table.get("formulas", []), Place.table(path, "tool.netbudget"))
+
+
+def _formulas(value: Any, where: Place) -> tuple[str, ...]:
+    """``formulas = ["my_package.netbudget_formulas"]``: modules imported before any model is
+    profiled, so that the formulas they register count in every run, worker and command."""
+    if not isinstance(value, list) or not all(is_module_name(item) for item in value):
+        raise where.error(
+            "formulas", f'must be a list of module names like ["my_package.netbudget_formulas"], got {value!r}'
+        )
+    return tuple(value)
 
 
 def _targets(value: Any, path: Path, where: Place) -> dict[str, targets.Target]:
@@ -511,12 +532,9 @@ def _increase(value: Any, where: Place, key: str) -> Increase:
 
 
 def _shape(value: Any, where: Place, key: str) -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value)
-    ):
-        raise where.error(key, f"must be a list of positive integers like [1, 3, 224, 224], got {value!r}")
+    problem = devices.shape_problem(value if isinstance(value, list) else None)
+    if problem:
+        raise where.error(key, f"{problem}, got {value!r}" if problem.startswith("must") else problem)
     return list(value)
 
 

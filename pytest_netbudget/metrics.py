@@ -64,7 +64,7 @@ class Metric:
         """How far over a limit: ``+3.9k`` or ``+0.012``."""
         if self.unit == "ms":
             return "+" + units.format_ms(excess)
-        return f"+{excess:.3f}" if self.is_mib else "+" + units.format_count(excess, digits=2)
+        return units.format_mb(excess, signed=True) if self.is_mib else "+" + units.format_count(excess, digits=2)
 
 
 #: In the order every table prints them.

@@ -118,11 +118,28 @@ def format_bytes(value: float | None) -> str:
     return f"{int(value)} B"
 
 
-def format_mb(value: float | None) -> str:
-    """Print a MiB figure with three decimals, as budgets are written: '0.110'."""
+def format_mb(value: float | None, signed: bool = False) -> str:
+    """Print a MiB figure with three decimals, as budgets are written: '0.110'; one too small
+    for three decimals to six ('0.000023') or, smaller still, in exponent notation ('1e-300'),
+    never as 0.000."""
     if value is None:
         return "-"
-    return f"{value:.3f}"
+    sign = "+" if signed else ""
+    if 1e-6 <= abs(value) < 0.0005:  # the six decimals a baseline stores: '0.000023'
+        return f"{value:{sign}.6f}".rstrip("0")
+    if 0 < abs(value) < 1e-6:
+        return f"{value:{sign}.3g}"
+    return f"{value:{sign}.3f}"
+
+
+def format_percent(fraction: float, decimals: int = 1, signed: bool = False) -> str:
+    """A fraction as a percentage, '96.5%'; past 1,000,000% (a limit such as 1e-300) in exponent
+    notation, '2.1e+298%', rather than hundreds of digits."""
+    percent = fraction * 100
+    sign = "+" if signed else ""
+    if abs(percent) >= 1e6:
+        return f"{percent:{sign}.2g}%"
+    return f"{percent:{sign}.{decimals}f}%"
 
 
 def format_ms(value: float | None) -> str:
@@ -142,7 +159,7 @@ def format_change(old: float, new: float, is_mb: bool = False) -> str:
     delta = new - old
     if delta == 0:
         return "="
-    amount = f"{delta:+.3f}" if is_mb else ("+" if delta > 0 else "") + format_count(delta, digits=2)
+    amount = format_mb(delta, signed=True) if is_mb else ("+" if delta > 0 else "") + format_count(delta, digits=2)
     if old == 0:
         return f"{amount} (new)"
-    return f"{amount} ({delta / old * 100:+.1f}%)"
+    return f"{amount} ({format_percent(delta / old, signed=True)})"

@@ -50,7 +50,7 @@ from .quantized import is_packed, packed_tensors, stored_bytes
 from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .serving import ServeRun, longest_context, serve_step
-from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng
+from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng, preserved_settings
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
@@ -77,7 +77,13 @@ def torch_dtype(name: str, allowed: tuple[str, ...] = devices.MODEL_DTYPES, labe
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        if str(dtype).removeprefix("torch.") not in devices.MODEL_DTYPES:
+            raise ValueError(
+                f"dtype {dtype}: profile() casts the model to a floating dtype, one of {', '.join(devices.MODEL_DTYPES)}"
+            )
         return dtype
     return torch_dtype(dtype)
 
@@ -98,8 +104,9 @@ def make_inputs(
         raise ValueError("give exactly one of inputs=... or input_shape=...")
     if input_shape is not None:
         shape = tuple(input_shape)
-        if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in shape):
-            raise ValueError(f"input_shape must be positive integers, got {list(input_shape)}")
+        problem = devices.shape_problem(shape)
+        if problem:
+            raise ValueError(f"input_shape {problem}" + (f", got {list(shape)}" if problem.startswith("must") else ""))
         float_dtype = dtype or torch.float32
         if device.type == "meta":
             return (torch.empty(shape, dtype=float_dtype, device="meta"),), {}
@@ -291,7 +298,7 @@ def profile(
     accelerator = targets.resolve(target) if isinstance(target, str) else target
     # An exported program gives a new module each time: nothing to share, nothing to lock.
     lock = model_lock(unwrap(model)) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
-    with lock, preserved_rng():
+    with lock, preserved_rng(), preserved_settings():
         prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=False)
         tracer, peak_memory_mb = _trace(prepared)
         result = _assemble(prepared, tracer, peak_memory_mb)
@@ -319,6 +326,11 @@ def _step_spec(
     batch: int | None,
 ) -> StepSpec | None:
     """The training step, its settings checked (by ``StepSpec``) before anything runs; None without one."""
+    if train and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "a training step cannot run inside torch.inference_mode(), which turns autograd off for every tensor: "
+            "call profile(..., train=True) outside it"
+        )
     if isinstance(train, StepSpec):
         if (optimizer, loss, autocast, batch) != ("adamw", None, None, None):
             raise ValueError(

@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .. import formulas
 from ..results import MemoryPart
 from .higher_order import EagerFlexAttention, run_higher_order
+from .kernel_overrides import kernel_in_effect
 from .meta_kernels import META_KERNELS, run_on_meta
 from .model_forms import script_module_hooks, scripted
 from .roofline import OpClock
@@ -525,9 +526,11 @@ class Tracer(TorchDispatchMode):
         """Run a CompositeImplicit op's decomposition with this mode active again, so that
         its parts are counted. Nested tensors have kernels of their own for such ops
         (``linear``), which the dense decomposition cannot run: those run whole."""
-        if any(tensor.is_nested for tensor in argument_tensors(args, kwargs)):
+        tensors = argument_tensors(args, kwargs)
+        if any(tensor.is_nested for tensor in tensors):
             return NotImplemented
-        return self._traced(func.decompose, *args, **kwargs)
+        # Under torch.inference_mode an op with a kernel in front of it arrives here whole: run that kernel.
+        return self._traced(kernel_in_effect(func, tensors) or func.decompose, *args, **kwargs)
 
     def _traced(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)`` with this dispatch mode active again (only the
