@@ -10,7 +10,8 @@ target's verdict reads the median of the three runs' figures; the range of the t
 printed beside it, since other processes on the machine move single runs.
 
 - CPU: netbudget / a bare ``no_grad`` forward (ResNet-50 <= 1.2x), netbudget /
-  FlopCounterMode (ResNet-50 <= 0.85x), for every CPU model of the benchmark, with
+  FlopCounterMode (ResNet-50 <= 0.85x), netbudget with a target (estimated latency on the
+  A100) / without (ResNet-50 <= 1.05x, issue 23; on meta too), for every CPU model of the benchmark, with
   netbudget's microseconds per aten op above the floor (a dispatch mode that only calls
   each op, plus a no-op wrapper around every module's forward, as the tracer installs);
 - meta: netbudget / a bare meta forward (<= 1.3x for ResNet-50 and the transformer
@@ -137,10 +138,10 @@ class Target:
 # --------------------------------------------------------------------------------------
 
 
-def netbudget_call(model: torch.nn.Module, inputs: tuple, device: str) -> Callable[[], Any]:
+def netbudget_call(model: torch.nn.Module, inputs: tuple, device: str, target: str | None = None) -> Callable[[], Any]:
     from pytest_netbudget import profile
 
-    return lambda: profile(model, inputs=inputs, device=device)
+    return lambda: profile(model, inputs=inputs, device=device, target=target)
 
 
 def aten_ops(model: torch.nn.Module, inputs: tuple) -> int:
@@ -166,10 +167,12 @@ def cpu_run(name: str, rounds: int) -> dict[str, float]:
         "floor": floor,
         "FlopCounterMode": lambda: run_flop_counter(model, inputs),
         "netbudget": netbudget_call(model, inputs, "cpu"),
+        "with_target": netbudget_call(model, inputs, "cpu", "a100"),
     }
     measured = paired_ratios(variants, rounds)
     ratios, times = measured.ratios, measured.times
     per_round_vs_fcm = [ours / theirs for ours, theirs in zip(ratios["netbudget"], ratios["FlopCounterMode"])]
+    per_round_target = [ours / plain for ours, plain in zip(ratios["with_target"], ratios["netbudget"])]
     above_floor = statistics.median(times["netbudget"]) - statistics.median(times["floor"])
     return {
         "bare_ms": statistics.median(measured.bare) * 1000,
@@ -177,6 +180,7 @@ def cpu_run(name: str, rounds: int) -> dict[str, float]:
         "floor": statistics.median(ratios["floor"]),
         "FlopCounterMode": statistics.median(ratios["FlopCounterMode"]),
         "vs_fcm": statistics.median(per_round_vs_fcm),
+        "target": statistics.median(per_round_target),
         "us_per_op": above_floor / aten_ops(model, inputs) * 1e6,
     }
 
@@ -196,11 +200,16 @@ def meta_run(name: str, rounds: int) -> dict[str, float]:
     variants: dict[str, Callable[[], Any]] = {
         "bare": lambda: run_bare(model, inputs),
         "netbudget": netbudget_call(model, inputs, "meta"),
+        "with_target": netbudget_call(model, inputs, "meta", "a100"),
     }
     if name == "resnet50":
         variants["routing"] = lambda: routed_meta_forward(model, inputs)
     ratios = paired_ratios(variants, rounds).ratios
-    return {variant: statistics.median(values) for variant, values in ratios.items()}
+    figures = {variant: statistics.median(values) for variant, values in ratios.items()}
+    figures["target"] = statistics.median(
+        ours / plain for ours, plain in zip(ratios["with_target"], ratios["netbudget"])
+    )
+    return figures
 
 
 def routed_meta_forward(model: torch.nn.Module, inputs: tuple) -> None:
@@ -460,6 +469,16 @@ def report(
             runs=[r["netbudget"] for r in cpu.get("resnet50", [])],
         ),
         Target("ResNet-50 CPU: netbudget / FlopCounterMode", 0.85, runs=[r["vs_fcm"] for r in cpu.get("resnet50", [])]),
+        Target(
+            "ResNet-50 CPU: netbudget with a target (estimated latency) / without",
+            1.05,
+            runs=[r["target"] for r in cpu.get("resnet50", [])],
+        ),
+        Target(
+            "ResNet-50 meta: netbudget with a target / without (all of it accounting)",
+            1.05,
+            runs=[r["target"] for r in meta.get("resnet50", [])],
+        ),
         *[
             Target(f"{name} meta: netbudget / bare meta forward", 1.3, runs=[r["netbudget"] for r in runs])
             for name, runs in meta.items()

@@ -1,14 +1,16 @@
 """One training step: netbudget against FlopCounterMode and PyTorch's MemTracker, figures and time.
 
-    python benchmarks/training.py            # CNN, ResNet-18, a transformer block, an LSTM tagger, the 7B on meta
+    python benchmarks/training.py            # CNN, ResNet-18, a transformer block, an LSTM tagger,
+                                             # BERT small, a GPT-2-shaped LM, the 7B on meta
     python benchmarks/training.py --quick    # without ResNet-18 at 224x224 and the 7B decoder
 
 For each model: ``2 * train_macs`` against FlopCounterMode around forward + backward (on
 meta, where every kernel is the unfused one it counts), ``train_memory_mb`` against
-MemTracker's peak for the same AdamW step on CPU, and the time of each as a multiple of a
-bare step (forward, loss, backward, optimizer) in the same process, median of interleaved
-rounds. The 7B Llama-shaped decoder runs on meta only: netbudget and FlopCounterMode, no
-weights allocated.
+MemTracker's peak for the same AdamW step on CPU, written as a training loop writes it (the
+outputs and the loss alive to the step's end), and the time of each as a multiple of that bare
+step (forward, loss, backward, optimizer) in the same process, median of interleaved rounds.
+The 7B Llama-shaped decoder runs on meta only: netbudget and FlopCounterMode, no weights
+allocated.
 """
 
 from __future__ import annotations
@@ -35,6 +37,29 @@ from pytest_netbudget.engine.tracer import tensor_leaves  # noqa: E402
 MIB = 2**20
 
 
+def bert_small() -> nn.Module:
+    """BERT with a masked-LM head: 4 layers of 256, 4 heads, vocabulary 1,000 (random weights)."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=1000,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=64,
+    )
+    return transformers.BertForMaskedLM(config)
+
+
+def gpt2_lm() -> nn.Module:
+    """A GPT-2-shaped language model: 4 layers of 256, 4 heads, vocabulary 1,000 (random weights)."""
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=1000, n_embd=256, n_layer=4, n_head=4, n_positions=64)
+    return transformers.GPT2LMHeadModel(config)
+
+
 MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any]]] = {
     "cnn b32": (SpecCNN, lambda: torch.randn(32, 1, 28, 28)),
     "resnet18 b8": (resnet18, lambda: torch.randn(8, 3, 224, 224)),
@@ -43,8 +68,10 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any]]] = {
         lambda: LSTMModel(vocab=5000, embed=64, hidden=128, classes=17),
         lambda: torch.randint(0, 5000, (16, 64)),
     ),
+    "bert small b4x32": (bert_small, lambda: torch.randint(0, 1000, (4, 32))),
+    "gpt2 lm b4x32": (gpt2_lm, lambda: torch.randint(0, 1000, (4, 32))),
 }
-QUICK = ("cnn b32", "block b8x256", "bilstm b16x64")
+QUICK = ("cnn b32", "block b8x256", "bilstm b16x64", "bert small b4x32", "gpt2 lm b4x32")
 
 
 def loss_of(outputs: Any) -> torch.Tensor:
@@ -63,9 +90,10 @@ def ready_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 
 
 def bare_step(model: nn.Module, inputs: Any, optimizer: torch.optim.Optimizer) -> None:
-    loss = loss_of(model(inputs))
+    """One step as a training loop writes it: the outputs and the loss stay alive to its end."""
+    outputs = model(inputs)
+    loss = loss_of(outputs)
     loss.backward()
-    del loss
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 

@@ -84,7 +84,10 @@ def at_revision(ref: str, path: Path) -> dict[str, BaselineEntry] | None:
     directory = path.parent if path.parent.is_dir() else Path.cwd()
     top = _git(directory, "rev-parse", "--show-toplevel")
     if top.returncode != 0:
-        raise BaselineError(f"--netbudget-base={ref}: {directory} is not in a git repository ({top.stderr.strip()})")
+        raise BaselineError(
+            f"--netbudget-base={ref}: the baseline {os.path.normpath(path)} is not in a git repository "
+            f"({top.stderr.strip()})"
+        )
     root = Path(top.stdout.strip())
     if _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
         raise BaselineError(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
-import importlib
 import json
 import os
 import re
@@ -19,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import ConfigError, ModelSpec, Place, model_spec, read_pyproject, settings_from
-from .loading import LoadError, import_callable, is_factory_path
+from .config import ConfigError, ModelSpec, Place, formula_modules, model_spec, read_pyproject, settings_from
+from .devices import shape_problem
+from .loading import LoadError, import_callable, import_modules, is_factory_path
 
 if TYPE_CHECKING:
     from .history import History
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 SHOW_EXAMPLES = """examples:
   netbudget show mnist_cnn                                    # a model registered in pyproject.toml
   netbudget show mnist_cnn --device meta --train adamw        # ... with its settings overridden
+  netbudget show tiny_decoder --serve context=8192,batch=4,weights=int4,group_size=128,fits=24GiB
   netbudget show pkg.models:Net --input-shape 1,3,224,224 --depth 2
   netbudget show pkg.models:Net --kwargs '{"num_classes": 100}' --input-shape 1,3,224,224
   netbudget show pkg.models:LM --input-shape 1,128 --input-dtype int64 --input-high 50257 --device meta
@@ -48,6 +49,9 @@ def parse_shape(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape: write positive integers like 1,3,224,224") from None
     if not shape or any(size <= 0 for size in shape):
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape: every size must be a positive integer")
+    problem = shape_problem(shape)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape: {problem}")
     return shape
 
 
@@ -71,10 +75,28 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return value
 
 
+def parse_serve(text: str) -> dict[str, Any]:
+    """'context=8192,batch=4,keep=lm_head,keep=embed_tokens' -> a serve table (whole numbers as
+    integers, ``keep`` a list); config checks the keys and values as it checks pyproject.toml's."""
+    table: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE: write e.g. context=8192,batch=4")
+        key, value = key.strip(), value.strip()
+        if key == "keep":
+            table.setdefault("keep", []).append(value)
+        else:
+            table[key] = int(value) if value.isdigit() else value
+    if not table:
+        raise argparse.ArgumentTypeError("give the serving step's settings, e.g. --serve context=8192,batch=4")
+    return table
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netbudget",
-        description="Profile PyTorch models: params, MACs, FLOPs, memory; per layer; a training step.",
+        description="Profile PyTorch models: params, MACs, FLOPs, memory; per layer; a training or serving step.",
         epilog="examples:\n  netbudget show mnist_cnn\n  netbudget formulas --grep conv\n"
         "  netbudget merge shard-*.json --markdown netbudget.md --json netbudget.json\n"
         "  netbudget history --html history.html",
@@ -127,6 +149,14 @@ def _parser() -> argparse.ArgumentParser:
         "--loss", metavar="MODULE:FN", default=None, help="with --train: fn(outputs) -> scalar loss (default: sum)"
     )
     show.add_argument(
+        "--serve",
+        metavar="KEY=VALUE,...",
+        type=parse_serve,
+        default=None,
+        help="also profile a serving step: context=N,batch=N and optionally kv_dtype, weights, group_size, "
+        "keep (may be given more than once), fits (e.g. 24GiB); over the model's own serve table",
+    )
+    show.add_argument(
         "--target",
         default=None,
         help="estimate latency per layer on this accelerator (netbudget targets lists them), e.g. a100",
@@ -173,6 +203,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--threads", type=int, default=None, help="torch threads to measure at (default: torch's)")
     calibrate.add_argument("--name", default="this-machine", help="the target's name (default: this-machine)")
+    calibrate.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by the thread's CPU clock (with --threads 1): what runs cost on a machine others share",
+    )
     merge.add_argument("reports", nargs="+", metavar="REPORT.json", help="JSON reports to merge")
     merge.add_argument("--markdown", metavar="OUT.md", default=None, help="write the merged Markdown report here")
     merge.add_argument("--json", dest="json_out", metavar="OUT.json", default=None, help="write the merged JSON here")
@@ -317,9 +352,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sys.path.insert(0, os.getcwd())
     try:
-        if args.command == "formulas":
-            _import_all(args.imports)
-            return _list_formulas(args.grep)
         if args.command == "merge":
             return _merge(args)
         if args.command == "history":
@@ -327,8 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "targets":
             return _list_targets()
         if args.command == "calibrate":
-            return _calibrate(args.threads, args.name)
-        _import_all(args.formulas)
+            return _calibrate(args.threads, args.name, args.cpu_time)
+        _import_project_formulas(getattr(args, "pyproject", None))
+        if args.command == "formulas":
+            import_modules(args.imports, "--import")
+            return _list_formulas(args.grep)
+        import_modules(args.formulas, "--formulas")
         spec = _spec(args)
     except (CommandError, LoadError, ConfigError, ValueError) as error:
         print(f"netbudget: error: {error}", file=sys.stderr)
@@ -362,24 +398,35 @@ def _list_targets() -> int:
     return 0
 
 
-def _calibrate(threads: int | None, name: str) -> int:
+def _calibrate(threads: int | None, name: str, cpu_time: bool) -> int:
     if threads is not None and threads <= 0:
         raise CommandError(f"--threads must be a positive integer, got {threads}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise CommandError(f"--name {name!r}: a target's name is letters, digits, '-' and '_' (a TOML bare key)")
     from .engine.calibration import calibrate
 
-    print(calibrate(threads=threads).toml(name), end="")
+    if cpu_time and threads != 1:
+        raise CommandError("--cpu-time measures one thread: give --threads 1 too")
+    print(calibrate(threads=threads, cpu_time=cpu_time).toml(name), end="")
     return 0
 
 
-def _import_all(modules: list[str]) -> None:
-    """Import modules that register formulas; a failure names the module and the cause."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as error:
-            raise CommandError(f"cannot import {name!r}: {type(error).__name__}: {error}") from None
+def _import_project_formulas(given: Path | None) -> None:
+    """Import ``[tool.netbudget] formulas`` of the project's pyproject.toml (the one given, or the
+    nearest up from here with a ``[tool.netbudget]`` table), as pytest does, so that the project's
+    own ops count here too."""
+    candidates = [given] if given else [folder / "pyproject.toml" for folder in (Path.cwd(), *Path.cwd().parents)]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        data = read_pyproject(path)
+        if "netbudget" not in data.get("tool", {}):
+            continue
+        names = formula_modules(data, path)
+        if names and str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        import_modules(names, Place.table(path, "tool.netbudget").key("formulas"))
+        return
 
 
 def _list_formulas(grep: str) -> int:
@@ -467,13 +514,16 @@ def _command_table(table: dict[str, Any], args: argparse.Namespace) -> dict[str,
         table["target"] = args.target
     step = {"batch": args.batch, "autocast": args.autocast, "loss_factory": args.loss}
     if args.train is not None:
-        table["train"] = {**_train_table(table.get("train")), "optimizer": args.train}
+        table["train"] = {**_step_table(table.get("train")), "optimizer": args.train}
     if any(value is not None for value in step.values()):
         if args.train is None and "train" not in table:
             raise CommandError("--batch, --autocast and --loss describe a training step: give --train OPTIMIZER too")
-        table["train"] = {**_train_table(table.get("train")), **{k: v for k, v in step.items() if v is not None}}
+        table["train"] = {**_step_table(table.get("train")), **{k: v for k, v in step.items() if v is not None}}
+    if args.serve is not None:
+        table["serve"] = {**_step_table(table.get("serve")), **args.serve}
     return table
 
 
-def _train_table(value: Any) -> dict[str, Any]:
+def _step_table(value: Any) -> dict[str, Any]:
+    """A step's table as written (``train = true`` has none), to lay the command line's options over."""
     return dict(value) if isinstance(value, dict) else {}

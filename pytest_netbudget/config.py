@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from . import devices, metrics, targets, units
-from .loading import is_factory_path
-from .results import StepError, StepSpec
+from .loading import is_factory_path, is_module_name
+from .results import ServeSpec, StepError, StepSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "target", "targets", "models")
+TOP_KEYS = ("device", "dtype", "baseline", "max_increase", "strict", "formulas", "target", "targets", "models")
 MODEL_KEYS = (
     "factory",
     "kwargs",
@@ -35,12 +35,14 @@ MODEL_KEYS = (
     "max_increase",
     "strict",
     "train",
+    "serve",
     "target",
     *metrics.LIMIT_KEYS,
 )
 INPUT_KEYS = ("shape", "dtype", "low", "high")
 TRAIN_KEYS = ("optimizer", "batch", "loss_factory", "autocast")
-TARGET_KEYS = ("title", "peak_tflops", "bandwidth_gbs", "op_overhead_us", "source")
+SERVE_KEYS = ("context", "batch", "kv_dtype", "weights", "group_size", "keep", "fits")
+TARGET_KEYS = ("title", "peak_tflops", "bandwidth_gbs", "op_overhead_us", "efficiency", "source")
 DEFAULT_BASELINE = "netbudget-baseline.json"
 
 
@@ -98,6 +100,7 @@ class ModelSpec:
     max_increase: dict[str, Increase] = field(default_factory=dict)
     strict: bool = False
     train: StepSpec | None = None
+    serve: ServeSpec | None = None
     target: targets.Target | None = None  # estimated latency on this accelerator
 
 
@@ -111,6 +114,7 @@ class Settings:
     device: str = "auto"
     strict: bool = False
     max_increase: dict[str, Increase] = field(default_factory=dict)
+    formulas: tuple[str, ...] = ()  # modules that register the project's own formulas
     targets: dict[str, targets.Target] = field(default_factory=dict)  # the project's own, by name
 
 
@@ -195,7 +199,27 @@ def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
         strict=strict,
         max_increase=increase,
         targets=own_targets,
+        formulas=_formulas(table.get("formulas", []), where),
     )
+
+
+def formula_modules(data: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """Only ``[tool.netbudget] formulas`` of a parsed pyproject.toml: what ``netbudget formulas``
+    and a factory path given to ``netbudget show`` need of the project."""
+    table = data.get("tool", {}).get("netbudget")
+    if not isinstance(table, dict):
+        return ()
+    return _formulas(table.get("formulas", []), Place.table(path, "tool.netbudget"))
+
+
+def _formulas(value: Any, where: Place) -> tuple[str, ...]:
+    """``formulas = ["my_package.netbudget_formulas"]``: modules imported before any model is
+    profiled, so that the formulas they register count in every run, worker and command."""
+    if not isinstance(value, list) or not all(is_module_name(item) for item in value):
+        raise where.error(
+            "formulas", f'must be a list of module names like ["my_package.netbudget_formulas"], got {value!r}'
+        )
+    return tuple(value)
 
 
 def _targets(value: Any, path: Path, where: Place) -> dict[str, targets.Target]:
@@ -228,6 +252,14 @@ def _user_target(name: str, table: Any, where: Place) -> targets.Target:
     overhead = table.get("op_overhead_us", 0)
     if isinstance(overhead, bool) or not isinstance(overhead, (int, float)) or not 0 <= overhead < math.inf:
         raise where.error("op_overhead_us", f"must be a number of microseconds, 0 or more, got {overhead!r}")
+    efficiency = table.get("efficiency", {})
+    if not isinstance(efficiency, dict):
+        raise where.error("efficiency", f"must be a table of op families like {{ conv = 0.5 }}, got {efficiency!r}")
+    shares = where.within("efficiency")
+    shares.unknown_keys(efficiency, targets.FAMILIES)
+    for family, share in efficiency.items():
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < math.inf:
+            raise shares.error(family, f"must be the positive share of the roofline its ops attain, got {share!r}")
     text = {key: table.get(key, "") for key in ("title", "source")}
     for key, item in text.items():
         if not isinstance(item, str):
@@ -239,6 +271,7 @@ def _user_target(name: str, table: Any, where: Place) -> targets.Target:
         _positive(table["bandwidth_gbs"], where, "bandwidth_gbs"),
         overhead,
         text["source"] or f"{where.label} (the project's own figures)",
+        efficiency,
     )
 
 
@@ -302,8 +335,10 @@ def _model(
         inputs = [_input_spec(item, where, index) for index, item in enumerate(raw)]
     own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else increase
     train = train_step(table["train"], where) if "train" in table else None
+    serve = serve_step(table["serve"], where) if "serve" in table else None
     limits = parse_limits({key: table[key] for key in metrics.LIMIT_KEYS if key in table}, where)
     _step_for_limits(limits, train, where, 'add train = { optimizer = "adamw" }')
+    _serve_for_limits(limits, serve, where)
     model_target = _target(table["target"], where, own_targets) if "target" in table else target
     if model_target is None:
         estimates = [metrics.get(name).limit_key for name in limits if metrics.get(name).needs_target]
@@ -330,6 +365,7 @@ def _model(
         max_increase=own_increase,
         strict=_bool(table.get("strict", strict), where, "strict"),
         train=train,
+        serve=serve,
         target=model_target,
     )
 
@@ -357,6 +393,32 @@ def _step_for_limits(limits: dict[str, float], train: StepSpec | None, where: Pl
     step_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).train]
     if step_limits and train is None:
         raise where.error(step_limits[0], f"budgets a training step, but the model has none: {remedy}")
+
+
+def _serve_for_limits(limits: dict[str, float], serve: ServeSpec | None, where: Place) -> None:
+    """A budget on a serving step's figure needs a step, or it would pass unmeasured."""
+    serve_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).serve]
+    if serve_limits and serve is None:
+        raise where.error(
+            serve_limits[0], "budgets a serving step, but the model has none: add serve = { context = 2048 }"
+        )
+
+
+def serve_step(value: Any, where: Place) -> ServeSpec:
+    """``serve = { context = 8192, batch = 4, kv_dtype = "float16", weights = "int4", group_size = 128,
+    keep = ["lm_head"], fits = "24GiB" }`` as the serving step it describes."""
+    if not isinstance(value, dict):
+        raise where.error("serve", f"must be a table like {{ context = 8192, batch = 4 }}, got {value!r}")
+    where.unknown_keys(value, SERVE_KEYS, prefix="serve.")
+    if "context" not in value:
+        raise where.error("serve.context", "missing: the tokens already in the cache, e.g. context = 8192")
+    keep = value.get("keep", [])
+    if not isinstance(keep, list):
+        raise where.error("serve.keep", f'must be a list of module names like ["lm_head"], got {keep!r}')
+    try:
+        return ServeSpec(**{**value, "keep": tuple(keep)})
+    except StepError as error:
+        raise where.error(error.key, error.problem) from None
 
 
 def _input_spec(item: Any, where: Place, index: int) -> InputSpec:
@@ -470,12 +532,9 @@ def _increase(value: Any, where: Place, key: str) -> Increase:
 
 
 def _shape(value: Any, where: Place, key: str) -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value)
-    ):
-        raise where.error(key, f"must be a list of positive integers like [1, 3, 224, 224], got {value!r}")
+    problem = devices.shape_problem(value if isinstance(value, list) else None)
+    if problem:
+        raise where.error(key, f"{problem}, got {value!r}" if problem.startswith("must") else problem)
     return list(value)
 
 

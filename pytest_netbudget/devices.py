@@ -25,6 +25,12 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, float]] | None] = {
     "adamw": ("AdamW", {}),
     "none": None,
 }
+#: Bits of one weight at each precision a serving step can plan (fp8: float8_e4m3fn or e5m2).
+WEIGHT_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "fp8": 8, "int8": 8, "int4": 4}
+#: Precisions stored with per-group scales; True where a zero point is stored too (asymmetric).
+GROUPED_PRECISIONS = {"int8": False, "fp8": False, "int4": True}
+#: Bytes of one element of a key-value cache at each dtype it can be planned in.
+KV_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "int8": 1}
 
 
 class ChoiceError(ValueError):
@@ -58,6 +64,30 @@ def choice_problem(value: object, what: str, known: Iterable[str]) -> str | None
     if isinstance(value, str) and value in names:
         return None
     return f"unknown {what} {value!r}: use one of {', '.join(names)}{_close(value, names)}"
+
+
+#: torch keeps sizes and element counts in signed 64-bit integers.
+LARGEST_SIZE = 2**63 - 1
+
+
+def shape_problem(shape: object) -> str | None:
+    """What is wrong with a tensor shape given by a user (None: nothing): sizes must be positive
+    integers, each and their product within torch's 64-bit sizes (else torch fails in C++)."""
+    if (
+        not isinstance(shape, (list, tuple))
+        or not shape
+        or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in shape)
+    ):
+        return "must be a list of positive integers like [1, 3, 224, 224]"
+    for size in shape:
+        if size > LARGEST_SIZE:
+            return f"size {size} is past torch's largest size (2**63 - 1): every size must be below 2**63"
+    elements = 1
+    for size in shape:
+        elements *= size
+    if elements > LARGEST_SIZE:
+        return f"{list(shape)} has {elements} elements, past torch's largest tensor (2**63 - 1 elements)"
+    return None
 
 
 def is_integer_dtype(name: str) -> bool:

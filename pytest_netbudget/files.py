@@ -9,8 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+#: How long a wait for another process's lock goes unmentioned.
+WAIT_NOTICE_S = 2.0
 
 
 class WriteError(Exception):
@@ -48,39 +54,66 @@ def write_atomic(path: Path, text: str, what: str) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: Path, what: str) -> Iterator[None]:
+def locked(path: Path, what: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock for ``path`` (``what`` it is) while the block runs: a file beside it,
-    ``.NAME.lock``.
+    ``.NAME.lock``, which names its holder (process, host, since when, command).
 
     Other processes that update the same file wait here, so each one's read, merge and write see
-    the previous one's result. The lock file is removed on release (POSIX); a waiter that then
+    the previous one's result; after ``WAIT_NOTICE_S`` a waiter tells ``on_wait`` who holds the
+    lock and what it waits to do. The lock file is removed on release (POSIX); a waiter that then
     holds the lock of a removed file takes the new one instead.
     """
     target = path.resolve() if path.is_symlink() else path
     lock_path = target.parent / f".{target.name}.lock"
+
+    def waiting() -> None:
+        if on_wait is not None:
+            on_wait(f"waiting to write {what} {path}: {lock_path.name} is held by {_holder(lock_path)}")
+
     try:
-        handle = _acquire(lock_path)
+        handle = _acquire(lock_path, waiting)
     except OSError as error:
         raise WriteError(
             f"{path}: cannot write {what}: {error.strerror} (locking {lock_path.name}); the old file is untouched"
         ) from None
     try:
+        _claim(handle)
         yield
     finally:
         _release(handle, lock_path)
 
 
+def _claim(handle: int) -> None:
+    """Write who holds the lock into its file, for whoever waits on it."""
+    command = " ".join(os.path.basename(part) if index == 0 else part for index, part in enumerate(sys.argv))
+    since = time.strftime("%H:%M:%S")
+    os.ftruncate(handle, 0)
+    os.lseek(handle, 0, os.SEEK_SET)
+    os.write(handle, f"pid {os.getpid()} on {socket.gethostname()} since {since} ({command[:200]})".encode())
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        return lock_path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
-    def _acquire(lock_path: Path) -> int:
+    def _acquire(lock_path: Path, waiting: Callable[[], None]) -> int:
         handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        start, told = time.monotonic(), False
         while True:
             try:
-                msvcrt.locking(handle, msvcrt.LK_LOCK, 1)  # retries for about 10 s, then raises
+                msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
                 return handle
             except OSError:
-                continue
+                if not told and time.monotonic() - start >= WAIT_NOTICE_S:
+                    waiting()
+                    told = True
+                time.sleep(0.05)
 
     def _release(handle: int, lock_path: Path) -> None:
         os.lseek(handle, 0, os.SEEK_SET)
@@ -90,10 +123,22 @@ if os.name == "nt":  # pragma: no cover - exercised on Windows only
 else:
     import fcntl
 
-    def _acquire(lock_path: Path) -> int:
+    def _acquire(lock_path: Path, waiting: Callable[[], None]) -> int:
+        start, told = time.monotonic(), False
         while True:
             handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if told:
+                        fcntl.flock(handle, fcntl.LOCK_EX)  # said so once: now simply wait
+                        break
+                    if time.monotonic() - start >= WAIT_NOTICE_S:
+                        waiting()
+                        told = True
+                    time.sleep(0.05)
             try:
                 if os.fstat(handle).st_ino == os.stat(lock_path).st_ino:
                     return handle

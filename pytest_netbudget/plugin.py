@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from . import budgets, config, reports
+from .loading import stops_the_run
 from .session import NetbudgetSession, Options, conflicting_name
 
 SESSION = pytest.StashKey[NetbudgetSession]()
@@ -131,6 +132,7 @@ class SessionHooks:
 
     def __init__(self, session: NetbudgetSession) -> None:
         self.session = session
+        self.model_nodeids: dict[str, str] = {}  # a selected model's node id -> its name
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> ModelsFile | None:
         """pyproject.toml met during collection, or named on the command line
@@ -156,6 +158,29 @@ class SessionHooks:
         config.hook.pytest_collectreport(report=pytest.CollectReport(node.nodeid, "passed", None, models))
         items[:0] = models
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.expect({item.nodeid: item.name for item in session.items if isinstance(item, ModelItem)})
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under pytest-xdist the controller collects nothing: the workers' node ids say which
+        registered models run, so that one whose worker dies still gets its result."""
+        prefix = f"{self.models_file_nodeid(node.config)}::"
+        self.expect({nodeid: nodeid[len(prefix) :] for nodeid in ids if nodeid.startswith(prefix)})
+
+    def expect(self, models: dict[str, str]) -> None:
+        """The selected models, by node id: the session gives each one a result in the end."""
+        self.model_nodeids.update(models)
+        self.session.expect(models.values())
+
+    def models_file_nodeid(self, pytest_config: pytest.Config) -> str:
+        """pyproject.toml's node id, as pytest names a file: its path from the rootdir."""
+        path = self.session.settings.path if self.session.settings else self.session.pyproject
+        try:
+            return path.relative_to(pytest_config.rootpath).as_posix()
+        except ValueError:
+            return path.as_posix()
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
         outcome = yield
@@ -168,10 +193,19 @@ class SessionHooks:
         if report.when == "call" and getattr(report, "netbudget", None):
             for data in report.netbudget:
                 self.session.collect(budgets.Result.from_dict(data))
+        elif (report.failed or report.skipped) and report.nodeid in self.model_nodeids:
+            # No result came with it: a failed setup, a crashed pytest-xdist worker ("???").
+            self.session.no_result(self.model_nodeids[report.nodeid], _why(report))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
-        if not self.session.finish(interrupted) and session.exitstatus == 0:
+        terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+
+        def say(text: str) -> None:  # now, not with the notes at the end: the run is waiting
+            if terminal is not None:
+                terminal.write_line(f"netbudget: {text}")
+
+        if not self.session.finish(interrupted, say) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
             # pytest prints no terminal summary after an internal error: say it here.
@@ -204,6 +238,21 @@ class SessionHooks:
                     terminalreporter.write_sep("-", f"{verdict.name}: layers")
                     terminalreporter.write_line(verdict.profile.table(None if depth < 0 else depth))
         self.print_notes(terminalreporter)
+
+
+def _why(report: pytest.TestReport) -> str:
+    """Why a test report came without a result, in one line."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        text = crash.message
+    elif isinstance(report.longrepr, tuple):  # a skip: (path, line, reason)
+        text = str(report.longrepr[2])
+    else:
+        text = str(report.longrepr)
+    text = text.strip().splitlines()[0] if text.strip() else "no details"
+    if report.skipped:
+        return f"skipped ({text})"
+    return f"its {report.when} failed: {text}" if report.when in ("setup", "teardown") else text
 
 
 # --- items -------------------------------------------------------------------------------------------
@@ -261,9 +310,12 @@ class BudgetChecker:
         dtype: str | None = None,
         train: Any = None,
     ) -> Any:
-        """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies.
-        ``train``: a training step too, as ``check()`` takes it."""
+        """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies,
+        and the formulas of ``[tool.netbudget] formulas`` count. ``train``: a training step too,
+        as ``check()`` takes it."""
         from .engine import profile
+
+        self._session.load_formulas()
 
         chosen = device or self._session.default_device
         step = config.train_step(train, config.Place("netbudget.profile():")) if train not in (None, False) else None
@@ -324,7 +376,9 @@ class BudgetChecker:
             measured = self.profile(
                 model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=rules.train
             )
-        except Exception as error:
+        except BaseException as error:
+            if stops_the_run(error):
+                raise
             problem = check_error_text(error, chosen)
         if problem:
             submit(self._item, replace(result, error=problem))

@@ -4,6 +4,7 @@ Markdown for a pull-request comment, and JSON for machines (and ``--netbudget-co
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,12 +14,14 @@ from . import markdown_text as md
 from .baseline import REPORT_KIND, REPORT_SCHEMA
 from .budgets import LayerChange, MetricCheck, Verdict, change_share
 from .config import DEFAULT_BASELINE
-from .layer_table import train_step_lines
+from .layer_table import fits_line, serve_step_lines, train_step_lines
 from .module_tree import ModuleNode, module_tree, slices
 from .repeated import Repeated, group_changes
 from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, LayerEntry, RecordError, Status
 
 LAYER_DIFF_LIMIT = 10
+#: How far apart two MiB figures stored to six decimals can be from their unrounded difference.
+MIB_STORED_RESOLUTION = 1e-6
 
 
 def value(metric: str, number: float | None) -> str:
@@ -73,7 +76,7 @@ def _over(check: MetricCheck) -> str:
         return "not measured"
     if check.over_budget:
         excess = check.actual - check.limit
-        return f"{metrics.get(check.metric).format_excess(excess)} (+{excess / check.limit * 100:.1f}%)"
+        return f"{metrics.get(check.metric).format_excess(excess)} ({units.format_percent(excess / check.limit, signed=True)})"
     if check.grew_too_much:
         return f"grew {change(check, gate=True)}, more than the allowed {check.increase.describe()}"
     return "ok"
@@ -221,6 +224,9 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         if full and verdict.train is not None and verdict.measured is not None:
             step = train_step_lines(verdict.train, verdict.measured.totals)
             lines += [f"{verdict.name}: {step[0]}", *step[1:]]
+        if verdict.serve is not None and verdict.measured is not None:
+            step = serve_step_lines(verdict.serve, verdict.measured.totals) if full else [fits_line(verdict.serve)]
+            lines += [f"{verdict.name}: {step[0]}", *step[1:]] if step[0] else []
         if verdict.uncounted_ops:
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
             lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
@@ -245,7 +251,7 @@ def _full_rows(verdicts: list[Verdict]) -> list[list[str]]:
                     check.metric,
                     value(check.metric, check.actual),
                     value(check.metric, check.limit) if check.limit is not None else "-",
-                    f"{check.used * 100:.1f}%" if check.used is not None else "",
+                    units.format_percent(check.used) if check.used is not None else "",
                     baseline,
                     (verdict.status if index == 0 else "") if check.status is CheckStatus.OK else check.status,
                 ]
@@ -274,9 +280,26 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
             continue
         figure = f"{check.metric} {value(check.metric, check.actual)}"
         if check.limit is not None:
-            figure += f" / {value(check.metric, check.limit)} ({check.used * 100:.1f}%)"
-        rows.append([verdict.name, verdict.status, figure, change(check) if verdict.has_reference else "new"])
+            figure += f" / {value(check.metric, check.limit)} ({units.format_percent(check.used)})"
+        rows.append([verdict.name, verdict.status, figure, change_cell(verdict) if verdict.has_reference else "new"])
     return rows
+
+
+def change_cell(verdict: Verdict) -> str:
+    """The one-line summary's change: the metric of this model that changed most, named
+    (``macs -5.0k (-99.0%)``); ``=`` when none changed."""
+    found = largest_change([verdict])
+    return f"{found[1].metric} {change(found[1])}" if found else "="
+
+
+def _surely_changed(check: MetricCheck) -> float:
+    """How much a figure changed, relative to its old one. A MiB figure is stored to six
+    decimals, so its change counts only as far as that rounding vouches for it (a tiny model's
+    20 -> 24 bytes of activations reads +21%, no more than the +20% of its parameters)."""
+    if not check.reference:
+        return math.inf  # a figure that had none before (or 0) counts as the largest change
+    rounding = MIB_STORED_RESOLUTION if metrics.get(check.metric).is_mib else 0
+    return (abs(check.actual - check.reference) - rounding) / abs(check.reference)
 
 
 #: How each status reads in the headline and in a failing model's section.
@@ -288,26 +311,28 @@ STATUS_WORDS = {
 }
 
 
-def headline(verdicts: list[Verdict]) -> str:
+def headline(verdicts: list[Verdict], not_run: int = 0) -> str:
+    """One line for the whole run; ``not_run``: registered models this run did not profile."""
     counts = {status: sum(verdict.status is status for verdict in verdicts) for status in STATUS_WORDS}
     if not any(counts.values()):
-        return f"All {len(verdicts)} model(s) within budget"
-    parts = [f"{count} {STATUS_WORDS[status]}" for status, count in counts.items() if count]
-    return ", ".join(parts) + f" (of {len(verdicts)} model(s))"
+        line = f"All {len(verdicts)} model(s) within budget"
+    else:
+        parts = [f"{count} {STATUS_WORDS[status]}" for status, count in counts.items() if count]
+        line = ", ".join(parts) + f" (of {len(verdicts)} model(s))"
+    return line + (f"; {not_run} registered model(s) not run" if not_run else "")
 
 
 def largest_change(verdicts: list[Verdict]) -> tuple[Verdict, MetricCheck] | None:
-    """The metric that changed most against the reference across all models, by its percent (one
-    that had no figure before counts as the largest); None when nothing changed."""
-    found, best = None, 0.0
-    for verdict in verdicts:
-        for check in verdict.checks:
-            if check.reference is None or check.actual is None or check.actual == check.reference:
-                continue
-            size = abs(check.actual - check.reference) / check.reference if check.reference else float("inf")
-            if found is None or size > best:
-                found, best = (verdict, check), size
-    return found
+    """The metric that changed most against the reference across these models, relative to its
+    old figure (see ``_surely_changed``); equal changes go to the first model and metric in
+    table order. None when nothing changed."""
+    changed = [
+        (verdict, check)
+        for verdict in verdicts
+        for check in verdict.checks
+        if check.reference is not None and check.actual is not None and check.actual != check.reference
+    ]
+    return max(changed, key=lambda pair: _surely_changed(pair[1]), default=None)
 
 
 def largest_change_line(verdicts: list[Verdict], escape: Callable[[str], str] = str) -> str:
@@ -316,7 +341,11 @@ def largest_change_line(verdicts: list[Verdict], escape: Callable[[str], str] = 
     if found is None:
         return ""
     verdict, check = found
-    percent = f"{(check.actual - check.reference) / check.reference * 100:+.1f}%" if check.reference else "new"
+    percent = (
+        units.format_percent((check.actual - check.reference) / check.reference, signed=True)
+        if check.reference
+        else "new"
+    )
     figures = f"{value(check.metric, check.reference)} -> {value(check.metric, check.actual)}"
     return f"largest change: {escape(verdict.name)} {check.metric} {percent} ({figures})"
 
@@ -345,6 +374,11 @@ class Report:
     compared_with: str | None = None
     baseline_file: str = DEFAULT_BASELINE
     conflicts: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # registered models a run without --netbudget skipped
+
+    @property
+    def headline(self) -> str:
+        return headline(self.verdicts, len(self.not_run))
 
     @property
     def changed(self) -> bool:
@@ -356,11 +390,13 @@ class Report:
 
 
 def summary_columns(verdicts: list[Verdict]) -> list[str]:
-    """The metrics of the summary table: the headline ones, a training step's where one was profiled."""
+    """The metrics of the summary table: the headline ones, a training or serving step's where one was
+    profiled."""
     return [
         name
         for name in metrics.HEADLINE
-        if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
+        if not (metrics.get(name).train or metrics.get(name).serve)
+        or any(verdict.check_for(name) for verdict in verdicts)
     ]
 
 
@@ -372,7 +408,7 @@ def summary_cell(verdict: Verdict, metric: str) -> tuple[str, str]:
         return "-", ""
     figure = value(metric, check.actual)
     if check.limit is not None:
-        figure += f" / {value(metric, check.limit)} ({check.used * 100:.0f}%)"
+        figure += f" / {value(metric, check.limit)} ({units.format_percent(check.used, decimals=0)})"
     shown_change = change(check) if verdict.has_reference and check.reference is not None else ""
     return figure, shown_change
 
@@ -383,7 +419,14 @@ def markdown(report: Report) -> str:
     verdicts, compared_with, conflicts = report.verdicts, report.compared_with, report.conflicts
     columns = summary_columns(verdicts)
     largest = largest_change_line(verdicts, md.code)
-    lines = ["## netbudget", "", f"**{headline(verdicts)}**" + (f" · {largest}" if largest else ""), ""]
+    lines = ["## netbudget", "", f"**{report.headline}**" + (f" · {largest}" if largest else ""), ""]
+    if report.not_run:
+        names = ", ".join(md.code(name) for name in report.not_run)
+        lines += [
+            f"> ⚠️ **not run:** {names}: registered in pyproject.toml, not profiled "
+            "(this run was not given `--netbudget`)",
+            "",
+        ]
     if compared_with:
         lines += [f"Compared with {md.inline(compared_with)}.", ""]
     lines += [f"> ⚠️ **conflict:** {md.inline(conflict)}" for conflict in conflicts or []]
@@ -401,7 +444,52 @@ def markdown(report: Report) -> str:
     lines.append("")
     for verdict in verdicts:
         lines += _model_section(verdict, report.baseline_file)
-    return "\n".join(lines)
+    return fit_comment(lines)
+
+
+#: GitHub refuses a pull-request comment longer than 65,536 characters; a report is cut 1,000
+#: before that, leaving room for the lines a workflow appends (the Action's link to the HTML report).
+COMMENT_LIMIT = 65_536 - 1_000
+CUT_NOTE = (
+    "\n\n*This report was cut at GitHub's limit of 65,536 characters for a comment: the full report is in "
+    "the JSON report (the job's artifact).*\n"
+)
+
+
+def fit_comment(lines: list[str], limit: int = COMMENT_LIMIT) -> str:
+    """The Markdown lines as one text GitHub accepts as a comment: when longer than ``limit``, the
+    lines that fit (a line too long to show at all, a 100 kB name, is left out and said so), any
+    open code block and ``<details>`` closed, and a note that says where the rest is."""
+    text = "\n".join(lines)
+    if len(text) <= limit:
+        return text
+    room = limit - len(CUT_NOTE)
+    kept: list[str] = []
+    size, fence, details = 0, "", 0
+    for line in lines:
+        if len(line) > room // 2:
+            line = f"*(a line of {len(line):,} characters left out)*"
+        after = _blocks_after(line, fence, details)
+        closing = (len(after[0]) + 1 if after[0] else 0) + len("\n</details>") * after[1]
+        if size + len(line) + 1 + closing > room:
+            break
+        kept.append(line)
+        size += len(line) + 1
+        fence, details = after
+    return "\n".join([*kept, *([fence] if fence else []), *["</details>"] * details]) + CUT_NOTE
+
+
+def _blocks_after(line: str, fence: str, details: int) -> tuple[str, int]:
+    """The code block (its fence) and the number of ``<details>`` open after ``line``."""
+    if fence:
+        return ("" if line == fence else fence), details
+    if line.startswith("```"):
+        return line[: len(line) - len(line.lstrip("`"))], details
+    if line.startswith("<details"):
+        return fence, details + 1
+    if line == "</details>":
+        return fence, details - 1
+    return fence, details
 
 
 def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
@@ -443,6 +531,8 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         return [*lines, "</details>", ""]
     if verdict.train is not None:
         lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals)), ""]
+    if verdict.serve is not None:
+        lines += [*md.fence(serve_step_lines(verdict.serve, verdict.measured.totals)), ""]
     lines += mermaid_charts(layer_tree(verdict.measured, verdict.reference_changes))
     return [*lines, "</details>", ""]
 
@@ -481,10 +571,11 @@ def to_json(report: Report) -> str:
         "schema": REPORT_SCHEMA,
         "kind": REPORT_KIND,
         "generator": f"pytest-netbudget {__version__}",
-        "headline": headline(report.verdicts),
+        "headline": report.headline,
         "compared_with": report.compared_with,
         "baseline_file": report.baseline_file,
         "removed": list(report.removed),
+        "not_run": list(report.not_run),
         "conflicts": list(report.conflicts),
         "changed": report.changed,
         "models": {verdict.name: verdict.to_dict() for verdict in sorted(report.verdicts, key=lambda v: v.name)},
@@ -528,6 +619,7 @@ def merge_reports(documents: dict[str, Any]) -> Report:
     seen: dict[str, tuple[str, Verdict]] = {}
     for source, verdicts in read.items():
         merged.removed += [name for name in documents[source].get("removed", []) if name not in merged.removed]
+        merged.not_run += [name for name in documents[source].get("not_run", []) if name not in merged.not_run]
         for name, verdict in verdicts.items():
             if name not in seen:
                 seen[name] = (source, verdict)
@@ -536,6 +628,7 @@ def merge_reports(documents: dict[str, Any]) -> Report:
                 merged.conflicts.append(_conflict(name, seen[name], (source, verdict)))
     merged.verdicts = in_report_order(merged.verdicts)
     merged.removed.sort()
+    merged.not_run = sorted(set(merged.not_run) - {verdict.name for verdict in merged.verdicts})
     return merged
 
 

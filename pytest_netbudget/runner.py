@@ -13,10 +13,12 @@ import torch
 
 from . import devices
 from .budgets import Result
-from .config import InputSpec, ModelSpec
+from .config import ConfigError, InputSpec, ModelSpec
 from .engine.run import build_model, profile, resolve_device, torch_dtype
+from .engine.serving import ServeError
+from .engine.state import preserved_settings
 from .formulas import FormulaError
-from .loading import LoadError, import_callable
+from .loading import LoadError, import_callable, stops_the_run
 from .results import Profile, StepError
 
 
@@ -60,10 +62,10 @@ META_HINT = (
 )
 
 
-def check_error_text(error: Exception, device: str) -> str:
+def check_error_text(error: BaseException, device: str) -> str:
     """Why a check from a test could not be profiled: the formula's own message, running out of
     memory with the way out, or the exception (with the meta hint on meta)."""
-    if isinstance(error, (FormulaError, StepError)):
+    if isinstance(error, (FormulaError, StepError, LoadError, ConfigError)):  # they name what is wrong themselves
         return str(error)
     if is_out_of_memory(error):
         return out_of_memory_text("the forward pass", device, error)
@@ -74,10 +76,13 @@ def run_spec(spec: ModelSpec, device_override: str | None = None) -> Result:
     """Build and profile one registered model; a failure anywhere is the result's error."""
     result = Result(name=spec.name, limits=spec.limits, max_increase=spec.max_increase, strict=spec.strict)
     try:
-        return replace(result, profile=profile_spec(spec, device_override))
+        with preserved_settings():  # what the factory sets process-wide is not the next model's
+            return replace(result, profile=profile_spec(spec, device_override))
     except ModelError as error:
         return replace(result, error=str(error))
-    except Exception as error:  # a path not foreseen above: still this model's own error, never the session's
+    except BaseException as error:  # a path not foreseen above: still this model's own error, never the session's
+        if stops_the_run(error):
+            raise
         return replace(result, error=f"profiling failed: {describe(error)}")
 
 
@@ -94,7 +99,9 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
         raise ModelError(str(error)) from None
     try:
         model = build_model(factory, spec.kwargs, device)
-    except Exception as error:
+    except BaseException as error:
+        if stops_the_run(error):
+            raise
         if is_out_of_memory(error):
             raise ModelError(out_of_memory_text(f"factory {spec.factory}", device, error)) from None
         raise ModelError(f"factory {spec.factory} raised while building the model: {describe(error)}") from None
@@ -112,7 +119,9 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             inputs = input_factory()
         elif spec.inputs is not None:
             inputs = tuple(make_tensor(item, device) for item in spec.inputs)
-    except Exception as error:
+    except BaseException as error:
+        if stops_the_run(error):
+            raise
         source = f"input_factory {spec.input_factory}" if input_factory is not None else "making the inputs"
         raise ModelError(f"{source} raised: {describe(error)}") from None
     try:
@@ -123,16 +132,22 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             device=device,
             dtype=spec.dtype,
             train=step if step is not None else False,
+            serve=spec.serve,
             target=spec.target,
         )
     except FormulaError as error:
         raise ModelError(str(error)) from None
+    except ServeError as error:
+        raise ModelError(f"serving step: {error}") from None
     except StepError as error:  # a setting this device cannot run (autocast under --netbudget-device=meta)
         raise ModelError(f"train.{error}") from None
-    except Exception as error:
+    except BaseException as error:
+        if stops_the_run(error):
+            raise
         if is_out_of_memory(error):
             raise ModelError(out_of_memory_text("the forward pass", device, error)) from None
         hint = META_HINT if device.type == "meta" else ""
         shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
-        what = "the forward pass or the training step" if step is not None else "the forward pass"
+        steps = [name for name, given in (("the training step", step), ("the serving step", spec.serve)) if given]
+        what = " or ".join(["the forward pass", *steps])
         raise ModelError(f"{what} failed on input {shape}: {describe(error)}{hint}") from None

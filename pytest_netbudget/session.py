@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from . import baseline, budgets, config, devices, files, reports
+from . import baseline, budgets, config, devices, files, loading, reports
 from .html_report import html_report
 from .results import ORIGIN_PYPROJECT, BaselineEntry
 
@@ -74,6 +75,10 @@ class NetbudgetSession:
         # the baseline out of date: the run fails.
         self.failed = False
         self._claimed: dict[str, str] = {}  # a check's name -> the node id of the test that owns it
+        # The registered models this run selected, and why one has no result (when it is known).
+        self._expected: set[str] = set()
+        self._no_result: dict[str, str] = {}
+        self._formulas_loaded = False
         if options.active:
             self._load()
 
@@ -83,6 +88,12 @@ class NetbudgetSession:
         for path in self.options.reports:
             if Path(path).suffix not in REPORT_WRITERS:
                 raise pytest.UsageError(f"--netbudget-report={path}: the file must end in .md, .json or .html")
+        if self.options.base is not None and not self.options.base.strip():
+            # an unset CI variable: comparing with nothing would pass silently
+            raise pytest.UsageError(
+                "--netbudget-base is empty: give a git revision such as origin/main "
+                "(in CI, check that the variable holding the base branch is set)"
+            )
         if self.options.base and self.options.compare:
             raise pytest.UsageError("--netbudget-base and --netbudget-compare both name what to compare with; give one")
         if self.options.check_baseline and self.options.update:
@@ -106,11 +117,35 @@ class NetbudgetSession:
                 f"--netbudget: {self.pyproject} {found}; netbudget reads the pyproject.toml of pytest's rootdir "
                 "(or the one given with -c): register models in its [tool.netbudget.models.NAME] tables"
             )
+        self._importable_root()  # factories are "module:callable" paths from pyproject.toml's folder
+        try:
+            self.load_formulas()
+        except (config.ConfigError, loading.LoadError) as error:
+            raise pytest.UsageError(str(error)) from None
+        self.baseline = self._load_baseline()
+        self.reference = self._load_reference()
+
+    def load_formulas(self) -> None:
+        """Import the modules of ``[tool.netbudget] formulas`` once, with pyproject.toml's folder
+        importable: at the start of a run that reads the configuration (every worker's too), else
+        before the first check from a test (a plain ``pytest`` run reads only this key then)."""
+        if self._formulas_loaded:
+            return
+        self._formulas_loaded = True
+        if self.settings is not None:
+            names = self.settings.formulas
+        elif self.pyproject.exists():
+            names = config.formula_modules(config.read_pyproject(self.pyproject), self.pyproject)
+        else:
+            names = ()
+        if names:
+            self._importable_root()
+            loading.import_modules(names, config.Place.table(self.pyproject, "tool.netbudget").key("formulas"))
+
+    def _importable_root(self) -> None:
         root = str(self.pyproject.parent)
         if root not in sys.path:
             sys.path.insert(0, root)
-        self.baseline = self._load_baseline()
-        self.reference = self._load_reference()
 
     def _wants_cuda(self) -> bool:
         chosen = [self.options.device] if self.options.device else [spec.device for spec in self.settings.models]
@@ -228,6 +263,22 @@ class NetbudgetSession:
                 self.failed = True
         self.verdicts.append(self.judge(result))
 
+    def expect(self, names: Iterable[str]) -> None:
+        """Registered models this run selected: each one gets a result, whatever happens to it."""
+        self._expected.update(name for name in names if name in self._registered_names())
+
+    def no_result(self, name: str, why: str) -> None:
+        """A selected model's test ended without a result (its worker died, its setup failed)."""
+        if name in self._expected:
+            self._no_result.setdefault(name, why)
+
+    def _results_for_the_missing(self) -> None:
+        """An error result for every selected model that has none, saying why."""
+        measured = {verdict.name for verdict in self.verdicts}
+        for name in sorted(self._expected - measured):
+            why = self._no_result.get(name, "the session ended before this model ran (-x, --maxfail or an interrupt)")
+            self.verdicts.append(self.judge(budgets.Result(name=name, error=f"no result: {why}")))
+
     def _registered_names(self) -> set[str]:
         return {spec.name for spec in self.settings.models} if self.settings else set()
 
@@ -262,22 +313,30 @@ class NetbudgetSession:
 
     # --- end -------------------------------------------------------------------------------------
 
-    def finish(self, interrupted: bool = False) -> bool:
+    def finish(self, interrupted: bool = False, say: Callable[[str], None] | None = None) -> bool:
         """Write the reports, the job summary and (on update) the baseline; False when a write failed.
 
         An ``interrupted`` run (Ctrl-C, an internal error) measured only part of what it was asked
-        to: its figures never become the baseline.
+        to: its figures never become the baseline. ``say`` prints at once (while waiting for
+        another process's lock on the baseline), where the notes wait for the summary.
         """
         if self.is_worker:
             return True
+        self._results_for_the_missing()
         if not self.verdicts:
             return self._nothing_measured()
         self.verdicts = reports.in_report_order(self.verdicts)
         removed = self.removed_models()
+        not_run = self._not_run()
+        if not_run:
+            self.notes.append(
+                f"{len(not_run)} model(s) registered in {self.pyproject.name} were not run ({', '.join(not_run)}): "
+                "this run was not given --netbudget, so the reports cover the checks from tests only"
+            )
         for path in self.options.reports:
             self._write_report(Path(path), removed)
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary:
+        if step_summary and self.options.active:  # a plain pytest run's checks: not asked for
             try:
                 with open(step_summary, "a", encoding="utf-8") as stream:
                     stream.write(reports.markdown(self._report(removed)) + "\n")
@@ -287,7 +346,7 @@ class NetbudgetSession:
             self.notes.append("ERROR: the run was interrupted, so the baseline was not written")
             self.failed = True
         elif self.options.update:
-            self._write_baseline()
+            self._write_baseline(say)
         else:
             self._note_stale_baseline(removed)
         return not self.failed
@@ -308,8 +367,24 @@ class NetbudgetSession:
         else:
             self.notes.append(f"{self.baseline_file} is out of date: {'; '.join(problems)}; {refresh}")
 
+    def _note_uncounted(self, written: dict[str, BaselineEntry]) -> None:
+        """An entry written with ops no formula counts holds MACs and FLOPs short by their work:
+        say so, since accepting it makes that figure the gate."""
+        for name, entry in sorted(written.items()):
+            if entry.uncounted_ops:
+                ops = ", ".join(f"{op} x{count}" for op, count in entry.uncounted_ops.items())
+                self.notes.append(
+                    f"WARNING: {name}'s entry was written with ops that no formula counts ({ops}): their work is "
+                    "not in its MACs and FLOPs. Register formulas for them in a module named in [tool.netbudget] "
+                    "formulas = [...] (so that every run loads it), then update the baseline again"
+                )
+
     def _report(self, removed: list[str]) -> reports.Report:
-        return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file)
+        return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file, not_run=self._not_run())
+
+    def _not_run(self) -> list[str]:
+        """The registered models of a run not given ``--netbudget``: its reports cover checks only."""
+        return [] if self.options.enabled else sorted(self._registered_names())
 
     def _nothing_measured(self) -> bool:
         """No model and no check ran: say so when a file was asked for. Without ``--netbudget``
@@ -341,13 +416,13 @@ class NetbudgetSession:
             self.notes.append(f"ERROR: {error}")
             self.failed = True
 
-    def _write_baseline(self) -> None:
+    def _write_baseline(self, say: Callable[[str], None] | None = None) -> None:
         """Merge this run's entries into the file as it is now, under its lock: parallel updates
         (``-k`` shards) each add theirs; models that failed or did not run keep their entries."""
         target = self.baseline_path
         fresh = {verdict.name: verdict.measured for verdict in self.verdicts if verdict.measured is not None}
         try:
-            with files.locked(target, "the baseline"):
+            with files.locked(target, "the baseline", on_wait=say):
                 try:
                     previous = baseline.load(target)
                 except baseline.BaselineError:
@@ -356,6 +431,7 @@ class NetbudgetSession:
                 kept = {name: entry for name, entry in previous.items() if name not in removed}
                 baseline.update(target, fresh, kept)
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
+            self._note_uncounted(fresh)
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
             self.failed = True

@@ -43,6 +43,25 @@ _PRECISION_OF_DTYPE = {
 }
 
 
+#: The op families of the formula registry (``netbudget formulas`` lists each op's), which a
+#: target's ``efficiency`` may name: the fraction of the roofline that family's kernels attain.
+FAMILIES = (
+    "linalg",
+    "conv",
+    "attention",
+    "recurrent",
+    "elementwise",
+    "pooling",
+    "indexing",
+    "losses",
+    "quantized",
+    "nested",
+    "free",
+    "backward",
+    "optimizers",
+)
+
+
 def precision_of(dtype_name: str) -> str:
     """The precision whose peak an op on tensors of ``dtype_name`` runs at."""
     return _PRECISION_OF_DTYPE.get(dtype_name, "fp32")
@@ -59,7 +78,11 @@ class Target:
     ``peak_flops``: dense FLOP/s per precision (int8: operations/s); ``bandwidth``: bytes/s of
     main memory; ``op_overhead_s``: seconds every kernel costs on top of its roofline time.
     ``sources`` maps ``"fp16"``, ``"bandwidth"``, ``"op_overhead"``, ... to where the figure
-    comes from (title and URL, or how it was measured).
+    comes from (title and URL, or how it was measured). ``efficiency`` maps an op family
+    (``"conv"``) to the share of its roofline that family's kernels attain on this part: an op
+    takes its roofline time over that share (a calibrated target's; built-ins have none: the
+    pure roofline, a lower bound). A share above 1 is data that stays in cache, faster than
+    the main-memory bandwidth the roof assumes.
     """
 
     name: str
@@ -69,6 +92,7 @@ class Target:
     op_overhead_s: float
     sources: Mapping[str, str] = field(default_factory=dict)
     version: str = TABLE_VERSION  # the built-in table's version; a user target's own fingerprint
+    efficiency: Mapping[str, float] = field(default_factory=dict)
 
     def peak(self, precision: str) -> float:
         """FLOP/s at ``precision``, or at the one it falls back to where the part has none."""
@@ -263,12 +287,18 @@ BUILT_IN: dict[str, Target] = {
 
 
 def user_target(
-    name: str, title: str, peak_tflops: Mapping[str, float], bandwidth_gbs: float, op_overhead_us: float, source: str
+    name: str,
+    title: str,
+    peak_tflops: Mapping[str, float],
+    bandwidth_gbs: float,
+    op_overhead_us: float,
+    source: str,
+    efficiency: Mapping[str, float] | None = None,
 ) -> Target:
     """A target from ``[tool.netbudget.targets.NAME]`` (figures already checked by the config).
     Its version is a fingerprint of its figures, so that a baseline made before they were
     edited reports the edit rather than growth."""
-    figures = (sorted(peak_tflops.items()), bandwidth_gbs, op_overhead_us)
+    figures = (sorted(peak_tflops.items()), bandwidth_gbs, op_overhead_us, sorted((efficiency or {}).items()))
     fingerprint = hashlib.sha256(repr(figures).encode()).hexdigest()[:10]
     return Target(
         name,
@@ -278,6 +308,7 @@ def user_target(
         op_overhead_us * US,
         dict.fromkeys((*peak_tflops, "bandwidth", "op_overhead"), source),
         version=f"user-{fingerprint}",
+        efficiency=dict(efficiency or {}),
     )
 
 

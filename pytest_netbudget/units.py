@@ -13,6 +13,9 @@ SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 MIB = 2**20
 
 _QUANTITY = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKMGT]?)\s*$")
+_MEMORY = re.compile(r"^\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([KMGT]i?B|[kK]B|B)?\s*$")
+MEMORY_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+MEMORY_UNITS.update({"kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12})
 _PERCENT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%\s*$")
 
 
@@ -48,6 +51,26 @@ def parse_quantity(value: object) -> float:
     if not math.isfinite(scaled):
         raise QuantityOverflow(f"{value!r} is too large: expected a finite quantity")
     return int(scaled) if scaled.is_integer() else scaled
+
+
+def parse_memory(value: object) -> int:
+    """Bytes of ``"24GiB"``, ``"512 MiB"``, ``"80GB"`` (KiB/MiB/GiB/TiB are powers of 1024, kB/MB/GB/TB
+    of 1000), or a plain number of MiB (as every ``*_mb`` figure), rounded down to whole bytes."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise QuantityError(f"expected a memory size like '24GiB', got {value!r}")
+    if isinstance(value, str):
+        match = _MEMORY.match(value)
+        if not match:
+            raise QuantityError(
+                f"{value!r} is not a memory size: write a number and a unit, e.g. '24GiB', '512MiB', '80GB'"
+            )
+        number, unit = match.groups()
+        scaled = float(number) * MEMORY_UNITS[unit or "MiB"]
+    else:
+        scaled = float(value) * MIB
+    if not math.isfinite(scaled) or scaled <= 0:
+        raise QuantityError(f"expected a positive, finite memory size, got {value!r}")
+    return int(scaled)
 
 
 def parse_percent(value: object) -> float | None:
@@ -95,11 +118,28 @@ def format_bytes(value: float | None) -> str:
     return f"{int(value)} B"
 
 
-def format_mb(value: float | None) -> str:
-    """Print a MiB figure with three decimals, as budgets are written: '0.110'."""
+def format_mb(value: float | None, signed: bool = False) -> str:
+    """Print a MiB figure with three decimals, as budgets are written: '0.110'; one too small
+    for three decimals to six ('0.000023') or, smaller still, in exponent notation ('1e-300'),
+    never as 0.000."""
     if value is None:
         return "-"
-    return f"{value:.3f}"
+    sign = "+" if signed else ""
+    if 1e-6 <= abs(value) < 0.0005:  # the six decimals a baseline stores: '0.000023'
+        return f"{value:{sign}.6f}".rstrip("0")
+    if 0 < abs(value) < 1e-6:
+        return f"{value:{sign}.3g}"
+    return f"{value:{sign}.3f}"
+
+
+def format_percent(fraction: float, decimals: int = 1, signed: bool = False) -> str:
+    """A fraction as a percentage, '96.5%'; past 1,000,000% (a limit such as 1e-300) in exponent
+    notation, '2.1e+298%', rather than hundreds of digits."""
+    percent = fraction * 100
+    sign = "+" if signed else ""
+    if abs(percent) >= 1e6:
+        return f"{percent:{sign}.2g}%"
+    return f"{percent:{sign}.{decimals}f}%"
 
 
 def format_ms(value: float | None) -> str:
@@ -119,7 +159,7 @@ def format_change(old: float, new: float, is_mb: bool = False) -> str:
     delta = new - old
     if delta == 0:
         return "="
-    amount = f"{delta:+.3f}" if is_mb else ("+" if delta > 0 else "") + format_count(delta, digits=2)
+    amount = format_mb(delta, signed=True) if is_mb else ("+" if delta > 0 else "") + format_count(delta, digits=2)
     if old == 0:
         return f"{amount} (new)"
-    return f"{amount} ({delta / old * 100:+.1f}%)"
+    return f"{amount} ({format_percent(delta / old, signed=True)})"

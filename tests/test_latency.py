@@ -150,6 +150,16 @@ def test_each_op_pays_the_targets_overhead():
     assert p.roofline.overhead_ms == pytest.approx(0.002)
 
 
+def test_an_op_family_takes_its_roofline_time_over_its_efficiency():
+    # the GEMM on the made-up target whose linalg kernels attain half the roof: 2 * 5.24288e-4 ms;
+    # the add (elementwise, no share given) keeps its bandwidth time
+    half = targets.user_target("half", "", {"fp32": 1.0}, 1000.0, 0.0, "a test", {"linalg": 0.5, "conv": 0.1})
+    gemm = both(Call(lambda m, a, b: a @ b), (torch.randn(64, 64), torch.randn(64, 64)), target=half)
+    assert gemm.latency_ms == pytest.approx(2 * 64**3 / 1e12 * 1e3 / 0.5, rel=1e-12)
+    add = both(Call(lambda m, x, y: x + y), (torch.randn(1024), torch.randn(1024)), target=half)
+    assert add.latency_ms == pytest.approx(3 * 4 * 1024 / 1e12 * 1e3, rel=1e-12)
+
+
 def test_a_gemm_runs_at_the_peak_of_its_dtype():
     # the same GEMM in bfloat16: 524,288 FLOPs at 4e12 FLOP/s (1.31e-4 ms); its 24,576 bytes take
     # 2.46e-5 ms at 1 TB/s, so it stays compute-bound
@@ -203,3 +213,71 @@ def test_a_built_in_target_by_name_and_in_the_table():
     assert "Estimated latency on NVIDIA A100 SXM4 80GB (target a100, table 1)" in table
     with pytest.raises(targets.TargetError, match="did you mean 'a100'"):
         profile(nn.Linear(4, 3), torch.randn(2, 4), device="meta", target="a10O")
+
+
+# --- a pull request that swaps a convolution for a depthwise-separable pair ------------------------
+
+SWAP_MODELS = """
+from torch import nn
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        if {separable}:
+            self.conv = nn.Sequential(
+                nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), nn.Conv2d(32, 32, 1, bias=False)
+            )
+        else:
+            self.conv = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, bias=False))
+
+    def forward(self, x):
+        return self.conv(x)
+# {separable}
+"""
+
+SWAP_TOML = """
+[tool.netbudget.models.block]
+factory = "mymodels:Block"
+input_shape = [1, 32, 56, 56]
+target = "a100"
+max_macs = "40M"
+max_memory_access_mb = 4
+max_latency_ms = 1
+max_increase = { memory_access_mb = "2%" }
+"""
+
+
+def test_a_depthwise_separable_swap_shows_macs_falling_traffic_rising_and_the_latency(pytester, project):
+    """By hand, on [1, 32, 56, 56] float32 (3,136 positions; a tensor of it is 401,408 bytes), on
+    the A100 (19.5 TFLOP/s fp32, 2,039 GB/s, 2 us an op; its ridge is 9.6 FLOP/B):
+    - 3x3 conv 32 -> 32: 32*3136*32*9 = 28,901,376 MACs; moves 401,408 + 36,864 (weight) + 401,408
+      = 839,680 B (0.801 MiB); 57.8 MFLOP / 19.5e12 = 2.964 us > 0.412 us of memory: compute-bound,
+      4.96 us with the overhead;
+    - depthwise 3x3: 32*3136*9 = 903,168 MACs; 401,408 + 1,152 + 401,408 = 803,968 B (0.767 MiB),
+      0.394 us of memory > 0.093 us of compute: memory-bound, 2.39 us;
+    - pointwise 1x1: 32*3136*32 = 3,211,264 MACs; 401,408 + 4,096 + 401,408 = 806,912 B (0.770 MiB),
+      0.396 us of memory > 0.329 us of compute: memory-bound, 2.40 us.
+    MACs fall 28.9M -> 4.11M, traffic rises 0.801 -> 1.536 MiB (the intermediate is written and read
+    again), the estimate falls 4.96 -> 4.79 us: two launches, each mostly overhead."""
+    pytester.syspathinsert()
+    project(SWAP_TOML, models=SWAP_MODELS.format(separable=False))
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    project(SWAP_TOML, models=SWAP_MODELS.format(separable=True))
+    result = pytester.runpytest("--netbudget", "--netbudget-report=pr.md")
+    assert result.ret == 1  # traffic grew more than the 2% allowed
+    result.stdout.re_match_lines(
+        [
+            r"^block grew more than max_increase allows over its baseline$",
+            r"^\s+macs\s+40\.0M\s+4\.11M\s+28\.9M\s+-25M \(-85\.8%\)",
+            r"^\s+memory_access_mb\s+4\.000\s+1\.536\s+0\.801\s+\+0\.735 \(\+91\.8%\)\s+grew",
+            r"^\s+latency_ms\s+1\.00\s+0\.00479\s+0\.00496\s+-0\.00017 \(-3\.5%\)\s+ok$",
+            r"^\s+layer\s+change\s+params\s+macs\s+flops\s+memory_access_mb\s+latency_ms\s+bound$",
+            r"^\s+conv\.0 \(Conv2d\)\s+resized\s+9\.22k -> 288\s+28\.9M -> 903k\s+57\.8M -> 1\.81M\s+"
+            r"0\.801 -> 0\.767\s+0\.00496 -> 0\.00239\s+compute -> memory$",
+            r"^\s+conv\.1 \(Conv2d\)\s+added\s+- -> 1\.02k\s+- -> 3\.21M\s+- -> 6\.42M\s+- -> 0\.770\s+"
+            r"- -> 0\.00240\s+- -> memory$",
+        ]
+    )
+    markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
+    assert "| layer | change | params | macs | flops | memory_access_mb | latency_ms | bound |" in markdown
+    assert "| 0.801 -> 0.767 | 0.00496 -> 0.00239 | compute -> memory |" in markdown

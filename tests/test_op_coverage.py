@@ -422,11 +422,15 @@ def test_histc_and_pdist_are_counted():
 def test_linalg_vecdot_counts_its_dot_products(a, b, dim, products):
     """``linalg.vecdot`` decomposes into a product and a sum before a dispatch mode sees it; while
     a profile runs it is routed through a batched matmul, so each product is one MAC (and 2 FLOPs,
-    as its mul + sum were), on cpu and meta alike."""
+    as its mul + sum were), on cpu and meta alike, and under torch.inference_mode too (which skips
+    the autograd key the routing sits at: the tracer routes it then)."""
     x, y = torch.randn(a), torch.randn(b)
     model = Call(lambda m, x, y: torch.linalg.vecdot(x, y, dim=dim))
     p = profile_both(model, (x, y))
     assert (p.macs, p.flops) == (products, 2 * products)
+    with torch.inference_mode():
+        inferred = profile_both(model, (x, y))
+    assert (inferred.macs, inferred.flops) == (products, 2 * products)
     assert torch.allclose(profile_output(model, x, y), torch.linalg.vecdot(x, y, dim=dim))
 
 

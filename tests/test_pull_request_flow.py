@@ -196,7 +196,7 @@ def test_base_outside_a_git_repository_is_a_usage_error(pytester, project, monke
     result = pytester.runpytest("--netbudget", "--netbudget-base=main")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     text = output(result)
-    assert f"--netbudget-base=main: {pytester.path} is not in a git repository" in text
+    assert f"--netbudget-base=main: the baseline {pytester.path / BASELINE} is not in a git repository" in text
     assert "Traceback" not in text
 
 

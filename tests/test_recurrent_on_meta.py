@@ -141,6 +141,16 @@ def test_every_figure_equal_on_cpu_and_meta(name):
     assert _figures(cpu) == _figures(meta)
 
 
+def test_under_inference_mode_the_layers_run_whole_on_both_devices():
+    """torch.inference_mode skips the autograd keys: the tracer sees aten::lstm and aten::gru whole on
+    either device and counts them by their formulas; only their outputs are activations."""
+    x = torch.randn(3, 5, 6)
+    for model in (nn.LSTM(6, 8, num_layers=2, bidirectional=True), nn.GRU(6, 8)):
+        with torch.inference_mode():
+            cpu, meta = profile(model, x, device="cpu"), profile(model, x, device="meta")
+        assert (cpu.totals, cpu.layers) == (meta.totals, meta.layers)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float64"])
 def test_the_lstm_follows_cpus_kernel_for_each_dtype(dtype):
     """bfloat16 takes oneDNN's kernel where this CPU has it, float64 the loop: meta takes the same."""
@@ -215,27 +225,28 @@ def test_the_functions_run_cpus_ops_in_cpus_order(kind, options, packed, onednn)
     inputs = _inputs(module, packed)
     layers, directions = module.num_layers, 2 if module.bidirectional else 1
     h0 = torch.zeros(layers * directions, 3, module.proj_size or module.hidden_size)
-    flags = (module.bias, layers, 0.0, True, module.bidirectional)
+    flags = recurrent.Flags(module.bias, layers, 0.0, True, module.bidirectional)
+    their_flags = (module.bias, layers, 0.0, True, module.bidirectional, *(() if packed else (False,)))
     if kind == "LSTM":
         hx = [h0, torch.zeros(layers * directions, 3, module.hidden_size)]
 
         def theirs():
-            return torch._VF.lstm(*inputs, hx, weights, *flags, *(() if packed else (False,)))
+            return torch._VF.lstm(*inputs, hx, weights, *their_flags)
 
         def ours():
             if packed:
-                return recurrent.lstm_loop(inputs, hx, weights, *flags)
+                return recurrent.lstm_loop(inputs, hx, weights, flags)
             if onednn and recurrent.cpu_takes_onednn(inputs[0], hx):
-                return recurrent.onednn_lstm(inputs[0], hx, weights, *flags, False)
-            return recurrent.lstm_loop(inputs[0], hx, weights, *flags, False)
+                return recurrent.onednn_lstm(inputs[0], hx, weights, flags)
+            return recurrent.lstm_loop(inputs[0], hx, weights, flags)
     else:
         function = getattr(torch._VF, kind.lower())
 
         def theirs():
-            return function(*inputs, h0, weights, *flags, *(() if packed else (False,)))
+            return function(*inputs, h0, weights, *their_flags)
 
         def ours():
-            return recurrent.one_hidden_loop(CELLS[kind], inputs if packed else inputs[0], h0, weights, *flags)
+            return recurrent.one_hidden_loop(CELLS[kind], inputs if packed else inputs[0], h0, weights, flags)
 
     with torch.backends.mkldnn.flags(enabled=onednn):
         assert _log(ours, weights) == _log(theirs, weights)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,80 @@ def test_target_errors_name_file_table_and_key(tmp_path, text, expected):
         load(tmp_path, text)
     assert expected in str(info.value)
     assert str(tmp_path / "pyproject.toml") in str(info.value)
+
+
+# --- the command line: targets, calibrate, show --target ----------------------------------------------
+
+
+@pytest.fixture
+def kept_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cli.main`` puts the current directory on sys.path: restored afterwards."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def test_netbudget_targets_lists_every_figure_with_its_source(capsys, kept_path):
+    from pytest_netbudget import cli
+
+    assert cli.main(["targets"]) == 0
+    out = capsys.readouterr().out
+    assert "table version 1" in out
+    assert "a100         fp16         312 TFLOP/s" in out
+    assert "nvidia-a100-datasheet" in out
+    assert "jetson-orin  fp16         42.5 TFLOP/s     not confirmed" in out
+
+
+def test_a_calibrations_table_reads_back_as_the_same_target(tmp_path):
+    from pytest_netbudget.engine.calibration import Calibration
+
+    measured = Calibration(1, 90e9, 20e9, 1.2e-6, 10, True, {"conv": 1.2, "pooling": 0.05})
+    settings = load(tmp_path, "[tool.netbudget]\n" + measured.toml())
+    target = settings.targets["this-machine"]
+    assert (target.peak("fp32"), target.bandwidth) == (pytest.approx(90e9), pytest.approx(20e9))
+    assert target.op_overhead_s == pytest.approx(1.2e-6)
+    assert dict(target.efficiency) == {"conv": 1.2, "pooling": 0.05}
+    assert "CPU time" in target.sources["fp32"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["calibrate", "--cpu-time"], "--cpu-time measures one thread: give --threads 1 too"),
+        (["calibrate", "--threads", "0"], "--threads must be a positive integer"),
+        (["calibrate", "--name", "my target"], "a target's name is letters, digits"),
+        (
+            ["show", "torch.nn:Identity", "--input-shape", "1,4", "--target", "a10O"],
+            "target: unknown target 'a10O'; did you mean 'a100'?",
+        ),
+    ],
+)
+def test_command_line_mistakes(capsys, kept_path, args, message):
+    from pytest_netbudget import cli
+
+    assert cli.main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_show_with_a_target(capsys, kept_path):
+    from pytest_netbudget import cli
+
+    assert (
+        cli.main(
+            [
+                "show",
+                "torch.nn:Linear",
+                "--kwargs",
+                '{"in_features": 4, "out_features": 3}',
+                "--input-shape",
+                "2,4",
+                "--device",
+                "meta",
+                "--target",
+                "h100",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    # one addmm: 116 bytes at 3,350 GB/s plus 2 us
+    assert "Estimated latency on NVIDIA H100 SXM5 80GB (target h100, table 1): 0.00200 ms" in out
+    assert "Latency ms  FLOP/B  Bound" in out

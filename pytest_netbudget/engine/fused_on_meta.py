@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.nn.attention import SDPBackend
 from torch.nn.modules import activation
 from torch.utils._python_dispatch import _disable_current_modes
 
@@ -35,6 +34,10 @@ def _cpu_probe(tensor: torch.Tensor) -> torch.Tensor:
     return probe.requires_grad_(tensor.requires_grad)
 
 
+#: ``sdp::SDPBackend::flash_attention``, as ``_fused_sdp_choice`` answers it.
+FLASH_ATTENTION = 1
+
+
 def cpu_sdp_choice(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -44,14 +47,15 @@ def cpu_sdp_choice(
     is_causal: bool = False,
     scale: float | None = None,
     enable_gqa: bool = False,
-) -> SDPBackend:
-    """The kernel CPU's ``F.scaled_dot_product_attention`` picks for tensors like these, asked of
-    CPU's own ``_fused_sdp_choice`` (grouped-query attention, masks and strides included)."""
+) -> int:
+    """The kernel (``sdp::SDPBackend``'s number) CPU's ``F.scaled_dot_product_attention`` picks for
+    tensors like these, asked of CPU's own ``_fused_sdp_choice`` (grouped-query attention, masks and
+    strides included)."""
+    gqa = {"enable_gqa": True} if enable_gqa else {}  # a keyword torch has had since 2.5 only
     with _disable_current_modes():  # the probes are no op of the model's: no dispatch mode sees them
         probes = [_cpu_probe(tensor) for tensor in (query, key, value)]
         mask = _cpu_probe(attn_mask) if attn_mask is not None else None
-        choice = torch._fused_sdp_choice(*probes, mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
-    return SDPBackend(choice)
+        return torch._fused_sdp_choice(*probes, mask, dropout_p, is_causal, scale=scale, **gqa)
 
 
 def _flash_attention(
@@ -65,9 +69,7 @@ def _flash_attention(
     enable_gqa: bool = False,
 ) -> torch.Tensor | None:
     """CPU's flash branch of ``scaled_dot_product_attention``, where CPU takes it; else None."""
-    if cpu_sdp_choice(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) != (
-        SDPBackend.FLASH_ATTENTION
-    ):
+    if cpu_sdp_choice(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) != FLASH_ATTENTION:
         return None
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         # As CPU does before its kernel: keep -> 0, mask out -> -inf, in the query's dtype.
@@ -108,7 +110,7 @@ class _FastPathOnMeta:
         self._lock = threading.Lock()
         self._holders = 0
         self._local = threading.local()
-        self._original = activation._check_arg_device
+        self._original = getattr(activation, "_check_arg_device", None)  # torch 2.1 checks devices inline
 
     def _check_arg_device(self, tensor: torch.Tensor | None) -> bool:
         if tensor is not None and tensor.device.type == "meta" and getattr(self._local, "depth", 0):
@@ -117,6 +119,9 @@ class _FastPathOnMeta:
 
     @contextlib.contextmanager
     def on(self) -> Iterator[None]:
+        if self._original is None:
+            yield
+            return
         with self._lock:
             if self._holders == 0:
                 activation._check_arg_device = self._check_arg_device

@@ -4,7 +4,8 @@ work in the form it is counted in.
 A kernel registered with ``torch.library`` at an op's autograd dispatch key runs before the op's
 composite decomposition, with or without grad, and only for that op: nothing else pays for it, as
 a ``TorchFunctionMode`` seeing every torch call would. Under ``torch.inference_mode`` autograd
-keys are skipped and the op keeps its own path.
+keys are skipped: the op then reaches the tracer whole, which runs the kernel in effect in its
+place (``kernel_in_effect``).
 
 A profile registers the key of its own device only, and a registration, once made, stays for
 the process: registering and removing them around every profile made the dispatcher's next calls
@@ -24,6 +25,8 @@ import torch
 
 #: The autograd key of each device type a profile runs on.
 _AUTOGRAD_KEYS = {"cpu": "AutogradCPU", "cuda": "AutogradCUDA", "meta": "AutogradMeta"}
+#: Op overload -> the override made for it.
+_OVERRIDES: dict[Any, KernelOverride] = {}
 
 
 class KernelOverride:
@@ -32,6 +35,9 @@ class KernelOverride:
 
     def __init__(self, op: str, kernel: Callable[..., Any], device_types: tuple[str, ...]) -> None:
         self.op, self.kernel, self.device_types = op, kernel, device_types
+        name, _, overload = op.partition(".")
+        self.overload = getattr(getattr(torch.ops.aten, name), overload or "default")
+        _OVERRIDES[self.overload] = self
         self._lock = threading.Lock()
         self._libraries: dict[str, Any] = {}  # dispatch key -> the torch.library.Library holding it
         self._holders: dict[str, int] = {}  # dispatch key -> profiles inside now
@@ -57,14 +63,22 @@ class KernelOverride:
 
     def _dispatching(self, key: str) -> Callable[..., Any]:
         """The registered kernel: ours while a holder is inside, else the op's own composite."""
-        name, _, overload = self.op.partition(".")
-        composite = getattr(getattr(torch.ops.aten, name), overload or "default").decompose
+        composite = self.overload.decompose
         kernel, holders = self.kernel, self._holders
 
         def dispatching(*args: Any, **kwargs: Any) -> Any:
             return kernel(*args, **kwargs) if holders.get(key) else composite(*args, **kwargs)
 
         return dispatching
+
+
+def kernel_in_effect(func: Any, tensors: list[torch.Tensor]) -> Callable[..., Any] | None:
+    """The kernel in front of ``func`` for these tensors' device while a profile runs there, else None."""
+    override = _OVERRIDES.get(func)
+    if override is None or not tensors:
+        return None
+    key = _AUTOGRAD_KEYS.get(tensors[0].device.type)
+    return override.kernel if override._holders.get(key) else None
 
 
 def _vecdot_as_matmul(x: torch.Tensor, y: torch.Tensor, *, dim: int = -1) -> torch.Tensor:

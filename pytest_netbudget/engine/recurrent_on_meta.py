@@ -5,8 +5,8 @@ and direction, wherever oneDNN takes it; every other recurrent layer (GRU, RNN, 
 LSTMs with projections, dtypes oneDNN refuses) runs aten's C++ loop, which projects the whole
 sequence's input at once before stepping. On meta PyTorch takes neither: the loop projects each
 step's input apart. That kept other tensors alive (an LSTM tagger's activations: 0.559 MiB on meta,
-0.469 on CPU), added the per-step weight gradients in a training step (a GRU's FLOPs +0.65%), and
-made a long LSTM slow (thousands of ops where CPU runs a handful).
+0.469 on CPU), added the per-step weight gradients in a training step (a 2-layer GRU(32, 64) over
+16 steps of 4: FLOPs +1.7%), and made a long LSTM slow (thousands of ops where CPU runs a handful).
 
 While a meta profile runs, a kernel at the ``AutogradMeta`` key of ``aten::lstm``, ``gru``,
 ``rnn_tanh`` and ``rnn_relu`` (both their padded and packed forms) takes CPU's path instead: the
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +31,24 @@ Hidden = Any  # a tensor (GRU, RNN) or an (h, c) pair (LSTM)
 
 #: ``ideep::rnn_kind::LSTM``, the mode oneDNN's kernel is called with.
 _ONEDNN_LSTM = 2
+#: Whether this torch has oneDNN's one-layer LSTM op (2.0 and later).
+_ONEDNN_LAYER = hasattr(torch.ops.aten, "mkldnn_rnn_layer")
+
+
+@dataclass(frozen=True)
+class Flags:
+    """What every recurrent aten op takes after its weights (the packed forms: no batch_first)."""
+
+    has_biases: bool
+    num_layers: int
+    dropout: float
+    train: bool
+    bidirectional: bool
+    batch_first: bool = False
+
+    def dropout_after(self, layer: int) -> bool:
+        """Whether dropout follows this layer: in training, between layers."""
+        return self.dropout != 0 and self.train and layer < self.num_layers - 1
 
 
 # --- CPU's choice -----------------------------------------------------------------------------
@@ -39,36 +58,33 @@ def cpu_takes_onednn(input: torch.Tensor, hx: Sequence[torch.Tensor]) -> bool:
     """Whether CPU runs this LSTM as oneDNN's kernel (aten's ``use_mkldnn`` and its projection
     check): oneDNN built in and enabled, float32, bfloat16 where this CPU has it, float16 without
     grad where this CPU has it, a non-empty input, no projection."""
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and _ONEDNN_LAYER):
         return False
     dtype = input.dtype
     supported = (
         dtype == torch.float32
-        or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        or (dtype == torch.float16 and not torch.is_grad_enabled() and torch.ops.mkldnn._is_mkldnn_fp16_supported())
+        or (dtype == torch.bfloat16 and _onednn_has("_is_mkldnn_bf16_supported"))
+        or (dtype == torch.float16 and not torch.is_grad_enabled() and _onednn_has("_is_mkldnn_fp16_supported"))
     )
     return supported and input.numel() != 0 and hx[0].shape[2] == hx[1].shape[2]
+
+
+def _onednn_has(check: str) -> bool:
+    """This CPU's answer to one of oneDNN's dtype checks; False where this torch lacks the check."""
+    return bool(getattr(torch.ops.mkldnn, check, lambda: False)())
 
 
 # --- oneDNN's LSTM (aten/src/ATen/native/mkldnn/RNN.cpp: mkldnn_rnn) ----------------------------
 
 
 def onednn_lstm(
-    input: torch.Tensor,
-    hx: Sequence[torch.Tensor],
-    params: Sequence[torch.Tensor],
-    has_biases: bool,
-    num_layers: int,
-    dropout: float,
-    train: bool,
-    bidirectional: bool,
-    batch_first: bool,
+    input: torch.Tensor, hx: Sequence[torch.Tensor], params: Sequence[torch.Tensor], flags: Flags
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The LSTM as ``mkldnn_rnn`` runs it: one ``mkldnn_rnn_layer`` per layer and direction."""
-    stride = 4 if has_biases else 2
-    directions = 2 if bidirectional else 1
+    stride = 4 if flags.has_biases else 2
+    directions = 2 if flags.bidirectional else 1
     hidden_size = hx[0].shape[2]
-    if batch_first:
+    if flags.batch_first:
         input = input.transpose(0, 1)
     input = input.contiguous()
     layer_input = input  # the contiguous input lives on to the end, as C++'s local does
@@ -76,26 +92,26 @@ def onednn_lstm(
     hy: list[torch.Tensor] = []
     cy: list[torch.Tensor] = []
     layer_output: list[Any] = [None] * directions  # a layer's outputs live on until the next layer's replace them
-    for layer in range(num_layers):
+    for layer in range(flags.num_layers):
         for direction in range(directions):
             index = layer * directions + direction
             weights = params[index * stride : (index + 1) * stride]
             w_ih, w_hh = weights[0], weights[1]
             h, c = h0[index], c0[index]
-            b_ih = weights[2] if has_biases else torch.zeros(w_ih.shape, dtype=w_ih.dtype, device=w_ih.device)
-            b_hh = weights[3] if has_biases else torch.zeros(w_hh.shape, dtype=w_hh.dtype, device=w_hh.device)
+            b_ih = weights[2] if flags.has_biases else torch.zeros(w_ih.shape, dtype=w_ih.dtype, device=w_ih.device)
+            b_hh = weights[3] if flags.has_biases else torch.zeros(w_hh.shape, dtype=w_hh.dtype, device=w_hh.device)
             outputs = torch.ops.aten.mkldnn_rnn_layer(
                 layer_input, w_ih, w_hh, b_ih, b_hh, h, c, direction > 0, [], _ONEDNN_LSTM,
-                hidden_size, num_layers, has_biases, bidirectional, batch_first, train,
+                hidden_size, flags.num_layers, flags.has_biases, flags.bidirectional, flags.batch_first, flags.train,
             )  # fmt: skip
             layer_output[direction] = outputs[0]
             hy.append(outputs[1])
             cy.append(outputs[2])
             del outputs, b_ih, b_hh  # the workspace goes with them unless autograd keeps it
         layer_input = layer_output[0] if directions == 1 else torch.cat(layer_output, -1)
-        if dropout != 0 and train and layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, training=True)
-    output = layer_input.transpose(0, 1) if batch_first else layer_input
+        if flags.dropout_after(layer):
+            layer_input = F.dropout(layer_input, flags.dropout, training=True)
+    output = layer_input.transpose(0, 1) if flags.batch_first else layer_input
     return output, torch.stack(hy, 0), torch.stack(cy, 0)
 
 
@@ -313,90 +329,61 @@ def _packed_bidirectional_layer(cell: Cell, packed: tuple, hidden: tuple, params
 
 
 def _layer_stack(
-    cell: Cell,
-    packed: bool,
-    input: Any,
-    hiddens: list,
-    params: list[_CellParams],
-    num_layers: int,
-    dropout: float,
-    train: bool,
-    bidirectional: bool,
+    cell: Cell, packed: bool, input: Any, hiddens: list, params: list[_CellParams], flags: Flags
 ) -> tuple[Any, list]:
     """``_rnn_impl``: the layers in turn, with dropout between them in training; the final hidden
     state of every layer and direction."""
-    if bidirectional:
+    if flags.bidirectional:
         layer = _packed_bidirectional_layer if packed else _full_bidirectional_layer
         hiddens = [(hiddens[i], hiddens[i + 1]) for i in range(0, len(hiddens), 2)]
         params = [(params[i], params[i + 1]) for i in range(0, len(params), 2)]  # type: ignore[misc]
     else:
         layer = _packed_layer if packed else _full_layer
     layer_input, finals = input, []
-    for index in range(num_layers):
+    for index in range(flags.num_layers):
         layer_input, final = layer(cell, layer_input, hiddens[index], params[index])
         finals.append(final)
-        if dropout != 0 and train and index < num_layers - 1:
+        if flags.dropout_after(index):
             if packed:
-                layer_input = (F.dropout(layer_input[0], dropout, training=True), layer_input[1])
+                layer_input = (F.dropout(layer_input[0], flags.dropout, training=True), layer_input[1])
             else:
-                layer_input = F.dropout(layer_input, dropout, training=True)
-    if bidirectional:
+                layer_input = F.dropout(layer_input, flags.dropout, training=True)
+    if flags.bidirectional:
         finals = [final for pair in finals for final in pair]
     return layer_input, finals
 
 
 def lstm_loop(
-    input: Any,
-    hx: Sequence[torch.Tensor],
-    params: Sequence[torch.Tensor],
-    has_biases: bool,
-    num_layers: int,
-    dropout: float,
-    train: bool,
-    bidirectional: bool,
-    batch_first: bool = False,
+    input: Any, hx: Sequence[torch.Tensor], params: Sequence[torch.Tensor], flags: Flags
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_lstm_impl`` as CPU runs it; ``input`` is a tensor or a (data, batch_sizes) pair."""
     packed = isinstance(input, tuple)
-    gathered = _gather_params(params, has_biases, hx[0].shape[2] != hx[1].shape[2])
-    if batch_first and not packed:
+    gathered = _gather_params(params, flags.has_biases, hx[0].shape[2] != hx[1].shape[2])
+    if flags.batch_first and not packed:
         input = input.transpose(0, 1)
     hiddens = list(zip(hx[0].unbind(0), hx[1].unbind(0)))
-    output, finals = _layer_stack(
-        _lstm_cell, packed, input, hiddens, gathered, num_layers, dropout, train, bidirectional
-    )
+    output, finals = _layer_stack(_lstm_cell, packed, input, hiddens, gathered, flags)
     # Arguments of one make_tuple call, as above: the cell states' stack comes first.
     cy = torch.stack([final[1] for final in finals], 0)
     hy = torch.stack([final[0] for final in finals], 0)
     if packed:
         return output[0], hy, cy
-    return (output.transpose(0, 1) if batch_first else output), hy, cy
+    return (output.transpose(0, 1) if flags.batch_first else output), hy, cy
 
 
 def one_hidden_loop(
-    cell: Cell,
-    input: Any,
-    hx: torch.Tensor,
-    params: Sequence[torch.Tensor],
-    has_biases: bool,
-    num_layers: int,
-    dropout: float,
-    train: bool,
-    bidirectional: bool,
-    batch_first: bool = False,
+    cell: Cell, input: Any, hx: torch.Tensor, params: Sequence[torch.Tensor], flags: Flags
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``ONE_HIDDEN_RNN`` (GRU, RNN) as CPU runs it; ``input`` is a tensor or a (data, batch_sizes) pair."""
     packed = isinstance(input, tuple)
-    gathered = _gather_params(params, has_biases, False)
-    if batch_first and not packed:
+    gathered = _gather_params(params, flags.has_biases, False)
+    if flags.batch_first and not packed:
         input = input.transpose(0, 1)
-    output, finals = _layer_stack(
-        cell, packed, input, list(hx.unbind(0)), gathered, num_layers, dropout, train, bidirectional
-    )
+    output, finals = _layer_stack(cell, packed, input, list(hx.unbind(0)), gathered, flags)
     hy = torch.stack(finals, 0)
     if packed:
         return output[0], hy
-    if batch_first:
+    if flags.batch_first:
         output.transpose_(0, 1)
     return output, hy
 
@@ -406,20 +393,20 @@ def one_hidden_loop(
 
 def _lstm(input: torch.Tensor, hx: list, params: list, *flags: Any) -> tuple:
     if cpu_takes_onednn(input, hx):
-        return onednn_lstm(input, hx, params, *flags)
-    return lstm_loop(input, hx, params, *flags)
+        return onednn_lstm(input, hx, params, Flags(*flags))
+    return lstm_loop(input, hx, params, Flags(*flags))
 
 
 def _lstm_packed(data: torch.Tensor, batch_sizes: torch.Tensor, hx: list, params: list, *flags: Any) -> tuple:
-    return lstm_loop((data, batch_sizes), hx, params, *flags)
+    return lstm_loop((data, batch_sizes), hx, params, Flags(*flags))
 
 
 def _one_hidden(cell: Cell) -> tuple[Callable[..., tuple], Callable[..., tuple]]:
     def padded(input: torch.Tensor, hx: torch.Tensor, params: list, *flags: Any) -> tuple:
-        return one_hidden_loop(cell, input, hx, params, *flags)
+        return one_hidden_loop(cell, input, hx, params, Flags(*flags))
 
     def packed(data: torch.Tensor, batch_sizes: torch.Tensor, hx: torch.Tensor, params: list, *flags: Any) -> tuple:
-        return one_hidden_loop(cell, (data, batch_sizes), hx, params, *flags)
+        return one_hidden_loop(cell, (data, batch_sizes), hx, params, Flags(*flags))
 
     return padded, packed
 

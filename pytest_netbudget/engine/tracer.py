@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .. import formulas
 from ..results import MemoryPart
 from .higher_order import EagerFlexAttention, run_higher_order
+from .kernel_overrides import kernel_in_effect
 from .meta_kernels import META_KERNELS, run_on_meta
 from .model_forms import script_module_hooks, scripted
 from .roofline import OpClock
@@ -286,6 +287,7 @@ class OpPlan:
         "memory_outputs",
         "meta_kernel",
         "metadata",
+        "family",
         "name",
         "traffic",
         "writes",
@@ -310,6 +312,7 @@ class OpPlan:
             )
         )
         self.name = str(func.overloadpacket)
+        self.family = formula_set.family_of(func)  # the registry family its formula belongs to
         self.count_bytes = not func.is_view
         self.tensor_positions = tensor_positions(func)
         #: None where the op reads its tensor arguments and writes its outputs whole (most ops).
@@ -487,7 +490,7 @@ class Tracer(TorchDispatchMode):
                 if self.clock is not None:  # its own figures have no bytes: a compute time
                     inputs = argument_tensors(args, {})
                     dtype = inputs[0].dtype if inputs else torch.float32
-                    self.clock.charge(tally, cost.total_flops, cost.macs, 0, dtype)
+                    self.clock.charge(tally, cost.total_flops, cost.macs, 0, dtype, None)
 
     # --- operator counting ---------------------------------------------------------------
 
@@ -523,9 +526,11 @@ class Tracer(TorchDispatchMode):
         """Run a CompositeImplicit op's decomposition with this mode active again, so that
         its parts are counted. Nested tensors have kernels of their own for such ops
         (``linear``), which the dense decomposition cannot run: those run whole."""
-        if any(tensor.is_nested for tensor in argument_tensors(args, kwargs)):
+        tensors = argument_tensors(args, kwargs)
+        if any(tensor.is_nested for tensor in tensors):
             return NotImplemented
-        return self._traced(func.decompose, *args, **kwargs)
+        # Under torch.inference_mode an op with a kernel in front of it arrives here whole: run that kernel.
+        return self._traced(kernel_in_effect(func, tensors) or func.decompose, *args, **kwargs)
 
     def _traced(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)`` with this dispatch mode active again (only the
@@ -573,10 +578,11 @@ class Tracer(TorchDispatchMode):
             tally.charge(plan.name, 0, 0)
             if not plan.free:
                 self.uncounted[plan.name] += 1
-        if self.clock is not None and plan.counted:
+        clock = self.clock
+        if clock is not None and plan.counted:
             if dtype is None:
                 dtype = out.dtype if isinstance(out, torch.Tensor) else torch.float32
-            self.clock.charge(tally, flops, macs, read + written, dtype)
+            clock.charge(tally, flops, macs, read + written, dtype, plan.family)
 
 
 def _skip_dynamo(code: Any) -> None:

@@ -297,10 +297,10 @@ def run_step(
             tracer.enter_phase(Phase.LOSS)
             scalar = (loss or sum_of_outputs)(outputs)
         _check_scalar(scalar)
-        del outputs
+        # The outputs and the loss stay alive to the end, as a training loop holds them
+        # (out = model(x); loss = f(out); loss.backward(); opt.step()).
         tracer.enter_phase(Phase.BACKWARD)
         scalar.backward()
-        del scalar
         if optim is not None:
             tracer.enter_phase(Phase.OPTIMIZER)
             optim.step()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,14 +44,27 @@ def apply(formula: Callable[..., Any], target: str, *args: Any) -> Cost:
         raise FormulaError(f"formula {_name(formula)} for {target} raised {type(error).__name__}: {error}") from error
     if not isinstance(cost, Cost):
         raise FormulaError(f"formula {_name(formula)} for {target} returned {cost!r}, not a Cost")
-    for figure in (cost.macs, cost.total_flops):
-        if type(figure) is int and figure >= 0:  # the usual answer, checked first (bool is not int here)
-            continue
-        if isinstance(figure, bool) or not isinstance(figure, (int, float)) or not 0 <= figure < math.inf:
-            raise FormulaError(
-                f"formula {_name(formula)} for {target} returned {cost!r}: costs are finite and not negative"
-            )
-    return cost
+    macs, flops = cost.macs, cost.flops
+    if type(macs) is int and macs >= 0 and flops is None:  # the usual answer, checked first (bool is not int)
+        return cost
+    plain = Cost(_plain_number(macs), None if flops is None else _plain_number(flops))
+    if (
+        plain.macs is None
+        or (flops is not None and plain.flops is None)
+        or not all(0 <= figure < math.inf for figure in (plain.macs, plain.total_flops))
+    ):
+        raise FormulaError(
+            f"formula {_name(formula)} for {target} returned {cost!r}: costs are finite and not negative"
+        )
+    return plain
+
+
+def _plain_number(value: Any) -> Any:
+    """A formula's figure as a Python int or float (NumPy's int64 and float64 are numbers too, and
+    must not reach the totals as NumPy types); None for what is not a number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def _name(formula: Callable[..., Any]) -> str:
@@ -290,6 +304,13 @@ class FormulaSet:
         found = next((self._modules[klass] for klass in kind.__mro__ if klass in self._modules), None)
         self._module_cache[kind] = found
         return found
+
+    def family_of(self, func: Any) -> str | None:
+        """The family of the registered formula an aten overload takes (``'conv'``), as
+        :meth:`for_op` finds it; None for views and ops without one."""
+        name = func.name().split(".")[0]
+        record = _registered.get(name) or (_registered.get(name[:-1]) if name.endswith("_") else None)
+        return record.family if record is not None else None
 
     @staticmethod
     def is_free(formula: object) -> bool:
