@@ -32,7 +32,7 @@ import torch
 
 from ..devices import KV_BYTES
 from .moving import _NOT_DATA
-from .tracer import LiveMemory, Tracer, _storage_key, shapes_of, tensor_leaves
+from .tracer import LiveMemory, Tracer, shapes_of, storage_key, tensor_leaves
 from .training import rebatch
 
 #: Keyword inputs that describe a padded or positioned sequence: the serving step makes its own.
@@ -163,7 +163,7 @@ def cache_tensors(cache: Any) -> list[torch.Tensor]:
     for tensor in tensor_leaves_deep(cache):
         if tensor.dim() == 0:
             continue
-        key = (_storage_key(tensor), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
+        key = (storage_key(tensor), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
         distinct.setdefault(key, tensor)
     return list(distinct.values())
 
@@ -184,7 +184,7 @@ class _CreatorMemory(LiveMemory):
         self._running = running
 
     def saw(self, tensor: torch.Tensor) -> None:
-        key = _storage_key(tensor)
+        key = storage_key(tensor)
         fresh = key is not None and key not in self._live
         super().saw(tensor)
         if fresh and key in self._live:
@@ -200,7 +200,7 @@ class _EventMemory(LiveMemory):
         self.events: list[tuple[int, int]] = []
 
     def saw(self, tensor: torch.Tensor) -> None:
-        key = _storage_key(tensor)
+        key = storage_key(tensor)
         fresh = key is not None and key not in self._live
         super().saw(tensor)
         if fresh and key in self._live:
@@ -219,7 +219,7 @@ class _EventMemory(LiveMemory):
         for position, (key, nbytes) in enumerate(self.events):
             if nbytes > 0:
                 last[key] = position
-        skipped = {last[key] for key in map(_storage_key, kept) if key in last}
+        skipped = {last[key] for key in map(storage_key, kept) if key in last}
         live: dict[int, int] = {}
         current = peak = 0
         for position, (key, nbytes) in enumerate(self.events):
@@ -289,7 +289,7 @@ def serve_step(
     held = cache_tensors(cache)
     kv_bytes = [0] * len(prefill.tallies)
     for tensor in held:
-        kv_bytes[prefill.memory.creator.get(_storage_key(tensor), 0)] += tensor_bytes(tensor, kv_dtype)
+        kv_bytes[prefill.memory.creator.get(storage_key(tensor), 0)] += tensor_bytes(tensor, kv_dtype)
 
     if encoder is not None:  # an encoder-decoder: the encoder's inputs give way to its output
         args, kwargs = (), {"encoder_outputs": (encoder,)}
