@@ -574,7 +574,8 @@ def to_json(report: Report) -> str:
         "models": {verdict.name: verdict.to_dict() for verdict in sorted(report.verdicts, key=lambda v: v.name)},
     }
     # Not sort_keys: a model's layers keep the model's order, which its charts follow.
-    return json.dumps(document, indent=2) + "\n"
+    # allow_nan=False: a NaN or infinity is no JSON a reader takes back; every figure is checked finite.
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 class ReportError(ValueError):
