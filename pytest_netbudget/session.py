@@ -81,6 +81,7 @@ class NetbudgetSession:
         self._expected: set[str] = set()
         self._no_result: dict[str, str] = {}
         self._formulas_loaded = False
+        self._stale: list[str] = []  # how the committed baseline does not match this run
         if options.active:
             self._load()
 
@@ -304,10 +305,11 @@ class NetbudgetSession:
 
     def baseline_mismatches(self) -> list[str]:
         """How the committed baseline differs from this run: a model without an entry, or whose
-        figures differ (either direction); registered models it still lists are ``removed_models``."""
+        figures differ (either direction); registered models it still lists are ``removed_models``.
+        A model that failed is left out: its own failure says what differs and what to do."""
         problems = []
         for verdict in self.verdicts:
-            if verdict.measured is None:
+            if verdict.measured is None or not verdict.passed:
                 continue
             entry = self.baseline.get(verdict.name)
             if entry is None:
@@ -334,6 +336,7 @@ class NetbudgetSession:
             return self._nothing_measured()
         self.verdicts = reports.in_report_order(self.verdicts)
         removed = self.removed_models()
+        self._stale = self._stale_baseline(removed)
         not_run = self._not_run()
         if not_run:
             self.notes.append(
@@ -355,19 +358,24 @@ class NetbudgetSession:
         elif self.options.update:
             self._write_baseline(say)
         else:
-            self._note_stale_baseline(removed)
+            self._note_stale_baseline()
         return not self.failed
 
-    def _note_stale_baseline(self, removed: list[str]) -> None:
+    def _stale_baseline(self, removed: list[str]) -> list[str]:
+        """How the committed baseline does not match this run (nothing for an update, which rewrites it)."""
+        if self.options.update:
+            return []
+        problems = self.baseline_mismatches() + [f"{name} is no longer registered" for name in removed]
+        return [reports.NO_BASELINE_YET] if problems and not self.baseline_path.exists() else problems
+
+    def _note_stale_baseline(self) -> None:
         """Say when the baseline no longer matches the run, and how to refresh it; under
         ``--netbudget-check-baseline`` that fails the run (as an obsolete snapshot does)."""
-        problems = self.baseline_mismatches() + [f"{name} is no longer registered" for name in removed]
+        problems = self._stale
         if not problems:
             return
-        refresh = f"refresh it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
-        if not self.baseline_path.exists():
-            problems = ["there is no such file yet"]
-            refresh = f"write it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
+        verb = "write" if problems == [reports.NO_BASELINE_YET] else "refresh"
+        refresh = f"{verb} it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
         if self.options.check_baseline:
             self.failed = True
             self.notes.append(f"ERROR: {self.baseline_file} does not match this run: {'; '.join(problems)}; {refresh}")
@@ -387,7 +395,15 @@ class NetbudgetSession:
                 )
 
     def _report(self, removed: list[str]) -> reports.Report:
-        return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file, not_run=self._not_run())
+        return reports.Report(
+            self.verdicts,
+            removed,
+            self.compared_with,
+            self.baseline_file,
+            not_run=self._not_run(),
+            stale_baseline=self._stale,
+            baseline_checked=self.options.check_baseline,
+        )
 
     def _not_run(self) -> list[str]:
         """The registered models of a run not given ``--netbudget``: its reports cover checks only."""

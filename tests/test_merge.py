@@ -52,6 +52,8 @@ def test_merged_shards_equal_the_unsharded_report(pytester, project):
     assert list(merged["models"]) == ["conv", "test_head.py::test_small_head", "tiny"]
     assert merged["removed"] == ["gone"]
     assert merged["headline"] == "1 grew past max_increase (of 3 model(s))"
+    # the baseline still lists gone, and has no entry for the check: it does not match the code
+    assert merged["stale_baseline"] == ["test_head.py::test_small_head has no entry", "gone is no longer registered"]
     assert (pytester.path / "m.md").read_text(encoding="utf-8") == (pytester.path / "all.md").read_text(
         encoding="utf-8"
     )
