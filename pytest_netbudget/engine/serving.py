@@ -64,12 +64,18 @@ class TokenSlot:
     index: int | None
 
     def get(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        return kwargs[self.key] if self.key is not None else args[self.index]
+        return kwargs[self.key] if self.key is not None else args[self._position()]
 
     def put(self, args: tuple, kwargs: dict, tokens: torch.Tensor) -> tuple[tuple, dict]:
         if self.key is not None:
             return args, {**kwargs, self.key: tokens}
-        return (*args[: self.index], tokens, *args[self.index + 1 :]), kwargs
+        index = self._position()
+        return (*args[:index], tokens, *args[index + 1 :]), kwargs
+
+    def _position(self) -> int:
+        if self.index is None:
+            raise ValueError("a token slot names a keyword or a position")
+        return self.index
 
 
 def token_slot(args: tuple, kwargs: dict) -> TokenSlot:
@@ -208,10 +214,11 @@ class _EventMemory(LiveMemory):
 
     def _freed(self, ref: Any) -> None:
         pair = self._refs.get(id(ref))
-        entry = self._live.get(pair[1]) if pair is not None else None
+        key = pair[1] if pair is not None else None
+        entry = self._live.get(key) if key is not None else None
         super()._freed(ref)
-        if entry is not None and pair[1] not in self._live:
-            self.events.append((pair[1], -entry[0]))
+        if key is not None and entry is not None and key not in self._live:
+            self.events.append((key, -entry[0]))
 
     def peak_without(self, kept: list[torch.Tensor]) -> int:
         """The peak of live bytes had the storages of ``kept`` (alive at the end) never been counted."""
@@ -289,7 +296,8 @@ def serve_step(
     held = cache_tensors(cache)
     kv_bytes = [0] * len(prefill.tallies)
     for tensor in held:
-        kv_bytes[prefill.memory.creator.get(storage_key(tensor), 0)] += tensor_bytes(tensor, kv_dtype)
+        key = storage_key(tensor)
+        kv_bytes[prefill.memory.creator.get(key, 0) if key is not None else 0] += tensor_bytes(tensor, kv_dtype)
 
     if encoder is not None:  # an encoder-decoder: the encoder's inputs give way to its output
         args, kwargs = (), {"encoder_outputs": (encoder,)}
