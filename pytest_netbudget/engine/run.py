@@ -526,9 +526,7 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
         {name: sum(row.figures[name] for row in layers) for name in metrics.PER_LAYER if metrics.get(name).serve}
     )
     totals["serve_memory_mb"] = sum(parts.values()) / units.MIB
-    uncounted = dict(result.uncounted_ops)
-    for op, count in (*prefill.uncounted_ops.items(), *decode.uncounted_ops.items()):
-        uncounted[op] = max(count, uncounted.get(op, 0))
+    uncounted = _uncounted(result.uncounted_ops, prefill.uncounted_ops, decode.uncounted_ops)
     fits = None
     if spec.fits is not None and on_meta is not None:
         fits = _fits(on_meta, spec, sum(weights), run if on_meta is prepared else None)
@@ -536,7 +534,7 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
         result,
         layers=layers,
         totals=totals,
-        uncounted_ops=dict(sorted(uncounted.items())),
+        uncounted_ops=uncounted,
         serve=ServeStep(
             context=spec.context,
             batch=spec.batch,
@@ -578,6 +576,16 @@ def _fits(on_meta: _Prepared, spec: ServeSpec, weights: int, known_run: ServeRun
         context=context,
         per_token_mb=(memory_at(at + 1) - memory_at(at)) / units.MIB,
     )
+
+
+def _uncounted(*tables: Mapping[str, int]) -> dict[str, int]:
+    """Ops without a formula over several traced calls of one model: each with the most calls any
+    one call made (a second call running the same code adds no new op)."""
+    merged: dict[str, int] = {}
+    for table in tables:
+        for op, count in table.items():
+            merged[op] = max(count, merged.get(op, 0))
+    return dict(sorted(merged.items()))
 
 
 def _target_ref(target: targets.Target | None) -> TargetRef | None:
@@ -654,9 +662,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Prof
         )
         for row, tally in zip(result.layers, tallies)
     ]
-    uncounted = dict(result.uncounted_ops)
-    for op, count in step.tracer.uncounted.items():
-        uncounted[op] = max(count, uncounted.get(op, 0))
+    uncounted = _uncounted(result.uncounted_ops, step.tracer.uncounted)
     totals = dict(result.totals)
     totals.update(
         train_macs=sum(tally.macs for tally in tallies),
@@ -669,7 +675,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Prof
         result,
         layers=layers,
         totals=totals,
-        uncounted_ops=dict(sorted(uncounted.items())),
+        uncounted_ops=uncounted,
         train=TrainStep(
             optimizer=settings.optimizer,
             batch=settings.batch,
