@@ -29,16 +29,8 @@ from typing import Any
 
 import torch
 
-from .tracer import _storage_key
-
-
-def _written_arguments(func: Any) -> tuple[tuple[int, str], ...]:
-    """(position, name) of each argument the op writes, by its schema."""
-    return tuple(
-        (index, argument.name)
-        for index, argument in enumerate(func._schema.arguments)
-        if argument.alias_info is not None and argument.alias_info.is_write
-    )
+from ..formulas.schema import schema_of
+from .tracer import storage_key
 
 
 class OwnWrites:
@@ -53,17 +45,14 @@ class OwnWrites:
         self._tensors = tensors
         self._owned: dict[int, torch.Tensor] | None = None  # storage key -> tensor, made at the first write
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._writes: dict[Any, tuple[tuple[int, str], ...]] = {}
 
     def before(self, func: Any, args: tuple, kwargs: dict) -> None:
-        writes = self._writes.get(func)
-        if writes is None:
-            writes = self._writes[func] = _written_arguments(func)
+        schema = schema_of(func)
         if self._owned is None:  # most forwards write none of their tensors: no keys taken then
-            self._owned = {key: tensor for tensor in self._tensors if (key := _storage_key(tensor)) is not None}
-        for index, name in writes:
-            tensor = args[index] if index < len(args) else kwargs.get(name)
-            key = _storage_key(tensor) if isinstance(tensor, torch.Tensor) else None
+            self._owned = {key: tensor for tensor in self._tensors if (key := storage_key(tensor)) is not None}
+        for index in schema.written:
+            tensor = args[index] if index < len(args) else kwargs.get(schema.names[index])
+            key = storage_key(tensor) if isinstance(tensor, torch.Tensor) else None
             if key in self._owned and key not in self._saved:
                 owned = self._owned[key]
                 self._saved[key] = (owned, owned.detach().clone())
