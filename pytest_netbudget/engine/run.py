@@ -51,7 +51,7 @@ from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .serving import ServeRun, longest_context, serve_step
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng, preserved_settings
-from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
+from .tracer import Attribution, LayerTally, LiveMemory, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
 
@@ -395,16 +395,22 @@ def _kernel_overrides(device: torch.device) -> Iterator[None]:
 
 def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     """Run the forward once under the tracer; the CUDA peak when on CUDA."""
-    tracer = _new_tracer(prepared, prepared.external)
+    tracer = _new_tracer(prepared)
     measured: dict[str, float] = {}
     _traced_call(prepared, tracer, prepared.args, prepared.kwargs, measured)
     return tracer, measured.get("peak_memory_mb")
 
 
-def _new_tracer(prepared: _Prepared, external: list[torch.Tensor]) -> Tracer:
-    """A tracer of the prepared model; with a target, one that times every op on it."""
+def _new_tracer(
+    prepared: _Prepared, memory: LiveMemory | None = None, attribution: Attribution | None = None
+) -> Tracer:
+    """A tracer of the prepared model (its live memory ``memory``, by default one that leaves out its
+    weights and inputs); with a target, one that times every op on it."""
     clock = OpClock(prepared.target) if prepared.target is not None else None
-    return Tracer(prepared.model, external, prepared.formulas, prepared.inventory.modules, clock)
+    modules = prepared.inventory.modules
+    return Tracer(
+        prepared.model, prepared.external, prepared.formulas, modules, clock, memory=memory, attribution=attribution
+    )
 
 
 def _traced_call(
@@ -479,7 +485,7 @@ def _serve_run(prepared: _Prepared, spec: ServeSpec, context: int, follow: bool 
         prepared.args,
         prepared.kwargs,
         weights,
-        lambda external: _new_tracer(prepared, external),
+        lambda memory, attribution: _new_tracer(prepared, memory, attribution),
         lambda tracer, args, kwargs: _traced_call(prepared, tracer, args, kwargs),
         context=context,
         batch=spec.batch,

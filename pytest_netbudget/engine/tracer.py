@@ -215,6 +215,7 @@ class LiveMemory:
             self.current += entry[0]
             if self.current > self.peak:
                 self._new_peak()
+            self.storage_added(key, entry[0])
         entry[1] += 1
         # Refs are kept by id: two refs to one tensor would compare their tensors with ==.
         ref = weakref.ref(tensor, self._on_freed)
@@ -246,6 +247,14 @@ class LiveMemory:
             self.current -= entry[0]
             self.parts[entry[2]] -= entry[0]
             del self._live[key]
+            self.storage_freed(key, entry[0])
+
+    def storage_added(self, key: int, nbytes: int) -> None:
+        """A storage (by its key) became live: for a subclass that follows storages (the serving
+        step's notes which module made each, and logs them to work a peak out again)."""
+
+    def storage_freed(self, key: int, nbytes: int) -> None:
+        """A storage's last tensor that the mode saw was freed."""
 
     def close(self) -> None:
         """Stop listening: tensors that outlive the traced work no longer matter."""
