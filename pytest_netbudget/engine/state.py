@@ -32,20 +32,12 @@ import torch
 from .tracer import _storage_key
 
 
-def _written_arguments(func: Any) -> tuple[tuple[int, str], ...]:
-    """(position, name) of each argument the op writes, by its schema."""
-    return tuple(
-        (index, argument.name)
-        for index, argument in enumerate(func._schema.arguments)
-        if argument.alias_info is not None and argument.alias_info.is_write
-    )
-
-
 class OwnWrites:
     """Copies of the model's tensors taken before an op first writes them, put back on exit.
 
-    ``before(func, args, kwargs)`` is called by the tracer before each op whose schema writes
-    an argument (the tracer's plan for the op says which do).
+    ``before(written, args, kwargs)`` is called by the tracer before each op whose schema writes
+    an argument; ``written`` is the (position, name) of each such argument, from the tracer's
+    plan for the op.
     """
 
     def __init__(self, tensors: list[torch.Tensor]) -> None:
@@ -53,15 +45,11 @@ class OwnWrites:
         self._tensors = tensors
         self._owned: dict[int, torch.Tensor] | None = None  # storage key -> tensor, made at the first write
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._writes: dict[Any, tuple[tuple[int, str], ...]] = {}
 
-    def before(self, func: Any, args: tuple, kwargs: dict) -> None:
-        writes = self._writes.get(func)
-        if writes is None:
-            writes = self._writes[func] = _written_arguments(func)
+    def before(self, written: tuple[tuple[int, str], ...], args: tuple, kwargs: dict) -> None:
         if self._owned is None:  # most forwards write none of their tensors: no keys taken then
             self._owned = {key: tensor for tensor in self._tensors if (key := _storage_key(tensor)) is not None}
-        for index, name in writes:
+        for index, name in written:
             tensor = args[index] if index < len(args) else kwargs.get(name)
             key = _storage_key(tensor) if isinstance(tensor, torch.Tensor) else None
             if key in self._owned and key not in self._saved:
