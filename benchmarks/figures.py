@@ -50,12 +50,14 @@ def collect() -> dict[str, Any]:
 
 
 def differences(before: Any, after: Any, where: str = "") -> list[str]:
-    """Paths (``resnet50/cpu.layers[3].macs``) at which two JSON values differ."""
+    """Paths (``resnet50/cpu.layers[3].macs``) at which two JSON values differ. A key on one side only
+    whose value is None (a metric added since, not measured for this profile) is no difference."""
     if isinstance(before, dict) and isinstance(after, dict):
         found = []
         for key in sorted(set(before) | set(after), key=str):
             if key not in before or key not in after:
-                found.append(f"{where}.{key} (only in {'after' if key not in before else 'before'})")
+                if (before if key in before else after)[key] is not None:
+                    found.append(f"{where}.{key} (only in {'after' if key not in before else 'before'})")
             else:
                 found += differences(before[key], after[key], f"{where}.{key}" if where else str(key))
         return found

@@ -19,6 +19,7 @@ _PUBLIC = {
     "OpCall": "pytest_netbudget.formulas",
     "OpStats": "pytest_netbudget.results",
     "StepSpec": "pytest_netbudget.results",
+    "ServeSpec": "pytest_netbudget.results",
     "budget": "pytest_netbudget.marks",
 }
 

@@ -22,6 +22,7 @@ from .results import (
     LayerEntry,
     Profile,
     RecordError,
+    ServeStep,
     Status,
     TrainStep,
     json_key,
@@ -232,6 +233,7 @@ class Verdict:
     reference_changes: list[LayerChange] = field(default_factory=list)
     measured: BaselineEntry | None = None
     train: TrainStep | None = None
+    serve: ServeStep | None = None  # its settings, memory split and fits line (no traced calls)
 
     @property
     def name(self) -> str:
@@ -297,6 +299,7 @@ class Verdict:
             "strict": self.result.strict,
             **entry,
             "train": self.train.to_dict() if self.train is not None else None,
+            "serve": self.serve.to_dict() if self.serve is not None else None,
             "metrics": {check.metric: check.to_dict() for check in self.checks},
             "has_baseline": self.has_baseline,
             "layer_changes": [change.to_dict() for change in self.layer_changes],
@@ -336,6 +339,7 @@ class Verdict:
                 error=error,
             )
             train = TrainStep.from_dict(data["train"]) if data["train"] is not None else None
+            serve = ServeStep.from_dict(data["serve"]) if data.get("serve") is not None else None
             has_baseline = bool(data["has_baseline"])
         except RecordError:
             raise
@@ -352,6 +356,7 @@ class Verdict:
             reference_changes=reference_changes if "reference_changes" in data else list(layer_changes),
             measured=None if error is not None else measured,
             train=train,
+            serve=serve,
         )
 
 
@@ -415,6 +420,7 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
         reference_changes=list(changes),
         measured=measured,
         train=result.profile.train,
+        serve=result.profile.serve.settings() if result.profile.serve is not None else None,
     )
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 SHOW_EXAMPLES = """examples:
   netbudget show mnist_cnn                                    # a model registered in pyproject.toml
   netbudget show mnist_cnn --device meta --train adamw        # ... with its settings overridden
+  netbudget show tiny_decoder --serve context=8192,batch=4,weights=int4,group_size=128,fits=24GiB
   netbudget show pkg.models:Net --input-shape 1,3,224,224 --depth 2
   netbudget show pkg.models:Net --kwargs '{"num_classes": 100}' --input-shape 1,3,224,224
   netbudget show pkg.models:LM --input-shape 1,128 --input-dtype int64 --input-high 50257 --device meta
@@ -74,10 +75,28 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return value
 
 
+def parse_serve(text: str) -> dict[str, Any]:
+    """'context=8192,batch=4,keep=lm_head,keep=embed_tokens' -> a serve table (whole numbers as
+    integers, ``keep`` a list); config checks the keys and values as it checks pyproject.toml's."""
+    table: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE: write e.g. context=8192,batch=4")
+        key, value = key.strip(), value.strip()
+        if key == "keep":
+            table.setdefault("keep", []).append(value)
+        else:
+            table[key] = int(value) if value.isdigit() else value
+    if not table:
+        raise argparse.ArgumentTypeError("give the serving step's settings, e.g. --serve context=8192,batch=4")
+    return table
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netbudget",
-        description="Profile PyTorch models: params, MACs, FLOPs, memory; per layer; a training step.",
+        description="Profile PyTorch models: params, MACs, FLOPs, memory; per layer; a training or serving step.",
         epilog="examples:\n  netbudget show mnist_cnn\n  netbudget formulas --grep conv\n"
         "  netbudget merge shard-*.json --markdown netbudget.md --json netbudget.json\n"
         "  netbudget history --html history.html",
@@ -128,6 +147,14 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--autocast", default=None, help="with --train: mixed precision, bfloat16 or float16")
     show.add_argument(
         "--loss", metavar="MODULE:FN", default=None, help="with --train: fn(outputs) -> scalar loss (default: sum)"
+    )
+    show.add_argument(
+        "--serve",
+        metavar="KEY=VALUE,...",
+        type=parse_serve,
+        default=None,
+        help="also profile a serving step: context=N,batch=N and optionally kv_dtype, weights, group_size, "
+        "keep (may be given more than once), fits (e.g. 24GiB); over the model's own serve table",
     )
     show.add_argument(
         "--target",
@@ -487,13 +514,16 @@ def _command_table(table: dict[str, Any], args: argparse.Namespace) -> dict[str,
         table["target"] = args.target
     step = {"batch": args.batch, "autocast": args.autocast, "loss_factory": args.loss}
     if args.train is not None:
-        table["train"] = {**_train_table(table.get("train")), "optimizer": args.train}
+        table["train"] = {**_step_table(table.get("train")), "optimizer": args.train}
     if any(value is not None for value in step.values()):
         if args.train is None and "train" not in table:
             raise CommandError("--batch, --autocast and --loss describe a training step: give --train OPTIMIZER too")
-        table["train"] = {**_train_table(table.get("train")), **{k: v for k, v in step.items() if v is not None}}
+        table["train"] = {**_step_table(table.get("train")), **{k: v for k, v in step.items() if v is not None}}
+    if args.serve is not None:
+        table["serve"] = {**_step_table(table.get("serve")), **args.serve}
     return table
 
 
-def _train_table(value: Any) -> dict[str, Any]:
+def _step_table(value: Any) -> dict[str, Any]:
+    """A step's table as written (``train = true`` has none), to lay the command line's options over."""
     return dict(value) if isinstance(value, dict) else {}

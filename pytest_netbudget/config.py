@@ -16,7 +16,7 @@ from typing import Any
 
 from . import devices, metrics, targets, units
 from .loading import is_factory_path, is_module_name
-from .results import StepError, StepSpec
+from .results import ServeSpec, StepError, StepSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,11 +35,13 @@ MODEL_KEYS = (
     "max_increase",
     "strict",
     "train",
+    "serve",
     "target",
     *metrics.LIMIT_KEYS,
 )
 INPUT_KEYS = ("shape", "dtype", "low", "high")
 TRAIN_KEYS = ("optimizer", "batch", "loss_factory", "autocast")
+SERVE_KEYS = ("context", "batch", "kv_dtype", "weights", "group_size", "keep", "fits")
 TARGET_KEYS = ("title", "peak_tflops", "bandwidth_gbs", "op_overhead_us", "efficiency", "source")
 DEFAULT_BASELINE = "netbudget-baseline.json"
 
@@ -98,6 +100,7 @@ class ModelSpec:
     max_increase: dict[str, Increase] = field(default_factory=dict)
     strict: bool = False
     train: StepSpec | None = None
+    serve: ServeSpec | None = None
     target: targets.Target | None = None  # estimated latency on this accelerator
 
 
@@ -332,8 +335,10 @@ def _model(
         inputs = [_input_spec(item, where, index) for index, item in enumerate(raw)]
     own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else increase
     train = train_step(table["train"], where) if "train" in table else None
+    serve = serve_step(table["serve"], where) if "serve" in table else None
     limits = parse_limits({key: table[key] for key in metrics.LIMIT_KEYS if key in table}, where)
     _step_for_limits(limits, train, where, 'add train = { optimizer = "adamw" }')
+    _serve_for_limits(limits, serve, where)
     model_target = _target(table["target"], where, own_targets) if "target" in table else target
     if model_target is None:
         estimates = [metrics.get(name).limit_key for name in limits if metrics.get(name).needs_target]
@@ -360,6 +365,7 @@ def _model(
         max_increase=own_increase,
         strict=_bool(table.get("strict", strict), where, "strict"),
         train=train,
+        serve=serve,
         target=model_target,
     )
 
@@ -387,6 +393,32 @@ def _step_for_limits(limits: dict[str, float], train: StepSpec | None, where: Pl
     step_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).train]
     if step_limits and train is None:
         raise where.error(step_limits[0], f"budgets a training step, but the model has none: {remedy}")
+
+
+def _serve_for_limits(limits: dict[str, float], serve: ServeSpec | None, where: Place) -> None:
+    """A budget on a serving step's figure needs a step, or it would pass unmeasured."""
+    serve_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).serve]
+    if serve_limits and serve is None:
+        raise where.error(
+            serve_limits[0], "budgets a serving step, but the model has none: add serve = { context = 2048 }"
+        )
+
+
+def serve_step(value: Any, where: Place) -> ServeSpec:
+    """``serve = { context = 8192, batch = 4, kv_dtype = "float16", weights = "int4", group_size = 128,
+    keep = ["lm_head"], fits = "24GiB" }`` as the serving step it describes."""
+    if not isinstance(value, dict):
+        raise where.error("serve", f"must be a table like {{ context = 8192, batch = 4 }}, got {value!r}")
+    where.unknown_keys(value, SERVE_KEYS, prefix="serve.")
+    if "context" not in value:
+        raise where.error("serve.context", "missing: the tokens already in the cache, e.g. context = 8192")
+    keep = value.get("keep", [])
+    if not isinstance(keep, list):
+        raise where.error("serve.keep", f'must be a list of module names like ["lm_head"], got {keep!r}')
+    try:
+        return ServeSpec(**{**value, "keep": tuple(keep)})
+    except StepError as error:
+        raise where.error(error.key, error.problem) from None
 
 
 def _input_spec(item: Any, where: Place, index: int) -> InputSpec:

@@ -25,6 +25,12 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, float]] | None] = {
     "adamw": ("AdamW", {}),
     "none": None,
 }
+#: Bits of one weight at each precision a serving step can plan (fp8: float8_e4m3fn or e5m2).
+WEIGHT_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "fp8": 8, "int8": 8, "int4": 4}
+#: Precisions stored with per-group scales; True where a zero point is stored too (asymmetric).
+GROUPED_PRECISIONS = {"int8": False, "fp8": False, "int4": True}
+#: Bytes of one element of a key-value cache at each dtype it can be planned in.
+KV_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "int8": 1}
 
 
 class ChoiceError(ValueError):

@@ -9,11 +9,13 @@ the script only ever sets as text.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from . import metrics, reports
 from .budgets import Verdict
 from .html_page import asset, code, page, text
+from .layer_table import PART_NAMES, fits_line
 from .module_tree import ModuleNode
 from .results import Status
 
@@ -23,7 +25,7 @@ PART_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2"
 
 def html_report(report: reports.Report) -> str:
     verdicts = report.verdicts
-    body = ["<h1>netbudget</h1>", f'<p class="headline">{text(reports.headline(verdicts))}</p>']
+    body = ["<h1>netbudget</h1>", f'<p class="headline">{text(report.headline)}</p>']
     largest = reports.largest_change_line(verdicts, text)
     if largest:
         body.append(f'<p class="headline">{largest}</p>')
@@ -147,16 +149,26 @@ def _layer_diff(verdict: Verdict) -> list[str]:
 
 
 def _memory_bars(verdict: Verdict) -> list[str]:
-    """The training step's memory at its peak as one stacked bar, each part with its MiB."""
-    step = verdict.train
-    if step is None:
-        return []
-    parts = [(str(part), figure) for part, figure in step.memory_mb.items()]
-    title = f"Training step ({step.optimizer}): memory at its peak, in the {step.peak_phase}"
-    return ["<h3>Memory</h3>", *_stacked_bar(title, parts)]
+    """The memory of a training step at its peak and of a serving step, each as one stacked bar
+    of its parts with their MiB."""
+    bars = []
+    if verdict.train is not None:
+        step = verdict.train
+        title = f"Training step ({step.optimizer}): memory at its peak, in the {step.peak_phase}"
+        bars += _stacked_bar(title, step.memory_mb)
+    if verdict.serve is not None:
+        serve = verdict.serve
+        title = (
+            f"Serving step (context {serve.context:,}, batch {serve.batch}): weights, KV cache and decode activations"
+        )
+        bars += _stacked_bar(title, serve.memory_mb)
+        fits = fits_line(serve)
+        bars += [f'<p class="note">{text(fits)}</p>'] if fits else []
+    return ["<h3>Memory</h3>", *bars] if bars else []
 
 
-def _stacked_bar(title: str, parts: list[tuple[str, float]]) -> list[str]:
+def _stacked_bar(title: str, memory_mb: Mapping[str, float]) -> list[str]:
+    parts = [(PART_NAMES.get(part, str(part)), figure) for part, figure in memory_mb.items()]
     total = sum(figure for _, figure in parts)
     lines = [f"<p>{text(title)}: {total:.3f} MiB</p>"]
     if total <= 0:

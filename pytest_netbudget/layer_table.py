@@ -14,14 +14,27 @@ from . import units
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .results import LayerStats, OpStats, Profile, TrainStep
+    from .results import LayerStats, OpStats, Profile, ServeStep, TrainStep
 
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
 #: With a training step: its MACs and FLOPs per layer (forward, backward and optimizer together).
 TRAIN_HEADERS = ("Train MACs", "Train FLOPs")
 #: With a target: the estimated time, FLOPs per byte moved, and what bounds the time.
 ESTIMATE_HEADERS = ("Latency ms", "FLOP/B", "Bound")
-_RIGHT_ALIGNED = {"Params", "MACs", "FLOPs", "Read", "Write", "Calls", *TRAIN_HEADERS, "Latency ms", "FLOP/B"}
+#: With a serving step: the cache each layer made, and its work in the decode step.
+SERVE_HEADERS = ("KV cache", "Decode MACs")
+_RIGHT_ALIGNED = {
+    "Params",
+    "MACs",
+    "FLOPs",
+    "Read",
+    "Write",
+    "Calls",
+    *TRAIN_HEADERS,
+    "Latency ms",
+    "FLOP/B",
+    *SERVE_HEADERS,
+}
 _SHAPE_WIDTH = 28
 
 
@@ -59,7 +72,11 @@ def _estimate(row: LayerStats) -> tuple[str, ...]:
     )
 
 
-def _row(row: LayerStats, model_name: str, train: bool, estimated: bool) -> tuple[str, ...]:
+def _served(row: LayerStats) -> tuple[str, ...]:
+    return _figure(row.kv_cache_mb * units.MIB, units.format_bytes), _figure(row.decode_macs, units.format_count)
+
+
+def _row(row: LayerStats, model_name: str, train: bool, estimated: bool, serve: bool) -> tuple[str, ...]:
     name = row.path.rsplit(".", 1)[-1] if row.path else f"({model_name})"
     step = (_figure(row.train_macs, units.format_count), _figure(row.train_flops, units.format_count)) if train else ()
     return (
@@ -75,10 +92,11 @@ def _row(row: LayerStats, model_name: str, train: bool, estimated: bool) -> tupl
         str(row.calls) if row.calls else "-",
         *step,
         *(_estimate(row) if estimated else ()),
+        *(_served(row) if serve else ()),
     )
 
 
-def _op_row(name: str, stats: OpStats, depth: int, train: bool, estimated: bool) -> tuple[str, ...]:
+def _op_row(name: str, stats: OpStats, depth: int, blank: int) -> tuple[str, ...]:
     """An operator under its module's row: what it cost there in the forward, over all its calls."""
     return (
         "  " * (depth + 1) + "· " + name,
@@ -91,8 +109,7 @@ def _op_row(name: str, stats: OpStats, depth: int, train: bool, estimated: bool)
         "",
         "",
         str(stats.calls),
-        *(("", "") if train else ()),
-        *(("", "", "") if estimated else ()),
+        *([""] * blank),
     )
 
 
@@ -103,14 +120,19 @@ def render_layer_table(profile: Profile, depth: int | None = None, ops: bool = F
     a row cut off by ``depth`` carries everything below it. Either way the rows add
     up to the totals. ``ops`` lists under each row the operators that did its work.
     """
-    train = profile.train is not None
-    estimated = profile.target is not None
+    train, estimated, serve = profile.train is not None, profile.target is not None, profile.serve is not None
+    headers = (
+        HEADERS
+        + (TRAIN_HEADERS if train else ())
+        + (ESTIMATE_HEADERS if estimated else ())
+        + (SERVE_HEADERS if serve else ())
+    )
     cells = []
     for row in profile.rollup(depth):
-        cells.append(_row(row, profile.model, train, estimated))
+        cells.append(_row(row, profile.model, train, estimated, serve))
         if ops:
-            cells += [_op_row(name, stats, row.depth, train, estimated) for name, stats in row.ops.items()]
-    headers = HEADERS + (TRAIN_HEADERS if train else ()) + (ESTIMATE_HEADERS if estimated else ())
+            blank = len(headers) - len(HEADERS)
+            cells += [_op_row(name, stats, row.depth, blank) for name, stats in row.ops.items()]
     lines = text_table(headers, cells, _RIGHT_ALIGNED)
     lines += footer_lines(profile)
     if ops:
@@ -146,6 +168,7 @@ def footer_lines(profile: Profile) -> list[str]:
     ]
     lines += estimate_lines(profile)
     lines += train_step_lines(profile.train, profile.totals) if profile.train is not None else []
+    lines += serve_step_lines(profile.serve, profile.totals) if profile.serve is not None else []
     if profile.uncounted_ops:
         ops = ", ".join(f"{name} x{count}" for name, count in profile.uncounted_ops.items())
         lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
@@ -168,7 +191,7 @@ def estimate_lines(profile: Profile) -> list[str]:
     ]
 
 
-PART_NAMES = {"optimizer_state": "optimizer state"}
+PART_NAMES = {"optimizer_state": "optimizer state", "kv_cache": "kv cache"}
 
 
 def train_step_lines(step: TrainStep, totals: Mapping[str, float | int | None]) -> list[str]:
@@ -190,3 +213,40 @@ def train_step_lines(step: TrainStep, totals: Mapping[str, float | int | None]) 
     if cuda_peak is not None:
         lines.append(f"  peak CUDA memory of the step: {cuda_peak:.3f} MiB")
     return lines
+
+
+def serve_step_lines(step: ServeStep, totals: Mapping[str, float | int | None]) -> list[str]:
+    """The serving step in a few lines: settings, prefill and decode work (from the model's
+    ``totals``), memory by part, and what fits."""
+    settings = [f"context {step.context:,}", f"batch {step.batch}", f"kv cache {step.kv_dtype or 'as held'}"]
+    weights = step.weights or "own dtype"
+    weights += f", group {step.group_size}" if step.group_size is not None else ""
+    weights += f", kept: {', '.join(step.keep)}" if step.keep else ""
+    parts = ", ".join(f"{PART_NAMES.get(part, part)} {value:.3f}" for part, value in step.memory_mb.items())
+    prefill_macs, decode_macs = totals.get("prefill_macs") or 0, totals.get("decode_macs") or 0
+    lines = [
+        f"Serving step ({', '.join(settings)}; weights {weights}):",
+        f"  prefill ({step.context:,} tokens x {step.batch}): MACs {prefill_macs:,} "
+        f"({units.format_count(prefill_macs)}), FLOPs {units.format_count(totals.get('prefill_flops') or 0)}",
+        f"  decode (1 token x {step.batch}): MACs {decode_macs:,} ({units.format_count(decode_macs)}), "
+        f"FLOPs {units.format_count(totals.get('decode_flops') or 0)}",
+        f"  memory: {totals.get('serve_memory_mb') or 0:.3f} MiB = {parts}",
+    ]
+    fits = fits_line(step)
+    return lines + ([f"  {fits}"] if fits else [])
+
+
+def fits_line(step: ServeStep) -> str:
+    """What the stated memory holds at the serving step's batch (a derived line, not a budget)."""
+    if step.fits is None:
+        return ""
+    memory = units.format_bytes(step.fits.memory_mb * units.MIB)
+    if step.fits.context is None:
+        return f"fits {memory} at any context at batch {step.batch}: the memory stops growing (bounded state)"
+    if step.fits.context == 0:
+        weights = step.memory_mb.get("weights", 0)
+        return f"fits {memory}: not even one token at batch {step.batch} (weights {weights:.3f} MiB)"
+    return (
+        f"fits {memory}: up to {step.fits.context:,} tokens of context at batch {step.batch} "
+        f"(+{units.format_bytes(step.fits.per_token_mb * units.MIB)} a token there)"
+    )

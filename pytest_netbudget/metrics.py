@@ -24,6 +24,7 @@ class Metric:
     per layer and the layer diff compares it. ``headline``: shown for every model that
     has a figure, budgeted or not. ``measured_on``: where it exists at all (None: everywhere).
     ``train``: measured by a training step, so only for models profiled with one.
+    ``serve``: measured by a serving step (prefill and one decode step), likewise.
     ``needs_target``: an estimate on a named accelerator, so only for models given a target.
     """
 
@@ -36,6 +37,7 @@ class Metric:
     headline: bool = False
     measured_on: str | None = None
     train: bool = False
+    serve: bool = False
     needs_target: bool = False
 
     @property
@@ -146,6 +148,60 @@ METRICS: tuple[Metric, ...] = (
         per_layer=True,
         layer_diff=True,
         train=True,
+    ),
+    Metric(
+        "kv_cache_mb",
+        "MiB",
+        "bytes of the cache the model returns after a prefill of context tokens at batch, at kv_dtype",
+        growth=True,
+        per_layer=True,
+        layer_diff=True,
+        headline=True,
+        serve=True,
+    ),
+    Metric(
+        "prefill_macs",
+        "count",
+        "multiply-accumulates of the prefill: the forward over context tokens at batch",
+        growth=True,
+        per_layer=True,
+        serve=True,
+    ),
+    Metric("prefill_flops", "count", "FLOPs of the prefill", growth=True, per_layer=True, serve=True),
+    Metric(
+        "decode_macs",
+        "count",
+        "multiply-accumulates of one decode step: one token per sequence at position context, the cache in place",
+        growth=True,
+        per_layer=True,
+        layer_diff=True,
+        headline=True,
+        serve=True,
+    ),
+    Metric(
+        "decode_flops",
+        "count",
+        "FLOPs of one decode step",
+        growth=True,
+        per_layer=True,
+        layer_diff=True,
+        serve=True,
+    ),
+    Metric(
+        "weights_mb",
+        "MiB",
+        "bytes of the weights at the planned precision, scales and zero points included, and the buffers",
+        growth=True,
+        per_layer=True,
+        serve=True,
+    ),
+    Metric(
+        "serve_memory_mb",
+        "MiB",
+        "weights_mb + kv_cache_mb + the decode step's peak live activations",
+        growth=True,
+        headline=True,
+        serve=True,
     ),
 )
 

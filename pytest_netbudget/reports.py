@@ -14,7 +14,7 @@ from . import markdown_text as md
 from .baseline import REPORT_KIND, REPORT_SCHEMA
 from .budgets import LayerChange, MetricCheck, Verdict, change_share
 from .config import DEFAULT_BASELINE
-from .layer_table import train_step_lines
+from .layer_table import fits_line, serve_step_lines, train_step_lines
 from .module_tree import ModuleNode, module_tree, slices
 from .repeated import Repeated, group_changes
 from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, LayerEntry, RecordError, Status
@@ -224,6 +224,9 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         if full and verdict.train is not None and verdict.measured is not None:
             step = train_step_lines(verdict.train, verdict.measured.totals)
             lines += [f"{verdict.name}: {step[0]}", *step[1:]]
+        if verdict.serve is not None and verdict.measured is not None:
+            step = serve_step_lines(verdict.serve, verdict.measured.totals) if full else [fits_line(verdict.serve)]
+            lines += [f"{verdict.name}: {step[0]}", *step[1:]] if step[0] else []
         if verdict.uncounted_ops:
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
             lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
@@ -387,11 +390,13 @@ class Report:
 
 
 def summary_columns(verdicts: list[Verdict]) -> list[str]:
-    """The metrics of the summary table: the headline ones, a training step's where one was profiled."""
+    """The metrics of the summary table: the headline ones, a training or serving step's where one was
+    profiled."""
     return [
         name
         for name in metrics.HEADLINE
-        if not metrics.get(name).train or any(verdict.check_for(name) for verdict in verdicts)
+        if not (metrics.get(name).train or metrics.get(name).serve)
+        or any(verdict.check_for(name) for verdict in verdicts)
     ]
 
 
@@ -526,6 +531,8 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         return [*lines, "</details>", ""]
     if verdict.train is not None:
         lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals)), ""]
+    if verdict.serve is not None:
+        lines += [*md.fence(serve_step_lines(verdict.serve, verdict.measured.totals)), ""]
     lines += mermaid_charts(layer_tree(verdict.measured, verdict.reference_changes))
     return [*lines, "</details>", ""]
 

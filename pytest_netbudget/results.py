@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
 
-from . import devices, metrics
+from . import devices, metrics, units
 from .layer_table import render_layer_table
 from .loading import import_callable, is_factory_path
 
@@ -77,6 +77,14 @@ class MemoryPart(TextEnum):
     TEMPORARIES = "temporaries"
 
 
+class ServePart(TextEnum):
+    """What a serving step's memory is, in the order reports print it."""
+
+    WEIGHTS = "weights"  # at their planned precision, scales and zero points included
+    KV_CACHE = "kv_cache"  # the cache (or state) after the prefill
+    ACTIVATIONS = "activations"  # the decode step's peak of live intermediate tensors
+
+
 class Phase(TextEnum):
     """The stages of a training step, in order."""
 
@@ -107,9 +115,10 @@ def _sum_ops(tables: list[dict[str, OpStats]]) -> dict[str, OpStats]:
 
 
 class StepError(ValueError):
-    """A training step's setting that cannot be used: ``key`` names it (``optimizer``, ``batch``,
-    ``autocast``, ``loss_factory``, ``loss``) and ``problem`` says what is wrong, so that each
-    caller says where it was written (a pyproject.toml table, a keyword argument)."""
+    """A training or serving step's setting that cannot be used: ``key`` names it (``optimizer``,
+    ``batch``, ``autocast``, ``loss_factory``, ``loss``; ``serve.context``, ``serve.fits``, ...) and
+    ``problem`` says what is wrong, so that each caller says where it was written (a pyproject.toml
+    table, a keyword argument)."""
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}")
@@ -165,6 +174,62 @@ class StepSpec:
         if self.loss is None and self.loss_factory is not None:
             return import_callable(self.loss_factory)
         return self.loss
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """The one description of a serving step to profile: ``serve = { context = 8192, batch = 4 }`` in
+    pyproject.toml, ``netbudget show --serve``, or ``profile(..., serve=ServeSpec(...))``.
+
+    ``context``: tokens in the cache before the decode step; ``batch``: sequences served at once;
+    ``kv_dtype``: the cache's dtype (None: as the model holds it); ``weights``: the planned weight
+    precision (None: the model's own), ``group_size`` elements per scale for int8/int4/fp8 (None:
+    one per output channel), ``keep`` modules left at their own precision; ``fits``: a memory size
+    as written (``"24GiB"``; a number is MiB) for which the longest context that fits is worked
+    out (``fits_bytes``). Checked when made (``StepError``, its key ``serve.KEY``), whoever makes it.
+    """
+
+    context: int
+    batch: int = 1
+    kv_dtype: str | None = None
+    weights: str | None = None
+    group_size: int | None = None
+    keep: tuple[str, ...] = ()
+    fits: str | float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("context", "batch"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise StepError(f"serve.{key}", f"must be a positive integer, got {value!r}")
+        for key, what, known in (("kv_dtype", "dtype", devices.KV_BYTES), ("weights", "dtype", devices.WEIGHT_BITS)):
+            problem = devices.choice_problem(getattr(self, key), what, known) if getattr(self, key) else None
+            if problem:
+                raise StepError(f"serve.{key}", problem)
+        group = self.group_size
+        if group is not None:
+            if isinstance(group, bool) or not isinstance(group, int) or group <= 0:
+                raise StepError("serve.group_size", f"must be a positive integer, got {group!r}")
+            if self.weights not in devices.GROUPED_PRECISIONS:
+                grouped = ", ".join(devices.GROUPED_PRECISIONS)
+                raise StepError(
+                    "serve.group_size", f"sets the scales of {grouped} weights, but weights is {self.weights!r}"
+                )
+        keep = self.keep
+        if isinstance(keep, str) or not all(isinstance(name, str) and name.strip() for name in keep):
+            raise StepError("serve.keep", f'must be a list of module names like ["lm_head"], got {keep!r}')
+        object.__setattr__(self, "keep", tuple(keep))
+        self.fits_bytes  # noqa: B018  (checked now: a bad size fails before anything runs)
+
+    @property
+    def fits_bytes(self) -> int | None:
+        """``fits`` in bytes; None when not given."""
+        if self.fits is None:
+            return None
+        try:
+            return units.parse_memory(self.fits)
+        except units.QuantityError as error:
+            raise StepError("serve.fits", str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -337,6 +402,12 @@ class LayerStats:
     train_macs = LayerFigure[int]()
     train_flops = LayerFigure[int]()
     train_memory_access_mb = LayerFigure[float]()
+    kv_cache_mb = LayerFigure[float]()
+    prefill_macs = LayerFigure[int]()
+    prefill_flops = LayerFigure[int]()
+    decode_macs = LayerFigure[int]()
+    decode_flops = LayerFigure[int]()
+    weights_mb = LayerFigure[float]()
 
     @property
     def intensity(self) -> float | None:
@@ -403,6 +474,7 @@ class Profile:
     layers: list[LayerStats]
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     train: TrainStep | None = None  # the training step's settings and memory split, when one was profiled
+    serve: ServeStep | None = None  # the serving step's settings, memory split and traced calls, when profiled
     target: TargetRef | None = None  # the accelerator latency was estimated for, when one was named
 
     # Every metric (metrics.METRICS), in the table's order.
@@ -421,6 +493,13 @@ class Profile:
     train_memory_mb = Total[Optional[float]]()
     train_peak_memory_mb = Total[Optional[float]]()
     train_memory_access_mb = Total[Optional[float]]()
+    kv_cache_mb = Total[Optional[float]]()
+    prefill_macs = Total[Optional[int]]()
+    prefill_flops = Total[Optional[int]]()
+    decode_macs = Total[Optional[int]]()
+    decode_flops = Total[Optional[int]]()
+    weights_mb = Total[Optional[float]]()
+    serve_memory_mb = Total[Optional[float]]()
 
     @property
     def roofline(self) -> Roofline | None:
@@ -475,6 +554,7 @@ class Profile:
             "layers": [row.to_dict() for row in self.layers],
             "uncounted_ops": dict(self.uncounted_ops),
             "train": self.train.to_dict() if self.train is not None else None,
+            "serve": self.serve.to_dict() if self.serve is not None else None,
             "target": self.target.to_dict() if self.target is not None else None,
         }
 
@@ -490,7 +570,88 @@ class Profile:
             layers=[LayerStats.from_dict(row) for row in data["layers"]],
             uncounted_ops=dict(data.get("uncounted_ops", {})),
             train=TrainStep.from_dict(data["train"]) if data.get("train") else None,
+            serve=ServeStep.from_dict(data["serve"]) if data.get("serve") else None,
             target=TargetRef.from_dict(data["target"]) if data.get("target") else None,
+        )
+
+
+@dataclass(frozen=True)
+class Fits:
+    """The longest context that fits a stated memory at the serving step's batch.
+
+    ``context`` is 0 when not even one token fits, None when the serving memory stops growing
+    (every layer's state is bounded: windows, SSM states), so any context fits; ``per_token_mb``
+    is what one more token costs there (serve memory at context + 1 minus at context).
+    """
+
+    memory_mb: float
+    context: int | None
+    per_token_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"memory_mb": self.memory_mb, "context": self.context, "per_token_mb": self.per_token_mb}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fits:
+        return cls(data["memory_mb"], data["context"], data["per_token_mb"])
+
+
+@dataclass(frozen=True)
+class ServeStep:
+    """How a serving step was run, its memory split, the fits line, and its two traced calls as
+    profiles of their own.
+
+    ``memory_mb`` splits ``serve_memory_mb`` into ``weights``, ``kv_cache`` and ``activations`` (the
+    decode step's peak of live intermediate tensors). ``prefill`` is the forward over ``context``
+    tokens at ``batch``; ``decode`` the step of one token per sequence with the cache in place:
+    each with per-layer rows and per-op figures, as the forward's profile. Reports keep the step
+    without them (:meth:`settings`): their figures are the profile's totals and rows already.
+    """
+
+    context: int
+    batch: int
+    kv_dtype: str | None
+    weights: str | None
+    group_size: int | None
+    keep: list[str]
+    memory_mb: dict[ServePart, float]
+    fits: Fits | None = None
+    prefill: Profile | None = None
+    decode: Profile | None = None
+
+    def settings(self) -> ServeStep:
+        """The step without its traced calls: what a verdict and a report keep."""
+        return replace(self, prefill=None, decode=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "context": self.context,
+            "batch": self.batch,
+            "kv_dtype": self.kv_dtype,
+            "weights": self.weights,
+            "group_size": self.group_size,
+            "keep": list(self.keep),
+            "memory_mb": {str(part): figure for part, figure in self.memory_mb.items()},
+            "fits": self.fits.to_dict() if self.fits is not None else None,
+        }
+        for name, call in (("prefill", self.prefill), ("decode", self.decode)):
+            if call is not None:
+                data[name] = call.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServeStep:
+        return cls(
+            context=data["context"],
+            batch=data["batch"],
+            kv_dtype=data["kv_dtype"],
+            weights=data["weights"],
+            group_size=data["group_size"],
+            keep=list(data["keep"]),
+            memory_mb={ServePart(part): figure for part, figure in data["memory_mb"].items()},
+            fits=Fits.from_dict(data["fits"]) if data.get("fits") else None,
+            prefill=Profile.from_dict(data["prefill"]) if data.get("prefill") else None,
+            decode=Profile.from_dict(data["decode"]) if data.get("decode") else None,
         )
 
 

@@ -15,6 +15,7 @@ from . import devices
 from .budgets import Result
 from .config import ConfigError, InputSpec, ModelSpec
 from .engine.run import build_model, profile, resolve_device, torch_dtype
+from .engine.serving import ServeError
 from .engine.state import preserved_settings
 from .formulas import FormulaError
 from .loading import LoadError, import_callable, stops_the_run
@@ -131,10 +132,13 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             device=device,
             dtype=spec.dtype,
             train=step if step is not None else False,
+            serve=spec.serve,
             target=spec.target,
         )
     except FormulaError as error:
         raise ModelError(str(error)) from None
+    except ServeError as error:
+        raise ModelError(f"serving step: {error}") from None
     except StepError as error:  # a setting this device cannot run (autocast under --netbudget-device=meta)
         raise ModelError(f"train.{error}") from None
     except BaseException as error:
@@ -144,5 +148,6 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
             raise ModelError(out_of_memory_text("the forward pass", device, error)) from None
         hint = META_HINT if device.type == "meta" else ""
         shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
-        what = "the forward pass or the training step" if step is not None else "the forward pass"
+        steps = [name for name, given in (("the training step", step), ("the serving step", spec.serve)) if given]
+        what = " or ".join(["the forward pass", *steps])
         raise ModelError(f"{what} failed on input {shape}: {describe(error)}{hint}") from None

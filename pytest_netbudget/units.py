@@ -13,6 +13,9 @@ SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 MIB = 2**20
 
 _QUANTITY = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKMGT]?)\s*$")
+_MEMORY = re.compile(r"^\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([KMGT]i?B|[kK]B|B)?\s*$")
+MEMORY_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+MEMORY_UNITS.update({"kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12})
 _PERCENT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*%\s*$")
 
 
@@ -48,6 +51,26 @@ def parse_quantity(value: object) -> float:
     if not math.isfinite(scaled):
         raise QuantityOverflow(f"{value!r} is too large: expected a finite quantity")
     return int(scaled) if scaled.is_integer() else scaled
+
+
+def parse_memory(value: object) -> int:
+    """Bytes of ``"24GiB"``, ``"512 MiB"``, ``"80GB"`` (KiB/MiB/GiB/TiB are powers of 1024, kB/MB/GB/TB
+    of 1000), or a plain number of MiB (as every ``*_mb`` figure), rounded down to whole bytes."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise QuantityError(f"expected a memory size like '24GiB', got {value!r}")
+    if isinstance(value, str):
+        match = _MEMORY.match(value)
+        if not match:
+            raise QuantityError(
+                f"{value!r} is not a memory size: write a number and a unit, e.g. '24GiB', '512MiB', '80GB'"
+            )
+        number, unit = match.groups()
+        scaled = float(number) * MEMORY_UNITS[unit or "MiB"]
+    else:
+        scaled = float(value) * MIB
+    if not math.isfinite(scaled) or scaled <= 0:
+        raise QuantityError(f"expected a positive, finite memory size, got {value!r}")
+    return int(scaled)
 
 
 def parse_percent(value: object) -> float | None:

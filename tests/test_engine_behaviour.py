@@ -605,6 +605,32 @@ def test_size_mb_tracks_the_saved_state_dict_within_one_percent(tmp_path):
     assert size_mb <= file_mb <= size_mb * 1.01
 
 
+def test_an_attribution_decides_which_module_each_op_is_charged_to():
+    """The tracer's public attribution interface (the training step's is one): here every op goes
+    to the model's own row. The spec's CNN does 2,838,080 MACs (SPEC reference table), all there;
+    module calls are still counted per module, and the default attribution is the module stack."""
+    from pytest_netbudget.engine.tracer import Attribution, Tracer
+    from pytest_netbudget.formulas import FormulaSet
+
+    class ToTheModel(Attribution):
+        def owner(self, innermost: int | None, args: tuple, kwargs: dict) -> int:
+            return 0
+
+    model, x = SpecCNN(), torch.randn(1, 1, 28, 28)
+    for attribution, expected in ((ToTheModel(), "all in the model's row"), (Attribution(), "by module")):
+        tracer = Tracer(model, [x, *model.parameters()], FormulaSet(), attribution=attribution)
+        with torch.no_grad(), tracer:
+            model(x)
+        macs = [tally.macs for tally in tracer.tallies]
+        assert sum(macs) == 2_838_080
+        if expected == "all in the model's row":
+            assert macs[0] == 2_838_080
+        else:  # conv1's convolution: 16 * 28*28 outputs * 25 taps
+            paths = [path for path, _ in tracer.modules]
+            assert macs[0] == 0 and macs[paths.index("conv1.0")] == 313_600
+        assert all(tally.calls == 1 for tally in tracer.tallies)
+
+
 def test_ops_lists_every_op_that_ran_with_its_calls_free_ones_too():
     """HRNet's upsample_nearest2d never appeared in p.ops (it costs nothing). Now every op that ran
     is listed with its calls: a 1x1 convolution (2 x 2 x 16 = 64 MACs, FLOPs 128 + 32 for the

@@ -30,7 +30,7 @@ def test_example_passes_with_its_summary_table(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "netbudget summary" in out
-    assert "4 model(s) profiled, all within budget" in out
+    assert "5 model(s) profiled, all within budget" in out
     # The spec's CNN: 28,938 params against a 30k budget, 2,838,080 MACs against 3M.
     assert "28.9k   30.0k   96.5%" in out
     assert "2.84M   3.00M   94.6%" in out
@@ -44,8 +44,19 @@ def test_example_passes_with_its_summary_table(tmp_path):
     # The text classifier's estimated latency on the Jetson Orin against 0.3 ms.
     assert re.search(r"memory_access_mb +0\.472 +0\.600 +78\.7%", out)
     assert re.search(r"latency_ms +0\.136 +0\.300 +45\.3%", out)
-    for name in ("mnist_cnn", "text_classifier", "lstm_tagger"):
+    for name in ("mnist_cnn", "text_classifier", "lstm_tagger", "tiny_decoder"):
         assert name in out
+    # The decoder served at context 2,048 for batch 4 in float16 (4 layers, d 256, 8 heads of 32, 2 kv
+    # heads, ff 704, vocab 8,000). KV: 2 * 4 layers * 2 kv heads * 32 * 2,048 * 4 * 2 bytes = 8 MiB.
+    # Decode, per sequence: 4 * (256 * (256 + 2 * 2 * 32 + 256) + 3 * 256 * 704 + 2 * 8 * 32 * 2,049)
+    # + 256 * 8,000 = 9,062,400 MACs; x 4 = 36,249,600.
+    assert re.search(r"kv_cache_mb +8\.000 +10\.000 +80\.0%", out)
+    assert "decode (1 token x 4): MACs 36,249,600 (36.2M)" in out
+    # One more token costs 4 KiB of cache (2 * 4 layers * 2 * 32 * 4 * 2 bytes) and 4 KiB of the keys and
+    # values the decoder repeats for its 8 query heads (2 * 8 * 32 * 4 * 2 bytes, one layer at a time), so
+    # from 25.509 MiB at 2,048 tokens: 2,048 + (64 MiB - 26,747,752 bytes) // 8 KiB = 6,974 tokens fit.
+    assert re.search(r"serve_memory_mb +25\.509 +32\.000 +79\.7%", out)
+    assert "  fits 64.00 MiB: up to 6,974 tokens of context at batch 4 (+8.00 KiB a token there)" in out
     # The check from a test is named after its node id, and the committed baseline has its entry.
     assert "\ntests/test_models.py::test_cnn_for_100_classes_fits_the_phone_budget  params" in out
     assert "out of date" not in out
@@ -62,7 +73,7 @@ def test_example_writes_the_html_report_of_its_readme(tmp_path, browser):
     browser.open(page)
     assert browser.console_errors() == [] and browser.requests() == [page.as_uri()]
     trees = browser.evaluate("JSON.parse(document.getElementById('netbudget-data').textContent).models")
-    assert len(trees) == 4
+    assert len(trees) == 5  # four registered models (the decoder among them) and the check from a test
     first = browser.evaluate("document.querySelector('section h2 code').textContent")
     assert first == "lstm_tagger"  # registered models first, by name
     figures = {model["id"]: dict(zip(model["metrics"], model["tree"]["v"])) for model in trees}
@@ -88,8 +99,8 @@ def test_example_fails_when_a_budget_is_cut(tmp_path):
 def test_a_report_written_before_typed_records_still_compares(tmp_path):
     """``--netbudget-compare`` reads a JSON report of schema 1, written by pytest-netbudget at 4f8be09
     for this example (its models' ``verdict`` records dropped to keep the file small: the comparison
-    never read them). Every model finds its entry there: its row shows a change (``=`` where the
-    figures are the same), none is new."""
+    never read them). Every model of that time finds its entry there: its row shows a change (``=``
+    where the figures are the same); the decoder added since is the one new model."""
     project = copy_example(tmp_path)
     shutil.copy(Path(__file__).parent / "data" / "example-report-4f8be09.json", project / "old.json")
     result = run_netbudget(project, "--netbudget-compare=old.json", "--netbudget-report=r.md")
@@ -97,7 +108,8 @@ def test_a_report_written_before_typed_records_still_compares(tmp_path):
     markdown = (project / "r.md").read_text(encoding="utf-8")
     assert "Compared with the report old.json; budgets and max_increase: the checked-out" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| <code>")]
-    assert len(rows) == 4
-    assert all("<br>" in row for row in rows)  # a change against the old report's figures
+    older = [row for row in rows if "tiny_decoder" not in row]
+    assert len(rows) == 5 and len(older) == 4
+    assert all("<br>" in row for row in older)  # a change against the old report's figures
     assert "<br>=" in rows[0]  # lstm_tagger: as it was
-    assert "new model" not in markdown
+    assert markdown.count("new model") == 1 and "<code>tiny_decoder</code>: new model" in markdown

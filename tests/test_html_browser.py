@@ -82,7 +82,7 @@ def test_a_resnet_report_zooms_into_the_block_that_grew(browser, tmp_path):
 def test_a_transformers_decoder_report_shows_every_layer_grown(browser, tmp_path):
     """A tiny Llama (4 layers, random weights, nothing downloaded) whose MLP widens from 64 to 96 in
     every layer: gate, up and down projections each 32*64 = 2,048 -> 32*96 = 3,072 weights."""
-    verdict = result_for(llama(4, 96), base=entry_of(llama(4, 64)), name="llama")
+    verdict = result_for(llama(4, 96, serve_context=64), base=entry_of(llama(4, 64, serve_context=64)), name="llama")
     show(browser, [verdict], tmp_path / "llama.html")
 
     assert set(cells(browser)) == {"model", "lm_head"}
@@ -107,14 +107,24 @@ def test_a_transformers_decoder_report_shows_every_layer_grown(browser, tmp_path
         "[...document.querySelectorAll('#model-0 table tr td:first-child')].map(td => td.textContent)"
     )
     assert "model.layers.{0..3}.mlp.up_proj ×4" in rows
-    browser.evaluate(
-        "(() => { const s = document.querySelector('#model-0 select.metric');"
-        " s.value = String([...s.options].findIndex(o => o.textContent === 'macs'));"
-        " s.dispatchEvent(new Event('change')); })()"
-    )
+
+    def pick(metric: str) -> None:
+        browser.evaluate(
+            "(() => { const s = document.querySelector('#model-0 select.metric');"
+            f" s.value = String([...s.options].findIndex(o => o.textContent === '{metric}'));"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
+
+    pick("macs")
     where = browser.evaluate("document.querySelector('#model-0 .where').textContent")
     assert where.startswith("model.layers.0 (LlamaDecoderLayer): macs ")
     browser.screenshot(tmp_path / "llama.png")
+    # the KV cache as the area: only attention holds it, unchanged by the wider MLP; per layer keys and
+    # values of 64 tokens x 2 heads x 8, float32: 2 x 64 x 16 x 4 = 8,192 bytes = 0.008 MiB
+    pick("kv_cache_mb")
+    assert cells(browser) == {"model.layers.0.self_attn": UNCHANGED}
+    where = browser.evaluate("document.querySelector('#model-0 .where').textContent")
+    assert where == "model.layers.0 (LlamaDecoderLayer): kv_cache_mb 0.008, ="
     assert browser.console_errors() == []
 
 

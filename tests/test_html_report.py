@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 from test_budgets_reports import NET, broken_result, entry_of, make_profile, result_for, row
@@ -16,6 +17,7 @@ from test_markdown_text import ERROR, HOSTILE, hostile_verdicts
 
 from pytest_netbudget import cli, reports
 from pytest_netbudget.html_report import html_report
+from pytest_netbudget.results import Fits, MemoryPart, Phase, ServePart, ServeStep, TrainStep
 
 #: Every element the report itself writes; anything else would have come from model text.
 OWN_TAGS = {
@@ -187,3 +189,31 @@ def test_pytest_writes_the_html_report_beside_the_others(pytester, project):
     assert trees["fc"]["v"][0] == 66 and trees["fc"]["o"][0] == 55
     assert "55 -&gt; 66" in text
     result.stdout.fnmatch_lines(["*report written to out/r.html*"])
+
+
+def test_the_serving_and_training_memory_are_stacked_bars():
+    """A serving step of 1.5 MiB of weights, 0.5 of KV cache and 0.25 of decode activations:
+    2.250 MiB, the bar's 1,000 units split 666.67 / 222.22 / 111.11; and a training step."""
+    serving = ServeStep(
+        context=2048, batch=1, kv_dtype=None, weights="int8", group_size=None, keep=[],
+        memory_mb={ServePart.WEIGHTS: 1.5, ServePart.KV_CACHE: 0.5, ServePart.ACTIVATIONS: 0.25},
+        fits=Fits(memory_mb=8.0, context=13_000, per_token_mb=0.000244),
+    )  # fmt: skip
+    training = TrainStep(
+        "adamw",
+        32,
+        None,
+        {MemoryPart.PARAMS: 1.0, MemoryPart.GRADS: 1.0, MemoryPart.OPTIMIZER_STATE: 2.0},
+        Phase.BACKWARD,
+        0.5,
+    )
+    profile = replace(NET, serve=serving, train=training)
+    text = html_report(reports.Report([result_for(profile)]))
+    assert "Serving step (context 2,048, batch 1): weights, KV cache and decode activations: 2.250 MiB" in text
+    widths = re.findall(r'<rect x="([\d.]+)" y="0" width="([\d.]+)" height="26"', text)
+    assert widths[3:] == [("0.00", "666.67"), ("666.67", "222.22"), ("888.89", "111.11")]
+    assert "</svg>kv cache 0.500 MiB (22.2%)</li>" in text
+    assert "fits 8.00 MiB: up to 13,000 tokens of context at batch 1" in text  # the serving step's fits line
+    assert "Training step (adamw): memory at its peak, in the backward: 4.000 MiB" in text
+    assert widths[:3] == [("0.00", "250.00"), ("250.00", "250.00"), ("500.00", "500.00")]
+    assert "</svg>optimizer state 2.000 MiB (50.0%)</li>" in text

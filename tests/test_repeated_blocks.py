@@ -14,7 +14,7 @@ from test_budgets_reports import entry_of, result_for
 from pytest_netbudget import profile, reports
 from pytest_netbudget.budgets import LayerChange
 from pytest_netbudget.repeated import group_changes, group_repeated, index_set
-from pytest_netbudget.results import ChangeKind, LayerEntry
+from pytest_netbudget.results import ChangeKind, LayerEntry, ServeSpec
 
 
 @pytest.mark.parametrize(
@@ -65,8 +65,9 @@ def test_only_equal_changes_merge():
     assert [group.path for group in ranked] == ["h.{0,1}.fc", "big"]
 
 
-def llama(layers: int, intermediate: int):
-    """A tiny Llama: vocab 128, hidden 32, 4 heads of 8 (2 key-value heads), ``intermediate`` wide MLP."""
+def llama(layers: int, intermediate: int, serve_context: int | None = None):
+    """A tiny Llama on 16 tokens: vocab 128, hidden 32, 4 heads of 8 (2 key-value heads), an
+    ``intermediate`` wide MLP; with ``serve_context``, a serving step at that context too."""
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
         vocab_size=128,
@@ -80,7 +81,8 @@ def llama(layers: int, intermediate: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = transformers.LlamaForCausalLM(config).eval()
-    return profile(model, inputs={"input_ids": torch.zeros(1, 16, dtype=torch.long)}, device="meta")
+    serve = ServeSpec(context=serve_context, batch=1) if serve_context else None
+    return profile(model, inputs={"input_ids": torch.zeros(1, 16, dtype=torch.long)}, device="meta", serve=serve)
 
 
 def decoder_comment() -> str:

@@ -17,7 +17,20 @@ import torch
 
 from .. import devices, metrics, targets, units
 from ..formulas import FormulaSet
-from ..results import LayerStats, OpStats, Profile, Roofline, StepError, StepSpec, TargetRef, TrainStep
+from ..results import (
+    Fits,
+    LayerStats,
+    OpStats,
+    Profile,
+    Roofline,
+    ServePart,
+    ServeSpec,
+    ServeStep,
+    StepError,
+    StepSpec,
+    TargetRef,
+    TrainStep,
+)
 from .fused_on_meta import fused_attention_on_meta
 from .kernel_overrides import VECDOT_AS_MATMUL
 from .model_forms import (
@@ -32,9 +45,11 @@ from .model_forms import (
 )
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
+from .planned_weights import planned_bytes
 from .quantized import is_packed, packed_tensors, stored_bytes
 from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
+from .serving import ServeRun, longest_context, serve_step
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng, preserved_settings
 from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
@@ -251,6 +266,7 @@ def profile(
     loss: Callable[[Any], Any] | None = None,
     autocast: str | None = None,
     batch: int | None = None,
+    serve: ServeSpec | None = None,
     formulas: Mapping[Any, Callable[..., Any]] | None = None,
     target: str | targets.Target | None = None,
 ) -> Profile:
@@ -271,6 +287,12 @@ def profile(
 
     ``target`` (a built-in name such as ``"a100"``, or a ``targets.Target``) adds the forward's
     estimated latency on that accelerator, per layer and in total (a roofline; see the README).
+
+    ``serve=ServeSpec(context=..., batch=...)`` adds a serving step: a prefill of ``context``
+    tokens at ``batch`` from the model's own token input, the cache it returns measured, one
+    decode step with that cache, the weights at a planned precision, and with ``fits`` the
+    longest context that fits that memory (see the README's "Serving step"). With a ``target``
+    the prefill and the decode step get their estimated latency too (``p.serve.decode.latency_ms``).
     """
     step = _step_spec(train, optimizer, loss, autocast, batch)
     accelerator = targets.resolve(target) if isinstance(target, str) else target
@@ -280,6 +302,13 @@ def profile(
         prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=False)
         tracer, peak_memory_mb = _trace(prepared)
         result = _assemble(prepared, tracer, peak_memory_mb)
+        if serve is not None:
+            on_meta = (
+                prepared
+                if prepared.device.type == "meta"
+                else _prepare(model, inputs, input_shape, "meta", dtype, formulas, None, copies=False)
+            )
+            result = _with_serving(result, prepared, on_meta if serve.fits is not None else None, serve)
         if step is None:
             return result
         prepared = _prepare(model, inputs, input_shape, device, dtype, formulas, accelerator, copies=True)
@@ -366,9 +395,24 @@ def _kernel_overrides(device: torch.device) -> Iterator[None]:
 
 def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     """Run the forward once under the tracer; the CUDA peak when on CUDA."""
-    model = prepared.model
+    tracer = _new_tracer(prepared, prepared.external)
+    measured: dict[str, float] = {}
+    _traced_call(prepared, tracer, prepared.args, prepared.kwargs, measured)
+    return tracer, measured.get("peak_memory_mb")
+
+
+def _new_tracer(prepared: _Prepared, external: list[torch.Tensor]) -> Tracer:
+    """A tracer of the prepared model; with a target, one that times every op on it."""
     clock = OpClock(prepared.target) if prepared.target is not None else None
-    tracer = Tracer(model, prepared.external, prepared.formulas, prepared.inventory.modules, clock)
+    return Tracer(prepared.model, external, prepared.formulas, prepared.inventory.modules, clock)
+
+
+def _traced_call(
+    prepared: _Prepared, tracer: Tracer, args: tuple, kwargs: dict, measured: dict[str, float] | None = None
+) -> Any:
+    """``model(*args, **kwargs)`` under ``tracer`` in eval mode and ``no_grad``, leaving the model as
+    it was; returns the output. ``measured`` receives the CUDA peak when on CUDA."""
+    model = prepared.model
     kept = KeptAttributes(prepared.inventory.modules)
     # The model's own tensors (on the direct path) and the plain ones its modules hold: what the
     # forward writes to them is undone.
@@ -382,18 +426,20 @@ def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
         if prepared.state is not None
         else contextlib.nullcontext(),
         torch.no_grad(),
-        _cuda_peak(prepared.device) as measured,
+        _cuda_peak(prepared.device) as peak,
         _kernel_overrides(prepared.device),
         tracer,
     ):
         if is_exported(model):
             with swapped_state(model, prepared.state or {}):
-                run_exported(model, prepared.args, prepared.kwargs, tracer)
+                output = run_exported(model, args, kwargs, tracer)
         elif prepared.state is None:
-            model(*prepared.args, **prepared.kwargs)
+            output = model(*args, **kwargs)
         else:
-            call_with_state(model, prepared.state, prepared.args, prepared.kwargs)
-    return tracer, measured.get("peak_memory_mb")
+            output = call_with_state(model, prepared.state, args, kwargs)
+    if measured is not None:
+        measured.update(peak)
+    return output
 
 
 def _own_writes(weights: list[torch.Tensor], kept: KeptAttributes) -> OwnWrites | None:
@@ -423,6 +469,114 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         layers=layers,
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
         target=_target_ref(prepared.target),
+    )
+
+
+def _serve_run(prepared: _Prepared, spec: ServeSpec, context: int, follow: bool = False) -> ServeRun:
+    weights = prepared.inventory.tensors if prepared.state is None else list(prepared.state.values())
+    return serve_step(
+        prepared.model,
+        prepared.args,
+        prepared.kwargs,
+        weights,
+        lambda external: _new_tracer(prepared, external),
+        lambda tracer, args, kwargs: _traced_call(prepared, tracer, args, kwargs),
+        context=context,
+        batch=spec.batch,
+        kv_dtype=spec.kv_dtype,
+        follow=follow,
+    )
+
+
+def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | None, spec: ServeSpec) -> Profile:
+    """The forward's profile with a serving step's figures added to its rows and totals."""
+    if is_exported(prepared.model):
+        raise ValueError("a serving step calls the model with its cache, which an exported program cannot take")
+    run = _serve_run(prepared, spec, spec.context, follow=on_meta is prepared)
+    weights = planned_bytes(prepared.inventory.modules, spec.weights, spec.group_size, spec.keep, prepared.dtype)
+    prefill = replace(_assemble(prepared, run.prefill, None), inputs=run.prefill_inputs)
+    decode = _assemble(prepared, run.decode, None)
+    decode = replace(
+        decode,
+        inputs=run.decode_inputs,
+        totals={**decode.totals, "activations_mb": run.decode_activation_bytes / units.MIB},
+    )
+    layers = [
+        replace(
+            row,
+            figures={
+                **row.figures,
+                "kv_cache_mb": kv / units.MIB,
+                "prefill_macs": before.macs,
+                "prefill_flops": before.flops,
+                "decode_macs": after.macs,
+                "decode_flops": after.flops,
+                "weights_mb": planned / units.MIB,
+            },
+        )
+        for row, kv, before, after, planned in zip(result.layers, run.kv_bytes, prefill.layers, decode.layers, weights)
+    ]
+    parts = {
+        ServePart.WEIGHTS: sum(weights),
+        ServePart.KV_CACHE: sum(run.kv_bytes),
+        ServePart.ACTIVATIONS: run.decode_activation_bytes,
+    }
+    totals = dict(result.totals)
+    totals.update(
+        {name: sum(row.figures[name] for row in layers) for name in metrics.PER_LAYER if metrics.get(name).serve}
+    )
+    totals["serve_memory_mb"] = sum(parts.values()) / units.MIB
+    uncounted = dict(result.uncounted_ops)
+    for op, count in (*prefill.uncounted_ops.items(), *decode.uncounted_ops.items()):
+        uncounted[op] = max(count, uncounted.get(op, 0))
+    fits = None
+    if spec.fits is not None and on_meta is not None:
+        fits = _fits(on_meta, spec, sum(weights), run if on_meta is prepared else None)
+    return replace(
+        result,
+        layers=layers,
+        totals=totals,
+        uncounted_ops=dict(sorted(uncounted.items())),
+        serve=ServeStep(
+            context=spec.context,
+            batch=spec.batch,
+            kv_dtype=spec.kv_dtype,
+            weights=spec.weights,
+            group_size=spec.group_size,
+            keep=list(spec.keep),
+            memory_mb={part: figure / units.MIB for part, figure in parts.items()},
+            prefill=prefill,
+            decode=decode,
+            fits=fits,
+        ),
+    )
+
+
+def _fits(on_meta: _Prepared, spec: ServeSpec, weights: int, known_run: ServeRun | None) -> Fits:
+    """The longest context whose serving memory fits ``spec.fits`` bytes, searched on meta.
+    Each measurement is a prefill and two decode steps: the memory at a context and one token later."""
+    known: dict[int, int] = {}
+
+    def measured(context: int, run: ServeRun) -> None:
+        known[context] = weights + sum(run.kv_bytes) + run.decode_activation_bytes
+        if run.following is not None:
+            known[context + 1] = weights + sum(run.following)
+
+    if known_run is not None:
+        measured(spec.context, known_run)
+
+    def memory_at(context: int) -> int:
+        if context not in known:
+            measured(context, _serve_run(on_meta, spec, context, follow=True))
+        return known[context]
+
+    budget = spec.fits_bytes or 0
+    context = longest_context(memory_at, spec.context, budget, floor=weights)
+    at = context or spec.context
+    return Fits(
+        memory_mb=budget / units.MIB,
+        context=context,
+        per_token_mb=(memory_at(at + 1) - memory_at(at)) / units.MIB,
     )
 
 

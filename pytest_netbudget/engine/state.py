@@ -29,15 +29,15 @@ from typing import Any
 
 import torch
 
-from .tracer import _storage_key
+from ..formulas.schema import OpSchema
+from .tracer import storage_key
 
 
 class OwnWrites:
     """Copies of the model's tensors taken before an op first writes them, put back on exit.
 
-    ``before(written, args, kwargs)`` is called by the tracer before each op whose schema writes
-    an argument; ``written`` is the (position, name) of each such argument, from the tracer's
-    plan for the op.
+    ``before(schema, args, kwargs)`` is called by the tracer before each op whose schema writes
+    an argument (``schema.written``), with the schema its plan for the op keeps.
     """
 
     def __init__(self, tensors: list[torch.Tensor]) -> None:
@@ -46,12 +46,12 @@ class OwnWrites:
         self._owned: dict[int, torch.Tensor] | None = None  # storage key -> tensor, made at the first write
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def before(self, written: tuple[tuple[int, str], ...], args: tuple, kwargs: dict) -> None:
+    def before(self, schema: OpSchema, args: tuple, kwargs: dict) -> None:
         if self._owned is None:  # most forwards write none of their tensors: no keys taken then
-            self._owned = {key: tensor for tensor in self._tensors if (key := _storage_key(tensor)) is not None}
-        for index, name in written:
-            tensor = args[index] if index < len(args) else kwargs.get(name)
-            key = _storage_key(tensor) if isinstance(tensor, torch.Tensor) else None
+            self._owned = {key: tensor for tensor in self._tensors if (key := storage_key(tensor)) is not None}
+        for index in schema.written:
+            tensor = args[index] if index < len(args) else kwargs.get(schema.names[index])
+            key = storage_key(tensor) if isinstance(tensor, torch.Tensor) else None
             if key in self._owned and key not in self._saved:
                 owned = self._owned[key]
                 self._saved[key] = (owned, owned.detach().clone())

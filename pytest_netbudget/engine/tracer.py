@@ -10,7 +10,6 @@ as they are created and freed, which gives the activation peak on any device.
 from __future__ import annotations
 
 import contextlib
-import re
 import weakref
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import formulas
 from ..formulas.elementwise import PerElement
+from ..formulas.schema import OpSchema, schema_of
 from ..results import MemoryPart
 from .higher_order import EagerFlexAttention, run_higher_order
 from .kernel_overrides import kernel_in_effect
@@ -152,25 +152,6 @@ def argument_tensors(args: tuple, kwargs: dict, positions: tuple[int, ...] | Non
     return found
 
 
-# Schema types that never hold a tensor: an op's arguments of these types are not walked for
-# the bytes it reads (a convolution's stride, padding and dilation lists, say).
-_NO_TENSOR_TYPE = re.compile(
-    r"((Optional|List)\[)*"
-    r"(int|float|bool|str|complex|number|SymInt|SymFloat|SymBool|ScalarType|Layout|Device|MemoryFormat|Generator|"
-    r"Dimname|QScheme|Stream)\]*"
-)
-
-
-def tensor_positions(func: Any) -> tuple[int, ...]:
-    """Positions of an op's arguments that may hold a tensor, by its schema (a type it does not
-    know is kept); keyword-only ones arrive as keyword arguments and are walked there."""
-    return tuple(
-        index
-        for index, argument in enumerate(func._schema.arguments)
-        if not argument.kwarg_only and not _NO_TENSOR_TYPE.fullmatch(str(argument.type))
-    )
-
-
 def shapes_of(value: Any) -> list[list[int]]:
     return [_shape(leaf) for leaf in tensor_leaves(value)]
 
@@ -193,7 +174,9 @@ def _shape(tensor: torch.Tensor) -> list[int]:
 _storage_id = getattr(torch._C, "_storage_id", None) or (lambda tensor: tensor.untyped_storage()._cdata)
 
 
-def _storage_key(tensor: torch.Tensor) -> int | None:
+def storage_key(tensor: torch.Tensor) -> int | None:
+    """What identifies the memory a tensor lives in (its views share it); None for layouts
+    without storage (sparse). Live memory, a training step's owners and undone writes key on it."""
     try:
         return _storage_id(tensor)
     except (RuntimeError, NotImplementedError):  # sparse and other storage-less layouts
@@ -215,7 +198,7 @@ class LiveMemory:
     category = MemoryPart.ACTIVATIONS
 
     def __init__(self, external: list[torch.Tensor]) -> None:
-        self._external = {key for key in map(_storage_key, external) if key is not None}
+        self._external = {key for key in map(storage_key, external) if key is not None}
         self._live: dict[int, list[Any]] = {}  # storage key -> [bytes, tensors alive, category]
         self._refs: dict[int, tuple[weakref.ref, int, int]] = {}  # id(ref) -> (ref, storage key, id(tensor))
         self._followed: dict[int, int] = {}  # id(tensor) -> storage key, for each tensor alive with a ref
@@ -253,7 +236,7 @@ class LiveMemory:
 
     def reclassify(self, tensor: torch.Tensor, category: MemoryPart) -> None:
         """Count a live storage as ``category`` from now on (a temporary that became a gradient)."""
-        key = _storage_key(tensor)
+        key = storage_key(tensor)
         entry = self._live.get(key) if key is not None else None
         if entry is None or entry[2] == category:
             return
@@ -297,15 +280,15 @@ class OpPlan:
         "decompose",
         "formula",
         "free",
-        "func",
         "memory_outputs",
         "meta_kernel",
         "metadata",
         "family",
+        "func",
         "name",
         "per_element",
         "traffic",
-        "written",
+        "writes",
     )
 
     def __init__(self, func: Any, formula_set: formulas.FormulaSet) -> None:
@@ -334,19 +317,16 @@ class OpPlan:
         self.name = str(func.overloadpacket)
         self.family = formula_set.family_of(func)  # the registry family its formula belongs to
         self.count_bytes = not func.is_view
-        self.tensor_positions = tensor_positions(func)
+        schema = schema_of(func)
+        self.tensor_positions = schema.tensor_positions
         #: None where the op reads its tensor arguments and writes its outputs whole (most ops).
-        self.traffic = traffic_of(func, self.name, self.tensor_positions) if self.count_bytes else None
+        self.traffic = traffic_of(schema, self.name) if self.count_bytes else None
         #: False for a free view: listed in ``ops`` with its calls, but it takes no time on the clock.
         self.counted = self.count_bytes or not self.free
         self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
         self.meta_kernel = func in META_KERNELS  # ours replaces PyTorch's on meta
-        #: (position, name) of each argument the op writes (``Tensor(a!)`` in its schema): OwnWrites looks at those.
-        self.written = tuple(
-            (index, argument.name)
-            for index, argument in enumerate(func._schema.arguments)
-            if argument.alias_info is not None and argument.alias_info.is_write
-        )
+        #: The op's schema where it writes an argument (``Tensor(a!)``): OwnWrites looks at those.
+        self.writes: OpSchema | None = schema if schema.written else None
 
 
 # Whether this torch's C extension can mark a code object for dynamo to skip (2.6 and later).
@@ -361,6 +341,40 @@ _HOOK_SENSITIVE = (torch.nn.TransformerEncoderLayer,)
 
 def _no_op_hook(module: torch.nn.Module, args: tuple) -> None:
     return None
+
+
+class Attribution:
+    """Where a tracer charges work when "the innermost module running" is not the whole answer:
+    the small public interface the training step (``engine/training.py``) implements to charge the
+    backward to the module whose forward made it and the optimizer's work to the module owning the
+    parameter. The tracer keeps the module stack and the tallies, and asks:
+
+    - ``counting_calls``: whether a module forward starting now is a call of the profiled forward.
+      False while a checkpointed block runs its forward again inside the backward: the module goes
+      on the stack, but its calls, shapes and module formula are not counted again.
+    - ``module_changed(innermost)``: after each counted module entry and exit, with the module
+      running from then on (its index; 0, the model, when none is).
+    - ``owner(innermost, args, kwargs)``: the index of the module an op is charged to; ``innermost``
+      is the innermost module running (None when none is).
+    - ``op_call(func, args, kwargs, out)``: the call as the op's formula sees it.
+    - ``accounted(args, kwargs, out)``: after each op the tracer accounted, charged or not.
+
+    These defaults are what a tracer without an attribution does (it does it inline, faster).
+    """
+
+    counting_calls = True
+
+    def module_changed(self, innermost: int) -> None:
+        return None
+
+    def owner(self, innermost: int | None, args: tuple, kwargs: dict) -> int:
+        return 0 if innermost is None else innermost
+
+    def op_call(self, func: Any, args: tuple, kwargs: dict, out: Any) -> formulas.OpCall:
+        return formulas.OpCall(func, args, kwargs, out)
+
+    def accounted(self, args: tuple, kwargs: dict, out: Any) -> None:
+        return None
 
 
 class Tracer(TorchDispatchMode):
@@ -394,16 +408,23 @@ class Tracer(TorchDispatchMode):
         formula_set: formulas.FormulaSet,
         modules: list[tuple[str, torch.nn.Module]] | None = None,
         clock: OpClock | None = None,
+        *,
+        memory: LiveMemory | None = None,
+        attribution: Attribution | None = None,
     ) -> None:
+        """``external``: the weights and inputs (never activations), unless ``memory`` is given
+        (a training step's, which splits the bytes by part); ``attribution``: where work is
+        charged beyond the innermost module running (see :class:`Attribution`)."""
         super().__init__()
         self.formula_set = formula_set
         self.clock = clock  # with a target: each op's estimated time
         self.modules = list(model.named_modules()) if modules is None else modules
         self.tallies = [LayerTally() for _ in self.modules]
         self.uncounted: Counter[str] = Counter()
-        self.memory = LiveMemory(external)
+        self.memory = LiveMemory(external) if memory is None else memory
+        self.attribution = attribution
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
-        self._plans: dict[Any, OpPlan] = formula_set.plans
+        self._plans: dict[int, OpPlan] = formula_set.plans  # by id(func): see OpPlan.func
         self._stack: list[int] = []
         self._paths: dict[str, int] | None = None  # module path -> index, made when first asked
         #: Set on the direct path: undoes what the forward writes to the model's own tensors.
@@ -489,17 +510,25 @@ class Tracer(TorchDispatchMode):
             self._stack.pop()
 
     def _enter(self, index: int, args: tuple, kwargs: dict) -> None:
+        attribution = self.attribution
+        self._stack.append(index)
+        if attribution is not None and not attribution.counting_calls:
+            return
         tally = self.tallies[index]
         tally.calls += 1
         if tally.calls == 1:
             tally.input_shapes = shapes_of((args, kwargs) if kwargs else args)
-        self._stack.append(index)
         if self._module_formulas[index] is not None:
             self._suppressed += 1
+        if attribution is not None:
+            attribution.module_changed(index)
 
     def _leave(self, index: int, args: tuple, output: Any) -> None:
         while self._stack and self._stack.pop() != index:
             pass  # a child left without its exit (not expected with wrappers); unwind to this module
+        attribution = self.attribution
+        if attribution is not None and not attribution.counting_calls:
+            return
         tally = self.tallies[index]
         if tally.calls == 1 and not tally.output_shapes:
             tally.output_shapes = shapes_of(output)
@@ -515,6 +544,8 @@ class Tracer(TorchDispatchMode):
                     inputs = argument_tensors(args, {})
                     dtype = inputs[0].dtype if inputs else torch.float32
                     self.clock.charge(tally, cost.total_flops, cost.macs, 0, dtype, None)
+        if attribution is not None:
+            attribution.module_changed(self._stack[-1] if self._stack else 0)
 
     # --- operator counting ---------------------------------------------------------------
 
@@ -529,8 +560,8 @@ class Tracer(TorchDispatchMode):
             return plan.call(*args, **kwargs)
         if types and _JAGGED in types:  # run its own implementation with this mode on: its dense ops are counted
             return self._traced(_JAGGED.__torch_dispatch__, func, types, args, kwargs)
-        if plan.written and self.own_writes is not None:
-            self.own_writes.before(plan.written, args, kwargs)
+        if plan.writes is not None and self.own_writes is not None:
+            self.own_writes.before(plan.writes, args, kwargs)
         if plan.decompose:
             decomposed = self._decompose(func, args, kwargs)
             if decomposed is not NotImplemented:
@@ -538,13 +569,6 @@ class Tracer(TorchDispatchMode):
         out = run_on_meta(func, args, kwargs) if plan.meta_kernel else plan.call(*args, **kwargs)
         self._account(func, plan, args, kwargs, out)
         return out
-
-    def _op_call(self, func: Any, args: tuple, kwargs: dict, out: Any) -> formulas.OpCall:
-        return formulas.OpCall(func, args, kwargs, out)
-
-    def _owner(self, args: tuple, kwargs: dict) -> int:
-        """The index of the module an op is charged to: the innermost one running."""
-        return self._stack[-1] if self._stack else 0
 
     def _decompose(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """Run a CompositeImplicit op's decomposition with this mode active again, so that
@@ -577,9 +601,16 @@ class Tracer(TorchDispatchMode):
                 if plan.memory_outputs is None or position < plan.memory_outputs:
                     written += tensor.numel() * tensor.element_size()
                     saw(tensor)
+        attribution = self.attribution
         if self._suppressed:
+            if attribution is not None:
+                attribution.accounted(args, kwargs, out)
             return
-        tally = self.tallies[self._owner(args, kwargs)]
+        stack = self._stack
+        if attribution is None:
+            tally = self.tallies[stack[-1] if stack else 0]
+        else:
+            tally = self.tallies[attribution.owner(stack[-1] if stack else None, args, kwargs)]
         read = 0
         first_read = None  # the first tensor read: its dtype sets the estimated time's peak
         if not plan.count_bytes:
@@ -595,7 +626,12 @@ class Tracer(TorchDispatchMode):
         if per_element is not None and (args or per_element.of_output):  # the formula's figure, without calling it
             flops = per_element.flops(args, out)
         elif plan.formula is not None:
-            cost = formulas.apply(plan.formula, plan.name, self._op_call(func, args, kwargs, out))
+            call = (
+                formulas.OpCall(func, args, kwargs, out)
+                if attribution is None
+                else attribution.op_call(func, args, kwargs, out)
+            )
+            cost = formulas.apply(plan.formula, plan.name, call)
             macs, flops = cost.macs, cost.total_flops
         elif not plan.free:  # listed with its calls all the same: ``ops`` names every op that ran
             self.uncounted[plan.name] += 1
@@ -607,6 +643,8 @@ class Tracer(TorchDispatchMode):
             else:
                 dtype = out.dtype if isinstance(out, torch.Tensor) else torch.float32
             clock.charge(tally, flops, macs, read + written, dtype, plan.family)
+        if attribution is not None:
+            attribution.accounted(args, kwargs, out)
 
 
 def _bytes_read(args: tuple, kwargs: dict, positions: tuple[int, ...]) -> tuple[int, torch.Tensor | None]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ..formulas.schema import OpSchema
+
 _NO_TRAFFIC = frozenset(
     [
         "aten.empty",
@@ -64,11 +66,8 @@ class Traffic:
 
     __slots__ = ("gather_source", "moves", "read_positions", "skip_kwargs", "values_at")
 
-    def __init__(self, name: str, func: Any, read_positions: tuple[int, ...]) -> None:
-        arguments = func._schema.arguments
-        written = {
-            index for index, arg in enumerate(arguments) if arg.alias_info is not None and arg.alias_info.is_write
-        }
+    def __init__(self, name: str, schema: OpSchema) -> None:
+        written = set(schema.written)
         self.moves = name not in _NO_TRAFFIC
         self.values_at = _PARTIAL_WRITES.get(name)
         self.gather_source = 0 if name in _GATHERS else None
@@ -77,8 +76,8 @@ class Traffic:
             unread.add(0)  # the tensor whose shape and dtype the new one takes
         if self.gather_source is not None:
             unread.add(self.gather_source)
-        self.read_positions = tuple(index for index in read_positions if index not in unread)
-        self.skip_kwargs = frozenset(arguments[index].name for index in written if arguments[index].kwarg_only)
+        self.read_positions = tuple(index for index in schema.tensor_positions if index not in unread)
+        self.skip_kwargs = schema.written_keyword_only
 
     def bytes_moved(self, args: tuple, kwargs: dict, written: int, walk: Any) -> tuple[int, int]:
         """(read, written) for one call; ``written`` is the bytes of its outputs, ``walk`` the
@@ -96,10 +95,9 @@ class Traffic:
         return read, written
 
 
-def traffic_of(func: Any, name: str, read_positions: tuple[int, ...]) -> Traffic | None:
-    """The op's exception to the plain rule, or None where the plain rule holds."""
-    arguments = func._schema.arguments
-    out_kwargs = any(arg.kwarg_only and arg.alias_info is not None and arg.alias_info.is_write for arg in arguments)
+def traffic_of(schema: OpSchema, name: str) -> Traffic | None:
+    """The op's exception to the plain rule (its schema, its name), or None where the plain rule holds."""
+    out_kwargs = bool(schema.written_keyword_only)
     special = (
         name in _NO_TRAFFIC
         or name in _OVERWRITES
@@ -109,4 +107,4 @@ def traffic_of(func: Any, name: str, read_positions: tuple[int, ...]) -> Traffic
         or name.startswith("aten.new_")
         or out_kwargs
     )
-    return Traffic(name, func, read_positions) if special else None
+    return Traffic(name, schema) if special else None

@@ -31,7 +31,7 @@ from .. import devices, formulas
 from ..formulas import FormulaSet
 from ..results import MemoryPart, Phase
 from .model_forms import swapped_state
-from .tracer import LiveMemory, OpPlan, Tracer, _storage_key, argument_tensors, tensor_leaves
+from .tracer import Attribution, LiveMemory, Tracer, argument_tensors, storage_key, tensor_leaves
 
 _ACCUMULATE_GRAD = 2**64 - 1  # the sequence number of an AccumulateGrad node: it has none
 
@@ -73,7 +73,7 @@ class StepMemory(LiveMemory):
         seen: set[int] = set()
         for part, tensors in fixed.items():
             for tensor in tensors:
-                key = _storage_key(tensor)
+                key = storage_key(tensor)
                 if key is not None and key not in seen:
                     seen.add(key)
                     self.parts[part] += tensor.untyped_storage().nbytes()
@@ -93,14 +93,12 @@ class StepMemory(LiveMemory):
         self.peak_phase = self.phase
 
 
-class StepTracer(Tracer):
-    """The tracer over a whole step: forward ops by the module stack, backward ops by the
-    autograd node running them, optimizer ops by the parameter they update."""
+class StepAttribution(Attribution):
+    """Where a step's work is charged (the tracer's :class:`Attribution`): forward and loss ops to
+    the module stack, backward ops to the module whose forward made the autograd node running them,
+    optimizer ops to the module owning the parameter they update."""
 
-    def __init__(
-        self, model: torch.nn.Module, memory: StepMemory, formula_set: FormulaSet, owners: dict[int, int]
-    ) -> None:
-        super().__init__(model, [], formula_set)
+    def __init__(self, memory: StepMemory, owners: dict[int, int]) -> None:
         self.memory = memory
         self.phase = Phase.FORWARD
         self._owners = owners  # storage key -> module index: weights, their gradients, optimizer state
@@ -111,34 +109,26 @@ class StepTracer(Tracer):
         self.phase = self.memory.phase = phase
 
     def own(self, tensor: torch.Tensor, index: int) -> None:
-        key = _storage_key(tensor)
+        key = storage_key(tensor)
         if key is not None:
             self._owners[key] = index
 
     def owner_of(self, tensor: torch.Tensor) -> int | None:
-        return self._owners.get(_storage_key(tensor))
+        key = storage_key(tensor)
+        return self._owners.get(key) if key is not None else None
 
-    def _enter(self, index: int, args: tuple, kwargs: dict) -> None:
-        if self.phase is Phase.FORWARD:
-            super()._enter(index, args, kwargs)
-            self._note_module()
-        else:  # a checkpointed block running its forward again inside the backward
-            self._stack.append(index)
+    @property
+    def counting_calls(self) -> bool:  # type: ignore[override]  # a property where the base has a constant
+        # In the backward, a module's forward runs again only in a checkpointed block.
+        return self.phase is Phase.FORWARD
 
-    def _leave(self, index: int, args: tuple, output: Any) -> None:
-        if self.phase is Phase.FORWARD:
-            super()._leave(index, args, output)
-            self._note_module()
-        elif self._stack:
-            self._stack.pop()
-
-    def _note_module(self) -> None:
+    def module_changed(self, innermost: int) -> None:
         self._sequence_at.append(torch._C._autograd._get_sequence_nr())
-        self._module_at.append(self._stack[-1] if self._stack else 0)
+        self._module_at.append(innermost)
 
-    def _owner(self, args: tuple, kwargs: dict) -> int:
-        if self._stack or self.phase in (Phase.FORWARD, Phase.LOSS):
-            return super()._owner(args, kwargs)
+    def owner(self, innermost: int | None, args: tuple, kwargs: dict) -> int:
+        if innermost is not None or self.phase in (Phase.FORWARD, Phase.LOSS):
+            return 0 if innermost is None else innermost
         if self.phase is Phase.BACKWARD:
             return self._backward_owner()
         for tensor in argument_tensors(args, kwargs):
@@ -159,17 +149,16 @@ class StepTracer(Tracer):
         position = bisect.bisect_right(self._sequence_at, sequence) - 1
         return self._module_at[position] if position >= 0 else 0
 
-    def _op_call(self, func: Any, args: tuple, kwargs: dict, out: Any) -> formulas.OpCall:
+    def op_call(self, func: Any, args: tuple, kwargs: dict, out: Any) -> formulas.OpCall:
         node = torch._C._current_autograd_node() if self.phase is Phase.BACKWARD else None
         if node is None:
-            return super()._op_call(func, args, kwargs, out)
+            return formulas.OpCall(func, args, kwargs, out)
         needed = tuple(edge[0] is not None for edge in node.next_functions)
         return formulas.OpCall(func, args, kwargs, out, grad_needed=needed)
 
-    def _account(self, func: Any, plan: OpPlan, args: tuple, kwargs: dict, out: Any) -> None:
-        super()._account(func, plan, args, kwargs, out)
+    def accounted(self, args: tuple, kwargs: dict, out: Any) -> None:
         if self.phase is Phase.OPTIMIZER:  # what an update creates belongs to its parameter's module
-            owner = self._owner(args, kwargs)
+            owner = self.owner(None, args, kwargs)
             for tensor in argument_tensors((out,), {}):
                 self.own(tensor, owner)
 
@@ -178,7 +167,7 @@ class StepTracer(Tracer):
 class StepResult:
     """What the traced step measured: per-module tallies, the memory split at the peak."""
 
-    tracer: StepTracer
+    tracer: Tracer
     peak_bytes: int
     parts: dict[MemoryPart, int]
     peak_phase: Phase
@@ -209,7 +198,7 @@ def owners_by_module(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     for index, (path, module) in enumerate(model.named_modules()):
         for name in (*module._parameters.keys(), *module._buffers.keys()):  # keys(): TorchScript tables
             copy = state.get(f"{path}.{name}" if path else name)
-            key = _storage_key(copy) if copy is not None else None
+            key = storage_key(copy) if copy is not None else None
             if key is not None:
                 owners.setdefault(key, index)
     return owners
@@ -262,7 +251,7 @@ def run_step(
         for value in param_state.values():
             if isinstance(value, torch.Tensor):
                 opt_state.append(value)
-                owners.setdefault(_storage_key(value), owners.get(_storage_key(param), 0))
+                owners.setdefault(storage_key(value), owners.get(storage_key(param), 0))
     memory = StepMemory(
         {
             MemoryPart.PARAMS: params,
@@ -271,17 +260,18 @@ def run_step(
             MemoryPart.OPTIMIZER_STATE: opt_state,
         }
     )
-    tracer = StepTracer(model, memory, formulas, owners)
+    attribution = StepAttribution(memory, owners)
+    tracer = Tracer(model, [], formulas, memory=memory, attribution=attribution)
     tracer.own_writes = own_writes
 
     def saved_for_backward(tensor: torch.Tensor) -> torch.Tensor:
-        if tracer.phase in (Phase.FORWARD, Phase.LOSS):
+        if attribution.phase in (Phase.FORWARD, Phase.LOSS):
             memory.reclassify(tensor, MemoryPart.ACTIVATIONS)
         return tensor
 
     def accumulated(param: torch.Tensor) -> None:
         memory.reclassify(param.grad, MemoryPart.GRADS)
-        tracer.own(param.grad, tracer.owner_of(param) or 0)
+        attribution.own(param.grad, attribution.owner_of(param) or 0)
 
     cast = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
     with (
@@ -294,15 +284,15 @@ def run_step(
     ):
         with cast:
             outputs = model(*args, **kwargs)
-            tracer.enter_phase(Phase.LOSS)
+            attribution.enter_phase(Phase.LOSS)
             scalar = (loss or sum_of_outputs)(outputs)
         _check_scalar(scalar)
         # The outputs and the loss stay alive to the end, as a training loop holds them
         # (out = model(x); loss = f(out); loss.backward(); opt.step()).
-        tracer.enter_phase(Phase.BACKWARD)
+        attribution.enter_phase(Phase.BACKWARD)
         scalar.backward()
         if optim is not None:
-            tracer.enter_phase(Phase.OPTIMIZER)
+            attribution.enter_phase(Phase.OPTIMIZER)
             optim.step()
     return StepResult(
         tracer,

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .schema import schema_of
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -88,18 +90,18 @@ class OpCall:
         self.grad_needed = grad_needed
 
     def __getitem__(self, name: str) -> Any:
-        index, kwarg_only, default = _schema_arguments(self.func)[name]
+        index, kwarg_only, default = schema_of(self.func).by_name[name]
         if index < len(self.args) and not kwarg_only:
             return self.args[index]
         return self.kwargs.get(name, default)
 
     def __contains__(self, name: str) -> bool:
         """Whether the op's schema has an argument of this name."""
-        return name in _schema_arguments(self.func)
+        return name in schema_of(self.func).by_name
 
     def get(self, name: str, default: Any = None) -> Any:
         """An argument that only some overloads or torch versions have."""
-        return self[name] if name in _schema_arguments(self.func) else default
+        return self[name] if name in schema_of(self.func).by_name else default
 
     @property
     def first_out(self) -> torch.Tensor:
@@ -142,26 +144,6 @@ def aten(names: str) -> list[str]:
     """'mm bmm' -> ['aten::mm', 'aten::bmm']. Built-ins are registered by name, not by
     ``torch.ops.aten.X``, so that an op this torch version lacks costs nothing."""
     return [f"aten::{name}" for name in names.split()]
-
-
-_schemas: dict[Any, dict[str, tuple[int, bool, Any]]] = {}
-
-
-def _schema_arguments(func: Any) -> dict[str, tuple[int, bool, Any]]:
-    """An overload's arguments by name: (position, keyword-only, default), read once per overload;
-    a formula then looks up only the arguments it reads."""
-    found = _schemas.get(func)
-    if found is None:
-        # func._schema: an overload's argument names and defaults have no public accessor.
-        found = _schemas[func] = {
-            argument.name: (
-                index,
-                argument.kwarg_only,
-                argument.default_value if argument.has_default_value() else None,
-            )
-            for index, argument in enumerate(func._schema.arguments)
-        }
-    return found
 
 
 def _key(target: Any) -> str | type:

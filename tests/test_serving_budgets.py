@@ -1,0 +1,181 @@
+"""Serving budgets as a team uses them: a ``serve`` table in pyproject.toml, its budgets and baseline, a pull
+request in a real git repository that doubles the key-value heads, config mistakes, and the command line.
+
+Figures by hand: a transformers Llama with 2 layers, hidden 32, 4 heads of 8, ``kv_heads`` key-value heads,
+served at context 64 for batch 2 in float32 caches 2 * 2 layers * kv_heads * 8 * 64 * 2 * 4 bytes:
+16,384 bytes (0.015625 MiB) with one key-value head, 32,768 (0.03125 MiB) with two.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from test_baseline_workflow import BASELINE
+from test_pull_request_flow import commit_all, git  # noqa: F401  (git is a fixture)
+
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("preloaded", "decoder_loaded")
+
+DECODER = """
+import warnings
+
+import transformers
+
+
+def decoder(kv_heads=1):
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=kv_heads, max_position_embeddings=128,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return transformers.LlamaForCausalLM(config)
+"""
+
+SERVED = """
+[tool.netbudget.models.decoder]
+factory = "mymodels:decoder"
+kwargs = {{ kv_heads = {kv_heads} }}
+inputs = [{{ shape = [1, 8], dtype = "int64", high = 64 }}]
+device = "meta"
+serve = {{ context = 64, batch = 2{extra} }}
+max_kv_cache_mb = {budget}
+"""
+
+
+@pytest.fixture(scope="module")
+def decoder_loaded() -> None:
+    """Serve the decoder once in this process before any pytester run: a run drops the modules it
+    imported when it ends, and transformers' lazily imported parts (the Llama model, its attention and
+    cache code) must stay loaded for the tests that use them after."""
+    import torch
+
+    from pytest_netbudget import ServeSpec, profile
+
+    namespace: dict = {}
+    exec(DECODER, namespace)
+    profile(namespace["decoder"](), torch.zeros(1, 8, dtype=torch.long), device="cpu", serve=ServeSpec(8, fits="1MiB"))
+
+
+def served(kv_heads: int = 1, extra: str = "", budget: float = 0.02) -> str:
+    return SERVED.format(kv_heads=kv_heads, extra=extra, budget=budget)
+
+
+def test_a_pull_request_that_doubles_the_key_value_heads_fails_and_names_the_projections(pytester, project, git):  # noqa: F811
+    project(served(kv_heads=1, budget=1), top='max_increase = "2%"', models=DECODER)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    entry = json.loads((pytester.path / BASELINE).read_text(encoding="utf-8"))["models"]["decoder"]
+    assert entry["totals"]["kv_cache_mb"] == round(16384 / 2**20, 6)  # the baseline keeps MiB to six decimals
+    assert entry["layers"]["model.layers.0.self_attn"]["kv_cache_mb"] == round(8192 / 2**20, 6)
+    commit_all(git, "a decoder and its baseline")
+
+    git("checkout", "-q", "-b", "more-kv-heads")
+    project(served(kv_heads=2, budget=1), top='max_increase = "2%"', models=DECODER)
+    commit_all(git, "two key-value heads")
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-base=main", "--netbudget-report=pr.md")
+    assert result.ret == 1
+    text = result.stdout.str()
+    assert "decoder grew more than max_increase allows over its baseline" in text
+    # 0.015625 -> 0.03125 MiB: +100% over the baseline, within its 1 MiB budget
+    result.stdout.re_match_lines(
+        [
+            r"^\s+kv_cache_mb\s+1\.000\s+0\.031\s+0\.016\s+\+0\.016 \(\+100\.0%\)\s+grew \+0\.016 \(\+100\.0%\), more than the allowed 2%"
+        ]
+    )
+    # ... and the attention layers that hold the cache say how much each grew
+    result.stdout.re_match_lines(
+        [r"^\s+model\.layers\.\{0,1\}\.self_attn ×2 \(LlamaAttention\)\s+resized.*0\.008 -> 0\.016 each"]
+    )
+    # the layer diff names the key and value projections: 32 x 8 -> 32 x 16 weights each
+    for projection in ("k_proj", "v_proj"):  # both layers' projections, grouped as one line
+        result.stdout.re_match_lines(
+            [rf"^\s+model\.layers\.\{{0,1\}}\.self_attn\.{projection} ×2 \(Linear\)\s+resized\s+256 -> 512 each"]
+        )
+    markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
+    assert "largest change: <code>decoder</code> kv_cache_mb +100" in markdown
+    for projection in ("k_proj", "v_proj"):
+        assert (
+            f"<code>model.layers.{{0,1}}.self_attn.{projection}</code> ×2 (Linear) | resized | 256 -> 512 each"
+            in markdown
+        )
+
+
+def test_serve_figures_are_budgets_and_the_fits_line_shows(pytester, project):
+    import torch
+
+    from pytest_netbudget import ServeSpec, profile
+
+    project(served(extra=', fits = "1MiB"'), models=DECODER)
+    result = pytester.runpytest("--netbudget")
+    assert result.ret == 0, result.stdout.str()
+    # Weights: embedding and LM head 64 x 32 each, per layer q and o 32 x 32, k and v 8 x 32, gate, up and
+    # down 48 x 32, two norms of 32; the final norm: 18,592 float32 parameters, and the rotary
+    # embedding's two buffers of 4 floats: 74,400 bytes. One more token: 2 * 2 layers * 1 * 8 * batch 2
+    # * 4 bytes = 256 bytes of cache (the sdpa decode step's own activations do not grow with it).
+    namespace: dict = {}
+    exec(DECODER, namespace)  # the same model, profiled here for its decode step's activations
+    p = profile(namespace["decoder"](), torch.zeros(1, 8, dtype=torch.long), device="meta", serve=ServeSpec(64, 2))
+    assert round(p.weights_mb * 2**20) == 74_400
+    fits = (2**20 - 74_400 - round(p.serve.memory_mb["activations"] * 2**20)) // 256
+    result.stdout.fnmatch_lines(
+        [f"decoder: fits 1.00 MiB: up to {fits:,} tokens of context at batch 2 (+256 B a token there)"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            "serve = { contxt = 64 }",
+            "[[]tool.netbudget.models.decoder[]] serve.contxt: unknown key; did you mean 'context'?",
+        ),
+        ("serve = { batch = 2 }", "*serve.context: missing: the tokens already in the cache, e.g. context = 8192"),
+        ('serve = { context = 64, weights = "int5" }', "*serve.weights: unknown dtype 'int5'*"),
+        ('serve = { context = 64, fits = "lots" }', "*serve.fits: 'lots' is not a memory size*"),
+        ("serve = 64", "*serve: must be a table like { context = 8192, batch = 4 }, got 64"),
+        ("max_decode_macs = 100", "*max_decode_macs: budgets a serving step, but the model has none*"),
+    ],
+)
+def test_a_bad_serve_table_is_a_usage_error_naming_file_table_and_key(pytester, project, table, message):
+    toml = '[tool.netbudget.models.decoder]\nfactory = "mymodels:decoder"\ninput_shape = [1, 8]\n' + table
+    project(toml, models=DECODER)
+    result = pytester.runpytest("--netbudget")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*pyproject.toml: {message}" if not message.startswith("*") else message])
+
+
+def test_a_model_that_cannot_be_served_fails_its_own_item(pytester, project):
+    models = "from torch import nn\n\n\nclass Plain(nn.Module):\n    def forward(self, x):\n        return x * 2\n"
+    toml = '[tool.netbudget.models.plain]\nfactory = "mymodels:Plain"\ninput_shape = [1, 8]\nserve = { context = 16 }\n'
+    project(toml, models=models)
+    result = pytester.runpytest("--netbudget")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*serving step: Plain.forward takes no cache argument*"])
+
+
+def test_show_profiles_a_serving_step_from_the_command_line(pytester, project):
+    project(served(), models=DECODER)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_netbudget", "show", "decoder", "--serve", "context=128,batch=4,weights=int8"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # the command line's context and batch over the table's: 2 * 2 * 1 * 8 * 128 * 4 * 4 bytes = 64 KiB (0.0625 MiB)
+    assert "Serving step (context 128, batch 4, kv cache as held; weights int8):" in done.stdout
+    assert "memory: " in done.stdout and "kv cache 0.062" in done.stdout
+    assert "KV cache  Decode MACs" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "pytest_netbudget", "show", "decoder", "--serve", "context=128,bach=4"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "serve.bach: unknown key; did you mean 'batch'?" in bad.stderr
