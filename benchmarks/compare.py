@@ -3,6 +3,7 @@
     python benchmarks/compare.py              # everything (< 10 minutes on a 2-core CPU box)
     python benchmarks/compare.py --quick      # skip the transformers models and the 7B decoder
     python benchmarks/compare.py --models cnn,resnet50
+    python benchmarks/compare.py --example-project-only   # what --netbudget costs a user's pytest run
 
 Table 1: parameters and MACs per tool per model, judged against the figures derived
 by hand in ``benchmarks/models.py``. A cell more than 1% off is marked ``!`` with
@@ -40,6 +41,8 @@ from models import MODELS
 from report import MetaRows, print_lines, print_llama_runs, print_table1, print_table2, target_lines
 from results import ModelResult
 
+EXAMPLE_PROJECT = "Example project (fresh interpreters, interleaved, -p no:cacheprovider):"
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +56,14 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-example-project", action="store_true", help="skip timing pytest --netbudget on example_project"
+    )
+    parser.add_argument(
+        "--example-project-only",
+        action="store_true",
+        help="only time plain pytest against pytest --netbudget on example_project (fresh processes, interleaved)",
+    )
+    parser.add_argument(
+        "--example-rounds", type=int, default=7, help="rounds of that timing, each command once a round (default 7)"
     )
     args = parser.parse_args()
     args.names = list(MODELS)
@@ -81,6 +92,10 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}, "
         f"load average {load_average()}"
     )
+    if args.example_project_only:
+        print_lines(EXAMPLE_PROJECT, measure_example_project(args.example_rounds))
+        print(f"\ntotal runtime {time.perf_counter() - started:.0f} s; load average at the end {load_average()}")
+        return
     built_on_cpu = [name for name in args.names if not MODELS[name].meta_only]
     results: list[ModelResult] = []
     for name in built_on_cpu:
@@ -104,7 +119,7 @@ def main() -> None:
         print_llama_runs(llama_runs)
     print_lines("Performance targets:", target_lines(results, meta_rows, llama_runs))
     if not args.no_example_project:
-        print_lines("Example project (fresh interpreters, -p no:cacheprovider):", measure_example_project())
+        print_lines(EXAMPLE_PROJECT, measure_example_project(args.example_rounds))
     notes = [attention_probe()] + [f"{result.name}: {note}" for result in results for note in result.notes]
     print_lines("Notes (measured disagreements):", notes, bullet="- ")
     print(f"\ntotal runtime {time.perf_counter() - started:.0f} s; load average at the end {load_average()}")

@@ -28,6 +28,41 @@ class BaselineError(Exception):
     """The baseline (or a report used as one) cannot be used; the message names the file."""
 
 
+class NotABaseline(BaselineError):
+    """The baseline's path holds another file (pyproject.toml, a script, a report): never replaced."""
+
+
+def load_baseline(path: Path) -> dict[str, BaselineEntry]:
+    """The committed baseline, as :func:`load` reads it; ``NotABaseline`` when the file is not (and
+    was not) a netbudget baseline, which an update must never replace; ``BaselineError`` when it is
+    one that cannot be read (a git conflict, a newer schema, a damaged value)."""
+    if not path.exists():
+        return {}
+    text = _read(path)
+    problem = _not_a_baseline(text)
+    if problem:
+        raise NotABaseline(
+            f"{path}: not a netbudget baseline ({problem}); netbudget never replaces it: set [tool.netbudget] "
+            f"baseline to a file of its own, such as 'netbudget-baseline.json'"
+        )
+    return parse(text, str(path))
+
+
+def _not_a_baseline(text: str) -> str | None:
+    """Why ``text`` is not a netbudget baseline, even a damaged one; None when it is one. A baseline
+    is a JSON object with a ``schema`` and no ``kind`` (a report has one); text that is no JSON is a
+    damaged baseline when it still holds a quoted ``"schema"`` (git conflict markers in one)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None if '"schema"' in text else 'not JSON, and no "schema" field'
+    if not isinstance(data, dict) or "schema" not in data:
+        return "no 'schema' field"
+    if "kind" in data:
+        return f"a {data['kind']!s:.40} file"
+    return None
+
+
 def load(path: Path) -> dict[str, BaselineEntry]:
     """Model name -> entry, from a baseline file or a JSON report; {} when the file does not exist.
 
@@ -37,11 +72,14 @@ def load(path: Path) -> dict[str, BaselineEntry]:
     """
     if not path.exists():
         return {}
+    return parse(_read(path), str(path))
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise BaselineError(f"{path}: cannot read the file: {error}") from None
-    return parse(text, str(path))
 
 
 def parse(text: str, source: str) -> dict[str, BaselineEntry]:

@@ -8,7 +8,7 @@ its ``to_dict`` is the one record of a model in a JSON report. Nothing here know
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +26,9 @@ from .results import (
     Status,
     TrainStep,
     json_key,
+    record_figure,
+    record_object,
+    record_text,
 )
 
 
@@ -96,15 +99,25 @@ class MetricCheck:
         return data
 
     @classmethod
-    def from_dict(cls, metric: str, data: Mapping[str, Any], actual: float | None) -> MetricCheck:
+    def from_dict(cls, metric: str, data: Any, actual: float | None, where: str) -> MetricCheck:
+        """The check of ``metric`` from its record at JSON path ``where``, each field checked:
+        a budget is a positive number, the other figures finite ones (or null)."""
+        data = record_object(data, where)
+        for key in ("budget", "baseline", "max_increase"):
+            if key not in data:
+                raise RecordError(f"{where}.{key}: missing")
+        limit = _optional_figure(data["budget"], f"{where}.budget")
+        if limit is not None and limit <= 0:
+            raise RecordError(f"{where}.budget: a budget is a positive number, got {limit!r}")
+        baseline = _optional_figure(data["baseline"], f"{where}.baseline")
         increase = data["max_increase"]
         return cls(
             metric,
             actual,
-            limit=data["budget"],
-            baseline=data["baseline"],
-            increase=Increase.from_dict(increase) if increase is not None else None,
-            reference=data.get("reference", data["baseline"]),
+            limit=limit,
+            baseline=baseline,
+            increase=None if increase is None else _increase(increase, f"{where}.max_increase"),
+            reference=_optional_figure(data.get("reference", baseline), f"{where}.reference"),
         )
 
     @property
@@ -165,12 +178,43 @@ class LayerChange:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> LayerChange:
+    def from_dict(cls, data: Any, where: str) -> LayerChange:
+        data = record_object(data, where)
+
         def entry(side: str) -> LayerEntry | None:
             value = data[side]
             return None if value is None else LayerEntry.from_dict(value, f"{where}.{side}")
 
-        return cls(data["path"], data["type"], ChangeKind(data["kind"]), entry("old"), entry("new"))
+        path, kind = record_text(data.get("path"), f"{where}.path"), record_text(data.get("kind"), f"{where}.kind")
+        if kind not in set(ChangeKind):
+            raise RecordError(f"{where}.kind: expected one of {', '.join(ChangeKind)}, got {json.dumps(kind)}")
+        return cls(path, record_text(data.get("type"), f"{where}.type"), ChangeKind(kind), entry("old"), entry("new"))
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise RecordError(f"{where}: expected a list, got {json.dumps(value)}")
+    return value
+
+
+def _optional_figure(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"{where}: expected a number, got {json.dumps(value)}")
+    return record_figure(value, where)
+
+
+def _increase(data: Any, where: str) -> Increase:
+    """A stored ``max_increase`` (``{"fraction": 0.02}`` or ``{"amount": 1000}``), checked."""
+    rule = record_object(data, where, 'an object like {"fraction": 0.02}')
+    fraction = _optional_figure(rule.get("fraction"), f"{where}.fraction")
+    amount = _optional_figure(rule.get("amount"), f"{where}.amount")
+    if (fraction is None) == (amount is None) or (fraction or amount or 0) < 0:
+        raise RecordError(
+            f'{where}: expected {{"fraction": F}} or {{"amount": A}}, not negative, got {json.dumps(rule)}'
+        )
+    return Increase(fraction=fraction, amount=amount)
 
 
 def layer_diff(old: BaselineEntry, new: BaselineEntry) -> list[LayerChange]:
@@ -318,17 +362,19 @@ class Verdict:
         try:
             measured = BaselineEntry.from_dict(data, where)
             error = data["error"]
+            if error is not None:
+                record_text(error, f"{where}.error")
             checks = [
-                MetricCheck.from_dict(metric, check, measured.totals.get(metric))
-                for metric, check in data["metrics"].items()
+                MetricCheck.from_dict(metric, check, measured.totals.get(metric), f"{where}.metrics{json_key(metric)}")
+                for metric, check in record_object(data.get("metrics"), f"{where}.metrics").items()
             ]
             layer_changes = [
                 LayerChange.from_dict(change, f"{where}.layer_changes[{index}]")
-                for index, change in enumerate(data["layer_changes"])
+                for index, change in enumerate(_list(data.get("layer_changes"), f"{where}.layer_changes"))
             ]
             reference_changes = [
                 LayerChange.from_dict(change, f"{where}.reference_changes[{index}]")
-                for index, change in enumerate(data.get("reference_changes", []))
+                for index, change in enumerate(_list(data.get("reference_changes", []), f"{where}.reference_changes"))
             ]
             result = Result(
                 name=name,

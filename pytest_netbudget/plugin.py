@@ -207,6 +207,8 @@ class SessionHooks:
 
         if not self.session.finish(interrupted, say) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.session.usage_error:
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
             # pytest prints no terminal summary after an internal error: say it here.
             self.print_notes(session.config.pluginmanager.get_plugin("terminalreporter"))

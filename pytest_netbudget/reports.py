@@ -20,6 +20,8 @@ from .repeated import Repeated, group_changes
 from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, LayerEntry, RecordError, Status
 
 LAYER_DIFF_LIMIT = 10
+#: What a stale baseline says when there is no baseline file at all.
+NO_BASELINE_YET = "there is no such file yet"
 #: How far apart two MiB figures stored to six decimals can be from their unrounded difference.
 MIB_STORED_RESOLUTION = 1e-6
 
@@ -311,15 +313,21 @@ STATUS_WORDS = {
 }
 
 
-def headline(verdicts: list[Verdict], not_run: int = 0) -> str:
-    """One line for the whole run; ``not_run``: registered models this run did not profile."""
+def headline(verdicts: list[Verdict], not_run: int = 0, stale: list[str] | None = None) -> str:
+    """One line for the whole run; ``not_run``: registered models this run did not profile;
+    ``stale``: how the committed baseline does not match the code."""
     counts = {status: sum(verdict.status is status for verdict in verdicts) for status in STATUS_WORDS}
     if not any(counts.values()):
         line = f"All {len(verdicts)} model(s) within budget"
     else:
         parts = [f"{count} {STATUS_WORDS[status]}" for status, count in counts.items() if count]
         line = ", ".join(parts) + f" (of {len(verdicts)} model(s))"
-    return line + (f"; {not_run} registered model(s) not run" if not_run else "")
+    line += f"; {not_run} registered model(s) not run" if not_run else ""
+    if stale:
+        line += (
+            "; no baseline yet" if stale == [NO_BASELINE_YET] else "; the committed baseline does not match the code"
+        )
+    return line
 
 
 def largest_change(verdicts: list[Verdict]) -> tuple[Verdict, MetricCheck] | None:
@@ -375,16 +383,31 @@ class Report:
     baseline_file: str = DEFAULT_BASELINE
     conflicts: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)  # registered models a run without --netbudget skipped
+    # How the committed baseline does not match this run, and whether that fails it (--netbudget-check-baseline).
+    stale_baseline: list[str] = field(default_factory=list)
+    baseline_checked: bool = False
 
     @property
     def headline(self) -> str:
-        return headline(self.verdicts, len(self.not_run))
+        # a stale baseline that fails the run is in the headline; one that does not, in the line under it
+        return headline(self.verdicts, len(self.not_run), self.stale_baseline if self.baseline_checked else None)
+
+    def stale_line(self, escape: Callable[[str], str] = str) -> str:
+        """The stale baseline, what to run about it, and whether it fails the job; '' when it matches."""
+        if not self.stale_baseline:
+            return ""
+        verb = "Write" if self.stale_baseline == [NO_BASELINE_YET] else "Refresh"
+        fails = " (this fails the job: --netbudget-check-baseline)" if self.baseline_checked else ""
+        return (
+            f"{escape(self.baseline_file)} does not match this code: {escape('; '.join(self.stale_baseline))}. "
+            f"{verb} it with `pytest --netbudget --netbudget-update` and commit {escape(self.baseline_file)}{fails}."
+        )
 
     @property
     def changed(self) -> bool:
         """Anything a reviewer should see: a model new, changed or failing, an entry removed, a
         conflict between shards (what the Action's ``comment-when: changed`` posts on)."""
-        return bool(self.removed or self.conflicts) or any(
+        return bool(self.removed or self.conflicts or self.stale_baseline) or any(
             not verdict.passed or verdict.changed or not verdict.has_reference for verdict in self.verdicts
         )
 
@@ -420,6 +443,10 @@ def markdown(report: Report) -> str:
     columns = summary_columns(verdicts)
     largest = largest_change_line(verdicts, md.code)
     lines = ["## netbudget", "", f"**{report.headline}**" + (f" · {largest}" if largest else ""), ""]
+    stale = report.stale_line(md.inline)
+    if stale:
+        what, _, rest = stale.partition(": ")
+        lines += [f"> {'❌' if report.baseline_checked else '⚠️'} **{what}:** {rest}", ""]
     if report.not_run:
         names = ", ".join(md.code(name) for name in report.not_run)
         lines += [
@@ -576,12 +603,15 @@ def to_json(report: Report) -> str:
         "baseline_file": report.baseline_file,
         "removed": list(report.removed),
         "not_run": list(report.not_run),
+        "stale_baseline": list(report.stale_baseline),
+        "baseline_checked": report.baseline_checked,
         "conflicts": list(report.conflicts),
         "changed": report.changed,
         "models": {verdict.name: verdict.to_dict() for verdict in sorted(report.verdicts, key=lambda v: v.name)},
     }
     # Not sort_keys: a model's layers keep the model's order, which its charts follow.
-    return json.dumps(document, indent=2) + "\n"
+    # allow_nan=False: a NaN or infinity is no JSON a reader takes back; every figure is checked finite.
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 class ReportError(ValueError):
@@ -620,6 +650,9 @@ def merge_reports(documents: dict[str, Any]) -> Report:
     for source, verdicts in read.items():
         merged.removed += [name for name in documents[source].get("removed", []) if name not in merged.removed]
         merged.not_run += [name for name in documents[source].get("not_run", []) if name not in merged.not_run]
+        stale = documents[source].get("stale_baseline", [])
+        merged.stale_baseline += [problem for problem in stale if problem not in merged.stale_baseline]
+        merged.baseline_checked = merged.baseline_checked or documents[source].get("baseline_checked") is True
         for name, verdict in verdicts.items():
             if name not in seen:
                 seen[name] = (source, verdict)

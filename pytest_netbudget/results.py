@@ -684,26 +684,28 @@ def _shown(value: Any) -> str:
         return repr(value)
 
 
-def _table(data: Any, where: str, what: str = "an object") -> Mapping[str, Any]:
+def record_object(data: Any, where: str, what: str = "an object") -> Mapping[str, Any]:
     if not isinstance(data, dict):
         raise RecordError(f"{where}: expected {what}, got {_shown(data)}")
     return data
 
 
-def _text(value: Any, where: str) -> str:
+def record_text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise RecordError(f"{where}: expected a string, got {_shown(value)}")
     return value
 
 
-def _figure(value: Any, where: str) -> float:
+def record_figure(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise RecordError(f"{where}: expected a finite number, got {_shown(value)}")
     return value
 
 
-def _figures(data: Any, where: str) -> dict[str, Any]:
-    return {name: _figure(value, f"{where}{json_key(name)}") for name, value in _table(data, where).items()}
+def record_figures(data: Any, where: str) -> dict[str, Any]:
+    return {
+        name: record_figure(value, f"{where}{json_key(name)}") for name, value in record_object(data, where).items()
+    }
 
 
 def stored_figure(value: float) -> float:
@@ -745,12 +747,12 @@ class LayerEntry:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> LayerEntry:
-        row = _table(data, where, "an object with 'type' and figures")
-        kind = _text(row.get("type"), f"{where}.type")
+        row = record_object(data, where, "an object with 'type' and figures")
+        kind = record_text(row.get("type"), f"{where}.type")
         bound = row.get("bound")
         if bound is not None and bound not in {str(known) for known in Bound}:
             raise RecordError(f'{where}.bound: expected "compute" or "memory", got {_shown(bound)}')
-        figures = _figures({name: value for name, value in row.items() if name not in ("type", "bound")}, where)
+        figures = record_figures({name: value for name, value in row.items() if name not in ("type", "bound")}, where)
         return cls(kind, figures, Bound(bound) if bound is not None else None)
 
 
@@ -769,8 +771,10 @@ class EstimateSource:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> EstimateSource:
-        table = _table(data, where, "an object with 'name' and 'version'")
-        return cls(_text(table.get("name"), f"{where}.name"), _text(table.get("version"), f"{where}.version"))
+        table = record_object(data, where, "an object with 'name' and 'version'")
+        return cls(
+            record_text(table.get("name"), f"{where}.name"), record_text(table.get("version"), f"{where}.version")
+        )
 
 
 @dataclass(frozen=True)
@@ -828,15 +832,15 @@ class BaselineEntry:
         """The entry at JSON path ``where``, every field the comparison reads checked, so that a
         hand-edited or corrupt file is one error naming the path, never a crash later; fields this
         version does not know are ignored (a newer version's file still compares)."""
-        entry = _table(data, where, "an object with 'totals' and 'layers'")
-        origin = _text(entry.get("origin", ORIGIN_PYPROJECT), f"{where}.origin")
-        totals = _table(entry.get("totals"), f"{where}.totals")
-        layers = _table(entry.get("layers"), f"{where}.layers")
-        uncounted = _table(entry.get("uncounted_ops", {}), f"{where}.uncounted_ops")
+        entry = record_object(data, where, "an object with 'totals' and 'layers'")
+        origin = record_text(entry.get("origin", ORIGIN_PYPROJECT), f"{where}.origin")
+        totals = record_object(entry.get("totals"), f"{where}.totals")
+        layers = record_object(entry.get("layers"), f"{where}.layers")
+        uncounted = record_object(entry.get("uncounted_ops", {}), f"{where}.uncounted_ops")
         return cls(
             origin=origin,
-            totals=_figures(totals, f"{where}.totals"),
+            totals=record_figures(totals, f"{where}.totals"),
             layers={path: LayerEntry.from_dict(row, f"{where}.layers{json_key(path)}") for path, row in layers.items()},
-            uncounted_ops=_figures(uncounted, f"{where}.uncounted_ops"),
+            uncounted_ops=record_figures(uncounted, f"{where}.uncounted_ops"),
             target=EstimateSource.from_dict(entry["target"], f"{where}.target") if entry.get("target") else None,
         )

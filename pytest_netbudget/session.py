@@ -72,13 +72,16 @@ class NetbudgetSession:
         self.verdicts: list[budgets.Verdict] = []
         self.notes: list[str] = []
         # A file could not be written, a result was refused, or --netbudget-check-baseline found
-        # the baseline out of date: the run fails.
+        # the baseline out of date: the run fails; with a usage error (exit code 4) when the command
+        # asked for what netbudget refuses to do (a partial update over an unreadable baseline).
         self.failed = False
+        self.usage_error = False
         self._claimed: dict[str, str] = {}  # a check's name -> the node id of the test that owns it
         # The registered models this run selected, and why one has no result (when it is known).
         self._expected: set[str] = set()
         self._no_result: dict[str, str] = {}
         self._formulas_loaded = False
+        self._stale: list[str] = []  # how the committed baseline does not match this run
         if options.active:
             self._load()
 
@@ -166,14 +169,19 @@ class NetbudgetSession:
         if self.settings is None:
             return {}
         try:
-            return baseline.load(self.settings.baseline)
+            return baseline.load_baseline(self.settings.baseline)
+        except baseline.NotABaseline as error:
+            raise pytest.UsageError(str(error)) from None
         except baseline.BaselineError as error:
-            if self.options.update:
-                self.notes.append(f"the old baseline could not be read and will be replaced: {error}")
+            if self.options.update:  # a full update replaces it; a partial one is refused at the end
                 return {}
-            raise pytest.UsageError(
-                f"{error}\nfix the file, or rewrite it from this code with: pytest --netbudget --netbudget-update"
-            ) from None
+            raise pytest.UsageError(f"{error}\n{self._repair_hint()}") from None
+
+    def _repair_hint(self) -> str:
+        return (
+            f"Repair the file (resolve a git conflict, or restore it: git checkout -- {self.baseline_file}), or "
+            "write it whole from this code: pytest --netbudget --netbudget-update, with no -k or node id"
+        )
 
     def _load_reference(self) -> dict[str, BaselineEntry] | None:
         """The base branch's figures that the reports show the change against, when asked for."""
@@ -297,10 +305,11 @@ class NetbudgetSession:
 
     def baseline_mismatches(self) -> list[str]:
         """How the committed baseline differs from this run: a model without an entry, or whose
-        figures differ (either direction); registered models it still lists are ``removed_models``."""
+        figures differ (either direction); registered models it still lists are ``removed_models``.
+        A model that failed is left out: its own failure says what differs and what to do."""
         problems = []
         for verdict in self.verdicts:
-            if verdict.measured is None:
+            if verdict.measured is None or not verdict.passed:
                 continue
             entry = self.baseline.get(verdict.name)
             if entry is None:
@@ -327,6 +336,7 @@ class NetbudgetSession:
             return self._nothing_measured()
         self.verdicts = reports.in_report_order(self.verdicts)
         removed = self.removed_models()
+        self._stale = self._stale_baseline(removed)
         not_run = self._not_run()
         if not_run:
             self.notes.append(
@@ -348,19 +358,24 @@ class NetbudgetSession:
         elif self.options.update:
             self._write_baseline(say)
         else:
-            self._note_stale_baseline(removed)
+            self._note_stale_baseline()
         return not self.failed
 
-    def _note_stale_baseline(self, removed: list[str]) -> None:
+    def _stale_baseline(self, removed: list[str]) -> list[str]:
+        """How the committed baseline does not match this run (nothing for an update, which rewrites it)."""
+        if self.options.update:
+            return []
+        problems = self.baseline_mismatches() + [f"{name} is no longer registered" for name in removed]
+        return [reports.NO_BASELINE_YET] if problems and not self.baseline_path.exists() else problems
+
+    def _note_stale_baseline(self) -> None:
         """Say when the baseline no longer matches the run, and how to refresh it; under
         ``--netbudget-check-baseline`` that fails the run (as an obsolete snapshot does)."""
-        problems = self.baseline_mismatches() + [f"{name} is no longer registered" for name in removed]
+        problems = self._stale
         if not problems:
             return
-        refresh = f"refresh it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
-        if not self.baseline_path.exists():
-            problems = ["there is no such file yet"]
-            refresh = f"write it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
+        verb = "write" if problems == [reports.NO_BASELINE_YET] else "refresh"
+        refresh = f"{verb} it with `pytest --netbudget --netbudget-update` and commit {self.baseline_file}"
         if self.options.check_baseline:
             self.failed = True
             self.notes.append(f"ERROR: {self.baseline_file} does not match this run: {'; '.join(problems)}; {refresh}")
@@ -380,7 +395,15 @@ class NetbudgetSession:
                 )
 
     def _report(self, removed: list[str]) -> reports.Report:
-        return reports.Report(self.verdicts, removed, self.compared_with, self.baseline_file, not_run=self._not_run())
+        return reports.Report(
+            self.verdicts,
+            removed,
+            self.compared_with,
+            self.baseline_file,
+            not_run=self._not_run(),
+            stale_baseline=self._stale,
+            baseline_checked=self.options.check_baseline,
+        )
 
     def _not_run(self) -> list[str]:
         """The registered models of a run not given ``--netbudget``: its reports cover checks only."""
@@ -420,23 +443,78 @@ class NetbudgetSession:
         """Merge this run's entries into the file as it is now, under its lock: parallel updates
         (``-k`` shards) each add theirs; models that failed or did not run keep their entries."""
         target = self.baseline_path
-        fresh = {verdict.name: verdict.measured for verdict in self.verdicts if verdict.measured is not None}
+        # A model that failed its budget keeps its old entry: its figures are not accepted.
+        fresh = {
+            verdict.name: verdict.measured
+            for verdict in self.verdicts
+            if verdict.measured is not None and verdict.passed
+        }
+        failed = sorted(
+            verdict.name for verdict in self.verdicts if verdict.measured is not None and not verdict.passed
+        )
+        unreadable = None
         try:
             with files.locked(target, "the baseline", on_wait=say):
                 try:
-                    previous = baseline.load(target)
-                except baseline.BaselineError:
-                    previous = {}  # unreadable: already reported at the start, replaced now
+                    previous = baseline.load_baseline(target)
+                except baseline.NotABaseline as error:
+                    return self._refuse(str(error))
+                except baseline.BaselineError as error:
+                    if not self._every_model_ran():
+                        return self._refuse(self._partial_over_unreadable(error))
+                    previous, unreadable = {}, error  # a full update replaces it, and says so
                 removed = set(self.removed_models(previous))
                 kept = {name: entry for name, entry in previous.items() if name not in removed}
                 baseline.update(target, fresh, kept)
             self.notes.append(f"baseline updated: {target} ({len(fresh)} model(s) written)")
+            if unreadable is not None:
+                self.notes.append(
+                    f"{self.baseline_file} could not be read ({unreadable}) and was replaced by this run's "
+                    f"{len(fresh)} model(s)"
+                )
+            if failed:
+                self.notes.append(_not_written(failed, previous))
             self._note_uncounted(fresh)
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
             self.failed = True
 
+    def _every_model_ran(self) -> bool:
+        """Whether this run selected every registered model (no ``-k``, node id or path left one out)."""
+        return self.options.enabled and self._expected >= self._registered_names()
+
+    def _partial_over_unreadable(self, error: baseline.BaselineError) -> str:
+        ran = len(self._expected) if self.options.enabled else 0
+        return (
+            f"{self.baseline_file} could not be read ({error}), so this partial update ({ran} of "
+            f"{len(self._registered_names())} registered models) did not write it: it would drop the entries it "
+            f"cannot read. {self._repair_hint()}"
+        )
+
+    def _refuse(self, why: str) -> None:
+        """The baseline is left as it is: a usage error, which ends the run with exit code 4."""
+        self.notes.append(f"ERROR: {why}")
+        self.failed = True
+        self.usage_error = True
+
 
 def conflicting_name(result: budgets.Result) -> str:
     """A name for a check refused its own: unique, since it carries the test's node id."""
     return f"{result.origin} (name={result.name!r})"
+
+
+def _not_written(failed: list[str], previous: dict[str, BaselineEntry]) -> str:
+    """The note for models an update did not write because they failed: who keeps an old entry."""
+    kept = [name for name in failed if name in previous]
+    new = [name for name in failed if name not in previous]
+    parts = []
+    if kept:
+        parts.append(f"{', '.join(kept)} {'keeps its old entry' if len(kept) == 1 else 'keep their old entries'}")
+    if new:
+        parts.append(f"{', '.join(new)} {'gets none' if len(new) == 1 else 'get none'}")
+    budgets_word = "their budgets" if len(failed) > 1 else "its budget"
+    return (
+        f"not written: {', '.join(failed)} failed {budgets_word}, so {' and '.join(parts)}; make "
+        f"{'them' if len(failed) > 1 else 'it'} fit (or raise {'their' if len(failed) > 1 else 'its'} limits) "
+        "and update again"
+    )

@@ -269,6 +269,13 @@ def test_the_action_fails_a_pull_request_whose_baseline_does_not_match_its_code(
     assert ran["context"]["steps.run.outputs.status"] == "fail", log
     assert "netbudget: ERROR: netbudget-baseline.json does not match this run: tiny's params" in log
     assert ran["codes"]["Fail when a model failed"][0] == 1  # the job fails
+    # and the comment and the job summary say why at their top, with the command that fixes it
+    comment = Path(ran["context"]["steps.run.outputs.markdown"]).read_text(encoding="utf-8")
+    top = comment.split("| model |")[0]
+    assert "**All 2 model(s) within budget; the committed baseline does not match the code**" in top
+    assert "> ❌ **netbudget-baseline.json does not match this code:** tiny&#39;s params" in top
+    assert "Refresh it with `pytest --netbudget --netbudget-update` and commit netbudget-baseline.json" in top
+    assert top in ran["summary"].read_text(encoding="utf-8")
 
 
 def test_stale_baseline_warning_lets_such_a_pull_request_pass(open_pull_request, tmp_path):
@@ -280,6 +287,11 @@ def test_stale_baseline_warning_lets_such_a_pull_request_pass(open_pull_request,
     assert ran["context"]["steps.run.outputs.status"] == "pass", log
     assert "netbudget: netbudget-baseline.json is out of date: tiny's params" in log
     assert ran["codes"]["Fail when a model failed"][0] == 0
+    comment = Path(ran["context"]["steps.run.outputs.markdown"]).read_text(encoding="utf-8")
+    assert "**All 2 model(s) within budget**" in comment  # a warning is no failure: the line under it says it
+    assert (
+        "> ⚠️ **netbudget-baseline.json does not match this code:** tiny&#39;s params" in comment.split("| model |")[0]
+    )
 
 
 def test_an_unknown_stale_baseline_value_stops_the_action(tmp_path):

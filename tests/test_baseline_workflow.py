@@ -397,11 +397,16 @@ def test_compare_with_a_missing_file_is_a_usage_error(pytester, project):
 
 # --- bad baselines -------------------------------------------------------------------------------
 
-BAD_BASELINES = [
-    pytest.param("{ not json", ["not valid JSON"], id="not-json"),
-    pytest.param('{"schema": 99, "models": {}}', ["schema version 99"], id="schema-99"),
+#: Files at the baseline's path that are not netbudget baselines at all: never replaced (issue 20).
+NOT_BASELINES = [
+    pytest.param("{ not json", ['not JSON, and no "schema" field'], id="not-json"),
     pytest.param('{"models": {}}', ["no 'schema' field"], id="no-schema"),
     pytest.param("[1, 2]", ["no 'schema' field"], id="not-an-object"),
+]
+
+#: Baselines that cannot be read: a plain run stops, a full update replaces them (and says so).
+BAD_BASELINES = [
+    pytest.param('{"schema": 99, "models": {}}', ["schema version 99"], id="schema-99"),
     pytest.param('{"schema": 1}', ["missing the 'models' table"], id="no-models"),
     pytest.param(
         '{"schema": 1, "models": {"tiny": {"layers": {}}}}', ["models.tiny.totals: expected an object"], id="no-totals"
@@ -457,22 +462,50 @@ def test_bad_baseline_is_a_usage_error_and_left_alone(pytester, project, content
     assert f"{path}:" in text
     for fragment in fragments:
         assert fragment in text
-    assert "rewrite it from this code with: pytest --netbudget --netbudget-update" in text
+    assert (
+        "Repair the file (resolve a git conflict, or restore it: git checkout -- netbudget-baseline.json), or "
+        "write it whole from this code: pytest --netbudget --netbudget-update, with no -k or node id"
+    ) in text
     assert path.read_text(encoding="utf-8") == content
 
 
 @pytest.mark.parametrize(("content", "fragments"), BAD_BASELINES)
-def test_bad_baseline_is_replaced_by_update(pytester, project, content, fragments):
+def test_bad_baseline_is_replaced_by_a_full_update(pytester, project, content, fragments):
     write(pytester, project)
     path = pytester.path / BASELINE
     path.write_text(content, encoding="utf-8")
     result = pytester.runpytest("--netbudget", "--netbudget-update")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["netbudget: the old baseline could not be read and will be replaced: *"])
+    result.stdout.fnmatch_lines(
+        [f"netbudget: {BASELINE} could not be read (*) and was replaced by this run's 2 model(s)"]
+    )
     assert sorted(read_baseline(pytester)["models"]) == ["conv", "tiny"]
 
 
-@pytest.mark.parametrize(("content", "fragments"), BAD_BASELINES)
+@pytest.mark.parametrize(("content", "fragments"), NOT_BASELINES)
+@pytest.mark.parametrize("update", [False, True], ids=["plain", "update"])
+def test_a_file_that_is_no_baseline_is_a_usage_error_and_never_replaced(pytester, project, content, fragments, update):
+    write(pytester, project)
+    path = pytester.path / BASELINE
+    path.write_text(content, encoding="utf-8")
+    result = pytester.runpytest("--netbudget", *(["--netbudget-update"] if update else []))
+    text = output(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"{path}: not a netbudget baseline ({fragments[0]}); netbudget never replaces it" in text
+    assert "Traceback" not in text
+    assert path.read_text(encoding="utf-8") == content
+
+
+# As a report for --netbudget-compare, these files read as they do for the JSON parser.
+BAD_REPORTS = [
+    pytest.param("{ not json", ["not valid JSON"], id="not-json"),
+    pytest.param('{"models": {}}', ["no 'schema' field"], id="no-schema"),
+    pytest.param("[1, 2]", ["no 'schema' field"], id="not-an-object"),
+    *BAD_BASELINES,
+]
+
+
+@pytest.mark.parametrize(("content", "fragments"), BAD_REPORTS)
 def test_bad_compare_file_is_a_usage_error_even_with_update(pytester, project, content, fragments):
     write(pytester, project)
     (pytester.path / "other.json").write_text(content, encoding="utf-8")

@@ -52,6 +52,8 @@ def test_merged_shards_equal_the_unsharded_report(pytester, project):
     assert list(merged["models"]) == ["conv", "test_head.py::test_small_head", "tiny"]
     assert merged["removed"] == ["gone"]
     assert merged["headline"] == "1 grew past max_increase (of 3 model(s))"
+    # the baseline still lists gone, and has no entry for the check: it does not match the code
+    assert merged["stale_baseline"] == ["test_head.py::test_small_head has no entry", "gone is no longer registered"]
     assert (pytester.path / "m.md").read_text(encoding="utf-8") == (pytester.path / "all.md").read_text(
         encoding="utf-8"
     )
@@ -117,3 +119,98 @@ def test_merge_help_has_an_example(capsys):
     assert "netbudget merge shard-1.json shard-2.json --markdown netbudget.md --json netbudget.json" in (
         capsys.readouterr().out
     )
+
+
+# --- malformed reports: exit 2, the file and the JSON path, never NaN -----------------------------------
+
+
+@pytest.fixture
+def good_report():
+    """A report of one model, tiny = Linear(10, 5) on [1, 10] (55 params, budget 60, baseline 55),
+    as --netbudget-report writes it."""
+    import torch
+
+    from pytest_netbudget import profile
+    from pytest_netbudget.budgets import Result, judge
+    from pytest_netbudget.config import Increase
+    from pytest_netbudget.reports import Report, to_json
+    from pytest_netbudget.results import BaselineEntry
+
+    measured = profile(torch.nn.Linear(10, 5), input_shape=(1, 10), device="cpu")
+    result = Result(
+        name="tiny", limits={"params": 60}, max_increase={"params": Increase(fraction=0.02)}, profile=measured
+    )
+    verdict = judge(result, BaselineEntry.from_profile(measured, "pyproject.toml"))
+    return json.loads(to_json(Report([verdict])))
+
+
+def mutate(document, path, value):
+    """``document`` with the value at ``path`` (keys) set, or deleted when ``value`` is DELETE."""
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    if value is DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return document
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        pytest.param(("models", "tiny"), 7, "models.tiny: expected an object", id="model-a-number"),
+        pytest.param(("models", "tiny", "metrics"), None, "models.tiny.metrics: expected an object", id="metrics-null"),
+        pytest.param(
+            ("models", "tiny", "metrics", "params"), {}, "models.tiny.metrics.params.budget: missing", id="metric-{}"
+        ),
+        pytest.param(
+            ("models", "tiny", "metrics", "params", "budget"),
+            "58",
+            'models.tiny.metrics.params.budget: expected a number, got "58"',
+            id="budget-a-string",
+        ),
+        pytest.param(
+            ("models", "tiny", "metrics", "params", "budget"),
+            0,
+            "models.tiny.metrics.params.budget: a budget is a positive number, got 0",
+            id="budget-0",
+        ),
+        pytest.param(
+            ("models", "tiny", "metrics", "params", "baseline"),
+            float("inf"),
+            "models.tiny.metrics.params.baseline: expected a finite number, got Infinity",
+            id="past-float-range",
+        ),
+        pytest.param(("models", "tiny", "totals"), DELETE, "models.tiny.totals: expected an object", id="no-totals"),
+        pytest.param(("models", "tiny", "layers"), DELETE, "models.tiny.layers: expected an object", id="no-layers"),
+        pytest.param(
+            ("models", "tiny", "layer_changes"), None, "models.tiny.layer_changes: expected a list", id="changes-null"
+        ),
+    ],
+)
+def test_merge_names_the_file_and_json_path_of_a_malformed_report(
+    tmp_path, monkeypatch, capsys, good_report, path, value, message
+):
+    # Before: a traceback and exit 1 (the conflict code), or NaN written into the merged JSON.
+    monkeypatch.chdir(tmp_path)
+    # 1e400 is what a hand-edited report holds; json reads it as inf and writes it back as Infinity
+    text = json.dumps(mutate(good_report, path, value)).replace("Infinity", "1e400")
+    (tmp_path / "bad.json").write_text(text, encoding="utf-8")
+    assert cli.main(["merge", "bad.json", "--json", "out.json", "--markdown", "out.md"]) == 2
+    err = capsys.readouterr().err
+    assert f"netbudget: error: bad.json: {message}" in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_the_untouched_report_merges(tmp_path, monkeypatch, capsys, good_report):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "good.json").write_text(json.dumps(good_report), encoding="utf-8")
+    assert cli.main(["merge", "good.json", "--json", "out.json"]) == 0
+    merged = (tmp_path / "out.json").read_text(encoding="utf-8")
+    assert "NaN" not in merged and "Infinity" not in merged
+    assert json.loads(merged)["models"]["tiny"]["totals"]["params"] == 55

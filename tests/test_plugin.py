@@ -629,6 +629,10 @@ def test_a_training_step_is_budgeted_reported_and_kept_in_the_baseline(pytester,
     assert report["metrics"]["train_macs"]["status"] == "over"
     assert report["train"]["optimizer"] == "sgd"
     assert report["train"]["memory_mb"]["params"] * 2**20 == 55 * 4
+    # over its budget, the model gets no entry (issue 20); within it, the step is kept per layer
+    assert json.loads((pytester.path / "netbudget-baseline.json").read_text())["models"] == {}
+    project(TRAIN.format(max_train_macs=100))
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
     entry = json.loads((pytester.path / "netbudget-baseline.json").read_text())["models"]["tiny"]
     assert (entry["totals"]["train_macs"], entry["totals"]["train_flops"]) == (100, 270)
     assert entry["layers"]["fc"]["train_macs"] == 100

@@ -97,6 +97,38 @@ def test_the_whole_story_grow_accept_merge(pytester, project, git):
     assert checked.ret == 0
     assert "does not match" not in checked.stdout.str()
 
+    # a second pull request shrinks tiny back to Linear(10, 4) (44 params, 40 MACs) and forgets the
+    # baseline: nothing grew, so no budget fails, but the committed baseline (66) no longer matches.
+    # What the Action runs on a pull request (--netbudget-check-baseline, its default) makes it red
+    # there, with the finding and the command that fixes it at the top of the comment and summary.
+    git("checkout", "-q", "-b", "smaller-tiny")
+    write(pytester, project, width=4)
+    commit_all(git, "smaller tiny, baseline forgotten")
+    pr = ["--netbudget", "--netbudget-base=main", "--netbudget-check-baseline", "--netbudget-report=pr.md"]
+    forgotten = pytester.runpytest(*pr, "--netbudget-report=pr.json")
+    forgotten.assert_outcomes(passed=2)
+    assert forgotten.ret == pytest.ExitCode.TESTS_FAILED  # red on the pull request
+    markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
+    top = markdown.split("| model |")[0]
+    assert "**All 2 model(s) within budget; the committed baseline does not match the code**" in top
+    assert (
+        "> ❌ **netbudget-baseline.json does not match this code:** tiny&#39;s params, trainable_params, "
+        "macs, flops, size_mb, activations_mb, memory_access_mb, layers differ. Refresh it with "
+        "`pytest --netbudget --netbudget-update` and commit netbudget-baseline.json "
+        "(this fails the job: --netbudget-check-baseline)."
+    ) in top
+    assert json.loads((pytester.path / "pr.json").read_text(encoding="utf-8"))["stale_baseline"] == [
+        "tiny's params, trainable_params, macs, flops, size_mb, activations_mb, memory_access_mb, layers differ"
+    ]
+    # the author runs that command and commits the file: green on the pull request, then on main
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    commit_all(git, "accept the smaller tiny")
+    assert pytester.runpytest(*pr).ret == 0
+    assert "does not match" not in (pytester.path / "pr.md").read_text(encoding="utf-8")
+    git("checkout", "-q", "main")
+    git("merge", "-q", "--no-ff", "-m", "merge smaller-tiny", "smaller-tiny")
+    assert pytester.runpytest("--netbudget", "--netbudget-check-baseline").ret == 0  # main stays green
+
 
 def test_check_baseline_fails_on_a_stale_baseline_and_says_how_to_refresh(pytester, project):
     write(pytester, project)
