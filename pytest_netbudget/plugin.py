@@ -313,17 +313,22 @@ class BudgetChecker:
         device: str | None = None,
         dtype: str | None = None,
         train: Any = None,
+        serve: Any = None,
     ) -> Any:
         """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies,
-        and the formulas of ``[tool.netbudget] formulas`` count. ``train``: a training step too,
-        as ``check()`` takes it."""
+        and the formulas of ``[tool.netbudget] formulas`` count. ``train`` and ``serve``: a training
+        or serving step too, as ``check()`` takes them."""
         from .engine import profile
 
         self._session.load_formulas()
 
         chosen = device or self._session.default_device
-        step = config.train_step(train, config.Place("netbudget.profile():")) if train not in (None, False) else None
-        return profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=step or False)
+        where = config.Place("netbudget.profile():")
+        step = config.train_step(train, where) if train not in (None, False) else None
+        served = config.serve_step(serve, where) if serve is not None else None
+        return profile(
+            model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=step or False, serve=served
+        )
 
     def check(
         self,
@@ -335,6 +340,7 @@ class BudgetChecker:
         dtype: str | None = None,
         name: str | None = None,
         train: Any = None,
+        serve: Any = None,
         **limits: Any,
     ) -> Any:
         """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override),
@@ -342,7 +348,8 @@ class BudgetChecker:
         ``max_increase`` and ``strict`` default to ``[tool.netbudget]``'s, as for a registered model.
         ``train`` (here or in the marker) profiles a training step too, as a registered model's
         ``train`` does: ``True``, the same table (``{"optimizer": "sgd", "batch": 8}``) or a ``StepSpec``;
-        ``max_train_*`` limits need it.
+        ``max_train_*`` limits need it. ``serve`` likewise profiles a serving step (a table such as
+        ``{"context": 2048, "batch": 4}`` or a ``ServeSpec``), which the serving budgets need.
 
         The check is named after its test's node id (``tests/test_x.py::test_fits[cpu]``, then
         ``...[2]`` for a second check), or ``name``. Whatever goes wrong, it has one result: a
@@ -363,6 +370,8 @@ class BudgetChecker:
         table = {**self._marker_limits, **limits}
         if train is not None:
             table["train"] = train
+        if serve is not None:
+            table["serve"] = serve
         try:
             rules = config.parse_check(
                 table,
@@ -378,7 +387,7 @@ class BudgetChecker:
         chosen = device or self._session.default_device
         try:
             measured = self.profile(
-                model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=rules.train
+                model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=rules.train, serve=rules.serve
             )
         except BaseException as error:
             if stops_the_run(error):

@@ -69,6 +69,8 @@ def check_error_text(error: BaseException, device: str) -> str:
     memory with the way out, or the exception (with the meta hint on meta)."""
     if isinstance(error, (FormulaError, StepError, LoadError, ConfigError)):  # they name what is wrong themselves
         return str(error)
+    if isinstance(error, ServeError):
+        return f"serving step: {error}"
     if is_out_of_memory(error):
         return out_of_memory_text("the forward pass", device, error)
     return f"profiling failed: {describe(error)}{META_HINT if device == 'meta' else ''}"
