@@ -11,7 +11,7 @@ from typing import Any
 
 from . import __version__, metrics, units
 from . import markdown_text as md
-from .baseline import REPORT_KIND, REPORT_SCHEMA
+from .baseline import REPORT_KIND, REPORT_SCHEMA, BaselineError, models_table
 from .budgets import LayerChange, MetricCheck, Verdict, change_share
 from .config import DEFAULT_BASELINE
 from .layer_table import fits_line, serve_step_lines, train_step_lines
@@ -635,18 +635,13 @@ def merge_reports(documents: dict[str, Any]) -> Report:
     for source, document in documents.items():
         if not isinstance(document, dict) or document.get("kind") != REPORT_KIND:
             raise ReportError(f"{source}: not a netbudget JSON report (--netbudget-report=PATH.json writes one)")
-        if document.get("schema") != REPORT_SCHEMA:
-            writer = document.get("generator", "an unknown version")
-            raise ReportError(
-                f"{source}: report schema {document.get('schema')!r}, written by {writer}; this version "
-                f"(pytest-netbudget {__version__}) merges schema {REPORT_SCHEMA}: write the report again with it "
-                "(pytest --netbudget --netbudget-report=PATH.json)"
-            )
-        models = document.get("models")
-        if not isinstance(models, dict):
-            raise ReportError(f"{source}: missing the 'models' table")
         try:
+            models = models_table(
+                document, source, (REPORT_SCHEMA,), "write the report again with this version (--netbudget-report)"
+            )
             read[source] = {name: Verdict.from_dict(name, record) for name, record in models.items()}
+        except BaselineError as error:
+            raise ReportError(str(error)) from None
         except RecordError as error:
             raise ReportError(f"{source}: {error}") from None
     first: dict[str, Any] = next(iter(documents.values()), {})
