@@ -5,7 +5,8 @@
     python benchmarks/figures.py compare before.json after.json
 
 ``write`` profiles every model of ``models.py`` that runs on CPU, on cpu and on meta, plus
-a training step of three of them, and stores each ``Profile.to_dict()``: totals, every
+a training step of three of them, and the GRU of ``recurrent.py`` (aten's loop, some 1,400 tiny
+ops) forward and training step on both devices, and stores each ``Profile.to_dict()``: totals, every
 layer's figures, bytes, shapes and operators, activations, uncounted ops. ``compare``
 names each profile that differs and the first differing fields, and exits 1 if any does.
 A speed change (issue 13's rule) must leave every one of them identical.
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+import recurrent
 from models import MODELS
 
 TRAINED = ("cnn", "resnet18", "sdpa_einsum")  # a training step each: forward, backward, optimizer
@@ -40,6 +42,10 @@ def collect() -> dict[str, Any]:
         if name in TRAINED:
             step = profile(model, inputs=bench.make_inputs("cpu"), device="cpu", train=True)
             figures[f"{name}/train"] = step.to_dict()
+    model, x = recurrent.build()
+    for device in ("cpu", "meta"):
+        figures[f"gru/{device}"] = profile(model, x, device=device).to_dict()
+        figures[f"gru/{device}/train"] = profile(model, x, device=device, train=True, optimizer="sgd").to_dict()
     return figures
 
 

@@ -656,3 +656,36 @@ def test_ops_lists_every_op_that_ran_with_its_calls_free_ones_too():
         assert (p.ops["aten.convolution"].macs, p.ops["aten.convolution"].flops) == (64, 160)
         assert p.ops["aten.upsample_nearest2d"].flops == 0
         assert sum(row.flops for row in p.layers) == p.flops == sum(stats.flops for stats in p.ops.values())
+
+
+class InPlaceChain(nn.Module):
+    """``h`` is made, written in place twice (each op returns ``h`` itself), read once and dropped."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x + 1
+        h.mul_(2)
+        h.sigmoid_()
+        g = h * 3
+        del h
+        k = g + 1
+        return k.sum(dim=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_tensor_written_in_place_is_one_storage_freed_with_it(device):
+    """The tracer follows a tensor that an in-place op hands back once, and lets its storage go
+    when the tensor dies. x is [4, 8] (32 floats, 128 bytes). Live: h (128), then g (128 more);
+    h is dropped, k (128), then the row sums (4 x 4 bytes): the peak is g + k + the sums, 272
+    bytes. Were h kept once per op that handed it back, it would never leave: 400. FLOPs by the
+    per-element rules: add, mul_, sigmoid_, mul, add one per output element (5 x 32), the sum one
+    per input element (32)."""
+    p = profile(InPlaceChain(), input_shape=(4, 8), device=device)
+    assert p.activations_mb * MIB == 128 + 128 + 16 == 272
+    assert p.flops == 5 * 32 + 32
+    assert {name: stats.flops for name, stats in p.ops.items()} == {
+        "aten.add": 64,
+        "aten.mul_": 32,
+        "aten.sigmoid_": 32,
+        "aten.mul": 32,
+        "aten.sum": 32,
+    }

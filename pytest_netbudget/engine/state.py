@@ -29,15 +29,15 @@ from typing import Any
 
 import torch
 
-from ..formulas.schema import schema_of
+from ..formulas.schema import OpSchema
 from .tracer import storage_key
 
 
 class OwnWrites:
     """Copies of the model's tensors taken before an op first writes them, put back on exit.
 
-    ``before(func, args, kwargs)`` is called by the tracer before each op whose schema writes
-    an argument (the tracer's plan for the op says which do).
+    ``before(schema, args, kwargs)`` is called by the tracer before each op whose schema writes
+    an argument (``schema.written``), with the schema its plan for the op keeps.
     """
 
     def __init__(self, tensors: list[torch.Tensor]) -> None:
@@ -46,8 +46,7 @@ class OwnWrites:
         self._owned: dict[int, torch.Tensor] | None = None  # storage key -> tensor, made at the first write
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def before(self, func: Any, args: tuple, kwargs: dict) -> None:
-        schema = schema_of(func)
+    def before(self, schema: OpSchema, args: tuple, kwargs: dict) -> None:
         if self._owned is None:  # most forwards write none of their tensors: no keys taken then
             self._owned = {key: tensor for tensor in self._tensors if (key := storage_key(tensor)) is not None}
         for index in schema.written:
@@ -230,7 +229,7 @@ def _set_cudnn(flags: tuple[bool, bool]) -> None:
 
 
 #: Process-wide torch settings a factory or a forward may change: (what, read it, set it back).
-PROCESS_SETTINGS = (
+PROCESS_SETTINGS: tuple[tuple[str, Callable[[], Any], Callable[[Any], Any]], ...] = (
     ("default device", _default_device, torch.set_default_device),
     ("default dtype", torch.get_default_dtype, torch.set_default_dtype),
     ("grad mode", torch.is_grad_enabled, torch.set_grad_enabled),

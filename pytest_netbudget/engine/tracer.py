@@ -20,7 +20,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import formulas
-from ..formulas.schema import schema_of
+from ..formulas.elementwise import PerElement
+from ..formulas.schema import OpSchema, schema_of
 from ..results import MemoryPart
 from .higher_order import EagerFlexAttention, run_higher_order
 from .kernel_overrides import kernel_in_effect
@@ -65,6 +66,7 @@ _METADATA_OPS = _existing_ops(
 
 # Jagged nested tensors (``layout=torch.jagged``) are a Python tensor subclass whose ops run as
 # dense ops on its values; torch.nested has no public name for the class.
+_JAGGED: Any
 try:
     from torch.nested._internal.nested_tensor import NestedTensor as _JAGGED
 except ImportError:  # a torch without jagged nested tensors
@@ -161,18 +163,24 @@ def _shape(tensor: torch.Tensor) -> list[int]:
     if not tensor.is_nested:
         return list(tensor.shape)
     if tensor.layout == torch.jagged:  # the ragged dimension is a symbol; its longest sequence is known
+        jagged: Any = tensor  # the jagged class's own attributes, not Tensor's
         shape = list(tensor.shape)
-        shape[tensor._ragged_idx] = tensor._get_max_seqlen()
+        shape[jagged._ragged_idx] = jagged._get_max_seqlen()
         return shape
     sizes = tensor._nested_tensor_size().tolist()  # one row of sizes per sequence
     return [len(sizes), *(max(column) for column in zip(*sizes))]
+
+
+#: The address of a tensor's storage (``untyped_storage()._cdata``), asked without making the
+#: storage's Python object, which most tensors the tracer sees never need.
+_storage_id = getattr(torch._C, "_storage_id", None) or (lambda tensor: tensor.untyped_storage()._cdata)
 
 
 def storage_key(tensor: torch.Tensor) -> int | None:
     """What identifies the memory a tensor lives in (its views share it); None for layouts
     without storage (sparse). Live memory, a training step's owners and undone writes key on it."""
     try:
-        return tensor.untyped_storage()._cdata
+        return _storage_id(tensor)
     except (RuntimeError, NotImplementedError):  # sparse and other storage-less layouts
         return None
 
@@ -181,7 +189,8 @@ class LiveMemory:
     """Bytes of intermediate tensors alive right now, and the peak.
 
     Each storage is counted once, however many views of it exist, and leaves the
-    tally when the last tensor that the mode saw on it is freed. Storages of the
+    tally when the last tensor that the mode saw on it is freed; a tensor seen again on the
+    same storage (an in-place op returns its argument) is followed once. Storages of the
     inputs, parameters and buffers are external and never counted. ``parts`` splits
     the live bytes by what they are: everything a forward creates is an activation;
     a training step's memory starts new storages as temporaries and reclassifies them.
@@ -193,7 +202,8 @@ class LiveMemory:
     def __init__(self, external: list[torch.Tensor]) -> None:
         self._external = {key for key in map(storage_key, external) if key is not None}
         self._live: dict[int, list[Any]] = {}  # storage key -> [bytes, tensors alive, category]
-        self._refs: dict[int, tuple[weakref.ref, int]] = {}  # id(ref) -> (ref, storage key)
+        self._refs: dict[int, tuple[weakref.ref, int, int]] = {}  # id(ref) -> (ref, storage key, id(tensor))
+        self._followed: dict[int, int] = {}  # id(tensor) -> storage key, for each tensor alive with a ref
         self.parts: dict[MemoryPart, int] = {}
         self.current = 0
         self.peak = 0
@@ -202,23 +212,27 @@ class LiveMemory:
 
     def saw(self, tensor: torch.Tensor) -> None:
         try:
-            storage = tensor.untyped_storage()
+            key = _storage_id(tensor)
         except (RuntimeError, NotImplementedError):  # sparse and other storage-less layouts
             return
-        key = storage._cdata
         if key in self._external:
+            return
+        tensor_id = id(tensor)
+        if self._followed.get(tensor_id) == key:  # this tensor is followed on this storage already
             return
         entry = self._live.get(key)
         if entry is None:
-            entry = self._live[key] = [storage.nbytes(), 0, self.category]
+            entry = self._live[key] = [tensor.untyped_storage().nbytes(), 0, self.category]
             self.parts[self.category] = self.parts.get(self.category, 0) + entry[0]
             self.current += entry[0]
             if self.current > self.peak:
                 self._new_peak()
+            self.storage_added(key, entry[0])
         entry[1] += 1
         # Refs are kept by id: two refs to one tensor would compare their tensors with ==.
         ref = weakref.ref(tensor, self._on_freed)
-        self._refs[id(ref)] = (ref, key)
+        self._refs[id(ref)] = (ref, key, tensor_id)
+        self._followed[tensor_id] = key
 
     def _new_peak(self) -> None:
         self.peak = self.current
@@ -234,10 +248,11 @@ class LiveMemory:
         entry[2] = category
 
     def _freed(self, ref: weakref.ref) -> None:
-        ref_and_key = self._refs.pop(id(ref), None)
-        if ref_and_key is None or not self._open:
+        followed = self._refs.pop(id(ref), None)
+        if followed is None or not self._open:
             return
-        key = ref_and_key[1]
+        _, key, tensor_id = followed
+        self._followed.pop(tensor_id, None)  # its id is free: a tensor made later may take it
         entry = self._live.get(key)
         if entry is None:
             return
@@ -246,12 +261,21 @@ class LiveMemory:
             self.current -= entry[0]
             self.parts[entry[2]] -= entry[0]
             del self._live[key]
+            self.storage_freed(key, entry[0])
+
+    def storage_added(self, key: int, nbytes: int) -> None:
+        """A storage (by its key) became live: for a subclass that follows storages (the serving
+        step's notes which module made each, and logs them to work a peak out again)."""
+
+    def storage_freed(self, key: int, nbytes: int) -> None:
+        """A storage's last tensor that the mode saw was freed."""
 
     def close(self) -> None:
         """Stop listening: tensors that outlive the traced work no longer matter."""
         self._open = False
         self._live.clear()
         self._refs.clear()
+        self._followed.clear()
 
 
 class OpPlan:
@@ -271,19 +295,26 @@ class OpPlan:
         "meta_kernel",
         "metadata",
         "family",
+        "func",
         "name",
+        "per_element",
         "traffic",
         "writes",
     )
 
     def __init__(self, func: Any, formula_set: formulas.FormulaSet) -> None:
         found = formula_set.for_op(func)
+        #: Plans are found by ``id(func)`` (an overload's ``__hash__`` is Python code, run on every
+        #: dict lookup): the plan holds the overload, so that its id is never another's.
+        self.func = func
         #: What runs the op: an overload's C++ entry point itself, one Python frame fewer per op
         #: than ``OpOverload.__call__``, which only calls it (overloads of other kinds: the call).
         self.call = func._op if type(func) is torch._ops.OpOverload else func
         self.metadata = func in _METADATA_OPS
         self.free = formula_set.is_free(found)
-        self.formula = None if self.free else found
+        self.formula: Any = None if self.free else found  # an OpFormula, or None
+        #: A per-element formula, which the tracer applies without calling it (None: call the formula).
+        self.per_element = found if type(found) is PerElement else None
         #: CompositeImplicit ops without a formula (or with one for their nested runs only): count
         #: what they decompose into, as FlopCounterMode does.
         #: (Layout queries first: prim::layout, which a nested tensor's ``.layout`` asks, is no dispatcher op.)
@@ -305,8 +336,8 @@ class OpPlan:
         self.counted = self.count_bytes or not self.free
         self.memory_outputs = 1 if func in _STATISTICS_OUTPUTS else None  # None: every output
         self.meta_kernel = func in META_KERNELS  # ours replaces PyTorch's on meta
-        #: Whether the op writes an argument (``Tensor(a!)`` in its schema): OwnWrites looks at those.
-        self.writes = bool(schema.written)
+        #: The op's schema where it writes an argument (``Tensor(a!)``): OwnWrites looks at those.
+        self.writes: OpSchema | None = schema if schema.written else None
 
 
 # Whether this torch's C extension can mark a code object for dynamo to skip (2.6 and later).
@@ -404,7 +435,7 @@ class Tracer(TorchDispatchMode):
         self.memory = LiveMemory(external) if memory is None else memory
         self.attribution = attribution
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
-        self._plans: dict[Any, OpPlan] = formula_set.plans
+        self._plans: dict[int, OpPlan] = formula_set.plans  # by id(func): see OpPlan.func
         self._stack: list[int] = []
         self._paths: dict[str, int] | None = None  # module path -> index, made when first asked
         #: Set on the direct path: undoes what the forward writes to the model's own tensors.
@@ -531,17 +562,17 @@ class Tracer(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        plan = self._plans.get(func)
+        plan = self._plans.get(id(func))
         if plan is None:
             if isinstance(func, torch._ops.HigherOrderOperator):  # no public alias of the class
                 return run_higher_order(self, func, args, kwargs, self._traced)
-            plan = self._plans[func] = OpPlan(func, self.formula_set)
+            plan = self._plans[id(func)] = OpPlan(func, self.formula_set)
         if plan.metadata:
             return plan.call(*args, **kwargs)
         if types and _JAGGED in types:  # run its own implementation with this mode on: its dense ops are counted
             return self._traced(_JAGGED.__torch_dispatch__, func, types, args, kwargs)
-        if plan.writes and self.own_writes is not None:
-            self.own_writes.before(func, args, kwargs)
+        if plan.writes is not None and self.own_writes is not None:
+            self.own_writes.before(plan.writes, args, kwargs)
         if plan.decompose:
             decomposed = self._decompose(func, args, kwargs)
             if decomposed is not NotImplemented:
@@ -592,20 +623,20 @@ class Tracer(TorchDispatchMode):
         else:
             tally = self.tallies[attribution.owner(stack[-1] if stack else None, args, kwargs)]
         read = 0
-        dtype = None
+        first_read = None  # the first tensor read: its dtype sets the estimated time's peak
         if not plan.count_bytes:
             written = 0
         elif plan.traffic is None:
-            tensors = argument_tensors(args, kwargs, plan.tensor_positions)
-            read = sum([tensor.numel() * tensor.element_size() for tensor in tensors])
-            if tensors:
-                dtype = tensors[0].dtype
+            read, first_read = _bytes_read(args, kwargs, plan.tensor_positions)
         else:
             read, written = plan.traffic.bytes_moved(args, kwargs, written, argument_tensors)
         tally.read_bytes += read
         tally.write_bytes += written
         macs = flops = 0
-        if plan.formula is not None:
+        per_element = plan.per_element
+        if per_element is not None and (args or per_element.of_output):  # the formula's figure, without calling it
+            flops = per_element.flops(args, out)
+        elif plan.formula is not None:
             call = (
                 formulas.OpCall(func, args, kwargs, out)
                 if attribution is None
@@ -613,18 +644,41 @@ class Tracer(TorchDispatchMode):
             )
             cost = formulas.apply(plan.formula, plan.name, call)
             macs, flops = cost.macs, cost.total_flops
-            tally.charge(plan.name, macs, flops)
-        else:  # listed with its calls all the same: ``ops`` names every op that ran
-            tally.charge(plan.name, 0, 0)
-            if not plan.free:
-                self.uncounted[plan.name] += 1
+        elif not plan.free:  # listed with its calls all the same: ``ops`` names every op that ran
+            self.uncounted[plan.name] += 1
+        tally.charge(plan.name, macs, flops)
         clock = self.clock
         if clock is not None and plan.counted:
-            if dtype is None:
+            if first_read is not None:
+                dtype = first_read.dtype
+            else:
                 dtype = out.dtype if isinstance(out, torch.Tensor) else torch.float32
             clock.charge(tally, flops, macs, read + written, dtype, plan.family)
         if attribution is not None:
             attribution.accounted(args, kwargs, out)
+
+
+def _bytes_read(args: tuple, kwargs: dict, positions: tuple[int, ...]) -> tuple[int, torch.Tensor | None]:
+    """Bytes of the tensors an op reads under the plain rule (those of :func:`argument_tensors`,
+    summed as they are found, with no list made: this runs for nearly every op), and the first."""
+    read = 0
+    first = None
+    count = len(args)
+    values: Any = [args[index] for index in positions if index < count]
+    if kwargs:
+        values += kwargs.values()
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            read += value.numel() * value.element_size()
+            if first is None:
+                first = value
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, torch.Tensor):
+                    read += item.numel() * item.element_size()
+                    if first is None:
+                        first = item
+    return read, first
 
 
 def _skip_dynamo(code: Any) -> None:

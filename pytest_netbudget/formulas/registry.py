@@ -47,7 +47,8 @@ def apply(formula: Callable[..., Any], target: str, *args: Any) -> Cost:
     if not isinstance(cost, Cost):
         raise FormulaError(f"formula {_name(formula)} for {target} returned {cost!r}, not a Cost")
     macs, flops = cost.macs, cost.flops
-    if type(macs) is int and macs >= 0 and flops is None:  # the usual answer, checked first (bool is not int)
+    # The usual answer, checked first (bool is not int): whole, not negative (and ints are finite).
+    if type(macs) is int and macs >= 0 and (flops is None or (type(flops) is int and flops >= 0)):
         return cost
     plain = Cost(_plain_number(macs), None if flops is None else _plain_number(flops))
     if (
