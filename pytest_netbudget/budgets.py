@@ -278,6 +278,9 @@ class Verdict:
     measured: BaselineEntry | None = None
     train: TrainStep | None = None
     serve: ServeStep | None = None  # its settings, memory split and fits line (no traced calls)
+    # How its environment (torch, device, dtype) changed since the baseline entry, when its figures
+    # changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
+    environment_change: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -352,6 +355,8 @@ class Verdict:
             data["has_reference"] = self.has_reference
         if self.reference_changes != self.layer_changes:
             data["reference_changes"] = [change.to_dict() for change in self.reference_changes]
+        if self.environment_change:
+            data["environment_change"] = list(self.environment_change)
         return data
 
     @classmethod
@@ -403,6 +408,10 @@ class Verdict:
             measured=None if error is not None else measured,
             train=train,
             serve=serve,
+            environment_change=[
+                record_text(change, f"{where}.environment_change[{index}]")
+                for index, change in enumerate(_list(data.get("environment_change", []), f"{where}.environment_change"))
+            ],
         )
 
 
@@ -467,7 +476,17 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
         measured=measured,
         train=result.profile.train,
         serve=result.profile.serve.settings() if result.profile.serve is not None else None,
+        environment_change=environment_change(baseline, comparable) if baseline is not None else [],
     )
+
+
+def environment_change(old: BaselineEntry, new: BaselineEntry) -> list[str]:
+    """How the environment changed between two entries whose figures differ (``torch 2.12.0 ->
+    2.13.0``): then the change may be the environment's, not the model's. Empty when the figures
+    are equal, or an entry does not know its environment (a baseline written before it was kept)."""
+    if old.environment is None or new.environment is None or old.totals == new.totals and old.layers == new.layers:
+        return []
+    return new.environment.changes_from(old.environment)
 
 
 def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:

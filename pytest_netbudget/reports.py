@@ -56,6 +56,13 @@ def next_steps(
     """What the author of a failing change can do about each problem, one line each; ``escape``
     is applied to what comes from the project (names, the baseline's file name)."""
     steps = []
+    if verdict.environment_change and not verdict.passed:
+        steps.append(
+            f"its figures changed with its environment ({', '.join(verdict.environment_change)}), so the change may "
+            f"be the environment's, not the model's: if this is the environment to gate on, "
+            f"{update_hint(baseline_file, escape).replace('accept it', 'accept its figures')}; else profile it "
+            "where its baseline entry was made"
+        )
     for check in verdict.checks:
         if check.over_budget:
             key = metrics.get(check.metric).limit_key
@@ -192,6 +199,8 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
     if verdict.strict_failure:
         problems.append("ran ops that have no counting formula (strict = true)")
     lines = [f"{verdict.name} " + " and ".join(problems)]
+    if verdict.environment_change:
+        lines.append(f"  its environment changed since its baseline entry: {', '.join(verdict.environment_change)}")
     rows = [["metric", "budget", "actual", "over"]]
     if verdict.has_baseline:
         rows[0][3:3] = ["baseline", "change"]
@@ -235,6 +244,11 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         if verdict.uncounted_ops:
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
             lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
+        if verdict.environment_change:
+            lines.append(
+                f"{verdict.name}: its figures changed with its environment ({', '.join(verdict.environment_change)}) "
+                "since its baseline entry"
+            )
         if verdict.error is not None:
             lines.append(f"{verdict.name}: {verdict.error}")
     for name in removed or []:
@@ -540,6 +554,11 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
     lines = [f"<details{' open' if failing else ''}><summary>{md.code(verdict.name)}: {title}</summary>", ""]
     if verdict.error is not None:
         return [*lines, *md.fence([verdict.error]), "", "</details>", ""]
+    if verdict.environment_change:
+        lines.append(
+            f"- **environment changed** since its baseline entry: {md.inline(', '.join(verdict.environment_change))} "
+            "(its figures changed with it)"
+        )
     lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file, md.inline)]
     if verdict.uncounted_ops:
         ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))

@@ -318,7 +318,9 @@ class NetbudgetSession:
                 continue
             differ = baseline.differences(entry, verdict.measured)
             if differ:
-                problems.append(f"{verdict.name}'s {', '.join(differ)} differ")
+                environment = budgets.environment_change(entry, verdict.measured)
+                with_it = f" (with its environment: {', '.join(environment)})" if environment else ""
+                problems.append(f"{verdict.name}'s {', '.join(differ)} differ{with_it}")
         return problems
 
     # --- end -------------------------------------------------------------------------------------

@@ -475,6 +475,7 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         layers=layers,
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
         target=_target_ref(prepared.target),
+        torch_version=str(torch.__version__),  # a plain str: TorchVersion does not cross to xdist workers
     )
 
 
