@@ -476,8 +476,10 @@ def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
     as judged."""
     changes: list[LayerChange] = []
     if reference is not None and verdict.measured is not None:
-        reference, comparable = comparable_entries(reference, verdict.measured)
-        changes = layer_diff(reference, comparable)
+        base, comparable = comparable_entries(reference, verdict.measured)
+        if base is not None:
+            reference = base
+            changes = layer_diff(base, comparable)
     figures = reference.totals if reference is not None else {}
     return replace(
         verdict,

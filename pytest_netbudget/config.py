@@ -349,9 +349,9 @@ def _model(
                 "[tool.netbudget] (`netbudget targets` lists them)",
             )
     model_device = _device(table.get("device", device), where, "device")
-    problem = train.problem_on(model_device) if train is not None else None
-    if problem:
-        raise where.error("train.autocast", problem)
+    autocast_problem = train.problem_on(model_device) if train is not None else None
+    if autocast_problem:
+        raise where.error("train.autocast", autocast_problem)
     return ModelSpec(
         name=name,
         factory=factory,
@@ -428,7 +428,10 @@ def _input_spec(item: Any, where: Place, index: int) -> InputSpec:
     where.unknown_keys(item, INPUT_KEYS, prefix=f"{key}.")
     if "shape" not in item:
         raise where.error(f"{key}.shape", "missing")
-    dtype = _dtype(item.get("dtype", "float32"), where, f"{key}.dtype", devices.INPUT_DTYPES)
+    try:
+        dtype = devices.check_dtype(item.get("dtype", "float32"), where.key(f"{key}.dtype"), devices.INPUT_DTYPES)
+    except devices.ChoiceError as error:
+        raise ConfigError(str(error)) from None
     low, high = item.get("low", 0), item.get("high")
     for bound_name, bound in (("low", low), ("high", high)):
         if bound is None:

@@ -7,12 +7,12 @@ checker alone, so the import runs one way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import units
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .results import LayerStats, OpStats, Profile, ServeStep, TrainStep
 
@@ -43,7 +43,7 @@ def format_shapes(shapes: list) -> str:
     return text if len(text) <= _SHAPE_WIDTH else text[: _SHAPE_WIDTH - 3] + "..."
 
 
-def _figure(value: int, render) -> str:
+def _figure(value: float, render: Callable[[Any], str]) -> str:
     return render(value) if value else "-"
 
 
@@ -244,7 +244,7 @@ def fits_line(step: ServeStep) -> str:
     if step.fits.context is None:
         return f"fits {memory} at any context at batch {step.batch}: the memory stops growing (bounded state)"
     if step.fits.context == 0:
-        weights = step.memory_mb.get("weights", 0)
+        weights = sum(figure for part, figure in step.memory_mb.items() if part == "weights")
         return f"fits {memory}: not even one token at batch {step.batch} (weights {weights:.3f} MiB)"
     return (
         f"fits {memory}: up to {step.fits.context:,} tokens of context at batch {step.batch} "

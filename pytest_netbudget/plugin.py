@@ -137,7 +137,8 @@ class SessionHooks:
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> ModelsFile | None:
         """pyproject.toml met during collection, or named on the command line
         (``pytest --netbudget pyproject.toml::mnist_cnn``), collects the models."""
-        if self.session.models and file_path == self.session.settings.path:
+        settings = self.session.settings
+        if self.session.models and settings is not None and file_path == settings.path:
             return ModelsFile.from_parent(parent, path=file_path)
         return None
 
@@ -148,12 +149,13 @@ class SessionHooks:
         Paths on the command line select as pytest's own do: ``pytest --netbudget tests/test_x.py``
         runs what that file holds, and the models run when pyproject.toml (or its directory) is named.
         """
-        if not self.session.models or any(isinstance(item, ModelItem) for item in items):
+        settings = self.session.settings
+        if settings is None or not self.session.models or any(isinstance(item, ModelItem) for item in items):
             return
         if getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS:
             return
-        node = ModelsFile.from_parent(session, path=self.session.settings.path)
-        models = list(node.collect())
+        node = ModelsFile.from_parent(session, path=settings.path)
+        models: list[pytest.Item | pytest.Collector] = list(node.collect())
         # Report them as collected, so that "collected N items" and --collect-only count them.
         config.hook.pytest_collectreport(report=pytest.CollectReport(node.nodeid, "passed", None, models))
         items[:0] = models

@@ -76,11 +76,14 @@ def next_steps(
 def _over(check: MetricCheck) -> str:
     if not check.measured:
         return "not measured"
-    if check.over_budget:
-        excess = check.actual - check.limit
-        return f"{metrics.get(check.metric).format_excess(excess)} ({units.format_percent(excess / check.limit, signed=True)})"
-    if check.grew_too_much:
-        return f"grew {change(check, gate=True)}, more than the allowed {check.increase.describe()}"
+    actual, limit, increase = check.actual, check.limit, check.increase
+    if check.over_budget and actual is not None and limit is not None:
+        excess = actual - limit
+        return (
+            f"{metrics.get(check.metric).format_excess(excess)} ({units.format_percent(excess / limit, signed=True)})"
+        )
+    if check.grew_too_much and increase is not None:
+        return f"grew {change(check, gate=True)}, more than the allowed {increase.describe()}"
     return "ok"
 
 
@@ -281,8 +284,9 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
             rows.append([verdict.name, verdict.status, "-", "-"])
             continue
         figure = f"{check.metric} {value(check.metric, check.actual)}"
-        if check.limit is not None:
-            figure += f" / {value(check.metric, check.limit)} ({units.format_percent(check.used)})"
+        used = check.used
+        if check.limit is not None and used is not None:
+            figure += f" / {value(check.metric, check.limit)} ({units.format_percent(used)})"
         rows.append([verdict.name, verdict.status, figure, change_cell(verdict) if verdict.has_reference else "new"])
     return rows
 
@@ -298,10 +302,11 @@ def _surely_changed(check: MetricCheck) -> float:
     """How much a figure changed, relative to its old one. A MiB figure is stored to six
     decimals, so its change counts only as far as that rounding vouches for it (a tiny model's
     20 -> 24 bytes of activations reads +21%, no more than the +20% of its parameters)."""
-    if not check.reference:
+    actual, reference = check.actual, check.reference
+    if not reference or actual is None:
         return math.inf  # a figure that had none before (or 0) counts as the largest change
     rounding = MIB_STORED_RESOLUTION if metrics.get(check.metric).is_mib else 0
-    return (abs(check.actual - check.reference) - rounding) / abs(check.reference)
+    return (abs(actual - reference) - rounding) / abs(reference)
 
 
 #: How each status reads in the headline and in a failing model's section.
@@ -349,9 +354,10 @@ def largest_change_line(verdicts: list[Verdict], escape: Callable[[str], str] = 
     if found is None:
         return ""
     verdict, check = found
+    actual, reference = check.actual, check.reference
     percent = (
-        units.format_percent((check.actual - check.reference) / check.reference, signed=True)
-        if check.reference
+        units.format_percent((actual - reference) / reference, signed=True)
+        if reference and actual is not None
         else "new"
     )
     figures = f"{value(check.metric, check.reference)} -> {value(check.metric, check.actual)}"
@@ -430,8 +436,9 @@ def summary_cell(verdict: Verdict, metric: str) -> tuple[str, str]:
     if check is None:
         return "-", ""
     figure = value(metric, check.actual)
-    if check.limit is not None:
-        figure += f" / {value(metric, check.limit)} ({units.format_percent(check.used, decimals=0)})"
+    used = check.used
+    if check.limit is not None and used is not None:
+        figure += f" / {value(metric, check.limit)} ({units.format_percent(used, decimals=0)})"
     shown_change = change(check) if verdict.has_reference and check.reference is not None else ""
     return figure, shown_change
 
@@ -642,7 +649,7 @@ def merge_reports(documents: dict[str, Any]) -> Report:
             read[source] = {name: Verdict.from_dict(name, record) for name, record in models.items()}
         except RecordError as error:
             raise ReportError(f"{source}: {error}") from None
-    first = next(iter(documents.values()), {})
+    first: dict[str, Any] = next(iter(documents.values()), {})
     merged = Report(
         compared_with=first.get("compared_with"), baseline_file=first.get("baseline_file", DEFAULT_BASELINE)
     )

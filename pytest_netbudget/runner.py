@@ -37,6 +37,8 @@ def make_tensor(spec: InputSpec, device: torch.device) -> torch.Tensor:
         return tensor * (high - spec.low) + spec.low
     if dtype == torch.bool:
         return torch.randint(0, 2, spec.shape, device=device).bool()
+    if spec.high is None:  # config requires it for an integer input; a spec made by hand may lack it
+        raise ValueError(f"an integer input needs 'high' (exclusive upper bound), dtype {spec.dtype}")
     return torch.randint(int(spec.low), int(spec.high), spec.shape, dtype=dtype, device=device)
 
 
@@ -149,7 +151,7 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
         if is_out_of_memory(error):
             raise ModelError(out_of_memory_text("the forward pass", device, error)) from None
         hint = META_HINT if device.type == "meta" else ""
-        shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
+        shape: Any = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
         steps = [name for name, given in (("the training step", step), ("the serving step", spec.serve)) if given]
         what = " or ".join(["the forward pass", *steps])
         raise ModelError(f"{what} failed on input {shape}: {describe(error)}{hint}") from None

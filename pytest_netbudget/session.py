@@ -151,7 +151,8 @@ class NetbudgetSession:
             sys.path.insert(0, root)
 
     def _wants_cuda(self) -> bool:
-        chosen = [self.options.device] if self.options.device else [spec.device for spec in self.settings.models]
+        models = self.settings.models if self.settings is not None else []
+        chosen = [self.options.device] if self.options.device else [spec.device for spec in models]
         return any(device.startswith("cuda") for device in chosen)
 
     @property

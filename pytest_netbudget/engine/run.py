@@ -140,7 +140,7 @@ class _Inventory:
     float_dtypes: set[torch.dtype]
 
 
-_LAZY = torch.nn.parameter.UninitializedTensorMixin
+_LAZY = torch.nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]  # not in torch's stubs
 
 
 def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:

@@ -64,12 +64,18 @@ class TokenSlot:
     index: int | None
 
     def get(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        return kwargs[self.key] if self.key is not None else args[self.index]
+        return kwargs[self.key] if self.key is not None else args[self._position()]
 
     def put(self, args: tuple, kwargs: dict, tokens: torch.Tensor) -> tuple[tuple, dict]:
         if self.key is not None:
             return args, {**kwargs, self.key: tokens}
-        return (*args[: self.index], tokens, *args[self.index + 1 :]), kwargs
+        index = self._position()
+        return (*args[:index], tokens, *args[index + 1 :]), kwargs
+
+    def _position(self) -> int:
+        if self.index is None:
+            raise ValueError("a token slot names a keyword or a position")
+        return self.index
 
 
 def token_slot(args: tuple, kwargs: dict) -> TokenSlot:
@@ -285,7 +291,8 @@ def serve_step(
     held = cache_tensors(cache)
     kv_bytes = [0] * len(prefill.tallies)
     for tensor in held:
-        kv_bytes[creators.creator.get(storage_key(tensor), 0)] += tensor_bytes(tensor, kv_dtype)
+        key = storage_key(tensor)
+        kv_bytes[creators.creator.get(key, 0) if key is not None else 0] += tensor_bytes(tensor, kv_dtype)
 
     if encoder is not None:  # an encoder-decoder: the encoder's inputs give way to its output
         args, kwargs = (), {"encoder_outputs": (encoder,)}

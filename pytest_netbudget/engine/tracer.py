@@ -66,6 +66,7 @@ _METADATA_OPS = _existing_ops(
 
 # Jagged nested tensors (``layout=torch.jagged``) are a Python tensor subclass whose ops run as
 # dense ops on its values; torch.nested has no public name for the class.
+_JAGGED: Any
 try:
     from torch.nested._internal.nested_tensor import NestedTensor as _JAGGED
 except ImportError:  # a torch without jagged nested tensors
@@ -162,8 +163,9 @@ def _shape(tensor: torch.Tensor) -> list[int]:
     if not tensor.is_nested:
         return list(tensor.shape)
     if tensor.layout == torch.jagged:  # the ragged dimension is a symbol; its longest sequence is known
+        jagged: Any = tensor  # the jagged class's own attributes, not Tensor's
         shape = list(tensor.shape)
-        shape[tensor._ragged_idx] = tensor._get_max_seqlen()
+        shape[jagged._ragged_idx] = jagged._get_max_seqlen()
         return shape
     sizes = tensor._nested_tensor_size().tolist()  # one row of sizes per sequence
     return [len(sizes), *(max(column) for column in zip(*sizes))]
@@ -310,7 +312,7 @@ class OpPlan:
         self.call = func._op if type(func) is torch._ops.OpOverload else func
         self.metadata = func in _METADATA_OPS
         self.free = formula_set.is_free(found)
-        self.formula = None if self.free else found
+        self.formula: Any = None if self.free else found  # an OpFormula, or None
         #: A per-element formula, which the tracer applies without calling it (None: call the formula).
         self.per_element = found if type(found) is PerElement else None
         #: CompositeImplicit ops without a formula (or with one for their nested runs only): count
