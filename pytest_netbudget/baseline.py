@@ -11,8 +11,9 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from . import files, metrics
+from . import __version__, files, metrics
 from .results import BaselineEntry, RecordError, json_key
 
 #: The baseline file's format.
@@ -92,21 +93,29 @@ def parse(text: str, source: str) -> dict[str, BaselineEntry]:
     if not isinstance(data, dict) or "schema" not in data:
         raise BaselineError(f"{source}: not a netbudget baseline or report (no 'schema' field)")
     is_report = data.get("kind") == REPORT_KIND
-    readable = _REPORT_SCHEMAS_READ_AS_BASELINE if is_report else (SCHEMA,)
-    if data["schema"] not in readable:
-        written = f", written by {data['generator']}" if isinstance(data.get("generator"), str) else ""
-        raise BaselineError(
-            f"{source}: {'report ' if is_report else ''}schema version {data['schema']!r}{written} is not one this "
-            f"version of pytest-netbudget reads (it reads {', '.join(map(str, readable))}); upgrade "
-            "pytest-netbudget or write the file again with this version"
-        )
-    models = data.get("models")
-    if not isinstance(models, dict):
-        raise BaselineError(f"{source}: missing the 'models' table")
+    models = models_table(data, source, _REPORT_SCHEMAS_READ_AS_BASELINE if is_report else (SCHEMA,))
     try:
         return {name: BaselineEntry.from_dict(entry, f"models{json_key(name)}") for name, entry in models.items()}
     except RecordError as error:
         raise BaselineError(f"{source}: {error}") from None
+
+
+def models_table(data: dict[str, Any], source: str, readable: tuple[int, ...], then: str = "") -> dict[str, Any]:
+    """The 'models' table of a parsed baseline file or report whose schema is one of ``readable``;
+    otherwise ``BaselineError`` names the file, its schema and the version that wrote it (and
+    ``then``, what to do)."""
+    if data.get("schema") not in readable:
+        written = f", written by {data['generator']}," if isinstance(data.get("generator"), str) else ""
+        kind = "report " if data.get("kind") == REPORT_KIND else ""
+        raise BaselineError(
+            f"{source}: {kind}schema version {data.get('schema')!r}{written} is not one this version of "
+            f"pytest-netbudget ({__version__}) reads (it reads {', '.join(map(str, readable))}); "
+            + (then or "upgrade pytest-netbudget or write the file again with this version")
+        )
+    models = data.get("models")
+    if not isinstance(models, dict):
+        raise BaselineError(f"{source}: missing the 'models' table")
+    return models
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -173,10 +182,13 @@ def update(path: Path, fresh: dict[str, BaselineEntry], previous: dict[str, Base
 
 def differences(old: BaselineEntry, new: BaselineEntry) -> list[str]:
     """What differs between two entries of one model: the totals that changed (in metric
-    order), then any other part (``layers``, ...); the origin is not a figure."""
+    order), then any other part (``layers``, ...). Neither the origin nor the environment is a
+    figure: a new torch that gives the same figures leaves the baseline as good as it was."""
     totals = [name for name in metrics.NAMES if old.totals.get(name) != new.totals.get(name)]
     before, after = old.to_dict(), new.to_dict()
     parts = sorted(
-        key for key in set(before) | set(after) if key not in ("origin", "totals") and before.get(key) != after.get(key)
+        key
+        for key in set(before) | set(after)
+        if key not in ("origin", "totals", "environment") and before.get(key) != after.get(key)
     )
     return totals + parts

@@ -281,6 +281,9 @@ class Verdict:
     train: TrainStep | None = None
     serve: ServeStep | None = None  # its settings, memory split and fits line (no traced calls)
     upper_bounds: tuple[UpperBound, ...] = ()  # figures the device could not give exactly, and why
+    # How its environment (torch, device, dtype) changed since the baseline entry, when its figures
+    # changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
+    environment_change: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -362,6 +365,8 @@ class Verdict:
             data["reference_changes"] = [change.to_dict() for change in self.reference_changes]
         if self.upper_bounds:
             data["upper_bounds"] = [bound.to_dict() for bound in self.upper_bounds]
+        if self.environment_change:
+            data["environment_change"] = list(self.environment_change)
         return data
 
     @classmethod
@@ -418,6 +423,10 @@ class Verdict:
             train=train,
             serve=serve,
             upper_bounds=upper_bounds,
+            environment_change=[
+                record_text(change, f"{where}.environment_change[{index}]")
+                for index, change in enumerate(_list(data.get("environment_change", []), f"{where}.environment_change"))
+            ],
         )
 
 
@@ -483,7 +492,17 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
         train=result.profile.train,
         serve=result.profile.serve.settings() if result.profile.serve is not None else None,
         upper_bounds=result.profile.upper_bounds,
+        environment_change=environment_change(baseline, comparable) if baseline is not None else [],
     )
+
+
+def environment_change(old: BaselineEntry, new: BaselineEntry) -> list[str]:
+    """How the environment changed between two entries whose figures differ (``torch 2.12.0 ->
+    2.13.0``): then the change may be the environment's, not the model's. Empty when the figures
+    are equal, or an entry does not know its environment (a baseline written before it was kept)."""
+    if old.environment is None or new.environment is None or old.totals == new.totals and old.layers == new.layers:
+        return []
+    return new.environment.changes_from(old.environment)
 
 
 def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
@@ -492,8 +511,10 @@ def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
     as judged."""
     changes: list[LayerChange] = []
     if reference is not None and verdict.measured is not None:
-        reference, comparable = comparable_entries(reference, verdict.measured)
-        changes = layer_diff(reference, comparable)
+        base, comparable = comparable_entries(reference, verdict.measured)
+        if base is not None:
+            reference = base
+            changes = layer_diff(base, comparable)
     figures = reference.totals if reference is not None else {}
     return replace(
         verdict,

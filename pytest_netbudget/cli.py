@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import functools
 import json
 import os
 import re
@@ -263,7 +264,7 @@ def _merge(args: argparse.Namespace) -> int:
     except ReportError as error:
         raise CommandError(str(error)) from None
     renderers = [(args.markdown, markdown), (args.json_out, to_json), (args.html, html_report)]
-    _write_files([(target, lambda render=render: render(merged)) for target, render in renderers], "the merged report")
+    _write_files([(target, functools.partial(render, merged)) for target, render in renderers], "the merged report")
     if args.markdown is None and args.json_out is None and args.html is None:
         print(markdown(merged))
     for conflict in merged.conflicts:
@@ -456,6 +457,8 @@ def _spec(args: argparse.Namespace) -> ModelSpec:
     models = data["tool"]["netbudget"]["models"]
     models[args.model] = _command_table(models[args.model], args)
     settings = settings_from(data, path)
+    if settings is None:  # found above: the file has [tool.netbudget.models]
+        raise CommandError(f"{path} has no [tool.netbudget] table")
     root = str(path.parent)
     if root not in sys.path:
         sys.path.insert(0, root)

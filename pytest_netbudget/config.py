@@ -338,7 +338,7 @@ def _model(
     serve = serve_step(table["serve"], where) if "serve" in table else None
     limits = parse_limits({key: table[key] for key in metrics.LIMIT_KEYS if key in table}, where)
     _step_for_limits(limits, train, where, 'add train = { optimizer = "adamw" }')
-    _serve_for_limits(limits, serve, where)
+    _serve_for_limits(limits, serve, where, "add serve = { context = 2048 }")
     model_target = _target(table["target"], where, own_targets) if "target" in table else target
     if model_target is None:
         estimates = [metrics.get(name).limit_key for name in limits if metrics.get(name).needs_target]
@@ -349,9 +349,9 @@ def _model(
                 "[tool.netbudget] (`netbudget targets` lists them)",
             )
     model_device = _device(table.get("device", device), where, "device")
-    problem = train.problem_on(model_device) if train is not None else None
-    if problem:
-        raise where.error("train.autocast", problem)
+    autocast_problem = train.problem_on(model_device) if train is not None else None
+    if autocast_problem:
+        raise where.error("train.autocast", autocast_problem)
     return ModelSpec(
         name=name,
         factory=factory,
@@ -395,18 +395,18 @@ def _step_for_limits(limits: dict[str, float], train: StepSpec | None, where: Pl
         raise where.error(step_limits[0], f"budgets a training step, but the model has none: {remedy}")
 
 
-def _serve_for_limits(limits: dict[str, float], serve: ServeSpec | None, where: Place) -> None:
+def _serve_for_limits(limits: dict[str, float], serve: ServeSpec | None, where: Place, remedy: str) -> None:
     """A budget on a serving step's figure needs a step, or it would pass unmeasured."""
     serve_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).serve]
     if serve_limits and serve is None:
-        raise where.error(
-            serve_limits[0], "budgets a serving step, but the model has none: add serve = { context = 2048 }"
-        )
+        raise where.error(serve_limits[0], f"budgets a serving step, but the model has none: {remedy}")
 
 
 def serve_step(value: Any, where: Place) -> ServeSpec:
     """``serve = { context = 8192, batch = 4, kv_dtype = "float16", weights = "int4", group_size = 128,
-    keep = ["lm_head"], fits = "24GiB" }`` as the serving step it describes."""
+    keep = ["lm_head"], fits = "24GiB" }`` (or a ``ServeSpec``, from a test) as the serving step it describes."""
+    if isinstance(value, ServeSpec):
+        return value
     if not isinstance(value, dict):
         raise where.error("serve", f"must be a table like {{ context = 8192, batch = 4 }}, got {value!r}")
     where.unknown_keys(value, SERVE_KEYS, prefix="serve.")
@@ -428,7 +428,10 @@ def _input_spec(item: Any, where: Place, index: int) -> InputSpec:
     where.unknown_keys(item, INPUT_KEYS, prefix=f"{key}.")
     if "shape" not in item:
         raise where.error(f"{key}.shape", "missing")
-    dtype = _dtype(item.get("dtype", "float32"), where, f"{key}.dtype", devices.INPUT_DTYPES)
+    try:
+        dtype = devices.check_dtype(item.get("dtype", "float32"), where.key(f"{key}.dtype"), devices.INPUT_DTYPES)
+    except devices.ChoiceError as error:
+        raise ConfigError(str(error)) from None
     low, high = item.get("low", 0), item.get("high")
     for bound_name, bound in (("low", low), ("high", high)):
         if bound is None:
@@ -472,7 +475,7 @@ def parse_limits(table: dict[str, Any], where: Place) -> dict[str, float]:
 
 #: What a check from a test takes besides its limits (marker or ``check()`` keywords), as a
 #: registered model's table does.
-CHECK_RULES = ("max_increase", "strict", "train")
+CHECK_RULES = ("max_increase", "strict", "train", "serve")
 
 
 @dataclass(frozen=True)
@@ -483,21 +486,24 @@ class CheckSpec:
     max_increase: dict[str, Increase] = field(default_factory=dict)
     strict: bool = False
     train: StepSpec | None = None
+    serve: ServeSpec | None = None
 
 
 def parse_check(
     table: dict[str, Any], where: Place, increase: dict[str, Increase] | None = None, strict: bool = False
 ) -> CheckSpec:
-    """A check's keywords (``max_params=...``, ``max_increase=...``, ``strict=...``, ``train=...``)
-    validated as a registered model's table is; ``max_increase`` and ``strict`` default to
-    ``[tool.netbudget]``'s ``increase`` and ``strict``, as a registered model's do, and a budget on
-    a training step's figure needs ``train``."""
+    """A check's keywords (``max_params=...``, ``max_increase=...``, ``strict=...``, ``train=...``,
+    ``serve=...``) validated as a registered model's table is; ``max_increase`` and ``strict`` default
+    to ``[tool.netbudget]``'s ``increase`` and ``strict``, as a registered model's do, and a budget on
+    a training or serving step's figure needs ``train`` or ``serve``."""
     where.unknown_keys(table, metrics.LIMIT_KEYS + CHECK_RULES)
     limits = parse_limits({key: value for key, value in table.items() if key not in CHECK_RULES}, where)
     own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else dict(increase or {})
     train = train_step(table["train"], where) if table.get("train") not in (None, False) else None
     _step_for_limits(limits, train, where, 'pass train=True, or the settings: train={"optimizer": "sgd", "batch": 8}')
-    return CheckSpec(limits, own_increase, _bool(table.get("strict", strict), where, "strict"), train)
+    serve = serve_step(table["serve"], where) if table.get("serve") is not None else None
+    _serve_for_limits(limits, serve, where, 'pass serve={"context": 2048}, or a ServeSpec')
+    return CheckSpec(limits, own_increase, _bool(table.get("strict", strict), where, "strict"), train, serve)
 
 
 def _max_increase(value: Any, where: Place) -> dict[str, Increase]:

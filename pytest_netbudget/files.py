@@ -99,7 +99,7 @@ def _holder(lock_path: Path) -> str:
         return "another process"
 
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _acquire(lock_path: Path, waiting: Callable[[], None]) -> int:

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import metrics, reports
-from .budgets import Verdict
+from .budgets import MetricCheck, Verdict
 from .html_page import asset, code, page, text
 from .layer_table import PART_NAMES, fits_line
 from .module_tree import ModuleNode
-from .results import Status
+from .results import BaselineEntry, MemoryPart, ServePart, Status
 
 #: Colours of the parts of a memory breakdown, in the order parts are listed.
 PART_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
@@ -56,10 +56,7 @@ def _summary_table(report: reports.Report) -> list[str]:
             figure, shown_change = reports.summary_cell(verdict, metric)
             cell = text(figure)
             if shown_change:
-                check = verdict.check_for(metric)
-                kind = (
-                    "grew" if check.actual > check.reference else "shrank" if check.actual < check.reference else "note"
-                )
+                kind = _direction(verdict.check_for(metric))
                 cell += f'<br><span class="{kind}">{text(shown_change)}</span>'
             cells.append(f'<td class="figure">{cell}</td>')
         link = f'<a href="#model-{index}">{code(verdict.name)}</a>'
@@ -114,8 +111,16 @@ def _upper_bounds(verdict: Verdict) -> list[str]:
     return [*lines, "</table>"]
 
 
+def _direction(check: MetricCheck | None) -> str:
+    """The class of a change: grew, shrank, or a note (no figure to compare)."""
+    actual, reference = (check.actual, check.reference) if check is not None else (None, None)
+    if actual is None or reference is None:
+        return "note"
+    return "grew" if actual > reference else "shrank" if actual < reference else "note"
+
+
 def _tree(verdict: Verdict, anchor: str) -> dict[str, Any]:
-    root = reports.layer_tree(verdict.measured, verdict.reference_changes)
+    root = reports.layer_tree(verdict.measured or BaselineEntry(verdict.result.origin), verdict.reference_changes)
     names = [name for name in metrics.LAYER_DIFF if root.total(name) > 0]
     tree = _node(root, names)
     tree["n"] = verdict.name  # the zoom path starts at the model's name
@@ -181,7 +186,7 @@ def _memory_bars(verdict: Verdict) -> list[str]:
     return ["<h3>Memory</h3>", *bars] if bars else []
 
 
-def _stacked_bar(title: str, memory_mb: Mapping[str, float]) -> list[str]:
+def _stacked_bar(title: str, memory_mb: Mapping[MemoryPart, float] | Mapping[ServePart, float]) -> list[str]:
     parts = [(PART_NAMES.get(part, str(part)), figure) for part, figure in memory_mb.items()]
     total = sum(figure for _, figure in parts)
     lines = [f"<p>{text(title)}: {total:.3f} MiB</p>"]

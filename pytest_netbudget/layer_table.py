@@ -7,7 +7,7 @@ checker alone, so the import runs one way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import units
 
@@ -46,7 +46,7 @@ def format_shapes(shapes: list) -> str:
     return text if len(text) <= _SHAPE_WIDTH else text[: _SHAPE_WIDTH - 3] + "..."
 
 
-def _figure(value: int, render, bounded: bool = False) -> str:
+def _figure(value: float, render: Callable[[Any], str], bounded: bool = False) -> str:
     if not value:
         return "-"
     return UPPER_BOUND_MARK + render(value) if bounded else render(value)
@@ -292,7 +292,7 @@ def fits_line(step: ServeStep) -> str:
     if step.fits.context is None:
         return f"fits {memory} at any context at batch {step.batch}: the memory stops growing (bounded state)"
     if step.fits.context == 0:
-        weights = step.memory_mb.get("weights", 0)
+        weights = sum(figure for part, figure in step.memory_mb.items() if part == "weights")
         return f"fits {memory}: not even one token at batch {step.batch} (weights {weights:.3f} MiB)"
     return (
         f"fits {memory}: up to {step.fits.context:,} tokens of context at batch {step.batch} "

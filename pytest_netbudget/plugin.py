@@ -137,7 +137,8 @@ class SessionHooks:
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> ModelsFile | None:
         """pyproject.toml met during collection, or named on the command line
         (``pytest --netbudget pyproject.toml::mnist_cnn``), collects the models."""
-        if self.session.models and file_path == self.session.settings.path:
+        settings = self.session.settings
+        if self.session.models and settings is not None and file_path == settings.path:
             return ModelsFile.from_parent(parent, path=file_path)
         return None
 
@@ -148,12 +149,13 @@ class SessionHooks:
         Paths on the command line select as pytest's own do: ``pytest --netbudget tests/test_x.py``
         runs what that file holds, and the models run when pyproject.toml (or its directory) is named.
         """
-        if not self.session.models or any(isinstance(item, ModelItem) for item in items):
+        settings = self.session.settings
+        if settings is None or not self.session.models or any(isinstance(item, ModelItem) for item in items):
             return
         if getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS:
             return
-        node = ModelsFile.from_parent(session, path=self.session.settings.path)
-        models = list(node.collect())
+        node = ModelsFile.from_parent(session, path=settings.path)
+        models: list[pytest.Item | pytest.Collector] = list(node.collect())
         # Report them as collected, so that "collected N items" and --collect-only count them.
         config.hook.pytest_collectreport(report=pytest.CollectReport(node.nodeid, "passed", None, models))
         items[:0] = models
@@ -311,17 +313,22 @@ class BudgetChecker:
         device: str | None = None,
         dtype: str | None = None,
         train: Any = None,
+        serve: Any = None,
     ) -> Any:
         """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies,
-        and the formulas of ``[tool.netbudget] formulas`` count. ``train``: a training step too,
-        as ``check()`` takes it."""
+        and the formulas of ``[tool.netbudget] formulas`` count. ``train`` and ``serve``: a training
+        or serving step too, as ``check()`` takes them."""
         from .engine import profile
 
         self._session.load_formulas()
 
         chosen = device or self._session.default_device
-        step = config.train_step(train, config.Place("netbudget.profile():")) if train not in (None, False) else None
-        return profile(model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=step or False)
+        where = config.Place("netbudget.profile():")
+        step = config.train_step(train, where) if train not in (None, False) else None
+        served = config.serve_step(serve, where) if serve is not None else None
+        return profile(
+            model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=step or False, serve=served
+        )
 
     def check(
         self,
@@ -333,6 +340,7 @@ class BudgetChecker:
         dtype: str | None = None,
         name: str | None = None,
         train: Any = None,
+        serve: Any = None,
         **limits: Any,
     ) -> Any:
         """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override),
@@ -340,7 +348,8 @@ class BudgetChecker:
         ``max_increase`` and ``strict`` default to ``[tool.netbudget]``'s, as for a registered model.
         ``train`` (here or in the marker) profiles a training step too, as a registered model's
         ``train`` does: ``True``, the same table (``{"optimizer": "sgd", "batch": 8}``) or a ``StepSpec``;
-        ``max_train_*`` limits need it.
+        ``max_train_*`` limits need it. ``serve`` likewise profiles a serving step (a table such as
+        ``{"context": 2048, "batch": 4}`` or a ``ServeSpec``), which the serving budgets need.
 
         The check is named after its test's node id (``tests/test_x.py::test_fits[cpu]``, then
         ``...[2]`` for a second check), or ``name``. Whatever goes wrong, it has one result: a
@@ -361,6 +370,8 @@ class BudgetChecker:
         table = {**self._marker_limits, **limits}
         if train is not None:
             table["train"] = train
+        if serve is not None:
+            table["serve"] = serve
         try:
             rules = config.parse_check(
                 table,
@@ -376,7 +387,7 @@ class BudgetChecker:
         chosen = device or self._session.default_device
         try:
             measured = self.profile(
-                model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=rules.train
+                model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=rules.train, serve=rules.serve
             )
         except BaseException as error:
             if stops_the_run(error):

@@ -19,6 +19,8 @@ from .results import LayerEntry
 Item = TypeVar("Item")
 #: One segment of a path: a name, or the sorted indices that a repeated block takes there.
 Segment = Union[str, tuple[int, ...]]
+#: A working group: its path's segments, the positions of its items, its key.
+_Group = tuple[tuple[Segment, ...], tuple[int, ...], Hashable]
 
 
 def index_set(indices: Sequence[int]) -> str:
@@ -72,7 +74,7 @@ def group_repeated(
     Deeper segments merge first, so a list of lists becomes one group when it is a full product.
     """
     # Working groups: (segments, positions of their items in ``items``, key).
-    groups = [(tuple(path(item).split(".")), (index,), key(item)) for index, item in enumerate(items)]
+    groups: list[_Group] = [(tuple(path(item).split(".")), (index,), key(item)) for index, item in enumerate(items)]
     changed = True
     while changed:
         changed = False
@@ -82,20 +84,25 @@ def group_repeated(
                 if position < len(segments) and _numeric(segments[position]):
                     pattern = (*segments[:position], None, *segments[position + 1 :])
                     buckets.setdefault((pattern, group_key), []).append(number)
-            joined: dict[int, tuple[tuple[Segment, ...], tuple[int, ...], Hashable]] = {}
+            joined: dict[int, _Group] = {}
             for bucket in buckets.values():
                 taken = [index for number in bucket for index in _indices(groups[number][0][position])]
                 if len(bucket) < 2 or len(set(taken)) != len(taken):
                     continue  # a single group, or an index twice (two paths would become one)
                 segments, _, group_key = groups[bucket[0]]
-                merged_segments = (*segments[:position], tuple(sorted(taken)), *segments[position + 1 :])
+                merged_segments: tuple[Segment, ...] = (
+                    *segments[:position],
+                    tuple(sorted(taken)),
+                    *segments[position + 1 :],
+                )
                 members = tuple(sorted(index for number in bucket for index in groups[number][1]))
-                merged = (merged_segments, members, group_key)
+                merged: _Group = (merged_segments, members, group_key)
                 for number in bucket:
                     joined[number] = merged
             if joined:
                 changed = True
-                kept, seen = [], set()
+                kept: list[_Group] = []
+                seen: set[int] = set()
                 for number, group in enumerate(groups):
                     replacement = joined.get(number, group)
                     if id(replacement) not in seen:

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import __version__, metrics, units
 from . import markdown_text as md
-from .baseline import REPORT_KIND, REPORT_SCHEMA
+from .baseline import REPORT_KIND, REPORT_SCHEMA, BaselineError, models_table
 from .budgets import LayerChange, MetricCheck, Verdict, change_share
 from .config import DEFAULT_BASELINE
 from .layer_table import UPPER_BOUND_MARK, fits_line, serve_step_lines, train_step_lines, upper_bound_lines
@@ -68,6 +68,13 @@ def next_steps(
     """What the author of a failing change can do about each problem, one line each; ``escape``
     is applied to what comes from the project (names, the baseline's file name)."""
     steps = []
+    if verdict.environment_change and not verdict.passed:
+        steps.append(
+            f"its figures changed with its environment ({', '.join(verdict.environment_change)}), so the change may "
+            f"be the environment's, not the model's: if this is the environment to gate on, "
+            f"{update_hint(baseline_file, escape).replace('accept it', 'accept its figures')}; else profile it "
+            "where its baseline entry was made"
+        )
     for check in verdict.checks:
         if check.over_budget:
             key = metrics.get(check.metric).limit_key
@@ -95,11 +102,14 @@ def next_steps(
 def _over(check: MetricCheck) -> str:
     if not check.measured:
         return "not measured"
-    if check.over_budget:
-        excess = check.actual - check.limit
-        return f"{metrics.get(check.metric).format_excess(excess)} ({units.format_percent(excess / check.limit, signed=True)})"
-    if check.grew_too_much:
-        return f"grew {change(check, gate=True)}, more than the allowed {check.increase.describe()}"
+    actual, limit, increase = check.actual, check.limit, check.increase
+    if check.over_budget and actual is not None and limit is not None:
+        excess = actual - limit
+        return (
+            f"{metrics.get(check.metric).format_excess(excess)} ({units.format_percent(excess / limit, signed=True)})"
+        )
+    if check.grew_too_much and increase is not None:
+        return f"grew {change(check, gate=True)}, more than the allowed {increase.describe()}"
     return "ok"
 
 
@@ -208,6 +218,8 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
     if verdict.strict_failure:
         problems.append("ran ops that have no counting formula (strict = true)")
     lines = [f"{verdict.name} " + " and ".join(problems)]
+    if verdict.environment_change:
+        lines.append(f"  its environment changed since its baseline entry: {', '.join(verdict.environment_change)}")
     rows = [["metric", "budget", "actual", "over"]]
     if verdict.has_baseline:
         rows[0][3:3] = ["baseline", "change"]
@@ -257,6 +269,11 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
             lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
         lines += [f"{verdict.name}: {line}" for line in upper_bound_lines(verdict.upper_bounds, verdict.name)]
+        if verdict.environment_change:
+            lines.append(
+                f"{verdict.name}: its figures changed with its environment ({', '.join(verdict.environment_change)}) "
+                "since its baseline entry"
+            )
         if verdict.error is not None:
             lines.append(f"{verdict.name}: {verdict.error}")
     for name in removed or []:
@@ -306,8 +323,9 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
             rows.append([verdict.name, verdict.status, "-", "-"])
             continue
         figure = f"{check.metric} {actual(verdict, check)}"
-        if check.limit is not None:
-            figure += f" / {value(check.metric, check.limit)} ({units.format_percent(check.used)})"
+        used = check.used
+        if check.limit is not None and used is not None:
+            figure += f" / {value(check.metric, check.limit)} ({units.format_percent(used)})"
         rows.append([verdict.name, verdict.status, figure, change_cell(verdict) if verdict.has_reference else "new"])
     return rows
 
@@ -323,10 +341,11 @@ def _surely_changed(check: MetricCheck) -> float:
     """How much a figure changed, relative to its old one. A MiB figure is stored to six
     decimals, so its change counts only as far as that rounding vouches for it (a tiny model's
     20 -> 24 bytes of activations reads +21%, no more than the +20% of its parameters)."""
-    if not check.reference:
+    actual, reference = check.actual, check.reference
+    if not reference or actual is None:
         return math.inf  # a figure that had none before (or 0) counts as the largest change
     rounding = MIB_STORED_RESOLUTION if metrics.get(check.metric).is_mib else 0
-    return (abs(check.actual - check.reference) - rounding) / abs(check.reference)
+    return (abs(actual - reference) - rounding) / abs(reference)
 
 
 #: How each status reads in the headline and in a failing model's section.
@@ -374,9 +393,10 @@ def largest_change_line(verdicts: list[Verdict], escape: Callable[[str], str] = 
     if found is None:
         return ""
     verdict, check = found
+    actual, reference = check.actual, check.reference
     percent = (
-        units.format_percent((check.actual - check.reference) / check.reference, signed=True)
-        if check.reference
+        units.format_percent((actual - reference) / reference, signed=True)
+        if reference and actual is not None
         else "new"
     )
     figures = f"{value(check.metric, check.reference)} -> {value(check.metric, check.actual)}"
@@ -455,8 +475,9 @@ def summary_cell(verdict: Verdict, metric: str) -> tuple[str, str]:
     if check is None:
         return "-", ""
     figure = actual(verdict, check)
-    if check.limit is not None:
-        figure += f" / {value(metric, check.limit)} ({units.format_percent(check.used, decimals=0)})"
+    used = check.used
+    if check.limit is not None and used is not None:
+        figure += f" / {value(metric, check.limit)} ({units.format_percent(used, decimals=0)})"
     shown_change = change(check) if verdict.has_reference and check.reference is not None else ""
     return figure, shown_change
 
@@ -561,6 +582,11 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
     lines = [f"<details{' open' if failing else ''}><summary>{md.code(verdict.name)}: {title}</summary>", ""]
     if verdict.error is not None:
         return [*lines, *md.fence([verdict.error]), "", "</details>", ""]
+    if verdict.environment_change:
+        lines.append(
+            f"- **environment changed** since its baseline entry: {md.inline(', '.join(verdict.environment_change))} "
+            "(its figures changed with it)"
+        )
     lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file, md.inline)]
     if verdict.uncounted_ops:
         ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
@@ -664,21 +690,16 @@ def merge_reports(documents: dict[str, Any]) -> Report:
     for source, document in documents.items():
         if not isinstance(document, dict) or document.get("kind") != REPORT_KIND:
             raise ReportError(f"{source}: not a netbudget JSON report (--netbudget-report=PATH.json writes one)")
-        if document.get("schema") != REPORT_SCHEMA:
-            writer = document.get("generator", "an unknown version")
-            raise ReportError(
-                f"{source}: report schema {document.get('schema')!r}, written by {writer}; this version "
-                f"(pytest-netbudget {__version__}) merges schema {REPORT_SCHEMA}: write the report again with it "
-                "(pytest --netbudget --netbudget-report=PATH.json)"
-            )
-        models = document.get("models")
-        if not isinstance(models, dict):
-            raise ReportError(f"{source}: missing the 'models' table")
         try:
+            models = models_table(
+                document, source, (REPORT_SCHEMA,), "write the report again with this version (--netbudget-report)"
+            )
             read[source] = {name: Verdict.from_dict(name, record) for name, record in models.items()}
+        except BaselineError as error:
+            raise ReportError(str(error)) from None
         except RecordError as error:
             raise ReportError(f"{source}: {error}") from None
-    first = next(iter(documents.values()), {})
+    first: dict[str, Any] = next(iter(documents.values()), {})
     merged = Report(
         compared_with=first.get("compared_with"), baseline_file=first.get("baseline_file", DEFAULT_BASELINE)
     )

@@ -35,7 +35,8 @@ class TextEnum(str, Enum):
     def __str__(self) -> str:
         return str.__str__(self)
 
-    __format__ = str.__format__
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
 
 
 class Status(TextEnum):
@@ -548,6 +549,7 @@ class Profile:
     serve: ServeStep | None = None  # the serving step's settings, memory split and traced calls, when profiled
     target: TargetRef | None = None  # the accelerator latency was estimated for, when one was named
     upper_bounds: tuple[UpperBound, ...] = ()  # figures this device could not give exactly, and why
+    torch_version: str = ""  # torch.__version__ of the process that profiled it
 
     # Every metric (metrics.METRICS), in the table's order.
     params = Total[int]()
@@ -635,6 +637,7 @@ class Profile:
             "train": self.train.to_dict() if self.train is not None else None,
             "serve": self.serve.to_dict() if self.serve is not None else None,
             "target": self.target.to_dict() if self.target is not None else None,
+            "torch": self.torch_version,
         }
         if self.upper_bounds:
             data["upper_bounds"] = [bound.to_dict() for bound in self.upper_bounds]
@@ -658,6 +661,7 @@ class Profile:
                 UpperBound.from_dict(bound, f"upper_bounds[{index}]")
                 for index, bound in enumerate(data.get("upper_bounds", []))
             ),
+            torch_version=data.get("torch", ""),
         )
 
 
@@ -864,6 +868,38 @@ class EstimateSource:
 
 
 @dataclass(frozen=True)
+class Environment:
+    """What a model's figures depend on besides its code: torch's version (its kernels and
+    decompositions), the device and the dtype it was profiled on. The baseline keeps it with each
+    entry, so that figures that changed with it are reported as that, not as growth. (The target
+    and table version an estimated latency was made on are the entry's ``target``.)"""
+
+    torch: str
+    device: str
+    dtype: str
+
+    def changes_from(self, old: Environment) -> list[str]:
+        """What changed since ``old``, one part each: ``torch 2.12.0 -> 2.13.0``, ``device cpu -> meta``."""
+        return [
+            f"{part} {before} -> {after}"
+            for part, before, after in (
+                ("torch", old.torch, self.torch),
+                ("device", old.device, self.device),
+                ("dtype", old.dtype, self.dtype),
+            )
+            if before != after
+        ]
+
+    def to_dict(self) -> dict[str, str]:
+        return {"torch": self.torch, "device": self.device, "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Environment:
+        table = record_object(data, where, "an object with 'torch', 'device' and 'dtype'")
+        return cls(*(record_text(table.get(part), f"{where}.{part}") for part in ("torch", "device", "dtype")))
+
+
+@dataclass(frozen=True)
 class BaselineEntry:
     """What the baseline keeps of one model, and what a JSON report holds of it for
     ``--netbudget-compare``: where it came from (``pyproject.toml`` or a test's node id), its totals
@@ -879,6 +915,7 @@ class BaselineEntry:
     layers: dict[str, LayerEntry] = field(default_factory=dict)
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     target: EstimateSource | None = None  # where its estimated latency comes from, when it has one
+    environment: Environment | None = None  # what it was profiled with (None in a baseline written before)
 
     @classmethod
     def from_profile(cls, profile: Profile, origin: str) -> BaselineEntry:
@@ -889,7 +926,12 @@ class BaselineEntry:
             if any(figures.values()):
                 layers[row.name] = LayerEntry(row.type, figures, row.bound)
         target = EstimateSource(profile.target.name, profile.target.version) if profile.target is not None else None
-        return cls(origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())), target)
+        environment = (
+            Environment(profile.torch_version, profile.device, profile.dtype) if profile.torch_version else None
+        )
+        return cls(
+            origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())), target, environment
+        )
 
     def without_estimates(self) -> BaselineEntry:
         """The entry less its estimated latency: what can still be compared with an entry whose
@@ -905,7 +947,10 @@ class BaselineEntry:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, in the order the baseline file writes it; ``uncounted_ops`` only when there
         are some (a new one is then a line in review)."""
-        data: dict[str, Any] = {"origin": self.origin, "totals": dict(self.totals)}
+        data: dict[str, Any] = {"origin": self.origin}
+        if self.environment is not None:
+            data["environment"] = self.environment.to_dict()
+        data["totals"] = dict(self.totals)
         if self.target is not None:
             data["target"] = self.target.to_dict()
         if self.uncounted_ops:
@@ -929,4 +974,9 @@ class BaselineEntry:
             layers={path: LayerEntry.from_dict(row, f"{where}.layers{json_key(path)}") for path, row in layers.items()},
             uncounted_ops=record_figures(uncounted, f"{where}.uncounted_ops"),
             target=EstimateSource.from_dict(entry["target"], f"{where}.target") if entry.get("target") else None,
+            environment=(
+                Environment.from_dict(entry["environment"], f"{where}.environment")
+                if entry.get("environment")
+                else None
+            ),
         )

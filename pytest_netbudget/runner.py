@@ -37,6 +37,8 @@ def make_tensor(spec: InputSpec, device: torch.device) -> torch.Tensor:
         return tensor * (high - spec.low) + spec.low
     if dtype == torch.bool:
         return torch.randint(0, 2, spec.shape, device=device).bool()
+    if spec.high is None:  # config requires it for an integer input; a spec made by hand may lack it
+        raise ValueError(f"an integer input needs 'high' (exclusive upper bound), dtype {spec.dtype}")
     return torch.randint(int(spec.low), int(spec.high), spec.shape, dtype=dtype, device=device)
 
 
@@ -67,6 +69,8 @@ def check_error_text(error: BaseException, device: str) -> str:
     memory with the way out, or the exception (with the meta hint on meta)."""
     if isinstance(error, (FormulaError, StepError, LoadError, ConfigError)):  # they name what is wrong themselves
         return str(error)
+    if isinstance(error, ServeError):
+        return f"serving step: {error}"
     if is_out_of_memory(error):
         return out_of_memory_text("the forward pass", device, error)
     return f"profiling failed: {describe(error)}{META_HINT if device == 'meta' else ''}"
@@ -147,7 +151,7 @@ def profile_spec(spec: ModelSpec, device_override: str | None = None) -> Profile
         if is_out_of_memory(error):
             raise ModelError(out_of_memory_text("the forward pass", device, error)) from None
         hint = META_HINT if device.type == "meta" else ""
-        shape = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
+        shape: Any = spec.input_shape or [item.shape for item in spec.inputs or []] or spec.input_factory
         steps = [name for name, given in (("the training step", step), ("the serving step", spec.serve)) if given]
         what = " or ".join(["the forward pass", *steps])
         raise ModelError(f"{what} failed on input {shape}: {describe(error)}{hint}") from None

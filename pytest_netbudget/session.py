@@ -151,7 +151,8 @@ class NetbudgetSession:
             sys.path.insert(0, root)
 
     def _wants_cuda(self) -> bool:
-        chosen = [self.options.device] if self.options.device else [spec.device for spec in self.settings.models]
+        models = self.settings.models if self.settings is not None else []
+        chosen = [self.options.device] if self.options.device else [spec.device for spec in models]
         return any(device.startswith("cuda") for device in chosen)
 
     @property
@@ -317,7 +318,9 @@ class NetbudgetSession:
                 continue
             differ = baseline.differences(entry, verdict.measured)
             if differ:
-                problems.append(f"{verdict.name}'s {', '.join(differ)} differ")
+                environment = budgets.environment_change(entry, verdict.measured)
+                with_it = f" (with its environment: {', '.join(environment)})" if environment else ""
+                problems.append(f"{verdict.name}'s {', '.join(differ)} differ{with_it}")
         return problems
 
     # --- end -------------------------------------------------------------------------------------

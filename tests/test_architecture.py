@@ -39,6 +39,20 @@ TORCH_FREE = [
 ]
 
 
+def test_ci_runs_exactly_the_readmes_test_command():
+    """.ci/run installs and then runs the README's test command, type check included, verbatim."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("Run the type check and the test suite", 1)[1].split("```bash\n", 1)[1]
+    command = block.split("\n", 1)[0]
+    assert "mypy && python -m pytest -q" in command
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert ci[-1] == command
+    assert "-c constraints.txt" in command
+
+
 @pytest.mark.parametrize("module", TORCH_FREE)
 def test_lower_layers_import_no_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"

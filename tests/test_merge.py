@@ -89,11 +89,11 @@ def test_the_same_model_in_two_reports_appears_once(pytester, project, capsys):
     [
         ("{ nope", "cannot read the report bad.json"),
         ('{"schema": 1, "models": {}}', "bad.json: not a netbudget JSON report"),
-        ('{"kind": "netbudget-report", "schema": 7, "models": {}}', "bad.json: report schema 7"),
+        ('{"kind": "netbudget-report", "schema": 7, "models": {}}', "bad.json: report schema version 7 is not"),
         (
             '{"kind": "netbudget-report", "schema": 1, "generator": "pytest-netbudget 0.1.0", "models": {}}',
-            "bad.json: report schema 1, written by pytest-netbudget 0.1.0; this version (pytest-netbudget "
-            "0.1.0) merges schema 2: write the report again with it",
+            "bad.json: report schema version 1, written by pytest-netbudget 0.1.0, is not one this version of "
+            "pytest-netbudget (0.1.0) reads (it reads 2); write the report again with this version (--netbudget-report)",
         ),
         (
             '{"kind": "netbudget-report", "schema": 2, "models": {"m": {"origin": "x", "totals": {}, "layers": {}}}}',

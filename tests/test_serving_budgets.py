@@ -16,6 +16,8 @@ import pytest
 from test_baseline_workflow import BASELINE
 from test_pull_request_flow import commit_all, git  # noqa: F401  (git is a fixture)
 
+from pytest_netbudget import cli
+
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("preloaded", "decoder_loaded")
 
@@ -156,26 +158,60 @@ def test_a_model_that_cannot_be_served_fails_its_own_item(pytester, project):
     result.stdout.fnmatch_lines(["*serving step: Plain.forward takes no cache argument*"])
 
 
-def test_show_profiles_a_serving_step_from_the_command_line(pytester, project):
-    project(served(), models=DECODER)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest_netbudget", "show", "decoder", "--serve", "context=128,batch=4,weights=int8"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=False,
+CHECKED = """
+import torch
+from mymodels import decoder
+from pytest_netbudget import ServeSpec
+
+
+def test_decoder_serves_within_budget(netbudget):
+    p = netbudget.check(decoder(), torch.zeros(1, 8, dtype=torch.long), device="meta",
+                        serve={"context": 64, "batch": 2}, max_kv_cache_mb=0.02)
+    assert round(p.kv_cache_mb * 2**20) == 16_384
+
+
+def test_decoder_serves_a_spec(netbudget):
+    netbudget.check(decoder(), torch.zeros(1, 8, dtype=torch.long), device="meta",
+                    serve=ServeSpec(context=64, batch=4), max_kv_cache_mb=0.02, name="four")
+
+
+def test_a_serving_budget_without_a_serving_step(netbudget):
+    netbudget.check(decoder(), torch.zeros(1, 8, dtype=torch.long), device="meta", max_decode_macs="1M")
+"""
+
+
+def test_a_check_from_a_test_takes_a_serving_step(pytester, project):
+    """At batch 2 the cache is 16,384 bytes (0.0156 MiB, within 0.02); at batch 4 twice that, over it.
+    A serving budget without a serving step is that check's error, never a pass unmeasured."""
+    project("", models=DECODER)
+    pytester.makepyfile(test_checked=CHECKED)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*four exceeds its budget*", "*kv_cache_mb*0.020*0.031*"])
+    result.stdout.fnmatch_lines(
+        [
+            '*max_decode_macs: budgets a serving step, but the model has none: pass serve={"context": 2048}, or a ServeSpec*'
+        ]
     )
+
+
+def test_show_profiles_a_serving_step_from_the_command_line(pytester, project, monkeypatch, capsys):
+    project(served(), models=DECODER)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_netbudget",
+        "show",
+        "decoder",
+        "--serve",
+        "context=128,batch=4,weights=int8",
+    ]
+    done = subprocess.run(command, cwd=pytester.path, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     # the command line's context and batch over the table's: 2 * 2 * 1 * 8 * 128 * 4 * 4 bytes = 64 KiB (0.0625 MiB)
     assert "Serving step (context 128, batch 4, kv cache as held; weights int8):" in done.stdout
     assert "memory: " in done.stdout and "kv cache 0.062" in done.stdout
     assert "KV cache  Decode MACs" in done.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "pytest_netbudget", "show", "decoder", "--serve", "context=128,bach=4"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert bad.returncode == 2
-    assert "serve.bach: unknown key; did you mean 'batch'?" in bad.stderr
+    monkeypatch.chdir(pytester.path)  # a misspelt key is a usage error before anything is imported
+    assert cli.main(["show", "decoder", "--serve", "context=128,bach=4"]) == 2
+    assert "serve.bach: unknown key; did you mean 'batch'?" in capsys.readouterr().err

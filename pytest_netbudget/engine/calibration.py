@@ -13,6 +13,7 @@ estimated latency can be held against measured time on the same machine.
 
 from __future__ import annotations
 
+import functools
 import platform
 import statistics
 import time
@@ -173,8 +174,9 @@ def _efficiencies(base: Target, runs: int, clock: Clock) -> dict[str, float]:
             for module, inputs in ops:
                 estimate = profile(module, inputs, device="cpu", target=base)
                 parts = estimate.roofline
+                assert parts is not None  # a profile on a target has its roofline
                 roof_s = (parts.compute_ms + parts.memory_ms) / 1e3
-                measured = _best(lambda module=module, inputs=inputs: module(*inputs), runs, clock)
+                measured = _best(functools.partial(module, *inputs), runs, clock)
                 attained.append(roof_s / max(measured - parts.overhead_ms / 1e3, 1e-9))
             shares[family] = statistics.median(attained)
     return shares

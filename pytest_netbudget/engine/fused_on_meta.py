@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn.modules import activation
@@ -55,7 +55,8 @@ def cpu_sdp_choice(
     with _disable_current_modes():  # the probes are no op of the model's: no dispatch mode sees them
         probes = [_cpu_probe(tensor) for tensor in (query, key, value)]
         mask = _cpu_probe(attn_mask) if attn_mask is not None else None
-        return torch._fused_sdp_choice(*probes, mask, dropout_p, is_causal, scale=scale, **gqa)
+        choose: Any = torch._fused_sdp_choice  # its stub lags its signature (enable_gqa)
+        return choose(*probes, mask, dropout_p, is_causal, scale=scale, **gqa)
 
 
 def _flash_attention(
@@ -113,9 +114,9 @@ class _FastPathOnMeta:
         self._original = getattr(activation, "_check_arg_device", None)  # torch 2.1 checks devices inline
 
     def _check_arg_device(self, tensor: torch.Tensor | None) -> bool:
-        if tensor is not None and tensor.device.type == "meta" and getattr(self._local, "depth", 0):
+        if tensor is not None and tensor.device.type == "meta" and getattr(self._local, "depth", 0) > 0:
             return True
-        return self._original(tensor)
+        return self._original(tensor) if self._original is not None else True  # set whenever this is in place
 
     @contextlib.contextmanager
     def on(self) -> Iterator[None]:
@@ -124,7 +125,7 @@ class _FastPathOnMeta:
             return
         with self._lock:
             if self._holders == 0:
-                activation._check_arg_device = self._check_arg_device
+                cast(Any, activation)._check_arg_device = self._check_arg_device
             self._holders += 1
         self._local.depth = getattr(self._local, "depth", 0) + 1
         try:

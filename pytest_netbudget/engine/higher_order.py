@@ -38,7 +38,7 @@ def run_higher_order(tracer: Any, func: Any, args: tuple, kwargs: dict, traced: 
     return traced(dense, *args, **kwargs)
 
 
-def _cond(tracer: Any, pred: Any, true_fn: Callable, false_fn: Callable, operands: tuple, traced: Traced) -> Any:
+def _cond(tracer: Any, pred: Any, true_fn: Callable, false_fn: Callable, operands: tuple, *, traced: Traced) -> Any:
     before = (copy.deepcopy(tracer.tallies), copy.copy(tracer.uncounted))
     true_out = traced(true_fn, *operands)
     after_true = (tracer.tallies, tracer.uncounted)
@@ -59,7 +59,7 @@ def _flops(tallies: list) -> int:
 
 
 def _while_loop(
-    cond_fn: Callable, body_fn: Callable, carried: tuple, additional: tuple = (), traced: Traced = None, **_: Any
+    cond_fn: Callable, body_fn: Callable, carried: tuple, additional: tuple = (), *, traced: Traced, **_: Any
 ) -> Any:
     carried = tuple(carried)
     while True:
@@ -87,13 +87,14 @@ class EagerFlexAttention:
     _saved = False
 
     def __init__(self) -> None:
-        self._module = sys.modules.get("torch.nn.attention.flex_attention")  # never imported for this
-        if self._module is None:
+        module: Any = sys.modules.get("torch.nn.attention.flex_attention")  # never imported for this
+        self._module = module
+        if module is None:
             return
         with EagerFlexAttention._lock:
             if EagerFlexAttention._active == 0:
-                EagerFlexAttention._saved = self._module._FLEX_ATTENTION_DISABLE_COMPILE_DEBUG
-                self._module._FLEX_ATTENTION_DISABLE_COMPILE_DEBUG = True
+                EagerFlexAttention._saved = module._FLEX_ATTENTION_DISABLE_COMPILE_DEBUG
+                module._FLEX_ATTENTION_DISABLE_COMPILE_DEBUG = True
             EagerFlexAttention._active += 1
 
     def remove(self) -> None:

@@ -78,7 +78,7 @@ def kernel_in_effect(func: Any, tensors: list[torch.Tensor]) -> Callable[..., An
     if override is None or not tensors:
         return None
     key = _AUTOGRAD_KEYS.get(tensors[0].device.type)
-    return override.kernel if override._holders.get(key) else None
+    return override.kernel if key is not None and override._holders.get(key) else None
 
 
 def _vecdot_as_matmul(x: torch.Tensor, y: torch.Tensor, *, dim: int = -1) -> torch.Tensor:

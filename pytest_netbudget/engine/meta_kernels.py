@@ -29,6 +29,8 @@ def _grouped_mm(
 ) -> torch.Tensor:
     """2-D by 2-D: one [M, N] per group; 2-D by 3-D: [M, N]; 3-D by 2-D: [M, N]; 3-D by 3-D: [G, M, N]."""
     if mat_a.dim() == 2 and mat_b.dim() == 2:
+        if offs is None:
+            raise ValueError("grouped mm of two 2-D operands needs offs (where each group ends)")
         shape = [offs.shape[0], mat_a.shape[0], mat_b.shape[1]]
     elif mat_a.dim() == 3 and mat_b.dim() == 3:
         shape = [mat_a.shape[0], mat_a.shape[1], mat_b.shape[-1]]

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard  # typing's own from Python 3.10
 
 # Wrappers that split a batch over devices and call their ``module`` on each part: what they
 # run is their module (the stateless API, which meta needs, refuses DataParallel itself).
@@ -100,7 +103,7 @@ def script_module_hooks(
     ]
 
 
-def is_exported(model: torch.nn.Module) -> bool:
+def is_exported(model: torch.nn.Module) -> TypeGuard[torch.fx.GraphModule]:
     """Whether ``model`` is an exported program's module: a graph whose nodes name their modules."""
     return isinstance(model, torch.fx.GraphModule) and any("nn_module_stack" in node.meta for node in model.graph.nodes)
 

@@ -31,8 +31,9 @@ def move_tensor(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype |
     into the caller's tensor or the graph that made it."""
     cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
     if is_packed(tensor):  # a quantized weight: its inner tensors moved, its values left packed
+        packed: Any = tensor  # a tensor subclass's flatten / unflatten protocol, not Tensor's
         inner = {name: move_tensor(value, device, None) for name, value in inner_tensors(tensor).items()}
-        moved = type(tensor).__tensor_unflatten__(inner, tensor.__tensor_flatten__()[1], tensor.size(), tensor.stride())
+        moved = type(packed).__tensor_unflatten__(inner, packed.__tensor_flatten__()[1], tensor.size(), tensor.stride())
     elif device.type == "meta":
         moved = torch.empty_like(tensor, device="meta", dtype=cast)
     else:
@@ -51,6 +52,7 @@ def _move(value: Any, device: torch.device, dtype: torch.dtype | None, memo: dic
     """(the moved value, whether it holds a tensor); ``memo`` keeps shared objects shared."""
     if id(value) in memo:
         return memo[id(value)]
+    result: tuple[Any, bool]
     if isinstance(value, torch.Tensor):
         result = (move_tensor(value, device, dtype), True)
     elif isinstance(value, (tuple, list, dict)):

@@ -13,6 +13,8 @@ weight's elements, their bytes those of the inner tensors.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
@@ -27,7 +29,7 @@ def is_packed(tensor: torch.Tensor) -> bool:
 
 def inner_tensors(tensor: torch.Tensor) -> dict[str, torch.Tensor]:
     """The inner tensors of a packed tensor, by name."""
-    names, _ = tensor.__tensor_flatten__()
+    names, _ = cast(Any, tensor).__tensor_flatten__()  # a tensor subclass's protocol, not Tensor's
     return {name: getattr(tensor, name) for name in names}
 
 
@@ -39,7 +41,7 @@ def packed_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
         return []
     if not isinstance(getattr(module, "_packed_params", None), torch.ScriptObject):
         return []
-    weight, bias = module._weight_bias()
+    weight, bias = cast(Any, module)._weight_bias()  # the quantized module's own method
     return [tensor for tensor in (weight, bias) if tensor is not None]
 
 

@@ -189,8 +189,8 @@ def _gather_params(params: Sequence[torch.Tensor], has_biases: bool, has_project
     gathered = []
     for start in range(0, len(params), stride):
         chunk = params[start : start + stride]
-        biases = (chunk[2], chunk[3]) if has_biases else (None, None)
-        gathered.append(_CellParams(chunk[0], chunk[1], *biases, chunk[-1] if has_projections else None))
+        b_ih, b_hh = (chunk[2], chunk[3]) if has_biases else (None, None)
+        gathered.append(_CellParams(chunk[0], chunk[1], b_ih, b_hh, chunk[-1] if has_projections else None))
     return gathered
 
 
@@ -333,15 +333,18 @@ def _layer_stack(
 ) -> tuple[Any, list]:
     """``_rnn_impl``: the layers in turn, with dropout between them in training; the final hidden
     state of every layer and direction."""
+    layer: Callable[..., tuple[Any, Any]]
+    layer_params: list[Any] = list(params)  # per layer: its params, or a pair of them (both directions)
     if flags.bidirectional:
         layer = _packed_bidirectional_layer if packed else _full_bidirectional_layer
         hiddens = [(hiddens[i], hiddens[i + 1]) for i in range(0, len(hiddens), 2)]
-        params = [(params[i], params[i + 1]) for i in range(0, len(params), 2)]  # type: ignore[misc]
+        layer_params = [(params[i], params[i + 1]) for i in range(0, len(params), 2)]
     else:
         layer = _packed_layer if packed else _full_layer
-    layer_input, finals = input, []
+    layer_input: Any = input
+    finals: list[Any] = []
     for index in range(flags.num_layers):
-        layer_input, final = layer(cell, layer_input, hiddens[index], params[index])
+        layer_input, final = layer(cell, layer_input, hiddens[index], layer_params[index])
         finals.append(final)
         if flags.dropout_after(index):
             if packed:
@@ -411,7 +414,7 @@ def _one_hidden(cell: Cell) -> tuple[Callable[..., tuple], Callable[..., tuple]]
     return padded, packed
 
 
-_KERNELS = {"lstm.input": _lstm, "lstm.data": _lstm_packed}
+_KERNELS: dict[str, Callable[..., Any]] = {"lstm.input": _lstm, "lstm.data": _lstm_packed}
 for _name, _cell in (("gru", _gru_cell), ("rnn_tanh", _tanh_cell), ("rnn_relu", _relu_cell)):
     _KERNELS[f"{_name}.input"], _KERNELS[f"{_name}.data"] = _one_hidden(_cell)
 

@@ -49,7 +49,7 @@ class OpClock:
             per_flop = self.matmul_fp32
         else:
             per_flop = self._per_flop.get(dtype) or self.per_flop(dtype)
-        attained = self._efficiency.get(family, 1.0) if self._efficiency else 1.0
+        attained = self._efficiency.get(family, 1.0) if self._efficiency and family is not None else 1.0
         compute = flops * per_flop / attained
         memory = moved * self.per_byte / attained
         if compute >= memory:

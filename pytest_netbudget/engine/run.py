@@ -53,7 +53,7 @@ from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .serving import ServeRun, longest_context, serve_step
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng, preserved_settings
-from .tracer import LayerTally, Tracer, shapes_of, tensor_leaves
+from .tracer import Attribution, LayerTally, LiveMemory, Tracer, shapes_of, tensor_leaves
 from .training import rebatch, run_step
 
 
@@ -142,7 +142,7 @@ class _Inventory:
     float_dtypes: set[torch.dtype]
 
 
-_LAZY = torch.nn.parameter.UninitializedTensorMixin
+_LAZY = torch.nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]  # not in torch's stubs
 
 
 def _inventory(model: torch.nn.Module, dtype: torch.dtype | None) -> _Inventory:
@@ -397,16 +397,22 @@ def _kernel_overrides(device: torch.device) -> Iterator[None]:
 
 def _trace(prepared: _Prepared) -> tuple[Tracer, float | None]:
     """Run the forward once under the tracer; the CUDA peak when on CUDA."""
-    tracer = _new_tracer(prepared, prepared.external)
+    tracer = _new_tracer(prepared)
     measured: dict[str, float] = {}
     _traced_call(prepared, tracer, prepared.args, prepared.kwargs, measured)
     return tracer, measured.get("peak_memory_mb")
 
 
-def _new_tracer(prepared: _Prepared, external: list[torch.Tensor]) -> Tracer:
-    """A tracer of the prepared model; with a target, one that times every op on it."""
+def _new_tracer(
+    prepared: _Prepared, memory: LiveMemory | None = None, attribution: Attribution | None = None
+) -> Tracer:
+    """A tracer of the prepared model (its live memory ``memory``, by default one that leaves out its
+    weights and inputs); with a target, one that times every op on it."""
     clock = OpClock(prepared.target) if prepared.target is not None else None
-    return Tracer(prepared.model, external, prepared.formulas, prepared.inventory.modules, clock)
+    modules = prepared.inventory.modules
+    return Tracer(
+        prepared.model, prepared.external, prepared.formulas, modules, clock, memory=memory, attribution=attribution
+    )
 
 
 def _traced_call(
@@ -473,6 +479,7 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
         target=_target_ref(prepared.target),
         upper_bounds=_upper_bounds(layers, tracer.tallies, figures),
+        torch_version=str(torch.__version__),  # a plain str: TorchVersion does not cross to xdist workers
     )
 
 
@@ -498,7 +505,7 @@ def _serve_run(prepared: _Prepared, spec: ServeSpec, context: int, follow: bool 
         prepared.args,
         prepared.kwargs,
         weights,
-        lambda external: _new_tracer(prepared, external),
+        lambda memory, attribution: _new_tracer(prepared, memory, attribution),
         lambda tracer, args, kwargs: _traced_call(prepared, tracer, args, kwargs),
         context=context,
         batch=spec.batch,
@@ -545,9 +552,7 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
         {name: sum(row.figures[name] for row in layers) for name in metrics.PER_LAYER if metrics.get(name).serve}
     )
     totals["serve_memory_mb"] = sum(parts.values()) / units.MIB
-    uncounted = dict(result.uncounted_ops)
-    for op, count in (*prefill.uncounted_ops.items(), *decode.uncounted_ops.items()):
-        uncounted[op] = max(count, uncounted.get(op, 0))
+    uncounted = _uncounted(result.uncounted_ops, prefill.uncounted_ops, decode.uncounted_ops)
     fits = None
     if spec.fits is not None and on_meta is not None:
         fits = _fits(on_meta, spec, sum(weights), run if on_meta is prepared else None)
@@ -559,7 +564,7 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
         result,
         layers=layers,
         totals=totals,
-        uncounted_ops=dict(sorted(uncounted.items())),
+        uncounted_ops=uncounted,
         upper_bounds=merged_upper_bounds((*result.upper_bounds, *step_bounds), [row.path for row in layers]),
         serve=ServeStep(
             context=spec.context,
@@ -602,6 +607,16 @@ def _fits(on_meta: _Prepared, spec: ServeSpec, weights: int, known_run: ServeRun
         context=context,
         per_token_mb=(memory_at(at + 1) - memory_at(at)) / units.MIB,
     )
+
+
+def _uncounted(*tables: Mapping[str, int]) -> dict[str, int]:
+    """Ops without a formula over several traced calls of one model: each with the most calls any
+    one call made (a second call running the same code adds no new op)."""
+    merged: dict[str, int] = {}
+    for table in tables:
+        for op, count in table.items():
+            merged[op] = max(count, merged.get(op, 0))
+    return dict(sorted(merged.items()))
 
 
 def _target_ref(target: targets.Target | None) -> TargetRef | None:
@@ -678,9 +693,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Prof
         )
         for row, tally in zip(result.layers, tallies)
     ]
-    uncounted = dict(result.uncounted_ops)
-    for op, count in step.tracer.uncounted.items():
-        uncounted[op] = max(count, uncounted.get(op, 0))
+    uncounted = _uncounted(result.uncounted_ops, step.tracer.uncounted)
     totals = dict(result.totals)
     totals.update(
         train_macs=sum(tally.macs for tally in tallies),
@@ -694,7 +707,7 @@ def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Prof
         result,
         layers=layers,
         totals=totals,
-        uncounted_ops=dict(sorted(uncounted.items())),
+        uncounted_ops=uncounted,
         upper_bounds=merged_upper_bounds((*result.upper_bounds, *step_bounds), [row.path for row in layers]),
         train=TrainStep(
             optimizer=settings.optimizer,

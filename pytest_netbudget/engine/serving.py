@@ -32,7 +32,7 @@ import torch
 
 from ..devices import KV_BYTES
 from .moving import _NOT_DATA
-from .tracer import LiveMemory, Tracer, shapes_of, storage_key, tensor_leaves
+from .tracer import Attribution, LiveMemory, Tracer, shapes_of, storage_key, tensor_leaves
 from .training import rebatch
 
 #: Keyword inputs that describe a padded or positioned sequence: the serving step makes its own.
@@ -64,12 +64,18 @@ class TokenSlot:
     index: int | None
 
     def get(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        return kwargs[self.key] if self.key is not None else args[self.index]
+        return kwargs[self.key] if self.key is not None else args[self._position()]
 
     def put(self, args: tuple, kwargs: dict, tokens: torch.Tensor) -> tuple[tuple, dict]:
         if self.key is not None:
             return args, {**kwargs, self.key: tokens}
-        return (*args[: self.index], tokens, *args[self.index + 1 :]), kwargs
+        index = self._position()
+        return (*args[:index], tokens, *args[index + 1 :]), kwargs
+
+    def _position(self) -> int:
+        if self.index is None:
+            raise ValueError("a token slot names a keyword or a position")
+        return self.index
 
 
 def token_slot(args: tuple, kwargs: dict) -> TokenSlot:
@@ -175,20 +181,26 @@ def tensor_bytes(tensor: torch.Tensor, kv_dtype: str | None) -> int:
     return tensor.numel() * tensor.element_size()
 
 
+class _RunningModule(Attribution):
+    """Which module is running: told by the tracer after every module entry and exit."""
+
+    def __init__(self) -> None:
+        self.index = 0
+
+    def module_changed(self, innermost: int) -> None:
+        self.index = innermost
+
+
 class _CreatorMemory(LiveMemory):
     """Live memory that also notes, for each storage, the module running when it became live."""
 
-    def __init__(self, external: list[torch.Tensor], running: Callable[[], int]) -> None:
+    def __init__(self, external: list[torch.Tensor], running: _RunningModule) -> None:
         super().__init__(external)
         self.creator: dict[int, int] = {}
         self._running = running
 
-    def saw(self, tensor: torch.Tensor) -> None:
-        key = storage_key(tensor)
-        fresh = key is not None and key not in self._live
-        super().saw(tensor)
-        if fresh and key in self._live:
-            self.creator[key] = self._running()
+    def storage_added(self, key: int, nbytes: int) -> None:
+        self.creator[key] = self._running.index
 
 
 class _EventMemory(LiveMemory):
@@ -199,19 +211,11 @@ class _EventMemory(LiveMemory):
         super().__init__(external)
         self.events: list[tuple[int, int]] = []
 
-    def saw(self, tensor: torch.Tensor) -> None:
-        key = storage_key(tensor)
-        fresh = key is not None and key not in self._live
-        super().saw(tensor)
-        if fresh and key in self._live:
-            self.events.append((key, self._live[key][0]))
+    def storage_added(self, key: int, nbytes: int) -> None:
+        self.events.append((key, nbytes))
 
-    def _freed(self, ref: Any) -> None:
-        pair = self._refs.get(id(ref))
-        entry = self._live.get(pair[1]) if pair is not None else None
-        super()._freed(ref)
-        if entry is not None and pair[1] not in self._live:
-            self.events.append((pair[1], -entry[0]))
+    def storage_freed(self, key: int, nbytes: int) -> None:
+        self.events.append((key, -nbytes))
 
     def peak_without(self, kept: list[torch.Tensor]) -> int:
         """The peak of live bytes had the storages of ``kept`` (alive at the end) never been counted."""
@@ -248,8 +252,8 @@ class ServeRun:
 
 #: Runs ``model(*args, **kwargs)`` under a tracer with everything a traced forward needs around it.
 TracedCall = Callable[[Tracer, tuple, dict], Any]
-#: A fresh tracer of the model whose live memory leaves out the given (external) tensors.
-NewTracer = Callable[[list[torch.Tensor]], Tracer]
+#: A fresh tracer of the model that follows live memory with the given one (and attribution).
+NewTracer = Callable[[LiveMemory, "Attribution | None"], Tracer]
 
 
 def serve_step(
@@ -277,11 +281,9 @@ def serve_step(
     prefill_args, prefill_kwargs = slot.put(args, kwargs, tokens)
     if use_cache:
         prefill_kwargs["use_cache"] = True
-    prefill = new_tracer([])
-    prefill.memory = _CreatorMemory(
-        [*weights, *tensor_leaves((prefill_args, prefill_kwargs))],
-        lambda: prefill._stack[-1] if prefill._stack else 0,
-    )
+    running = _RunningModule()
+    creators = _CreatorMemory([*weights, *tensor_leaves((prefill_args, prefill_kwargs))], running)
+    prefill = new_tracer(creators, running)
     output = call(prefill, prefill_args, prefill_kwargs)
     cache = returned_cache(output)
     encoder = _encoder_output(output)
@@ -289,7 +291,8 @@ def serve_step(
     held = cache_tensors(cache)
     kv_bytes = [0] * len(prefill.tallies)
     for tensor in held:
-        kv_bytes[prefill.memory.creator.get(storage_key(tensor), 0)] += tensor_bytes(tensor, kv_dtype)
+        key = storage_key(tensor)
+        kv_bytes[creators.creator.get(key, 0) if key is not None else 0] += tensor_bytes(tensor, kv_dtype)
 
     if encoder is not None:  # an encoder-decoder: the encoder's inputs give way to its output
         args, kwargs = (), {"encoder_outputs": (encoder,)}
@@ -298,13 +301,13 @@ def serve_step(
         decode_kwargs["use_cache"] = True
 
     def decode_step(cache: Any, held: list[torch.Tensor]) -> tuple[Tracer, int, Any, list[torch.Tensor]]:
-        tracer = new_tracer([])
         # The cache's tensors are held until the step ends: the cache drops them as it grows,
         # and a storage freed meanwhile could come back under the same key as a new one.
-        tracer.memory = _EventMemory([*weights, *held, *tensor_leaves((decode_args, decode_kwargs))])
+        memory = _EventMemory([*weights, *held, *tensor_leaves((decode_args, decode_kwargs))])
+        tracer = new_tracer(memory, None)
         grown = returned_cache(call(tracer, decode_args, {**decode_kwargs, cache_name: cache}))
         kept = cache_tensors(grown)
-        return tracer, tracer.memory.peak_without(kept), grown, kept
+        return tracer, memory.peak_without(kept), grown, kept
 
     decode, activations, cache, held = decode_step(cache, held)
     following = None

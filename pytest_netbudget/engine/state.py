@@ -229,7 +229,7 @@ def _set_cudnn(flags: tuple[bool, bool]) -> None:
 
 
 #: Process-wide torch settings a factory or a forward may change: (what, read it, set it back).
-PROCESS_SETTINGS = (
+PROCESS_SETTINGS: tuple[tuple[str, Callable[[], Any], Callable[[Any], Any]], ...] = (
     ("default device", _default_device, torch.set_default_device),
     ("default dtype", torch.get_default_dtype, torch.set_default_dtype),
     ("grad mode", torch.is_grad_enabled, torch.set_grad_enabled),

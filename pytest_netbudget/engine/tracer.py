@@ -70,6 +70,7 @@ _CONSTANT_OPS = _existing_ops((_aten, "lift_fresh", "default"))
 
 # Jagged nested tensors (``layout=torch.jagged``) are a Python tensor subclass whose ops run as
 # dense ops on its values; torch.nested has no public name for the class.
+_JAGGED: Any
 try:
     from torch.nested._internal.nested_tensor import NestedTensor as _JAGGED
 except ImportError:  # a torch without jagged nested tensors
@@ -168,8 +169,9 @@ def _shape(tensor: torch.Tensor) -> list[int]:
     if not tensor.is_nested:
         return list(tensor.shape)
     if tensor.layout == torch.jagged:  # the ragged dimension is a symbol; its longest sequence is known
+        jagged: Any = tensor  # the jagged class's own attributes, not Tensor's
         shape = list(tensor.shape)
-        shape[tensor._ragged_idx] = tensor._get_max_seqlen()
+        shape[jagged._ragged_idx] = jagged._get_max_seqlen()
         return shape
     sizes = tensor._nested_tensor_size().tolist()  # one row of sizes per sequence
     return [len(sizes), *(max(column) for column in zip(*sizes))]
@@ -231,6 +233,7 @@ class LiveMemory:
             self.current += entry[0]
             if self.current > self.peak:
                 self._new_peak()
+            self.storage_added(key, entry[0])
         entry[1] += 1
         # Refs are kept by id: two refs to one tensor would compare their tensors with ==.
         ref = weakref.ref(tensor, self._on_freed)
@@ -264,6 +267,14 @@ class LiveMemory:
             self.current -= entry[0]
             self.parts[entry[2]] -= entry[0]
             del self._live[key]
+            self.storage_freed(key, entry[0])
+
+    def storage_added(self, key: int, nbytes: int) -> None:
+        """A storage (by its key) became live: for a subclass that follows storages (the serving
+        step's notes which module made each, and logs them to work a peak out again)."""
+
+    def storage_freed(self, key: int, nbytes: int) -> None:
+        """A storage's last tensor that the mode saw was freed."""
 
     def close(self) -> None:
         """Stop listening: tensors that outlive the traced work no longer matter."""
@@ -308,7 +319,7 @@ class OpPlan:
         #: Answered before counting, and never counted: layout queries and constants.
         self.passed = func in _METADATA_OPS or func in _CONSTANT_OPS
         self.free = formula_set.is_free(found)
-        self.formula = None if self.free else found
+        self.formula: Any = None if self.free else found  # an OpFormula, or None
         #: A per-element formula, which the tracer applies without calling it (None: call the formula).
         self.per_element = found if type(found) is PerElement else None
         #: CompositeImplicit ops without a formula (or with one for their nested runs only): count

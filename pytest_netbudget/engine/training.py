@@ -236,7 +236,7 @@ def run_step(
     told of every op that writes an argument.
     """
     unique = {id(tensor): tensor for tensor in state.values()}.values()
-    params = [tensor for tensor in unique if isinstance(tensor, torch.nn.Parameter)]
+    params: list[torch.Tensor] = [tensor for tensor in unique if isinstance(tensor, torch.nn.Parameter)]
     buffers = [tensor for tensor in unique if not isinstance(tensor, torch.nn.Parameter)]
     trainable = [param for param in params if param.requires_grad]
     optim = make_optimizer(optimizer, trainable)
@@ -246,12 +246,15 @@ def run_step(
         optim.step()
         optim.zero_grad(set_to_none=True)
     owners = owners_by_module(model, state)
-    opt_state = []
-    for param, param_state in optim.state.items() if optim is not None else ():
+    opt_state: list[torch.Tensor] = []
+    for state_of, param_state in optim.state.items() if optim is not None else ():
+        param_key = storage_key(state_of)
         for value in param_state.values():
             if isinstance(value, torch.Tensor):
                 opt_state.append(value)
-                owners.setdefault(storage_key(value), owners.get(storage_key(param), 0))
+                key = storage_key(value)
+                if key is not None:
+                    owners.setdefault(key, owners.get(param_key, 0) if param_key is not None else 0)
     memory = StepMemory(
         {
             MemoryPart.PARAMS: params,
@@ -270,8 +273,9 @@ def run_step(
         return tensor
 
     def accumulated(param: torch.Tensor) -> None:
-        memory.reclassify(param.grad, MemoryPart.GRADS)
-        attribution.own(param.grad, attribution.owner_of(param) or 0)
+        if param.grad is not None:  # it is, after accumulation: the hook is called for that
+            memory.reclassify(param.grad, MemoryPart.GRADS)
+            attribution.own(param.grad, attribution.owner_of(param) or 0)
 
     cast = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
     with (

@@ -41,7 +41,7 @@ def _scalings(call: OpCall) -> int:
     return (out if beta not in (0, 1) else 0) + (out if alpha != 1 else 0)
 
 
-def _matmul_formula(torch_formula: Callable[..., int], has_bias: bool) -> OpFormula:
+def _matmul_formula(torch_formula: Any, has_bias: bool) -> OpFormula:
     """MACs from FlopCounterMode's mm / bmm formula called on the operand shapes directly; the
     added tensor (``self`` of addmm/baddbmm, before the operands) and its scalings as
     :func:`added_term` counts them."""

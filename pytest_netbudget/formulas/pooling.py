@@ -29,7 +29,10 @@ _SPATIAL_DIMS = re.compile(r"pool(\d)d")  # compiled once: re's own cache lookup
 
 def window_elements(call: OpCall) -> int:
     """Elements of a pooling window (``kernel_size`` may give one size for every dimension)."""
-    spatial = int(_SPATIAL_DIMS.search(call.func.name()).group(1))
+    found = _SPATIAL_DIMS.search(call.func.name())
+    if found is None:
+        raise ValueError(f"{call.func.name()}: no 1d, 2d or 3d in the pooling op's name")
+    spatial = int(found.group(1))
     kernel = list(call["kernel_size"])
     return math.prod(kernel) if len(kernel) == spatial else kernel[0] ** spatial
 
