@@ -39,6 +39,12 @@ class Cost:
     def total_flops(self) -> int:
         return 2 * self.macs if self.flops is None else self.flops
 
+    def __repr__(self) -> str:
+        """As a formula's author wrote it, ``upper_bound`` only where there is one (the errors that
+        name a bad cost quote this)."""
+        bound = f", upper_bound={self.upper_bound!r}" if self.upper_bound is not None else ""
+        return f"Cost(macs={self.macs!r}, flops={self.flops!r}{bound})"
+
 
 class FormulaError(Exception):
     """A counting formula raised, or returned something other than a finite, non-negative ``Cost``;
