@@ -14,7 +14,7 @@ from . import markdown_text as md
 from .baseline import REPORT_KIND, REPORT_SCHEMA, BaselineError, models_table
 from .budgets import LayerChange, MetricCheck, Verdict, change_share
 from .config import DEFAULT_BASELINE
-from .layer_table import fits_line, serve_step_lines, train_step_lines
+from .layer_table import UPPER_BOUND_MARK, fits_line, serve_step_lines, train_step_lines, upper_bound_lines
 from .module_tree import ModuleNode, module_tree, slices
 from .repeated import Repeated, group_changes
 from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, LayerEntry, RecordError, Status
@@ -28,6 +28,18 @@ MIB_STORED_RESOLUTION = 1e-6
 
 def value(metric: str, number: float | None) -> str:
     return metrics.get(metric).format(number)
+
+
+def actual(verdict: Verdict, check: MetricCheck) -> str:
+    """A model's figure as the reports print it: ``≤`` before one that is only an upper bound on
+    the device it was profiled on (see ``UpperBound``)."""
+    mark = UPPER_BOUND_MARK if verdict.upper_bound_of(check.metric) else ""
+    return mark + value(check.metric, check.actual)
+
+
+def bounded_metrics(verdict: Verdict) -> set[str]:
+    """The metrics of a model that are only upper bounds on its device."""
+    return {name for bound in verdict.upper_bounds for name in bound.metrics}
 
 
 def change(check: MetricCheck, gate: bool = False) -> str:
@@ -72,6 +84,13 @@ def next_steps(
             )
     if any(check.grew_too_much for check in verdict.checks):
         steps.append(f"if the growth is intended, {update_hint(baseline_file, escape)}")
+    for check in verdict.failures:
+        reasons = verdict.upper_bound_of(check.metric)
+        if reasons:
+            steps.append(
+                f"{check.metric} is an upper bound here, judged as it stands ({escape('; '.join(reasons))}): "
+                "profile the model on cpu or cuda for its exact figure, which is at most this"
+            )
     if verdict.strict_failure:
         steps.append(
             "register a counting formula for these ops (pytest_netbudget.register_formula), "
@@ -208,7 +227,7 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
         if check.limit is None and check.increase is None:
             continue
         budget = value(check.metric, check.limit) if check.limit is not None else "-"  # not "no target", "not measured"
-        row = [check.metric, budget, value(check.metric, check.actual), _over(check)]
+        row = [check.metric, budget, actual(verdict, check), _over(check)]
         if verdict.has_baseline:
             row[3:3] = [value(check.metric, check.baseline), change(check, gate=True)]
         rows.append(row)
@@ -236,15 +255,21 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         first = f"{len(verdicts)} model(s) profiled, " + (f"{failing} failing" if failing else "all within budget")
     lines = [first, *_columns(_full_rows(verdicts) if full else _model_rows(verdicts), indent="")]
     for verdict in verdicts:
+        bounded = bounded_metrics(verdict)
         if full and verdict.train is not None and verdict.measured is not None:
-            step = train_step_lines(verdict.train, verdict.measured.totals)
+            step = train_step_lines(verdict.train, verdict.measured.totals, bounded)
             lines += [f"{verdict.name}: {step[0]}", *step[1:]]
         if verdict.serve is not None and verdict.measured is not None:
-            step = serve_step_lines(verdict.serve, verdict.measured.totals) if full else [fits_line(verdict.serve)]
+            step = (
+                serve_step_lines(verdict.serve, verdict.measured.totals, bounded)
+                if full
+                else [fits_line(verdict.serve)]
+            )
             lines += [f"{verdict.name}: {step[0]}", *step[1:]] if step[0] else []
         if verdict.uncounted_ops:
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
             lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
+        lines += [f"{verdict.name}: {line}" for line in upper_bound_lines(verdict.upper_bounds, verdict.name)]
         if verdict.environment_change:
             lines.append(
                 f"{verdict.name}: its figures changed with its environment ({', '.join(verdict.environment_change)}) "
@@ -269,7 +294,7 @@ def _full_rows(verdicts: list[Verdict]) -> list[list[str]]:
                 [
                     verdict.name if index == 0 else "",
                     check.metric,
-                    value(check.metric, check.actual),
+                    actual(verdict, check),
                     value(check.metric, check.limit) if check.limit is not None else "-",
                     units.format_percent(check.used) if check.used is not None else "",
                     baseline,
@@ -298,7 +323,7 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
         if check is None:
             rows.append([verdict.name, verdict.status, "-", "-"])
             continue
-        figure = f"{check.metric} {value(check.metric, check.actual)}"
+        figure = f"{check.metric} {actual(verdict, check)}"
         used = check.used
         if check.limit is not None and used is not None:
             figure += f" / {value(check.metric, check.limit)} ({units.format_percent(used)})"
@@ -451,7 +476,7 @@ def summary_cell(verdict: Verdict, metric: str) -> tuple[str, str]:
     check = verdict.check_for(metric)
     if check is None:
         return "-", ""
-    figure = value(metric, check.actual)
+    figure = actual(verdict, check)
     used = check.used
     if check.limit is not None and used is not None:
         figure += f" / {value(metric, check.limit)} ({units.format_percent(used, decimals=0)})"
@@ -549,16 +574,18 @@ def _section_title(verdict: Verdict) -> str:
         return "new model"
     if verdict.changed:
         return "changed"
-    return "target changed" if verdict.estimate_change else "uncounted ops"
+    if verdict.uncounted_ops:
+        return "uncounted ops"
+    return "upper bounds" if verdict.upper_bounds else "target changed"
 
 
 def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
-    """The collapsible block of one new, changed or failing model, one that ran uncounted ops or
-    whose estimate's target changed; none for an unchanged pass."""
+    """The collapsible block of one new, changed or failing model, or one that ran uncounted ops,
+    has figures that are only upper bounds or whose estimate's target changed; none for an
+    unchanged, exact pass."""
     failing = not verdict.passed
-    if not (
-        failing or verdict.changed or not verdict.has_reference or verdict.uncounted_ops or verdict.estimate_change
-    ):
+    shown = verdict.uncounted_ops or verdict.upper_bounds or verdict.estimate_change
+    if not (failing or verdict.changed or not verdict.has_reference or shown):
         return []
     title = _section_title(verdict)
     lines = [f"<details{' open' if failing else ''}><summary>{md.code(verdict.name)}: {title}</summary>", ""]
@@ -578,6 +605,13 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
     if verdict.uncounted_ops:
         ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
         lines.append(f"- **uncounted ops** (no formula, not in MACs/FLOPs): {ops}")
+    for bound in verdict.upper_bounds:
+        figures = ", ".join(md.code(name) for name in bound.metrics)
+        layers = ", ".join(md.code(path or f"({verdict.name})") for path in bound.layers)
+        lines.append(
+            f"- **{UPPER_BOUND_MARK} upper bound** ({figures}; the exact figure is at most this) in {layers}: "
+            f"{md.inline(bound.reason)}"
+        )
     lines += [""] if lines[-1] != "" else []
     groups = grouped_changes(verdict)
     if groups:
@@ -597,10 +631,11 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
     if verdict.measured is None:
         return [*lines, "</details>", ""]
+    bounded = bounded_metrics(verdict)
     if verdict.train is not None:
-        lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals)), ""]
+        lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals, bounded)), ""]
     if verdict.serve is not None:
-        lines += [*md.fence(serve_step_lines(verdict.serve, verdict.measured.totals)), ""]
+        lines += [*md.fence(serve_step_lines(verdict.serve, verdict.measured.totals, bounded)), ""]
     lines += mermaid_charts(layer_tree(verdict.measured, verdict.reference_changes))
     return [*lines, "</details>", ""]
 
