@@ -302,4 +302,14 @@ def test_show_profiles_a_serving_step_from_the_command_line(pytester, project, m
     assert "KV cache  Decode MACs" in done.stdout
     monkeypatch.chdir(pytester.path)  # a misspelt key is a usage error before anything is imported
     assert cli.main(["show", "decoder", "--serve", "context=128,bach=4"]) == 2
-    assert "serve.bach: unknown key; did you mean 'batch'?" in capsys.readouterr().err
+    # ... the command line's, not pyproject.toml's, whose serve table is right
+    err = capsys.readouterr().err
+    assert "netbudget show decoder: serve.bach: unknown key; did you mean 'batch'?" in err
+    assert "(a command-line option, over [tool.netbudget.models.decoder] in " in err
+    assert cli.main(["show", "decoder", "--serve", "context=abc"]) == 2
+    assert "netbudget show decoder: serve.context: must be a positive integer, got 'abc'" in capsys.readouterr().err
+    # a mistake in the file is still the file's
+    pyproject = pytester.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("batch = 2", "bach = 2"), encoding="utf-8")
+    assert cli.main(["show", "decoder", "--serve", "context=128"]) == 2
+    assert "pyproject.toml: [tool.netbudget.models.decoder] serve.bach: unknown key" in capsys.readouterr().err
