@@ -196,6 +196,13 @@ def test_every_serving_figure_is_a_budget_a_baseline_entry_a_report_figure_and_g
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "Serving step (context 64, batch 2, kv cache as held; weights own dtype):" in markdown
     assert "fits 1.00 MiB: up to " in markdown
+    # Run again, unchanged: the comment has no section for the model, but the fits line is the question a
+    # served model's comment answers ("does it still fit?"), so it shows under the table.
+    unchanged = pytester.runpytest("--netbudget", "--netbudget-report=same.md")
+    assert unchanged.ret == 0
+    same = (pytester.path / "same.md").read_text(encoding="utf-8")
+    assert "<details" not in same
+    assert re.search(r"^- <code>decoder</code>: fits 1\.00 MiB: up to [\d,]+ tokens of context at batch 2 ", same, re.M)
 
     # Two key-value heads: the cache doubles, and the k and v projections, so every serving figure grows.
     project(EVERY_SERVE_BUDGET.format(kv_heads=2, **generous), top='max_increase = "2%"', models=DECODER)
