@@ -284,6 +284,9 @@ class Verdict:
     # How its environment (torch, device, dtype) changed since the baseline entry, when its figures
     # changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
     environment_change: list[str] = field(default_factory=list)
+    # How the target its latency was estimated on changed since the entry the reports compare it
+    # with ("a100 (table 1) -> a100 (table 2)"): its estimated latency was not compared then.
+    estimate_change: str | None = None
 
     @property
     def name(self) -> str:
@@ -367,6 +370,8 @@ class Verdict:
             data["upper_bounds"] = [bound.to_dict() for bound in self.upper_bounds]
         if self.environment_change:
             data["environment_change"] = list(self.environment_change)
+        if self.estimate_change:
+            data["estimate_change"] = self.estimate_change
         return data
 
     @classmethod
@@ -427,6 +432,9 @@ class Verdict:
                 record_text(change, f"{where}.environment_change[{index}]")
                 for index, change in enumerate(_list(data.get("environment_change", []), f"{where}.environment_change"))
             ],
+            estimate_change=(
+                record_text(data["estimate_change"], f"{where}.estimate_change") if "estimate_change" in data else None
+            ),
         )
 
 
@@ -458,6 +466,7 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
     if result.profile is None:
         return Verdict(result, has_baseline=has_baseline, has_reference=has_baseline)
     measured = BaselineEntry.from_profile(result.profile, result.origin)
+    estimate = estimate_change(baseline, measured) if baseline is not None else None
     baseline, comparable = comparable_entries(baseline, measured)
     totals = measured.totals
     increase = {} if accept_growth else result.max_increase
@@ -493,6 +502,7 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
         serve=result.profile.serve.settings() if result.profile.serve is not None else None,
         upper_bounds=result.profile.upper_bounds,
         environment_change=environment_change(baseline, comparable) if baseline is not None else [],
+        estimate_change=estimate,
     )
 
 
@@ -510,7 +520,9 @@ def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
     branch's entry, None when it has none) instead of the committed baseline; pass or fail stays
     as judged."""
     changes: list[LayerChange] = []
+    estimate = None
     if reference is not None and verdict.measured is not None:
+        estimate = estimate_change(reference, verdict.measured)
         base, comparable = comparable_entries(reference, verdict.measured)
         if base is not None:
             reference = base
@@ -521,4 +533,5 @@ def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
         checks=[replace(check, reference=figures.get(check.metric)) for check in verdict.checks],
         has_reference=reference is not None,
         reference_changes=changes,
+        estimate_change=estimate,
     )

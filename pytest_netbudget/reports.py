@@ -226,7 +226,8 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
     for check in verdict.checks:
         if check.limit is None and check.increase is None:
             continue
-        row = [check.metric, value(check.metric, check.limit), actual(verdict, check), _over(check)]
+        budget = value(check.metric, check.limit) if check.limit is not None else "-"  # not "no target", "not measured"
+        row = [check.metric, budget, actual(verdict, check), _over(check)]
         if verdict.has_baseline:
             row[3:3] = [value(check.metric, check.baseline), change(check, gate=True)]
         rows.append(row)
@@ -453,7 +454,8 @@ class Report:
         """Anything a reviewer should see: a model new, changed or failing, an entry removed, a
         conflict between shards (what the Action's ``comment-when: changed`` posts on)."""
         return bool(self.removed or self.conflicts or self.stale_baseline) or any(
-            not verdict.passed or verdict.changed or not verdict.has_reference for verdict in self.verdicts
+            not verdict.passed or verdict.changed or not verdict.has_reference or bool(verdict.estimate_change)
+            for verdict in self.verdicts
         )
 
 
@@ -569,20 +571,27 @@ def _blocks_after(line: str, fence: str, details: int) -> tuple[str, int]:
     return fence, details
 
 
+def _section_title(verdict: Verdict) -> str:
+    if not verdict.passed:
+        return STATUS_WORDS[verdict.status]
+    if not verdict.has_reference:
+        return "new model"
+    if verdict.changed:
+        return "changed"
+    if verdict.uncounted_ops:
+        return "uncounted ops"
+    return "upper bounds" if verdict.upper_bounds else "target changed"
+
+
 def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
-    """The collapsible block of one new, changed or failing model, or one that ran uncounted ops or
-    has figures that are only upper bounds; none for an unchanged, exact pass."""
+    """The collapsible block of one new, changed or failing model, or one that ran uncounted ops,
+    has figures that are only upper bounds or whose estimate's target changed; none for an
+    unchanged, exact pass."""
     failing = not verdict.passed
-    if not (failing or verdict.changed or not verdict.has_reference or verdict.uncounted_ops or verdict.upper_bounds):
+    shown = verdict.uncounted_ops or verdict.upper_bounds or verdict.estimate_change
+    if not (failing or verdict.changed or not verdict.has_reference or shown):
         return []
-    if failing:
-        title = STATUS_WORDS[verdict.status]
-    elif not verdict.has_reference:
-        title = "new model"
-    elif verdict.changed:
-        title = "changed"
-    else:
-        title = "uncounted ops" if verdict.uncounted_ops else "upper bounds"
+    title = _section_title(verdict)
     lines = [f"<details{' open' if failing else ''}><summary>{md.code(verdict.name)}: {title}</summary>", ""]
     if verdict.error is not None:
         return [*lines, *md.fence([verdict.error]), "", "</details>", ""]
@@ -590,6 +599,11 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         lines.append(
             f"- **environment changed** since its baseline entry: {md.inline(', '.join(verdict.environment_change))} "
             "(its figures changed with it)"
+        )
+    if verdict.estimate_change:
+        lines.append(
+            f"- **estimated latency not compared**: its target changed, {md.inline(verdict.estimate_change)} "
+            "(another target or table, not growth; `pytest --netbudget --netbudget-update` records the new estimate)"
         )
     lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file, md.inline)]
     if verdict.uncounted_ops:
