@@ -517,6 +517,10 @@ def markdown(report: Report) -> str:
     for name in report.removed:
         lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
     lines.append("")
+    fits = [(verdict.name, fits_line(verdict.serve)) for verdict in verdicts if verdict.serve is not None]
+    # "does it still fit?" for every served model, changed or not (a section shows only changes)
+    lines += [f"- {md.code(name)}: {md.inline(line)}" for name, line in fits if line]
+    lines += [""] if lines[-1] != "" else []
     for verdict in verdicts:
         lines += _model_section(verdict, report.baseline_file)
     return fit_comment(lines)

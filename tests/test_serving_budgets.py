@@ -196,6 +196,13 @@ def test_every_serving_figure_is_a_budget_a_baseline_entry_a_report_figure_and_g
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "Serving step (context 64, batch 2, kv cache as held; weights own dtype):" in markdown
     assert "fits 1.00 MiB: up to " in markdown
+    # Run again, unchanged: the comment has no section for the model, but the fits line is the question a
+    # served model's comment answers ("does it still fit?"), so it shows under the table.
+    unchanged = pytester.runpytest("--netbudget", "--netbudget-report=same.md")
+    assert unchanged.ret == 0
+    same = (pytester.path / "same.md").read_text(encoding="utf-8")
+    assert "<details" not in same
+    assert re.search(r"^- <code>decoder</code>: fits 1\.00 MiB: up to [\d,]+ tokens of context at batch 2 ", same, re.M)
 
     # Two key-value heads: the cache doubles, and the k and v projections, so every serving figure grows.
     project(EVERY_SERVE_BUDGET.format(kv_heads=2, **generous), top='max_increase = "2%"', models=DECODER)
@@ -302,4 +309,14 @@ def test_show_profiles_a_serving_step_from_the_command_line(pytester, project, m
     assert "KV cache  Decode MACs" in done.stdout
     monkeypatch.chdir(pytester.path)  # a misspelt key is a usage error before anything is imported
     assert cli.main(["show", "decoder", "--serve", "context=128,bach=4"]) == 2
-    assert "serve.bach: unknown key; did you mean 'batch'?" in capsys.readouterr().err
+    # ... the command line's, not pyproject.toml's, whose serve table is right
+    err = capsys.readouterr().err
+    assert "netbudget show decoder: serve.bach: unknown key; did you mean 'batch'?" in err
+    assert "(a command-line option, over [tool.netbudget.models.decoder] in " in err
+    assert cli.main(["show", "decoder", "--serve", "context=abc"]) == 2
+    assert "netbudget show decoder: serve.context: must be a positive integer, got 'abc'" in capsys.readouterr().err
+    # a mistake in the file is still the file's
+    pyproject = pytester.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("batch = 2", "bach = 2"), encoding="utf-8")
+    assert cli.main(["show", "decoder", "--serve", "context=128"]) == 2
+    assert "pyproject.toml: [tool.netbudget.models.decoder] serve.bach: unknown key" in capsys.readouterr().err
