@@ -562,13 +562,10 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
     fits = None
     if spec.fits is not None and on_meta is not None:
         fits = _fits(on_meta, spec, sum(weights), run if on_meta is prepared else None)
+    decode_figures = ("decode_macs", "decode_flops") + (("decode_latency_ms",) if prepared.target else ())
     step_bounds = [
         *_upper_bounds(layers, run.prefill.tallies, ("prefill_macs", "prefill_flops")),
-        *_upper_bounds(
-            layers,
-            run.decode.tallies,
-            ("decode_macs", "decode_flops", "decode_latency_ms") if prepared.target else ("decode_macs", "decode_flops"),
-        ),
+        *_upper_bounds(layers, run.decode.tallies, decode_figures),
     ]
     return replace(
         result,
