@@ -386,3 +386,36 @@ def test_a_new_built_in_table_is_a_changed_table(pytester, project):
     result.stdout.fnmatch_lines(
         ["*gemm: estimated latency not compared with *: its target changed, a100 (table 0) -> a100 (table 1)*"]
     )
+
+
+def test_a_calibration_turns_its_timings_into_the_this_machine_target(monkeypatch, tmp_path):
+    """calibrate() end to end with a clock that reads 0.5 s more at every call, so that every timed run
+    takes exactly 0.5 s: the 1024x1024 matmul's 2 * 1024**3 FLOPs give 4.294967296 GFLOP/s, the 64 MiB
+    copy's 2 * 64 MiB read and written 0.268435456 GB/s, the 2,000 one-element adds 0.5 / 2,000 = 250 us
+    an op; every family gets a share, and the printed table reads back as the same target (before, no test
+    ran the measurement: only the printed table's reading back was tested)."""
+    from types import SimpleNamespace
+
+    from pytest_netbudget.engine import calibration
+
+    ticks = iter(range(10**6))
+    clock = SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5)
+    monkeypatch.setattr(calibration, "time", clock)
+    measured = calibration.calibrate(runs=1, threads=1)
+    assert (measured.matmul_flops, measured.copy_bandwidth) == (2 * 1024**3 / 0.5, 2 * 64 * 2**20 / 0.5)
+    assert measured.op_overhead_s == 0.5 / 2000
+    assert set(measured.efficiency) == {
+        "linalg",
+        "conv",
+        "elementwise",
+        "pooling",
+        "attention",
+        "recurrent",
+        "free",
+    }
+    assert all(share > 0 for share in measured.efficiency.values())
+    target = load(tmp_path, "[tool.netbudget]\n" + measured.toml()).targets["this-machine"]
+    six_digits = {"rel": 1e-5}  # the table prints six significant digits
+    assert target.peak("fp32") == pytest.approx(2 * 1024**3 / 0.5, **six_digits)
+    assert target.bandwidth == pytest.approx(2**28, **six_digits)
+    assert target.op_overhead_s == pytest.approx(250e-6)
