@@ -303,6 +303,24 @@ def test_show_with_a_target(capsys, kept_path):
     assert "Latency ms  FLOP/B  Bound" in out
 
 
+def test_show_of_a_factory_path_knows_the_projects_own_targets(capsys, kept_path, tmp_path, monkeypatch):
+    """``netbudget show package.module:callable --target npu`` in a project that defines npu (1 TFLOP/s, 1 TB/s,
+    no overhead): Linear(4, 3) on [2, 4] is one addmm of 2 * 2 * 4 * 3 + 6 = 54 FLOPs over 116 bytes, 0.116 ns
+    of memory against 0.054 ns of compute. Before, only a registered model's show read the project's targets:
+    a factory path's said "unknown target 'npu'"."""
+    from pytest_netbudget import cli
+
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = 1 }\nbandwidth_gbs = 1000\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["show", "torch.nn:Linear", "--kwargs", '{"in_features": 4, "out_features": 3}', "--input-shape", "2,4"]
+    assert cli.main([*args, "--device", "meta", "--target", "npu"]) == 0
+    out = capsys.readouterr().out
+    assert "(target npu, table user-" in out
+    assert "): 0.000000116 ms, a roofline lower bound" in out
+
+
 # --- a changed table in a pull request ---------------------------------------------------------------
 
 GEMM_MODELS = """
