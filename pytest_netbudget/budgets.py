@@ -389,8 +389,8 @@ class Verdict:
                 strict=bool(data["strict"]),
                 error=error,
             )
-            train = TrainStep.from_dict(data["train"]) if data["train"] is not None else None
-            serve = ServeStep.from_dict(data["serve"]) if data.get("serve") is not None else None
+            train = TrainStep.from_record(data["train"], f"{where}.train") if data["train"] is not None else None
+            serve = ServeStep.from_record(data["serve"], f"{where}.serve") if data.get("serve") is not None else None
             has_baseline = bool(data["has_baseline"])
         except RecordError:
             raise

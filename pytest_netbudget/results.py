@@ -272,6 +272,24 @@ class TrainStep:
             data["saved_mb"],
         )
 
+    @classmethod
+    def from_record(cls, data: Any, where: str) -> TrainStep:
+        """The step from a stored record (a JSON report's) at JSON path ``where``, every field
+        checked: ``RecordError`` names the one that is wrong."""
+        step = record_object(data, where)
+        memory = record_figures(step.get("memory_mb"), f"{where}.memory_mb")
+        return cls(
+            record_text(step.get("optimizer"), f"{where}.optimizer"),
+            _optional(record_count, step.get("batch"), f"{where}.batch"),
+            _optional(record_text, step.get("autocast"), f"{where}.autocast"),
+            {
+                record_choice(MemoryPart, part, f"{where}.memory_mb{json_key(part)}"): figure
+                for part, figure in memory.items()
+            },
+            record_choice(Phase, step.get("peak_phase"), f"{where}.peak_phase"),
+            record_figure(step.get("saved_mb"), f"{where}.saved_mb"),
+        )
+
 
 class Bound(TextEnum):
     """What bounds an estimated time: the peak FLOP/s or the memory bandwidth."""
@@ -599,6 +617,18 @@ class Fits:
     def from_dict(cls, data: Mapping[str, Any]) -> Fits:
         return cls(data["memory_mb"], data["context"], data["per_token_mb"])
 
+    @classmethod
+    def from_record(cls, data: Any, where: str) -> Fits:
+        fits = record_object(data, where)
+        context = fits.get("context")
+        if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 0):
+            raise RecordError(f"{where}.context: expected a whole number of tokens or null, got {_shown(context)}")
+        return cls(
+            record_figure(fits.get("memory_mb"), f"{where}.memory_mb"),
+            context,
+            record_figure(fits.get("per_token_mb"), f"{where}.per_token_mb"),
+        )
+
 
 @dataclass(frozen=True)
 class ServeStep:
@@ -658,6 +688,26 @@ class ServeStep:
             decode=Profile.from_dict(data["decode"]) if data.get("decode") else None,
         )
 
+    @classmethod
+    def from_record(cls, data: Any, where: str) -> ServeStep:
+        """The step's settings and figures from a stored record (a JSON report's, which keeps no
+        traced calls) at JSON path ``where``, every field checked."""
+        step = record_object(data, where)
+        memory = record_figures(step.get("memory_mb"), f"{where}.memory_mb")
+        return cls(
+            context=record_count(step.get("context"), f"{where}.context"),
+            batch=record_count(step.get("batch"), f"{where}.batch"),
+            kv_dtype=_optional(record_text, step.get("kv_dtype"), f"{where}.kv_dtype"),
+            weights=_optional(record_text, step.get("weights"), f"{where}.weights"),
+            group_size=_optional(record_count, step.get("group_size"), f"{where}.group_size"),
+            keep=record_texts(step.get("keep"), f"{where}.keep"),
+            memory_mb={
+                record_choice(ServePart, part, f"{where}.memory_mb{json_key(part)}"): figure
+                for part, figure in memory.items()
+            },
+            fits=_optional(Fits.from_record, step.get("fits"), f"{where}.fits"),
+        )
+
 
 def declared_metrics(record: type) -> tuple[str, ...]:
     """The metric attributes a record class declares, in declaration order (what the test
@@ -710,6 +760,40 @@ def record_figures(data: Any, where: str) -> dict[str, Any]:
     return {
         name: record_figure(value, f"{where}{json_key(name)}") for name, value in record_object(data, where).items()
     }
+
+
+def record_count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RecordError(f"{where}: expected a positive integer, got {_shown(value)}")
+    return value
+
+
+def record_texts(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise RecordError(f"{where}: expected a list of strings, got {_shown(value)}")
+    return [record_text(item, f"{where}[{index}]") for index, item in enumerate(value)]
+
+
+def record_flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise RecordError(f"{where}: expected true or false, got {_shown(value)}")
+    return value
+
+
+Choice = TypeVar("Choice", bound=TextEnum)
+
+
+def record_choice(kind: type[Choice], value: Any, where: str) -> Choice:
+    if value not in {str(member) for member in kind}:
+        raise RecordError(f"{where}: expected one of {', '.join(kind)}, got {_shown(value)}")
+    return kind(value)
+
+
+Read = TypeVar("Read")
+
+
+def _optional(read: Callable[[Any, str], Read], value: Any, where: str) -> Read | None:
+    return None if value is None else read(value, where)
 
 
 def stored_figure(value: float) -> float:
