@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
 
 from . import devices, metrics, units
@@ -784,7 +785,7 @@ Choice = TypeVar("Choice", bound=TextEnum)
 
 
 def record_choice(kind: type[Choice], value: Any, where: str) -> Choice:
-    if value not in {str(member) for member in kind}:
+    if not isinstance(value, str) or value not in {str(member) for member in kind}:
         raise RecordError(f"{where}: expected one of {', '.join(kind)}, got {_shown(value)}")
     return kind(value)
 
@@ -837,11 +838,9 @@ class LayerEntry:
     def from_dict(cls, data: Any, where: str) -> LayerEntry:
         row = record_object(data, where, "an object with 'type' and figures")
         kind = record_text(row.get("type"), f"{where}.type")
-        bound = row.get("bound")
-        if bound is not None and bound not in {str(known) for known in Bound}:
-            raise RecordError(f'{where}.bound: expected "compute" or "memory", got {_shown(bound)}')
+        bound = _optional(partial(record_choice, Bound), row.get("bound"), f"{where}.bound")
         figures = record_figures({name: value for name, value in row.items() if name not in ("type", "bound")}, where)
-        return cls(kind, figures, Bound(bound) if bound is not None else None)
+        return cls(kind, figures, bound)
 
 
 @dataclass(frozen=True)
