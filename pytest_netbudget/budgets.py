@@ -278,8 +278,8 @@ class Verdict:
     measured: BaselineEntry | None = None
     train: TrainStep | None = None
     serve: ServeStep | None = None  # its settings, memory split and fits line (no traced calls)
-    # How its environment (torch, device, dtype) changed since the baseline entry, when its figures
-    # changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
+    # How its environment (torch, device, dtype, pytest-netbudget) changed since the baseline entry, when
+    # its figures changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
     environment_change: list[str] = field(default_factory=list)
 
     @property

@@ -21,7 +21,7 @@ from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
 
-from . import devices, metrics, units
+from . import __version__, devices, metrics, units
 from .layer_table import render_layer_table
 from .loading import import_callable, is_factory_path
 
@@ -867,33 +867,41 @@ class EstimateSource:
 @dataclass(frozen=True)
 class Environment:
     """What a model's figures depend on besides its code: torch's version (its kernels and
-    decompositions), the device and the dtype it was profiled on. The baseline keeps it with each
-    entry, so that figures that changed with it are reported as that, not as growth. (The target
-    and table version an estimated latency was made on are the entry's ``target``.)"""
+    decompositions), the device and the dtype it was profiled on, and the version of
+    pytest-netbudget whose rules counted them. The baseline keeps it with each entry, so that
+    figures that changed with it are reported as that, not as growth. (The target and table
+    version an estimated latency was made on are the entry's ``target``.)"""
 
     torch: str
     device: str
     dtype: str
+    netbudget: str | None = None  # None in an entry written before it was kept
 
     def changes_from(self, old: Environment) -> list[str]:
-        """What changed since ``old``, one part each: ``torch 2.12.0 -> 2.13.0``, ``device cpu -> meta``."""
+        """What changed since ``old``, one part each: ``torch 2.12.0 -> 2.13.0``, ``device cpu -> meta``;
+        a part one side does not know is no change."""
         return [
             f"{part} {before} -> {after}"
             for part, before, after in (
                 ("torch", old.torch, self.torch),
                 ("device", old.device, self.device),
                 ("dtype", old.dtype, self.dtype),
+                ("pytest-netbudget", old.netbudget, self.netbudget),
             )
-            if before != after
+            if before is not None and after is not None and before != after
         ]
 
     def to_dict(self) -> dict[str, str]:
-        return {"torch": self.torch, "device": self.device, "dtype": self.dtype}
+        data = {"torch": self.torch, "device": self.device, "dtype": self.dtype}
+        return data if self.netbudget is None else {**data, "netbudget": self.netbudget}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Environment:
         table = record_object(data, where, "an object with 'torch', 'device' and 'dtype'")
-        return cls(*(record_text(table.get(part), f"{where}.{part}") for part in ("torch", "device", "dtype")))
+        torch, device, dtype = (
+            record_text(table.get(part), f"{where}.{part}") for part in ("torch", "device", "dtype")
+        )
+        return cls(torch, device, dtype, _optional(record_text, table.get("netbudget"), f"{where}.netbudget"))
 
 
 @dataclass(frozen=True)
@@ -924,7 +932,9 @@ class BaselineEntry:
                 layers[row.name] = LayerEntry(row.type, figures, row.bound)
         target = EstimateSource(profile.target.name, profile.target.version) if profile.target is not None else None
         environment = (
-            Environment(profile.torch_version, profile.device, profile.dtype) if profile.torch_version else None
+            Environment(profile.torch_version, profile.device, profile.dtype, __version__)
+            if profile.torch_version
+            else None
         )
         return cls(
             origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())), target, environment

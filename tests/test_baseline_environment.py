@@ -13,6 +13,8 @@ import pytest
 import torch
 from test_baseline_workflow import BASELINE, read_baseline, write
 
+from pytest_netbudget import __version__
+
 pytestmark = pytest.mark.usefixtures("preloaded")
 
 TORCH = torch.__version__
@@ -31,7 +33,12 @@ def test_each_entry_records_torch_the_device_and_the_dtype(pytester, project):
     write(pytester, project)
     assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
     entries = read_baseline(pytester)["models"]
-    assert entries["tiny"]["environment"] == {"torch": TORCH, "device": "cpu", "dtype": "float32"}
+    assert entries["tiny"]["environment"] == {
+        "torch": TORCH,
+        "device": "cpu",
+        "dtype": "float32",
+        "netbudget": __version__,  # the counting rules are the plugin's: an upgrade can change figures
+    }
     assert pytester.runpytest("--netbudget", "--netbudget-update", "--netbudget-device=meta").ret == 0
     assert read_baseline(pytester)["models"]["conv"]["environment"]["device"] == "meta"
 
@@ -92,6 +99,42 @@ def test_growth_that_came_with_a_new_torch_is_reported_as_that(pytester, project
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     shown = change.replace(">", "&#62;")  # as Markdown text, inert
     assert f"- **environment changed** since its baseline entry: {shown} (its figures changed with it)" in markdown
+
+
+def test_growth_that_came_with_a_new_pytest_netbudget_is_reported_as_that(pytester, project):
+    # Before: the entry did not say which pytest-netbudget counted it, and new counting rules read as growth.
+    write(pytester, project)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+
+    def older(models):
+        models["tiny"]["environment"]["netbudget"] = "0.0.9"
+        models["tiny"]["totals"]["params"] = 50
+
+    edit_baseline(pytester, older)
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    change = f"pytest-netbudget 0.0.9 -> {__version__}"
+    result.stdout.fnmatch_lines([f"  its environment changed since its baseline entry: {change}"])
+    assert json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]["tiny"][
+        "environment_change"
+    ] == [change]
+
+
+def test_an_entry_written_before_it_named_pytest_netbudget_compares_the_rest(pytester, project):
+    write(pytester, project)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+
+    def older(models):
+        del models["tiny"]["environment"]["netbudget"]
+        models["tiny"]["environment"]["torch"] = "2.12.0"
+        models["tiny"]["totals"]["params"] = 50
+
+    edit_baseline(pytester, older)
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    assert json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]["tiny"][
+        "environment_change"
+    ] == [f"torch 2.12.0 -> {TORCH}"]
 
 
 def test_a_stale_baseline_names_the_environment_that_changed(pytester, project):
