@@ -30,7 +30,7 @@ from torch import nn
 # The CNN and the ResNets are the test suite's reference architectures: one definition
 # serves both the figures the tests assert and the ones this benchmark measures.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference_models import SpecCNN, resnet18, resnet50  # noqa: E402
+from reference_models import SpecCNN, ViT, resnet18, resnet50  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # 1. The spec's CNN (input 1x1x28x28)
@@ -102,53 +102,6 @@ def resnet_expected(bottleneck: bool, layers: list[int], size: int = 224, num_cl
 # --------------------------------------------------------------------------------------
 # 3. ViT-B/16-shaped encoder on nn.MultiheadAttention (torchvision's layout)
 # --------------------------------------------------------------------------------------
-
-
-class EncoderBlock(nn.Module):
-    def __init__(self, heads: int, dim: int, mlp_dim: int) -> None:
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
-        self.self_attention = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
-        self.dropout = nn.Dropout(0.0)
-        self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(0.0), nn.Linear(mlp_dim, dim), nn.Dropout(0.0)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.ln_1(x)
-        y, _ = self.self_attention(y, y, y, need_weights=False)
-        x = x + self.dropout(y)
-        return x + self.mlp(self.ln_2(x))
-
-
-class ViT(nn.Module):
-    def __init__(
-        self,
-        image_size: int = 224,
-        patch: int = 16,
-        layers: int = 12,
-        heads: int = 12,
-        dim: int = 768,
-        mlp_dim: int = 3072,
-        num_classes: int = 1000,
-    ) -> None:
-        super().__init__()
-        self.patch = patch
-        self.conv_proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
-        tokens = (image_size // patch) ** 2 + 1
-        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embedding = nn.Parameter(torch.empty(1, tokens, dim).normal_(std=0.02))
-        self.dropout = nn.Dropout(0.0)
-        self.layers = nn.Sequential(*[EncoderBlock(heads, dim, mlp_dim) for _ in range(layers)])
-        self.ln = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_proj(x).flatten(2).transpose(1, 2)  # (n, 196, dim)
-        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.ln(self.layers(self.dropout(x + self.pos_embedding)))
-        return self.head(x[:, 0])
 
 
 def vit_expected(

@@ -25,10 +25,12 @@ from .results import (
     ServeStep,
     Status,
     TrainStep,
+    UpperBound,
     json_key,
     record_figure,
     record_object,
     record_text,
+    upper_bounds_of,
 )
 
 
@@ -278,9 +280,13 @@ class Verdict:
     measured: BaselineEntry | None = None
     train: TrainStep | None = None
     serve: ServeStep | None = None  # its settings, memory split and fits line (no traced calls)
+    upper_bounds: tuple[UpperBound, ...] = ()  # figures the device could not give exactly, and why
     # How its environment (torch, device, dtype, pytest-netbudget) changed since the baseline entry, when
     # its figures changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
     environment_change: list[str] = field(default_factory=list)
+    # How the target its latency was estimated on changed since the entry the reports compare it
+    # with ("a100 (table 1) -> a100 (table 2)"): its estimated latency was not compared then.
+    estimate_change: str | None = None
 
     @property
     def name(self) -> str:
@@ -332,6 +338,11 @@ class Verdict:
     def check_for(self, metric: str) -> MetricCheck | None:
         return next((check for check in self.checks if check.metric == metric), None)
 
+    def upper_bound_of(self, metric: str) -> list[str]:
+        """Why the model's ``metric`` is only an upper bound (it is judged as it stands: a budget it
+        is within is surely kept); an empty list where the figure is exact."""
+        return upper_bounds_of(self.upper_bounds, metric)
+
     def to_dict(self) -> dict[str, Any]:
         """The model's one record in a JSON report: its baseline entry's fields (so that
         ``--netbudget-compare`` reads the report as a baseline), its status, the training step,
@@ -355,8 +366,12 @@ class Verdict:
             data["has_reference"] = self.has_reference
         if self.reference_changes != self.layer_changes:
             data["reference_changes"] = [change.to_dict() for change in self.reference_changes]
+        if self.upper_bounds:
+            data["upper_bounds"] = [bound.to_dict() for bound in self.upper_bounds]
         if self.environment_change:
             data["environment_change"] = list(self.environment_change)
+        if self.estimate_change:
+            data["estimate_change"] = self.estimate_change
         return data
 
     @classmethod
@@ -391,6 +406,10 @@ class Verdict:
             )
             train = TrainStep.from_record(data["train"], f"{where}.train") if data["train"] is not None else None
             serve = ServeStep.from_record(data["serve"], f"{where}.serve") if data.get("serve") is not None else None
+            upper_bounds = tuple(
+                UpperBound.from_dict(bound, f"{where}.upper_bounds[{index}]")
+                for index, bound in enumerate(_list(data.get("upper_bounds", []), f"{where}.upper_bounds"))
+            )
             has_baseline = bool(data["has_baseline"])
         except RecordError:
             raise
@@ -408,10 +427,14 @@ class Verdict:
             measured=None if error is not None else measured,
             train=train,
             serve=serve,
+            upper_bounds=upper_bounds,
             environment_change=[
                 record_text(change, f"{where}.environment_change[{index}]")
                 for index, change in enumerate(_list(data.get("environment_change", []), f"{where}.environment_change"))
             ],
+            estimate_change=(
+                record_text(data["estimate_change"], f"{where}.estimate_change") if "estimate_change" in data else None
+            ),
         )
 
 
@@ -443,6 +466,7 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
     if result.profile is None:
         return Verdict(result, has_baseline=has_baseline, has_reference=has_baseline)
     measured = BaselineEntry.from_profile(result.profile, result.origin)
+    estimate = estimate_change(baseline, measured) if baseline is not None else None
     baseline, comparable = comparable_entries(baseline, measured)
     totals = measured.totals
     increase = {} if accept_growth else result.max_increase
@@ -476,7 +500,9 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
         measured=measured,
         train=result.profile.train,
         serve=result.profile.serve.settings() if result.profile.serve is not None else None,
+        upper_bounds=result.profile.upper_bounds,
         environment_change=environment_change(baseline, comparable) if baseline is not None else [],
+        estimate_change=estimate,
     )
 
 
@@ -494,7 +520,9 @@ def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
     branch's entry, None when it has none) instead of the committed baseline; pass or fail stays
     as judged."""
     changes: list[LayerChange] = []
+    estimate = None
     if reference is not None and verdict.measured is not None:
+        estimate = estimate_change(reference, verdict.measured)
         base, comparable = comparable_entries(reference, verdict.measured)
         if base is not None:
             reference = base
@@ -505,4 +533,5 @@ def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:
         checks=[replace(check, reference=figures.get(check.metric)) for check in verdict.checks],
         has_reference=reference is not None,
         reference_changes=changes,
+        estimate_change=estimate,
     )

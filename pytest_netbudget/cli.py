@@ -454,9 +454,17 @@ def _spec(args: argparse.Namespace) -> ModelSpec:
         table = _command_table({"factory": args.model, "device": "cpu"}, args)
         return model_spec(args.model, table, Place("netbudget show:"))
     path, data = _registering_pyproject(args.model, args.pyproject)
+    settings_from(data, path)  # the file's own mistakes are reported as the file's
     models = data["tool"]["netbudget"]["models"]
     models[args.model] = _command_table(models[args.model], args)
-    settings = settings_from(data, path)
+    try:
+        settings = settings_from(data, path)
+    except ConfigError as error:  # the file alone is valid: the mistake is the command line's
+        own = f"tool.netbudget.models.{args.model}"
+        problem = str(error).removeprefix(Place.table(path, own).label + " ")
+        raise CommandError(
+            f"netbudget show {args.model}: {problem} (a command-line option, over [{own}] in {path})"
+        ) from None
     if settings is None:  # found above: the file has [tool.netbudget.models]
         raise CommandError(f"{path} has no [tool.netbudget] table")
     root = str(path.parent)

@@ -115,6 +115,7 @@ class Settings:
     strict: bool = False
     max_increase: dict[str, Increase] = field(default_factory=dict)
     formulas: tuple[str, ...] = ()  # modules that register the project's own formulas
+    target: targets.Target | None = None  # ``target`` under [tool.netbudget]: every model's and check's default
     targets: dict[str, targets.Target] = field(default_factory=dict)  # the project's own, by name
 
 
@@ -180,8 +181,7 @@ def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
     baseline = table.get("baseline", DEFAULT_BASELINE)
     if not isinstance(baseline, str) or not baseline.strip():
         raise where.error("baseline", f"must be a file name like {DEFAULT_BASELINE!r}, got {baseline!r}")
-    own_targets = _targets(table.get("targets", {}), path, where)
-    target = _target(table.get("target"), where, own_targets)
+    own_targets, target = _project_targets(table, path, where)
     models_table = table.get("models", {})
     if not isinstance(models_table, dict):
         raise where.error("models", "must be a table of [tool.netbudget.models.NAME] tables")
@@ -199,6 +199,7 @@ def settings_from(data: dict[str, Any], path: Path) -> Settings | None:
         strict=strict,
         max_increase=increase,
         targets=own_targets,
+        target=target,
         formulas=_formulas(table.get("formulas", []), where),
     )
 
@@ -210,6 +211,23 @@ def formula_modules(data: dict[str, Any], path: Path) -> tuple[str, ...]:
     if not isinstance(table, dict):
         return ()
     return _formulas(table.get("formulas", []), Place.table(path, "tool.netbudget"))
+
+
+def project_targets(data: dict[str, Any], path: Path) -> tuple[dict[str, targets.Target], targets.Target | None]:
+    """Only ``[tool.netbudget] targets`` and ``target`` of a parsed pyproject.toml: what a check
+    from a test needs of the project in a run that reads nothing else of it."""
+    table = data.get("tool", {}).get("netbudget")
+    if not isinstance(table, dict):
+        return {}, None
+    return _project_targets(table, path, Place.table(path, "tool.netbudget"))
+
+
+def _project_targets(
+    table: dict[str, Any], path: Path, where: Place
+) -> tuple[dict[str, targets.Target], targets.Target | None]:
+    """The project's own targets by name, and its default ``target``."""
+    own = _targets(table.get("targets", {}), path, where)
+    return own, _target(table.get("target"), where, own)
 
 
 def _formulas(value: Any, where: Place) -> tuple[str, ...]:
@@ -340,14 +358,7 @@ def _model(
     _step_for_limits(limits, train, where, 'add train = { optimizer = "adamw" }')
     _serve_for_limits(limits, serve, where, "add serve = { context = 2048 }")
     model_target = _target(table["target"], where, own_targets) if "target" in table else target
-    if model_target is None:
-        estimates = [metrics.get(name).limit_key for name in limits if metrics.get(name).needs_target]
-        if estimates:
-            raise where.error(
-                estimates[0],
-                'budgets an estimated latency, but the model has no target: add target = "a100" here or under '
-                "[tool.netbudget] (`netbudget targets` lists them)",
-            )
+    _target_for_limits(limits, model_target, where, 'add target = "a100" here or under [tool.netbudget]')
     model_device = _device(table.get("device", device), where, "device")
     autocast_problem = train.problem_on(model_device) if train is not None else None
     if autocast_problem:
@@ -400,6 +411,16 @@ def _serve_for_limits(limits: dict[str, float], serve: ServeSpec | None, where: 
     serve_limits = [metrics.get(name).limit_key for name in limits if metrics.get(name).serve]
     if serve_limits and serve is None:
         raise where.error(serve_limits[0], f"budgets a serving step, but the model has none: {remedy}")
+
+
+def _target_for_limits(limits: dict[str, float], target: targets.Target | None, where: Place, remedy: str) -> None:
+    """A budget on an estimated latency needs a target, or it would pass unestimated."""
+    estimates = [metrics.get(name).limit_key for name in limits if metrics.get(name).needs_target]
+    if estimates and target is None:
+        raise where.error(
+            estimates[0],
+            f"budgets an estimated latency, but the model has no target: {remedy} (`netbudget targets` lists them)",
+        )
 
 
 def serve_step(value: Any, where: Place) -> ServeSpec:
@@ -475,7 +496,7 @@ def parse_limits(table: dict[str, Any], where: Place) -> dict[str, float]:
 
 #: What a check from a test takes besides its limits (marker or ``check()`` keywords), as a
 #: registered model's table does.
-CHECK_RULES = ("max_increase", "strict", "train", "serve")
+CHECK_RULES = ("max_increase", "strict", "train", "serve", "target")
 
 
 @dataclass(frozen=True)
@@ -487,15 +508,25 @@ class CheckSpec:
     strict: bool = False
     train: StepSpec | None = None
     serve: ServeSpec | None = None
+    target: targets.Target | None = None
 
 
 def parse_check(
-    table: dict[str, Any], where: Place, increase: dict[str, Increase] | None = None, strict: bool = False
+    table: dict[str, Any],
+    where: Place,
+    increase: dict[str, Increase] | None = None,
+    strict: bool = False,
+    target: targets.Target | None = None,
+    own_targets: dict[str, targets.Target] | None = None,
 ) -> CheckSpec:
     """A check's keywords (``max_params=...``, ``max_increase=...``, ``strict=...``, ``train=...``,
-    ``serve=...``) validated as a registered model's table is; ``max_increase`` and ``strict`` default
-    to ``[tool.netbudget]``'s ``increase`` and ``strict``, as a registered model's do, and a budget on
-    a training or serving step's figure needs ``train`` or ``serve``."""
+    ``serve=...``, ``target=...``) validated as a registered model's table is; ``max_increase``,
+    ``strict`` and ``target`` default to ``[tool.netbudget]``'s ``increase``, ``strict`` and
+    ``target``, as a registered model's do, and a budget on a training or serving step's figure
+    needs ``train`` or ``serve``, one on an estimated latency a target. ``target`` is a target's
+    name (built in or in ``own_targets``, the project's) or a ``targets.Target``. Without
+    ``own_targets`` (``budget()``, at import, before the project is read) a name is not looked
+    up and a latency budget may still get the project's target: both are checked when it runs."""
     where.unknown_keys(table, metrics.LIMIT_KEYS + CHECK_RULES)
     limits = parse_limits({key: value for key, value in table.items() if key not in CHECK_RULES}, where)
     own_increase = _max_increase(table["max_increase"], where) if "max_increase" in table else dict(increase or {})
@@ -503,7 +534,17 @@ def parse_check(
     _step_for_limits(limits, train, where, 'pass train=True, or the settings: train={"optimizer": "sgd", "batch": 8}')
     serve = serve_step(table["serve"], where) if table.get("serve") is not None else None
     _serve_for_limits(limits, serve, where, 'pass serve={"context": 2048}, or a ServeSpec')
-    return CheckSpec(limits, own_increase, _bool(table.get("strict", strict), where, "strict"), train, serve)
+    chosen = table.get("target")
+    if isinstance(chosen, targets.Target):
+        target = chosen
+    elif own_targets is not None:
+        target = _target(chosen, where, own_targets) if chosen is not None else target
+    elif chosen is not None and not isinstance(chosen, str):
+        raise where.error("target", f"must be a target's name like 'a100' or a targets.Target, got {chosen!r}")
+    if own_targets is not None:
+        _target_for_limits(limits, target, where, 'pass target="a100", or set target under [tool.netbudget]')
+    strict = _bool(table.get("strict", strict), where, "strict")
+    return CheckSpec(limits, own_increase, strict, train, serve, target)
 
 
 def _max_increase(value: Any, where: Place) -> dict[str, Increase]:

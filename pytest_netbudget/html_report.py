@@ -94,7 +94,21 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
             for op, count in sorted(verdict.uncounted_ops.items())
         ]
         lines.append("</table>")
+    lines += _upper_bounds(verdict)
     return [*lines, "</section>"], tree
+
+
+def _upper_bounds(verdict: Verdict) -> list[str]:
+    """The figures (marked ≤ in the summary) that the device could not give exactly, and why."""
+    if not verdict.upper_bounds:
+        return []
+    lines = ["<h3>Upper bounds</h3>", '<p class="note">the exact figure is at most the one shown, marked ≤</p>']
+    lines += ["<table>", "<tr><th>figures</th><th>layers</th><th>why</th></tr>"]
+    for bound in verdict.upper_bounds:
+        figures = ", ".join(code(name) for name in bound.metrics)
+        layers = ", ".join(code(path or f"({verdict.name})") for path in bound.layers)
+        lines.append(f"<tr><td>{figures}</td><td>{layers}</td><td>{text(bound.reason)}</td></tr>")
+    return [*lines, "</table>"]
 
 
 def _direction(check: MetricCheck | None) -> str:

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 from . import units
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Collection, Mapping
 
-    from .results import LayerStats, OpStats, Profile, ServeStep, TrainStep
+    from .results import LayerStats, OpStats, Profile, ServeStep, TrainStep, UpperBound
+
+#: Put before a figure that is only an upper bound on the profile's device (see ``UpperBound``).
+UPPER_BOUND_MARK = "≤"
 
 HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FLOPs", "Read", "Write", "Calls")
 #: With a training step: its MACs and FLOPs per layer (forward, backward and optimizer together).
@@ -43,8 +46,10 @@ def format_shapes(shapes: list) -> str:
     return text if len(text) <= _SHAPE_WIDTH else text[: _SHAPE_WIDTH - 3] + "..."
 
 
-def _figure(value: float, render: Callable[[Any], str]) -> str:
-    return render(value) if value else "-"
+def _figure(value: float, render: Callable[[Any], str], bounded: bool = False) -> str:
+    if not value:
+        return "-"
+    return UPPER_BOUND_MARK + render(value) if bounded else render(value)
 
 
 def text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set[str]) -> list[str]:
@@ -63,36 +68,47 @@ def text_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set
     return [line(headers), rule, *(line(row) for row in rows), rule]
 
 
-def _estimate(row: LayerStats) -> tuple[str, ...]:
+def _estimate(row: LayerStats, bounded: Callable[[str], bool]) -> tuple[str, ...]:
     intensity = row.intensity
     return (
-        _figure(row.latency_ms, units.format_ms),
+        _figure(row.latency_ms, units.format_ms, bounded("latency_ms")),
         f"{intensity:.3g}" if intensity is not None else "-",
         str(row.bound) if row.bound is not None else "-",
     )
 
 
-def _served(row: LayerStats) -> tuple[str, ...]:
-    return _figure(row.kv_cache_mb * units.MIB, units.format_bytes), _figure(row.decode_macs, units.format_count)
+def _served(row: LayerStats, bounded: Callable[[str], bool]) -> tuple[str, ...]:
+    return (
+        _figure(row.kv_cache_mb * units.MIB, units.format_bytes),
+        _figure(row.decode_macs, units.format_count, bounded("decode_macs")),
+    )
 
 
-def _row(row: LayerStats, model_name: str, train: bool, estimated: bool, serve: bool) -> tuple[str, ...]:
+def _row(
+    row: LayerStats, model_name: str, train: bool, estimated: bool, serve: bool, bounded: Callable[[str], bool]
+) -> tuple[str, ...]:
+    """One row's cells; ``bounded(metric)``: whether that figure of the row is only an upper bound."""
     name = row.path.rsplit(".", 1)[-1] if row.path else f"({model_name})"
-    step = (_figure(row.train_macs, units.format_count), _figure(row.train_flops, units.format_count)) if train else ()
+    count = units.format_count
+    step = (
+        (_figure(row.train_macs, count, bounded("train_macs")), _figure(row.train_flops, count, bounded("train_flops")))
+        if train
+        else ()
+    )
     return (
         "  " * row.depth + name,
         row.type,
         format_shapes(row.input_shapes),
         format_shapes(row.output_shapes),
         _figure(row.params, lambda v: f"{v:,}"),
-        _figure(row.macs, units.format_count),
-        _figure(row.flops, units.format_count),
+        _figure(row.macs, count, bounded("macs")),
+        _figure(row.flops, count, bounded("flops")),
         _figure(row.read_bytes, units.format_bytes),
         _figure(row.write_bytes, units.format_bytes),
         str(row.calls) if row.calls else "-",
         *step,
-        *(_estimate(row) if estimated else ()),
-        *(_served(row) if serve else ()),
+        *(_estimate(row, bounded) if estimated else ()),
+        *(_served(row, bounded) if serve else ()),
     )
 
 
@@ -129,7 +145,12 @@ def render_layer_table(profile: Profile, depth: int | None = None, ops: bool = F
     )
     cells = []
     for row in profile.rollup(depth):
-        cells.append(_row(row, profile.model, train, estimated, serve))
+        folded = depth is not None and row.depth == depth
+
+        def bounded(metric: str, path: str = row.path, folded: bool = folded) -> bool:
+            return bool(profile.upper_bound_of(metric, path, folded))
+
+        cells.append(_row(row, profile.model, train, estimated, serve, bounded))
         if ops:
             blank = len(headers) - len(HEADERS)
             cells += [_op_row(name, stats, row.depth, blank) for name, stats in row.ops.items()]
@@ -160,19 +181,39 @@ def footer_lines(profile: Profile) -> list[str]:
         f"Params: {profile.params:,} ({units.format_count(profile.params)}), trainable {profile.trainable_params:,}, "
         f"buffers {profile.buffers:,}",
         f"Size: {profile.size_mb:.3f} MiB (parameters and buffers)",
-        f"MACs: {profile.macs:,} ({units.format_count(profile.macs)})",
-        f"FLOPs: {profile.flops:,} ({units.format_count(profile.flops)})",
+        f"MACs: {_mark(profile, 'macs')}{profile.macs:,} ({units.format_count(profile.macs)})",
+        f"FLOPs: {_mark(profile, 'flops')}{profile.flops:,} ({units.format_count(profile.flops)})",
         f"Activations (peak live): {profile.activations_mb:.3f} MiB",
         f"Peak CUDA memory: {peak}",
         f"Memory traffic: {profile.memory_access_mb:.3f} MiB read and written by every op, unfused",
     ]
+    bounded = {name for bound in profile.upper_bounds for name in bound.metrics}
     lines += estimate_lines(profile)
-    lines += train_step_lines(profile.train, profile.totals) if profile.train is not None else []
-    lines += serve_step_lines(profile.serve, profile.totals) if profile.serve is not None else []
+    lines += train_step_lines(profile.train, profile.totals, bounded) if profile.train is not None else []
+    lines += serve_step_lines(profile.serve, profile.totals, bounded) if profile.serve is not None else []
     if profile.uncounted_ops:
         ops = ", ".join(f"{name} x{count}" for name, count in profile.uncounted_ops.items())
         lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
+    lines += upper_bound_lines(profile.upper_bounds, profile.model)
     return lines
+
+
+def _mark(profile: Profile, metric: str) -> str:
+    return UPPER_BOUND_MARK if profile.upper_bound_of(metric) else ""
+
+
+def _mark_if(metric: str, bounded: Collection[str]) -> str:
+    return UPPER_BOUND_MARK if metric in bounded else ""
+
+
+def upper_bound_lines(bounds: tuple[UpperBound, ...], model_name: str) -> list[str]:
+    """One line per reason a figure is only an upper bound (marked ``≤``): the figures, the rows,
+    and why; none where every figure is exact."""
+    return [
+        f"{UPPER_BOUND_MARK} upper bound ({', '.join(bound.metrics)}; the exact figure is at most this) in "
+        f"{', '.join(path or f'({model_name})' for path in bound.layers)}: {bound.reason}"
+        for bound in bounds
+    ]
 
 
 def estimate_lines(profile: Profile) -> list[str]:
@@ -185,7 +226,7 @@ def estimate_lines(profile: Profile) -> list[str]:
         return []
     return [
         f"Estimated latency on {target.title} (target {target.name}, table {target.version}): "
-        f"{units.format_ms(profile.latency_ms)} ms, a roofline lower bound: compute-bound ops "
+        f"{_mark(profile, 'latency_ms')}{units.format_ms(profile.latency_ms)} ms, a roofline lower bound: compute-bound ops "
         f"{units.format_ms(parts.compute_ms)} ms, memory-bound ops {units.format_ms(parts.memory_ms)} ms, "
         f"per-op overhead {units.format_ms(parts.overhead_ms)} ms"
     ]
@@ -194,17 +235,19 @@ def estimate_lines(profile: Profile) -> list[str]:
 PART_NAMES = {"optimizer_state": "optimizer state", "kv_cache": "kv cache"}
 
 
-def train_step_lines(step: TrainStep, totals: Mapping[str, float | int | None]) -> list[str]:
-    """The training step in a few lines: settings, work (from the model's ``totals``), and the
-    memory at its peak by part."""
+def train_step_lines(
+    step: TrainStep, totals: Mapping[str, float | int | None], bounded: Collection[str] = ()
+) -> list[str]:
+    """The training step in a few lines: settings, work (from the model's ``totals``; ``bounded``
+    names those that are only upper bounds), and the memory at its peak by part."""
     settings = [step.optimizer if step.optimizer != "none" else "no optimizer"]
     settings += [f"batch {step.batch}"] if step.batch is not None else []
     settings += [f"autocast {step.autocast}"] if step.autocast is not None else []
     parts = ", ".join(f"{PART_NAMES.get(part, part)} {value:.3f}" for part, value in step.memory_mb.items())
     macs, flops = totals.get("train_macs") or 0, totals.get("train_flops") or 0
     lines = [
-        f"Training step ({', '.join(settings)}): "
-        f"MACs {macs:,} ({units.format_count(macs)}), FLOPs {flops:,} ({units.format_count(flops)})",
+        f"Training step ({', '.join(settings)}): MACs {_mark_if('train_macs', bounded)}{macs:,} "
+        f"({units.format_count(macs)}), FLOPs {_mark_if('train_flops', bounded)}{flops:,} ({units.format_count(flops)})",
         f"  memory at its peak (in the {step.peak_phase}): {totals.get('train_memory_mb') or 0:.3f} MiB = {parts}",
         f"  most saved for backward at once: {step.saved_mb:.3f} MiB",
         f"  memory traffic of the step: {totals.get('train_memory_access_mb') or 0:.3f} MiB read and written, unfused",
@@ -215,21 +258,26 @@ def train_step_lines(step: TrainStep, totals: Mapping[str, float | int | None]) 
     return lines
 
 
-def serve_step_lines(step: ServeStep, totals: Mapping[str, float | int | None]) -> list[str]:
+def serve_step_lines(
+    step: ServeStep, totals: Mapping[str, float | int | None], bounded: Collection[str] = ()
+) -> list[str]:
     """The serving step in a few lines: settings, prefill and decode work (from the model's
-    ``totals``), memory by part, and what fits."""
+    ``totals``; ``bounded`` names those that are only upper bounds), memory by part, and what fits."""
     settings = [f"context {step.context:,}", f"batch {step.batch}", f"kv cache {step.kv_dtype or 'as held'}"]
     weights = step.weights or "own dtype"
     weights += f", group {step.group_size}" if step.group_size is not None else ""
     weights += f", kept: {', '.join(step.keep)}" if step.keep else ""
     parts = ", ".join(f"{PART_NAMES.get(part, part)} {value:.3f}" for part, value in step.memory_mb.items())
     prefill_macs, decode_macs = totals.get("prefill_macs") or 0, totals.get("decode_macs") or 0
+    mark = {name: _mark_if(name, bounded) for name in ("prefill_macs", "prefill_flops", "decode_macs", "decode_flops")}
     lines = [
         f"Serving step ({', '.join(settings)}; weights {weights}):",
-        f"  prefill ({step.context:,} tokens x {step.batch}): MACs {prefill_macs:,} "
-        f"({units.format_count(prefill_macs)}), FLOPs {units.format_count(totals.get('prefill_flops') or 0)}",
-        f"  decode (1 token x {step.batch}): MACs {decode_macs:,} ({units.format_count(decode_macs)}), "
-        f"FLOPs {units.format_count(totals.get('decode_flops') or 0)}",
+        f"  prefill ({step.context:,} tokens x {step.batch}): MACs {mark['prefill_macs']}{prefill_macs:,} "
+        f"({units.format_count(prefill_macs)}), "
+        f"FLOPs {mark['prefill_flops']}{units.format_count(totals.get('prefill_flops') or 0)}",
+        f"  decode (1 token x {step.batch}): MACs {mark['decode_macs']}{decode_macs:,} "
+        f"({units.format_count(decode_macs)}), "
+        f"FLOPs {mark['decode_flops']}{units.format_count(totals.get('decode_flops') or 0)}",
         f"  memory: {totals.get('serve_memory_mb') or 0:.3f} MiB = {parts}",
     ]
     fits = fits_line(step)

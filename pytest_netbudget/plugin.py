@@ -314,10 +314,13 @@ class BudgetChecker:
         dtype: str | None = None,
         train: Any = None,
         serve: Any = None,
+        target: Any = None,
     ) -> Any:
         """Profile ``model`` (see ``pytest_netbudget.profile``); ``--netbudget-device`` applies,
         and the formulas of ``[tool.netbudget] formulas`` count. ``train`` and ``serve``: a training
-        or serving step too, as ``check()`` takes them."""
+        or serving step too, as ``check()`` takes them. ``target``: the accelerator its latency is
+        estimated on (a name, the project's own targets included, or a ``targets.Target``);
+        ``[tool.netbudget] target`` by default, as for a registered model."""
         from .engine import profile
 
         self._session.load_formulas()
@@ -327,8 +330,22 @@ class BudgetChecker:
         step = config.train_step(train, where) if train not in (None, False) else None
         served = config.serve_step(serve, where) if serve is not None else None
         return profile(
-            model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=step or False, serve=served
+            model,
+            inputs,
+            input_shape=input_shape,
+            device=chosen,
+            dtype=dtype,
+            train=step or False,
+            serve=served,
+            target=self._target(target, where),
         )
+
+    def _target(self, target: Any, where: config.Place) -> Any:
+        """``target`` as a ``targets.Target``: looked up among the built-in and the project's own, or
+        the project's ``target`` when none is given."""
+        own, default = self._session.project_targets()
+        table = {"target": target} if target is not None else {}
+        return config.parse_check(table, where, target=default, own_targets=own).target
 
     def check(
         self,
@@ -341,6 +358,7 @@ class BudgetChecker:
         name: str | None = None,
         train: Any = None,
         serve: Any = None,
+        target: Any = None,
         **limits: Any,
     ) -> Any:
         """Profile ``model`` and fail the test when it exceeds the marker's limits (keyword limits override),
@@ -350,6 +368,8 @@ class BudgetChecker:
         ``train`` does: ``True``, the same table (``{"optimizer": "sgd", "batch": 8}``) or a ``StepSpec``;
         ``max_train_*`` limits need it. ``serve`` likewise profiles a serving step (a table such as
         ``{"context": 2048, "batch": 4}`` or a ``ServeSpec``), which the serving budgets need.
+        ``target`` (here or in the marker; ``[tool.netbudget] target`` by default) is the accelerator
+        the latency is estimated on, which ``max_latency_ms`` needs.
 
         The check is named after its test's node id (``tests/test_x.py::test_fits[cpu]``, then
         ``...[2]`` for a second check), or ``name``. Whatever goes wrong, it has one result: a
@@ -372,12 +392,17 @@ class BudgetChecker:
             table["train"] = train
         if serve is not None:
             table["serve"] = serve
+        if target is not None:
+            table["target"] = target
         try:
+            own_targets, default_target = self._session.project_targets()
             rules = config.parse_check(
                 table,
                 config.Place(f"{nodeid}: netbudget limits"),
                 settings.max_increase if settings else None,
                 settings.strict if settings else False,
+                default_target,
+                own_targets,
             )
         except config.ConfigError as error:
             problem = str(error)
@@ -387,7 +412,14 @@ class BudgetChecker:
         chosen = device or self._session.default_device
         try:
             measured = self.profile(
-                model, inputs, input_shape=input_shape, device=chosen, dtype=dtype, train=rules.train, serve=rules.serve
+                model,
+                inputs,
+                input_shape=input_shape,
+                device=chosen,
+                dtype=dtype,
+                train=rules.train,
+                serve=rules.serve,
+                target=rules.target,
             )
         except BaseException as error:
             if stops_the_run(error):

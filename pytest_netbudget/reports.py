@@ -14,7 +14,7 @@ from . import markdown_text as md
 from .baseline import REPORT_KIND, REPORT_SCHEMA, BaselineError, models_table
 from .budgets import LayerChange, MetricCheck, Verdict, change_share
 from .config import DEFAULT_BASELINE
-from .layer_table import fits_line, serve_step_lines, train_step_lines
+from .layer_table import UPPER_BOUND_MARK, fits_line, serve_step_lines, train_step_lines, upper_bound_lines
 from .module_tree import ModuleNode, module_tree, slices
 from .repeated import Repeated, group_changes
 from .results import (
@@ -38,6 +38,18 @@ MIB_STORED_RESOLUTION = 1e-6
 
 def value(metric: str, number: float | None) -> str:
     return metrics.get(metric).format(number)
+
+
+def actual(verdict: Verdict, check: MetricCheck) -> str:
+    """A model's figure as the reports print it: ``≤`` before one that is only an upper bound on
+    the device it was profiled on (see ``UpperBound``)."""
+    mark = UPPER_BOUND_MARK if verdict.upper_bound_of(check.metric) else ""
+    return mark + value(check.metric, check.actual)
+
+
+def bounded_metrics(verdict: Verdict) -> set[str]:
+    """The metrics of a model that are only upper bounds on its device."""
+    return {name for bound in verdict.upper_bounds for name in bound.metrics}
 
 
 def change(check: MetricCheck, gate: bool = False) -> str:
@@ -82,6 +94,13 @@ def next_steps(
             )
     if any(check.grew_too_much for check in verdict.checks):
         steps.append(f"if the growth is intended, {update_hint(baseline_file, escape)}")
+    for check in verdict.failures:
+        reasons = verdict.upper_bound_of(check.metric)
+        if reasons:
+            steps.append(
+                f"{check.metric} is an upper bound here, judged as it stands ({escape('; '.join(reasons))}): "
+                "profile the model on cpu or cuda for its exact figure, which is at most this"
+            )
     if verdict.strict_failure:
         steps.append(
             "register a counting formula for these ops (pytest_netbudget.register_formula), "
@@ -217,7 +236,8 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
     for check in verdict.checks:
         if check.limit is None and check.increase is None:
             continue
-        row = [check.metric, value(check.metric, check.limit), value(check.metric, check.actual), _over(check)]
+        budget = value(check.metric, check.limit) if check.limit is not None else "-"  # not "no target", "not measured"
+        row = [check.metric, budget, actual(verdict, check), _over(check)]
         if verdict.has_baseline:
             row[3:3] = [value(check.metric, check.baseline), change(check, gate=True)]
         rows.append(row)
@@ -245,15 +265,21 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         first = f"{len(verdicts)} model(s) profiled, " + (f"{failing} failing" if failing else "all within budget")
     lines = [first, *_columns(_full_rows(verdicts) if full else _model_rows(verdicts), indent="")]
     for verdict in verdicts:
+        bounded = bounded_metrics(verdict)
         if full and verdict.train is not None and verdict.measured is not None:
-            step = train_step_lines(verdict.train, verdict.measured.totals)
+            step = train_step_lines(verdict.train, verdict.measured.totals, bounded)
             lines += [f"{verdict.name}: {step[0]}", *step[1:]]
         if verdict.serve is not None and verdict.measured is not None:
-            step = serve_step_lines(verdict.serve, verdict.measured.totals) if full else [fits_line(verdict.serve)]
+            step = (
+                serve_step_lines(verdict.serve, verdict.measured.totals, bounded)
+                if full
+                else [fits_line(verdict.serve)]
+            )
             lines += [f"{verdict.name}: {step[0]}", *step[1:]] if step[0] else []
         if verdict.uncounted_ops:
             ops = ", ".join(f"{op} x{count}" for op, count in verdict.uncounted_ops.items())
             lines.append(f"{verdict.name}: uncounted ops (no formula, not in MACs/FLOPs): {ops}")
+        lines += [f"{verdict.name}: {line}" for line in upper_bound_lines(verdict.upper_bounds, verdict.name)]
         if verdict.environment_change:
             lines.append(
                 f"{verdict.name}: its figures changed with its environment ({', '.join(verdict.environment_change)}) "
@@ -278,7 +304,7 @@ def _full_rows(verdicts: list[Verdict]) -> list[list[str]]:
                 [
                     verdict.name if index == 0 else "",
                     check.metric,
-                    value(check.metric, check.actual),
+                    actual(verdict, check),
                     value(check.metric, check.limit) if check.limit is not None else "-",
                     units.format_percent(check.used) if check.used is not None else "",
                     baseline,
@@ -307,7 +333,7 @@ def _model_rows(verdicts: list[Verdict]) -> list[list[str]]:
         if check is None:
             rows.append([verdict.name, verdict.status, "-", "-"])
             continue
-        figure = f"{check.metric} {value(check.metric, check.actual)}"
+        figure = f"{check.metric} {actual(verdict, check)}"
         used = check.used
         if check.limit is not None and used is not None:
             figure += f" / {value(check.metric, check.limit)} ({units.format_percent(used)})"
@@ -438,7 +464,8 @@ class Report:
         """Anything a reviewer should see: a model new, changed or failing, an entry removed, a
         conflict between shards (what the Action's ``comment-when: changed`` posts on)."""
         return bool(self.removed or self.conflicts or self.stale_baseline) or any(
-            not verdict.passed or verdict.changed or not verdict.has_reference for verdict in self.verdicts
+            not verdict.passed or verdict.changed or not verdict.has_reference or bool(verdict.estimate_change)
+            for verdict in self.verdicts
         )
 
 
@@ -459,7 +486,7 @@ def summary_cell(verdict: Verdict, metric: str) -> tuple[str, str]:
     check = verdict.check_for(metric)
     if check is None:
         return "-", ""
-    figure = value(metric, check.actual)
+    figure = actual(verdict, check)
     used = check.used
     if check.limit is not None and used is not None:
         figure += f" / {value(metric, check.limit)} ({units.format_percent(used, decimals=0)})"
@@ -500,6 +527,10 @@ def markdown(report: Report) -> str:
     for name in report.removed:
         lines.append(f"| {md.code(name)} | " + " | ".join("-" for _ in columns) + " | removed |")
     lines.append("")
+    fits = [(verdict.name, fits_line(verdict.serve)) for verdict in verdicts if verdict.serve is not None]
+    # "does it still fit?" for every served model, changed or not (a section shows only changes)
+    lines += [f"- {md.code(name)}: {md.inline(line)}" for name, line in fits if line]
+    lines += [""] if lines[-1] != "" else []
     for verdict in verdicts:
         lines += _model_section(verdict, report.baseline_file)
     return fit_comment(lines)
@@ -550,17 +581,27 @@ def _blocks_after(line: str, fence: str, details: int) -> tuple[str, int]:
     return fence, details
 
 
+def _section_title(verdict: Verdict) -> str:
+    if not verdict.passed:
+        return STATUS_WORDS[verdict.status]
+    if not verdict.has_reference:
+        return "new model"
+    if verdict.changed:
+        return "changed"
+    if verdict.uncounted_ops:
+        return "uncounted ops"
+    return "upper bounds" if verdict.upper_bounds else "target changed"
+
+
 def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
-    """The collapsible block of one new, changed or failing model, or one that ran uncounted ops;
-    none for an unchanged pass."""
+    """The collapsible block of one new, changed or failing model, or one that ran uncounted ops,
+    has figures that are only upper bounds or whose estimate's target changed; none for an
+    unchanged, exact pass."""
     failing = not verdict.passed
-    if not (failing or verdict.changed or not verdict.has_reference or verdict.uncounted_ops):
+    shown = verdict.uncounted_ops or verdict.upper_bounds or verdict.estimate_change
+    if not (failing or verdict.changed or not verdict.has_reference or shown):
         return []
-    title = (
-        STATUS_WORDS[verdict.status]
-        if failing
-        else ("new model" if not verdict.has_reference else "changed" if verdict.changed else "uncounted ops")
-    )
+    title = _section_title(verdict)
     lines = [f"<details{' open' if failing else ''}><summary>{md.code(verdict.name)}: {title}</summary>", ""]
     if verdict.error is not None:
         return [*lines, *md.fence([verdict.error]), "", "</details>", ""]
@@ -569,10 +610,22 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
             f"- **environment changed** since its baseline entry: {md.inline(', '.join(verdict.environment_change))} "
             "(its figures changed with it)"
         )
+    if verdict.estimate_change:
+        lines.append(
+            f"- **estimated latency not compared**: its target changed, {md.inline(verdict.estimate_change)} "
+            "(another target or table, not growth; `pytest --netbudget --netbudget-update` records the new estimate)"
+        )
     lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file, md.inline)]
     if verdict.uncounted_ops:
         ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
         lines.append(f"- **uncounted ops** (no formula, not in MACs/FLOPs): {ops}")
+    for bound in verdict.upper_bounds:
+        figures = ", ".join(md.code(name) for name in bound.metrics)
+        layers = ", ".join(md.code(path or f"({verdict.name})") for path in bound.layers)
+        lines.append(
+            f"- **{UPPER_BOUND_MARK} upper bound** ({figures}; the exact figure is at most this) in {layers}: "
+            f"{md.inline(bound.reason)}"
+        )
     lines += [""] if lines[-1] != "" else []
     groups = grouped_changes(verdict)
     if groups:
@@ -592,10 +645,11 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
     if verdict.measured is None:
         return [*lines, "</details>", ""]
+    bounded = bounded_metrics(verdict)
     if verdict.train is not None:
-        lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals)), ""]
+        lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals, bounded)), ""]
     if verdict.serve is not None:
-        lines += [*md.fence(serve_step_lines(verdict.serve, verdict.measured.totals)), ""]
+        lines += [*md.fence(serve_step_lines(verdict.serve, verdict.measured.totals, bounded)), ""]
     lines += mermaid_charts(layer_tree(verdict.measured, verdict.reference_changes))
     return [*lines, "</details>", ""]
 

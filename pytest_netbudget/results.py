@@ -26,7 +26,7 @@ from .layer_table import render_layer_table
 from .loading import import_callable, is_factory_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 
 class TextEnum(str, Enum):
@@ -479,11 +479,79 @@ class LayerStats:
 
 
 @dataclass(frozen=True)
+class UpperBound:
+    """Figures that the profile's device could not give exactly, and why.
+
+    Where an op's cost depends on values a device does not hold (the group offsets of a grouped
+    matrix product, on meta), the engine counts the most the op could do and says so here: each
+    figure in ``metrics`` is an upper bound (the exact figure is at most it) in the rows of
+    ``layers`` (``""`` is the model's own row), and so in the totals and in every row that folds
+    those in. ``reason`` says what could not be had, and what is counted instead. A figure that
+    no record names is exact.
+    """
+
+    reason: str
+    metrics: tuple[str, ...]
+    layers: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "metrics": list(self.metrics), "layers": list(self.layers)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> UpperBound:
+        """The record at JSON path ``where`` (a report read back), checked field by field."""
+        table = record_object(data, where, "an object with 'reason', 'metrics' and 'layers'")
+        names = {}
+        for key in ("metrics", "layers"):
+            names[key] = tuple(record_texts(table.get(key), f"{where}.{key}"))
+        unknown = [name for name in names["metrics"] if name not in metrics.BY_NAME]
+        if unknown:
+            raise RecordError(f"{where}.metrics: {_shown(unknown[0])} is not a metric")
+        return cls(record_text(table.get("reason"), f"{where}.reason"), names["metrics"], names["layers"])
+
+
+def merged_upper_bounds(bounds: Iterable[UpperBound], paths: list[str]) -> tuple[UpperBound, ...]:
+    """One record per reason: the figures and layers of every record with that reason, figures in
+    the metric table's order and layers in the model's (``paths``)."""
+    merged: dict[str, tuple[set[str], set[str]]] = {}
+    for bound in bounds:
+        figures, layers = merged.setdefault(bound.reason, (set(), set()))
+        figures.update(bound.metrics)
+        layers.update(bound.layers)
+    return tuple(
+        UpperBound(
+            reason,
+            tuple(name for name in metrics.NAMES if name in figures),
+            tuple(path for path in paths if path in layers),
+        )
+        for reason, (figures, layers) in merged.items()
+    )
+
+
+def upper_bounds_of(
+    bounds: tuple[UpperBound, ...], metric: str, path: str | None = None, folded: bool = False
+) -> list[str]:
+    """Why ``metric`` is an upper bound (one reason per record that says so; none: it is exact): in
+    the totals, or with ``path`` in that row's own figures (``folded``: with everything below it)."""
+    return [
+        bound.reason
+        for bound in bounds
+        if metric in bound.metrics
+        and (
+            path is None
+            or any(layer == path or (folded and (not path or layer.startswith(path + "."))) for layer in bound.layers)
+        )
+    ]
+
+
+@dataclass(frozen=True)
 class Profile:
     """Totals and per-layer rows of one profiled forward (see the README's counting conventions).
 
     ``totals`` maps every metric name to its figure; None where it was not measured
-    (``peak_memory_mb`` off CUDA, the training step's figures without one).
+    (``peak_memory_mb`` off CUDA, the training step's figures without one). ``upper_bounds``
+    names the figures the device could not give exactly (:class:`UpperBound`); every other
+    figure is exact.
     """
 
     model: str
@@ -496,6 +564,7 @@ class Profile:
     train: TrainStep | None = None  # the training step's settings and memory split, when one was profiled
     serve: ServeStep | None = None  # the serving step's settings, memory split and traced calls, when profiled
     target: TargetRef | None = None  # the accelerator latency was estimated for, when one was named
+    upper_bounds: tuple[UpperBound, ...] = ()  # figures this device could not give exactly, and why
     torch_version: str = ""  # torch.__version__ of the process that profiled it
 
     # Every metric (metrics.METRICS), in the table's order.
@@ -556,6 +625,12 @@ class Profile:
             )
         return folded
 
+    def upper_bound_of(self, metric: str, path: str | None = None, folded: bool = False) -> list[str]:
+        """Why ``metric`` is only an upper bound on this device, in the totals, or (``path``) in that
+        row's own figures (``folded``: as :meth:`rollup` folds a row at its depth); an empty list
+        where it is exact."""
+        return upper_bounds_of(self.upper_bounds, metric, path, folded)
+
     def table(self, depth: int | None = None, ops: bool = False) -> str:
         """The per-layer table, rows deeper than ``depth`` folded into their ancestors;
         ``ops=True`` lists each row's operators under it."""
@@ -565,8 +640,9 @@ class Profile:
         return self.table()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the totals at the top level beside the rows and uncounted ops."""
-        return {
+        """JSON-ready: the totals at the top level beside the rows and uncounted ops;
+        ``upper_bounds`` only where there are some."""
+        data = {
             "model": self.model,
             "device": self.device,
             "dtype": self.dtype,
@@ -579,6 +655,9 @@ class Profile:
             "target": self.target.to_dict() if self.target is not None else None,
             "torch": self.torch_version,
         }
+        if self.upper_bounds:
+            data["upper_bounds"] = [bound.to_dict() for bound in self.upper_bounds]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
@@ -594,6 +673,10 @@ class Profile:
             train=TrainStep.from_dict(data["train"]) if data.get("train") else None,
             serve=ServeStep.from_dict(data["serve"]) if data.get("serve") else None,
             target=TargetRef.from_dict(data["target"]) if data.get("target") else None,
+            upper_bounds=tuple(
+                UpperBound.from_dict(bound, f"upper_bounds[{index}]")
+                for index, bound in enumerate(data.get("upper_bounds", []))
+            ),
             torch_version=data.get("torch", ""),
         )
 

@@ -20,6 +20,7 @@ import pytest
 from . import baseline, budgets, config, devices, files, loading, reports
 from .html_report import html_report
 from .results import ORIGIN_PYPROJECT, BaselineEntry
+from .targets import Target
 
 #: What each file suffix of --netbudget-report writes.
 REPORT_WRITERS = {".md": reports.markdown, ".json": reports.to_json, ".html": html_report}
@@ -81,6 +82,7 @@ class NetbudgetSession:
         self._expected: set[str] = set()
         self._no_result: dict[str, str] = {}
         self._formulas_loaded = False
+        self._targets: tuple[dict[str, Target], Target | None] | None = None
         self._stale: list[str] = []  # how the committed baseline does not match this run
         if options.active:
             self._load()
@@ -144,6 +146,18 @@ class NetbudgetSession:
         if names:
             self._importable_root()
             loading.import_modules(names, config.Place.table(self.pyproject, "tool.netbudget").key("formulas"))
+
+    def project_targets(self) -> tuple[dict[str, Target], Target | None]:
+        """The project's own targets and its default ``target``: from the configuration the run
+        read, else (a plain ``pytest`` run) from only those keys, as ``load_formulas`` does."""
+        if self.settings is not None:
+            return self.settings.targets, self.settings.target
+        if self._targets is None:
+            exists = self.pyproject.exists()
+            self._targets = (
+                config.project_targets(config.read_pyproject(self.pyproject), self.pyproject) if exists else ({}, None)
+            )
+        return self._targets
 
     def _importable_root(self) -> None:
         root = str(self.pyproject.parent)
@@ -319,6 +333,8 @@ class NetbudgetSession:
             differ = baseline.differences(entry, verdict.measured)
             if differ:
                 environment = budgets.environment_change(entry, verdict.measured)
+                estimate = budgets.estimate_change(entry, verdict.measured)
+                environment += [f"target {estimate}"] if estimate else []
                 with_it = f" (with its environment: {', '.join(environment)})" if environment else ""
                 problems.append(f"{verdict.name}'s {', '.join(differ)} differ{with_it}")
         return problems

@@ -6,13 +6,15 @@ element). Latency on a target is, per op, max(FLOPs / peak, bytes / bandwidth) +
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 from engine_helpers import Call
 from torch import nn
 
-from pytest_netbudget import profile, targets
+from pytest_netbudget import budget, profile, targets
 from pytest_netbudget.results import Bound
 
 MIB = 2**20
@@ -281,3 +283,93 @@ def test_a_depthwise_separable_swap_shows_macs_falling_traffic_rising_and_the_la
     markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
     assert "| layer | change | params | macs | flops | memory_access_mb | latency_ms | bound |" in markdown
     assert "| 0.801 -> 0.767 | 0.00496 -> 0.00239 | compute -> memory |" in markdown
+
+
+# --- a check from a test: its target ---------------------------------------------------------------
+
+MADE_UP_TOML = """
+[tool.netbudget.targets.made-up]
+peak_tflops = { fp32 = 1 }
+bandwidth_gbs = 1000
+"""
+
+TARGET_CHECKS = """
+import pytest
+import torch
+from torch import nn
+
+from pytest_netbudget import targets
+
+GEMM = (64, 64)  # Linear(64, 64, bias=False) on [64, 64]: one 64x64x64 matmul
+
+def gemm():
+    return nn.Linear(64, 64, bias=False)
+
+def test_named(netbudget):
+    netbudget.check(gemm(), input_shape=GEMM, target="made-up", max_latency_ms=0.0005)
+
+@pytest.mark.netbudget(target="made-up", max_latency_ms=0.0006)
+def test_marker(netbudget):
+    netbudget.check(gemm(), input_shape=GEMM)
+
+def test_object(netbudget):
+    half = targets.user_target("half", "", {"fp32": 0.5}, 1000.0, 0.0, "a test")
+    netbudget.check(gemm(), input_shape=GEMM, target=half, max_latency_ms=0.001)
+
+def test_default(netbudget):
+    netbudget.check(gemm(), input_shape=GEMM, max_latency_ms=0.0005)
+
+def test_profile(netbudget):
+    assert netbudget.profile(gemm(), input_shape=GEMM, target="made-up").latency_ms == pytest.approx(2 * 64**3 / 1e9)
+"""
+
+
+def test_a_checks_latency_budget_is_estimated_on_its_target(pytester, project):
+    """A check's ``max_latency_ms`` on the project's made-up target (1 TFLOP/s fp32, 1 TB/s, no
+    overhead; ridge 1 FLOP/B). The GEMM: 2 * 64**3 = 524,288 FLOPs over 3 * 64*64*4 = 49,152 bytes
+    (10.7 FLOP/B): compute-bound, 524,288 / 1e12 s = 0.000524288 ms (its bytes would take 0.0000492).
+    - target="made-up" in check(), budget 0.0005 ms: over by 0.000024 (results keep ms to 6
+      decimals, whole nanoseconds: 0.000524);
+    - target="made-up" in the marker, budget 0.0006: within;
+    - a targets.Target of half the peak (0.5 TFLOP/s): 0.00104858 ms (0.001049 kept), over its 0.001;
+    - no target anywhere: the budget cannot be estimated, an error that says what to add.
+    Before checks took a target, every one of these passed with the latency "no target"."""
+    project(MADE_UP_TOML)
+    pytester.makepyfile(test_checks=TARGET_CHECKS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rf")
+    result.assert_outcomes(passed=2, failed=3)
+    result.stdout.re_match_lines(
+        [
+            r"^test_checks\.py::test_named exceeds its budget$",
+            r"^\s+latency_ms\s+0\.000500\s+0\.000524\s+\+0\.0000240 \(\+4\.8%\)$",
+        ]
+    )
+    result.stdout.re_match_lines([r"^\s+latency_ms\s+0\.00100\s+0\.00105\s+\+0\.0000490 \(\+4\.9%\)$"])
+    no_target = (
+        "test_checks.py::test_default: netbudget limits max_latency_ms: budgets an estimated latency, but the "
+        'model has no target: pass target="a100", or set target under [tool.netbudget]'
+    )
+    result.stdout.re_match_lines([rf"^\s+{re.escape(no_target)}"])
+    result.stdout.re_match_lines([r"^test_checks\.py::test_marker\s+pass\s+latency_ms 0\.000524 / 0\.000600"])
+
+
+def test_a_check_takes_the_projects_target_as_a_registered_model_does(pytester, project):
+    """With ``target = "made-up"`` under [tool.netbudget], the check without a target of its own is
+    estimated there: 0.000524 ms over its 0.0005 (see the test above); with --netbudget too."""
+    project(MADE_UP_TOML, top='device = "cpu"\ntarget = "made-up"')
+    pytester.makepyfile(test_checks=TARGET_CHECKS)
+    for options in ((), ("--netbudget",)):
+        result = pytester.runpytest("-p", "no:cacheprovider", "-k", "default or profile", *options)
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.re_match_lines(
+            [
+                r"^test_checks\.py::test_default exceeds its budget$",
+                r"^\s+latency_ms\s+0\.000500\s+0\.000524\s+\+0\.0000240 \(\+4\.8%\)$",
+            ]
+        )
+
+
+def test_a_checks_target_must_exist():
+    with pytest.raises(ValueError, match=r"budget\(\): target: must be a target's name"):
+        budget(target=3, max_latency_ms=1)
+    assert budget(target="mine-defined-in-pyproject", max_latency_ms=1).kwargs["target"] == "mine-defined-in-pyproject"

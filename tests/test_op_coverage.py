@@ -250,8 +250,10 @@ def test_grouped_mm_counts_what_its_groups_cover_on_cpu_and_every_row_on_meta():
         ),
     ]
     for model, inputs, on_cpu, on_meta in cases:
-        assert profile(model, inputs, device="cpu").macs == on_cpu
-        assert profile(model, inputs, device="meta").macs == on_meta
+        cpu, meta = profile(model, inputs, device="cpu"), profile(model, inputs, device="meta")
+        assert (cpu.macs, cpu.upper_bounds) == (on_cpu, ())
+        assert meta.macs == on_meta
+        assert meta.upper_bound_of("macs") and meta.upper_bound_of("flops")  # said so: an upper bound
 
 
 def test_scaled_grouped_mm_on_meta():
@@ -266,6 +268,7 @@ def test_scaled_grouped_mm_on_meta():
     inputs = (fp8(64, 32), fp8(2, 48, 32).transpose(-2, -1), torch.ones(64), torch.ones(2, 48))
     p = profile(model, inputs, device="meta")
     assert (p.macs, p.flops, p.uncounted_ops) == (98_304, 2 * 98_304 + 64 * 48, {})
+    assert [bound.metrics for bound in p.upper_bounds] == [("macs", "flops")]  # offsets unknown: at most this
 
 
 def test_cuda_int4_and_dynamic_4bit_products_by_their_formulas():

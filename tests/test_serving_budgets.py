@@ -9,6 +9,7 @@ served at context 64 for batch 2 in float32 caches 2 * 2 layers * kv_heads * 8 *
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -127,6 +128,100 @@ def test_serve_figures_are_budgets_and_the_fits_line_shows(pytester, project):
     )
 
 
+EVERY_SERVE_BUDGET = """
+[tool.netbudget.models.decoder]
+factory = "mymodels:decoder"
+kwargs = {{ kv_heads = {kv_heads} }}
+inputs = [{{ shape = [1, 8], dtype = "int64", high = 64 }}]
+device = "meta"
+serve = {{ context = 64, batch = 2, fits = "1MiB" }}
+max_kv_cache_mb = {kv_cache_mb}
+max_prefill_macs = "{prefill_macs}"
+max_prefill_flops = "{prefill_flops}"
+max_decode_macs = "{decode_macs}"
+max_decode_flops = "{decode_flops}"
+max_weights_mb = {weights_mb}
+max_serve_memory_mb = {serve_memory_mb}
+"""
+SERVE_METRICS = (
+    "kv_cache_mb",
+    "prefill_macs",
+    "prefill_flops",
+    "decode_macs",
+    "decode_flops",
+    "weights_mb",
+    "serve_memory_mb",
+)
+
+
+def test_every_serving_figure_is_a_budget_a_baseline_entry_a_report_figure_and_grows(pytester, project):
+    """Each of the seven serving figures: its max_ budget fails the item when exceeded, the baseline keeps it
+    (per layer where the layer diff compares it), the JSON report has it and the serving step's settings and
+    fits line, the Markdown report shows the serving block, and max_increase catches its growth.
+
+    By hand, one key-value head, context 64, batch 2, float32 (d 32, 4 heads of 8, ff 48, vocab 64, 2 layers):
+    KV 2 * 2 * 1 * 8 * 64 * 2 * 4 = 16,384 bytes; prefill 2 * 64 * (2 * (32 * (2 * 32 + 2 * 8) + 3 * 32 * 48)
+    + 32 * 64) + 2 layers * 2 * batch 2 * 4 * 8 * 64**2 = 3,145,728 MACs; decode 2 * (2 * (32 * (32 + 2 * 8
+    + 32) + 3 * 32 * 48 + 2 * 4 * 8 * 65) + 32 * 64) = 49,408 MACs, of which each attention layer's own
+    2 * 2 * 4 * 8 * 65 = 8,320; weights 18,592 float32 parameters and 8 buffer floats: 74,400 bytes. FLOPs
+    are at least twice the MACs, so budgets of 1M and 50k are exceeded by any count."""
+    generous = {"kv_cache_mb": 1, "prefill_macs": "1G", "prefill_flops": "2G", "decode_macs": "1M"}
+    generous.update({"decode_flops": "2M", "weights_mb": 1, "serve_memory_mb": 2})
+    project(EVERY_SERVE_BUDGET.format(kv_heads=1, **generous), top='max_increase = "2%"', models=DECODER)
+    result = pytester.runpytest(
+        "--netbudget", "--netbudget-update", "--netbudget-report=r.json", "--netbudget-report=r.md"
+    )
+    assert result.ret == 0, result.stdout.str()
+    mib = 2**20
+    by_hand = {
+        "kv_cache_mb": 16_384 / mib,
+        "prefill_macs": 3_145_728,
+        "decode_macs": 49_408,
+        "weights_mb": 74_400 / mib,
+    }
+    entry = json.loads((pytester.path / BASELINE).read_text(encoding="utf-8"))["models"]["decoder"]
+    report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]["decoder"]
+    for name, figure in by_hand.items():
+        assert entry["totals"][name] == round(figure, 6), name
+        assert report["totals"][name] == round(figure, 6), name
+    assert entry["totals"]["prefill_flops"] >= 2 * 3_145_728 and entry["totals"]["decode_flops"] >= 2 * 49_408
+    parts = report["serve"]["memory_mb"]
+    assert set(parts) == {"weights", "kv_cache", "activations"}
+    assert report["totals"]["serve_memory_mb"] == pytest.approx(sum(parts.values()), abs=1e-6)
+    assert entry["totals"]["serve_memory_mb"] == report["totals"]["serve_memory_mb"]
+    assert (report["serve"]["context"], report["serve"]["batch"], report["serve"]["fits"]["memory_mb"]) == (64, 2, 1.0)
+    for layer in range(2):
+        attention = entry["layers"][f"model.layers.{layer}.self_attn"]
+        assert (attention["kv_cache_mb"], attention["decode_macs"]) == (round(8_192 / mib, 6), 8_320)
+    markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert "Serving step (context 64, batch 2, kv cache as held; weights own dtype):" in markdown
+    assert "fits 1.00 MiB: up to " in markdown
+    # Run again, unchanged: the comment has no section for the model, but the fits line is the question a
+    # served model's comment answers ("does it still fit?"), so it shows under the table.
+    unchanged = pytester.runpytest("--netbudget", "--netbudget-report=same.md")
+    assert unchanged.ret == 0
+    same = (pytester.path / "same.md").read_text(encoding="utf-8")
+    assert "<details" not in same
+    assert re.search(r"^- <code>decoder</code>: fits 1\.00 MiB: up to [\d,]+ tokens of context at batch 2 ", same, re.M)
+
+    # Two key-value heads: the cache doubles, and the k and v projections, so every serving figure grows.
+    project(EVERY_SERVE_BUDGET.format(kv_heads=2, **generous), top='max_increase = "2%"', models=DECODER)
+    grew = pytester.runpytest("--netbudget")
+    assert grew.ret == 1
+    for name in SERVE_METRICS:
+        grew.stdout.re_match_lines([rf"^\s+{name}\s.*grew \+\S+ \(\+[\d.]+%\), more than the allowed 2%$"])
+
+    tight = {"kv_cache_mb": 0.01, "prefill_macs": "3M", "prefill_flops": "1M", "decode_macs": "40k"}
+    tight.update({"decode_flops": "50k", "weights_mb": 0.05, "serve_memory_mb": 0.05})
+    project(EVERY_SERVE_BUDGET.format(kv_heads=1, **tight), models=DECODER)
+    over = pytester.runpytest("--netbudget")
+    assert over.ret == 1
+    over.stdout.fnmatch_lines(["*decoder exceeds its budget*"])
+    for name, limit in tight.items():
+        shown = f"{limit:.3f}" if isinstance(limit, float) else limit.replace("k", ".0k").replace("M", ".00M")
+        over.stdout.re_match_lines([rf"^\s+{name}\s+{re.escape(shown)}\s+\S+\s.*\+"])
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
@@ -214,4 +309,14 @@ def test_show_profiles_a_serving_step_from_the_command_line(pytester, project, m
     assert "KV cache  Decode MACs" in done.stdout
     monkeypatch.chdir(pytester.path)  # a misspelt key is a usage error before anything is imported
     assert cli.main(["show", "decoder", "--serve", "context=128,bach=4"]) == 2
-    assert "serve.bach: unknown key; did you mean 'batch'?" in capsys.readouterr().err
+    # ... the command line's, not pyproject.toml's, whose serve table is right
+    err = capsys.readouterr().err
+    assert "netbudget show decoder: serve.bach: unknown key; did you mean 'batch'?" in err
+    assert "(a command-line option, over [tool.netbudget.models.decoder] in " in err
+    assert cli.main(["show", "decoder", "--serve", "context=abc"]) == 2
+    assert "netbudget show decoder: serve.context: must be a positive integer, got 'abc'" in capsys.readouterr().err
+    # a mistake in the file is still the file's
+    pyproject = pytester.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("batch = 2", "bach = 2"), encoding="utf-8")
+    assert cli.main(["show", "decoder", "--serve", "context=128"]) == 2
+    assert "pyproject.toml: [tool.netbudget.models.decoder] serve.bach: unknown key" in capsys.readouterr().err

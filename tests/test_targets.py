@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -300,3 +301,88 @@ def test_show_with_a_target(capsys, kept_path):
     # one addmm: 116 bytes at 3,350 GB/s plus 2 us
     assert "Estimated latency on NVIDIA H100 SXM5 80GB (target h100, table 1): 0.00200 ms" in out
     assert "Latency ms  FLOP/B  Bound" in out
+
+
+# --- a changed table in a pull request ---------------------------------------------------------------
+
+GEMM_MODELS = """
+from torch import nn
+
+
+def gemm(width=64):
+    return nn.Linear(64, width, bias=False)
+"""
+
+NPU_PROJECT = """
+[tool.netbudget.targets.npu]
+peak_tflops = {{ fp32 = {peak} }}
+bandwidth_gbs = 1000
+
+[tool.netbudget.models.gemm]
+factory = "mymodels:gemm"
+kwargs = {{ width = {width} }}
+input_shape = [64, 64]
+max_increase = {{ latency_ms = "0" }}
+"""
+
+
+def test_a_changed_table_is_reported_as_a_changed_table_not_growth(pytester, project):
+    """The project's npu at 1 TFLOP/s, 1 TB/s: Linear(64, 64) on [64, 64] is 2 * 64**3 FLOPs, compute-bound,
+    0.000524 ms. Its peak edited to 0.5 TFLOP/s (a new table: the user target's version is a fingerprint of
+    its figures) doubles the estimate to 0.00105 ms, which max_increase = 0 would fail as growth; it is
+    reported as the changed table instead, in the terminal, the Markdown and the JSON report, and the
+    baseline check names it. The same table and a wider layer (64 -> 96 outputs, 0.000786 ms) is growth."""
+    pytester.syspathinsert()
+
+    def write(peak: float, width: int) -> None:
+        project(NPU_PROJECT.format(peak=peak, width=width), top='device = "cpu"\ntarget = "npu"', models=GEMM_MODELS)
+
+    write(1, 64)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    old = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))
+    old_version = old["models"]["gemm"]["target"]["version"]
+    assert old["models"]["gemm"]["totals"]["latency_ms"] == 0.000524
+
+    write(0.5, 64)
+    new_version = config.load_settings(pytester.path / "pyproject.toml").targets["npu"].version
+    change = f"npu (table {old_version}) -> npu (table {new_version})"
+    result = pytester.runpytest("--netbudget", "--netbudget-report=pr.md", "--netbudget-report=pr.json")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"*gemm: estimated latency not compared with *: its target changed, {change}*"])
+    markdown = (pytester.path / "pr.md").read_text(encoding="utf-8")
+    assert "<summary><code>gemm</code>: target changed</summary>" in markdown
+    shown = change.replace(">", "&#62;")  # escaped as everything from the project is
+    assert f"- **estimated latency not compared**: its target changed, {shown} (another target or table" in markdown
+    assert (
+        json.loads((pytester.path / "pr.json").read_text(encoding="utf-8"))["models"]["gemm"]["estimate_change"]
+        == change
+    )
+    stale = pytester.runpytest("--netbudget", "--netbudget-check-baseline")
+    assert stale.ret == 1
+    stale.stdout.fnmatch_lines([f"*gemm's latency_ms, layers, target differ (with its environment: target {change})*"])
+
+    write(1, 96)
+    grown = pytester.runpytest("--netbudget")
+    assert grown.ret == 1
+    # the budget column says "-" (before: "no target", of a model that has one)
+    grown.stdout.re_match_lines([r"^\s+latency_ms\s+-\s+0\.000786\s+0\.000524\s+\+0\.00026 \(\+50\.0%\)\s+grew"])
+    assert "not compared" not in grown.stdout.str()
+
+
+def test_a_new_built_in_table_is_a_changed_table(pytester, project):
+    """A baseline entry made with table 0 of the built-in A100 (edited in, as a release that changed a
+    figure would leave it) against this table 1: the same note, no growth."""
+    pytester.syspathinsert()
+    project(NPU_PROJECT.format(peak=1, width=64), top='device = "cpu"\ntarget = "a100"', models=GEMM_MODELS)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    path = pytester.path / "netbudget-baseline.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entry = data["models"]["gemm"]
+    entry["target"]["version"] = "0"
+    entry["totals"]["latency_ms"] /= 2  # table 0's figures made it half as long
+    path.write_text(json.dumps(data), encoding="utf-8")
+    result = pytester.runpytest("--netbudget")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["*gemm: estimated latency not compared with *: its target changed, a100 (table 0) -> a100 (table 1)*"]
+    )

@@ -30,6 +30,8 @@ from ..results import (
     StepSpec,
     TargetRef,
     TrainStep,
+    UpperBound,
+    merged_upper_bounds,
 )
 from .fused_on_meta import fused_attention_on_meta
 from .kernel_overrides import VECDOT_AS_MATMUL
@@ -466,6 +468,7 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         activations_mb=tracer.memory.peak / units.MIB,
         peak_memory_mb=peak_memory_mb,
     )
+    figures = ("macs", "flops", "latency_ms") if estimated else ("macs", "flops")
     return Profile(
         model=prepared.label,
         device=str(prepared.device),
@@ -475,7 +478,23 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         layers=layers,
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
         target=_target_ref(prepared.target),
+        upper_bounds=_upper_bounds(layers, tracer.tallies, figures),
         torch_version=str(torch.__version__),  # a plain str: TorchVersion does not cross to xdist workers
+    )
+
+
+def _upper_bounds(
+    layers: list[LayerStats], tallies: list[LayerTally], figures: tuple[str, ...]
+) -> tuple[UpperBound, ...]:
+    """What the tallies of one traced call noted as upper bounds, on ``figures`` (the profile's names
+    for that call's work: ``macs`` and ``flops``, ``train_macs``, ...), in the rows that noted them."""
+    return merged_upper_bounds(
+        (
+            UpperBound(reason, figures, (row.path,))
+            for row, tally in zip(layers, tallies)
+            for reason in sorted(tally.upper_bounds)
+        ),
+        [row.path for row in layers],
     )
 
 
@@ -537,11 +556,16 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
     fits = None
     if spec.fits is not None and on_meta is not None:
         fits = _fits(on_meta, spec, sum(weights), run if on_meta is prepared else None)
+    step_bounds = [
+        *_upper_bounds(layers, run.prefill.tallies, ("prefill_macs", "prefill_flops")),
+        *_upper_bounds(layers, run.decode.tallies, ("decode_macs", "decode_flops")),
+    ]
     return replace(
         result,
         layers=layers,
         totals=totals,
         uncounted_ops=uncounted,
+        upper_bounds=merged_upper_bounds((*result.upper_bounds, *step_bounds), [row.path for row in layers]),
         serve=ServeStep(
             context=spec.context,
             batch=spec.batch,
@@ -678,11 +702,13 @@ def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Prof
         train_memory_mb=step.peak_bytes / units.MIB,
         train_peak_memory_mb=step.cuda_peak_mb,
     )
+    step_bounds = _upper_bounds(layers, tallies, ("train_macs", "train_flops"))
     return replace(
         result,
         layers=layers,
         totals=totals,
         uncounted_ops=uncounted,
+        upper_bounds=merged_upper_bounds((*result.upper_bounds, *step_bounds), [row.path for row in layers]),
         train=TrainStep(
             optimizer=settings.optimizer,
             batch=settings.batch,

@@ -62,6 +62,10 @@ _METADATA_OPS = _existing_ops(
     (torch.ops.prim, "layout", "default"),
     (torch.ops.prim, "device", "default"),
 )
+# A tensor made from Python data in a forward (``torch.tensor([128, 384], device=x.device)``) reaches
+# the mode as ``lift_fresh`` on cpu and cuda, and as no op at all on meta: it is a constant, as the
+# weights are, and passes uncounted everywhere (no activation, no op), so that meta = cpu.
+_CONSTANT_OPS = _existing_ops((_aten, "lift_fresh", "default"))
 
 
 # Jagged nested tensors (``layout=torch.jagged``) are a Python tensor subclass whose ops run as
@@ -101,6 +105,8 @@ class LayerTally:
     input_shapes: list[Any] = field(default_factory=list)
     output_shapes: list[Any] = field(default_factory=list)
     ops: dict[str, list[int]] = field(default_factory=dict)
+    #: Why some of its MACs and FLOPs are only an upper bound on this device (formulas' ``Cost.upper_bound``).
+    upper_bounds: set[str] = field(default_factory=set)
 
     def charge(self, op: str, macs: int, flops: int) -> None:
         self.macs += macs
@@ -293,7 +299,7 @@ class OpPlan:
         "free",
         "memory_outputs",
         "meta_kernel",
-        "metadata",
+        "passed",
         "family",
         "func",
         "name",
@@ -310,7 +316,8 @@ class OpPlan:
         #: What runs the op: an overload's C++ entry point itself, one Python frame fewer per op
         #: than ``OpOverload.__call__``, which only calls it (overloads of other kinds: the call).
         self.call = func._op if type(func) is torch._ops.OpOverload else func
-        self.metadata = func in _METADATA_OPS
+        #: Answered before counting, and never counted: layout queries and constants.
+        self.passed = func in _METADATA_OPS or func in _CONSTANT_OPS
         self.free = formula_set.is_free(found)
         self.formula: Any = None if self.free else found  # an OpFormula, or None
         #: A per-element formula, which the tracer applies without calling it (None: call the formula).
@@ -320,7 +327,7 @@ class OpPlan:
         #: (Layout queries first: prim::layout, which a nested tensor's ``.layout`` asks, is no dispatcher op.)
         self.decompose = (
             (found is None or getattr(found, "nested_only", False))
-            and not self.metadata
+            and not self.passed
             and (
                 _COMPOSITE in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _COMPOSITE)
             )
@@ -551,6 +558,8 @@ class Tracer(TorchDispatchMode):
                 name = f"module:{type(module).__name__}"
                 cost = formulas.apply(formula, name, module, args, output)
                 tally.charge(name, cost.macs, cost.total_flops)
+                if cost.upper_bound is not None:
+                    tally.upper_bounds.add(cost.upper_bound)
                 if self.clock is not None:  # its own figures have no bytes: a compute time
                     inputs = argument_tensors(args, {})
                     dtype = inputs[0].dtype if inputs else torch.float32
@@ -567,7 +576,7 @@ class Tracer(TorchDispatchMode):
             if isinstance(func, torch._ops.HigherOrderOperator):  # no public alias of the class
                 return run_higher_order(self, func, args, kwargs, self._traced)
             plan = self._plans[id(func)] = OpPlan(func, self.formula_set)
-        if plan.metadata:
+        if plan.passed:
             return plan.call(*args, **kwargs)
         if types and _JAGGED in types:  # run its own implementation with this mode on: its dense ops are counted
             return self._traced(_JAGGED.__torch_dispatch__, func, types, args, kwargs)
@@ -644,6 +653,8 @@ class Tracer(TorchDispatchMode):
             )
             cost = formulas.apply(plan.formula, plan.name, call)
             macs, flops = cost.macs, cost.total_flops
+            if cost.upper_bound is not None:
+                tally.upper_bounds.add(cost.upper_bound)
         elif not plan.free:  # listed with its calls all the same: ``ops`` names every op that ran
             self.uncounted[plan.name] += 1
         tally.charge(plan.name, macs, flops)

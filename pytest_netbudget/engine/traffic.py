@@ -4,7 +4,7 @@ The rule for most ops: every tensor argument is read whole and every output writ
 op by op, as an unfused run moves them. Views move nothing (the tracer skips them by their
 schema). The exceptions, decided once per op overload from its name and schema:
 
-- an allocation or an alias (``empty``, ``_unsafe_view``, ``lift_fresh``) moves nothing;
+- an allocation or an alias (``empty``, ``_unsafe_view``, ``alias``) moves nothing;
 - a factory that takes a tensor only for its shape (``zeros_like``, ``new_zeros``) reads nothing;
 - an argument the op writes without reading it, an ``out=`` tensor or the destination of
   ``copy_``, ``fill_``, ``zero_`` and the random fills, is not read (an in-place ``add_`` or
@@ -31,7 +31,6 @@ _NO_TRAFFIC = frozenset(
         "aten.new_empty_strided",
         "aten._unsafe_view",
         "aten._reshape_alias",
-        "aten.lift_fresh",
         "aten.alias",
         "aten.resize_",
         "aten.set_",

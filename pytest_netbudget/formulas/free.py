@@ -10,7 +10,7 @@ from .registry import FREE, aten, register
 
 _FREE_OPS = {  # rule -> ops
     "free (data movement: copies and layout changes)": """
-        clone copy _to_copy contiguous _unsafe_view _reshape_alias detach alias lift lift_fresh lift_fresh_copy
+        clone copy _to_copy contiguous _unsafe_view _reshape_alias detach alias lift lift_fresh_copy
         resize set _pin_memory
         """,
     "free (data movement: join, split, repeat, permute)": """

@@ -129,6 +129,12 @@ def _trilinear_macs(call: OpCall) -> int:
     return math.prod(span)
 
 
+def _offsets_unknown(call: OpCall) -> bool:
+    """Whether the op has group offsets that hold no values here (on meta)."""
+    offsets = call.get("offs")
+    return offsets is not None and offsets.device.type == "meta" and offsets.numel() > 0
+
+
 def _last_offset(call: OpCall) -> int | None:
     """Where the last group ends (``offs[-1]``), when the offsets have values (not on meta)."""
     offsets = call.get("offs")
@@ -143,8 +149,9 @@ def _grouped_mm_macs(call: OpCall) -> int:
     2-D by 2-D: the groups split the contraction K; 2-D by 3-D: the rows of ``self``; 3-D by
     2-D: the columns of ``mat2``; 3-D by 3-D: a batch. What lies past the last offset belongs
     to no group and is not computed: where the offsets have values (cpu, cuda), only what the
-    groups cover counts; on meta they have none, and the whole extent counts (the same figure
-    wherever the groups end at the last row, as mixture-of-experts layers route every token)."""
+    groups cover counts; on meta they have none, and the whole extent counts: an upper bound,
+    exact wherever the groups end at the last row, as mixture-of-experts layers that route
+    every token have them (see :func:`_grouped_formula`)."""
     mat_a, mat_b = call["self"], call["mat2"]
     end = _last_offset(call)
     if mat_a.dim() == 2 and mat_b.dim() == 2:
@@ -157,6 +164,24 @@ def _grouped_mm_macs(call: OpCall) -> int:
         columns = mat_b.shape[-1] if end is None else min(end, mat_b.shape[-1])
         return mat_a.shape[-2] * mat_a.shape[-1] * columns
     return numel(call.out) * mat_a.shape[-1]
+
+
+def _grouped_formula(extra: Callable[[OpCall], int]) -> OpFormula:
+    """A grouped product's cost (:func:`_grouped_mm_macs`, 2 FLOPs a MAC, and ``extra``), marked an
+    upper bound where its offsets hold no values (on meta), with what was counted instead."""
+
+    def formula(call: OpCall) -> Cost:
+        macs = _grouped_mm_macs(call)
+        bound = None
+        batched = call["self"].dim() == 3 and call["mat2"].dim() == 3  # no extent to cut: exact
+        if not batched and _offsets_unknown(call):
+            bound = (
+                f"{call.func.overloadpacket} on {call['self'].device.type}: its group offsets have no values there, "
+                "so what lies past the last group's end is counted too (cpu and cuda stop at the last offset)"
+            )
+        return Cost(macs, 2 * macs + extra(call), bound)
+
+    return formula
 
 
 def _scaled(call: OpCall) -> int:
@@ -254,25 +279,11 @@ for _names, _macs_of, _extra, _rule in (
         "MACs = M*K*N; FLOPs = 2*MACs + M*N (the bias) + M*N (ReLU or GELU)" + _SCALED,
     ),
     (
-        "_grouped_mm",
-        _grouped_mm_macs,
-        _bias,
-        "MACs = M*K*N over what the groups cover (up to the last offset; on meta the whole operand);"
-        " FLOPs = 2*MACs + 1 per output element when there is a bias",
-    ),
-    (
         "_scaled_mm _scaled_mm_v2",
         lambda call: numel(call["self"]) * call["mat2"].shape[-1],
         _scaled,
         "MACs = M*K*N (fp8 and other scaled low-precision operands); FLOPs = 2*MACs + 1 per output element"
         " (the scales) + 1 per output element when there is a bias",
-    ),
-    (
-        "_scaled_grouped_mm _scaled_grouped_mm_v2",
-        _grouped_mm_macs,
-        _scaled,
-        "MACs as _grouped_mm (up to the last offset); FLOPs = 2*MACs + 1 per output element (the scales)"
-        " + 1 per output element when there is a bias",
     ),
     (
         "_weight_int4pack_mm _weight_int4pack_mm_for_cpu _weight_int4pack_mm_with_scales_and_zeros",
@@ -290,3 +301,17 @@ for _names, _macs_of, _extra, _rule in (
     ),
 ):
     register(aten(_names), _product_formula(_macs_of, _extra), family="linalg", rule=_rule)
+register(
+    aten("_grouped_mm"),
+    _grouped_formula(_bias),
+    family="linalg",
+    rule="MACs = M*K*N over what the groups cover (up to the last offset; on meta the whole operand, marked an"
+    " upper bound); FLOPs = 2*MACs + 1 per output element when there is a bias",
+)
+register(
+    aten("_scaled_grouped_mm _scaled_grouped_mm_v2"),
+    _grouped_formula(_scaled),
+    family="linalg",
+    rule="MACs as _grouped_mm (up to the last offset; on meta an upper bound); FLOPs = 2*MACs + 1 per output"
+    " element (the scales) + 1 per output element when there is a bias",
+)

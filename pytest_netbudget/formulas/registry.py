@@ -23,14 +23,27 @@ from .schema import schema_of
 
 @dataclass(frozen=True)
 class Cost:
-    """What one op call costs. ``flops`` defaults to ``2 * macs``."""
+    """What one op call costs. ``flops`` defaults to ``2 * macs``.
+
+    ``upper_bound`` says, in words, why the exact cost could not be had on this device and what
+    was counted instead, the most the op could do (a grouped product on meta, whose group
+    offsets have no values there, counts every row); None where the cost is exact. The profile
+    then marks its figures as upper bounds, with this reason.
+    """
 
     macs: int = 0
     flops: int | None = None
+    upper_bound: str | None = None
 
     @property
     def total_flops(self) -> int:
         return 2 * self.macs if self.flops is None else self.flops
+
+    def __repr__(self) -> str:
+        """As a formula's author wrote it, ``upper_bound`` only where there is one (the errors that
+        name a bad cost quote this)."""
+        bound = f", upper_bound={self.upper_bound!r}" if self.upper_bound is not None else ""
+        return f"Cost(macs={self.macs!r}, flops={self.flops!r}{bound})"
 
 
 class FormulaError(Exception):
@@ -46,11 +59,17 @@ def apply(formula: Callable[..., Any], target: str, *args: Any) -> Cost:
         raise FormulaError(f"formula {_name(formula)} for {target} raised {type(error).__name__}: {error}") from error
     if not isinstance(cost, Cost):
         raise FormulaError(f"formula {_name(formula)} for {target} returned {cost!r}, not a Cost")
+    bound = cost.upper_bound
+    if bound is not None and not (isinstance(bound, str) and bound.strip()):
+        raise FormulaError(
+            f"formula {_name(formula)} for {target} returned {cost!r}: upper_bound says in words why the cost is "
+            "one (or is None)"
+        )
     macs, flops = cost.macs, cost.flops
     # The usual answer, checked first (bool is not int): whole, not negative (and ints are finite).
     if type(macs) is int and macs >= 0 and (flops is None or (type(flops) is int and flops >= 0)):
         return cost
-    plain = Cost(_plain_number(macs), None if flops is None else _plain_number(flops))
+    plain = Cost(_plain_number(macs), None if flops is None else _plain_number(flops), bound)
     if (
         plain.macs is None
         or (flops is not None and plain.flops is None)
