@@ -24,7 +24,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 MIB = 2**20
 VOCAB, HIDDEN, FF, HEADS, LAYERS = 64, 32, 48, 4, 2
 HEAD = HIDDEN // HEADS  # 8
-SERVE_FIGURES = [metric.name for metric in metrics.METRICS if metric.serve]
+SERVE_FIGURES = [
+    metric.name for metric in metrics.METRICS if metric.serve and not metric.needs_target
+]  # no target here
 
 
 def build(model_class: str, config) -> nn.Module:
@@ -249,6 +251,18 @@ def test_decode_macs_of_a_llama_layer_by_hand(kv_heads):
     assert all(row.decode_macs == batch * 2 * HEADS * HEAD * (context + 1) for row in attention)
     assert p.serve.decode.inputs == [[batch, 1]]
     assert p.serve.prefill.inputs == [[batch, context]]
+
+
+def test_decode_of_a_mixture_of_experts_counts_the_routed_experts_only():
+    """Mixtral, 4 experts, 2 per token: per token and layer the projections 32 * (32 + 2 * 2 * 8 + 32), attention
+    2 * 4 * 8 * 17, the router 32 * 4 and two experts' MLPs 2 * 3 * 32 * 48 (which two depends on the weights
+    on cpu and not at all on meta: every token is routed to two); times 2 layers, plus the LM head 32 * 64,
+    times batch 2. The cache is the GQA figure, 2 * 2 layers * 2 kv heads * 8 * 16 * 2 * 4 bytes."""
+    config = decoder("MixtralConfig", num_local_experts=4, num_experts_per_tok=2, sliding_window=None)
+    p = serve_both(build("MixtralForCausalLM", config), {"input_ids": ids()}, ServeSpec(context=16, batch=2))
+    layer = 32 * (32 + 2 * 2 * 8 + 32) + 2 * 4 * 8 * 17 + 32 * 4 + 2 * 3 * 32 * 48
+    assert p.decode_macs == 2 * (LAYERS * layer + 32 * 64)
+    assert kv_bytes(p) == 2 * 2 * 2 * 8 * 16 * 2 * 4
 
 
 def test_prefill_is_the_forward_over_the_same_input():

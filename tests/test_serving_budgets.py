@@ -128,21 +128,12 @@ def test_serve_figures_are_budgets_and_the_fits_line_shows(pytester, project):
     )
 
 
-EVERY_SERVE_BUDGET = """
-[tool.netbudget.models.decoder]
-factory = "mymodels:decoder"
-kwargs = {{ kv_heads = {kv_heads} }}
-inputs = [{{ shape = [1, 8], dtype = "int64", high = 64 }}]
-device = "meta"
-serve = {{ context = 64, batch = 2, fits = "1MiB" }}
-max_kv_cache_mb = {kv_cache_mb}
-max_prefill_macs = "{prefill_macs}"
-max_prefill_flops = "{prefill_flops}"
-max_decode_macs = "{decode_macs}"
-max_decode_flops = "{decode_flops}"
-max_weights_mb = {weights_mb}
-max_serve_memory_mb = {serve_memory_mb}
-"""
+def every_serve_budget(kv_heads: int, limits: dict) -> str:
+    """The decoder served with fits = 1 MiB and a max_ budget on every serving figure."""
+    others = "".join(f"max_{name} = {json.dumps(limit)}\n" for name, limit in limits.items() if name != "kv_cache_mb")
+    return served(kv_heads=kv_heads, extra=', fits = "1MiB"', budget=limits["kv_cache_mb"]) + others
+
+
 SERVE_METRICS = (
     "kv_cache_mb",
     "prefill_macs",
@@ -167,7 +158,7 @@ def test_every_serving_figure_is_a_budget_a_baseline_entry_a_report_figure_and_g
     are at least twice the MACs, so budgets of 1M and 50k are exceeded by any count."""
     generous = {"kv_cache_mb": 1, "prefill_macs": "1G", "prefill_flops": "2G", "decode_macs": "1M"}
     generous.update({"decode_flops": "2M", "weights_mb": 1, "serve_memory_mb": 2})
-    project(EVERY_SERVE_BUDGET.format(kv_heads=1, **generous), top='max_increase = "2%"', models=DECODER)
+    project(every_serve_budget(1, generous), top='max_increase = "2%"', models=DECODER)
     result = pytester.runpytest(
         "--netbudget", "--netbudget-update", "--netbudget-report=r.json", "--netbudget-report=r.md"
     )
@@ -205,7 +196,7 @@ def test_every_serving_figure_is_a_budget_a_baseline_entry_a_report_figure_and_g
     assert re.search(r"^- <code>decoder</code>: fits 1\.00 MiB: up to [\d,]+ tokens of context at batch 2 ", same, re.M)
 
     # Two key-value heads: the cache doubles, and the k and v projections, so every serving figure grows.
-    project(EVERY_SERVE_BUDGET.format(kv_heads=2, **generous), top='max_increase = "2%"', models=DECODER)
+    project(every_serve_budget(2, generous), top='max_increase = "2%"', models=DECODER)
     grew = pytester.runpytest("--netbudget")
     assert grew.ret == 1
     for name in SERVE_METRICS:
@@ -213,7 +204,7 @@ def test_every_serving_figure_is_a_budget_a_baseline_entry_a_report_figure_and_g
 
     tight = {"kv_cache_mb": 0.01, "prefill_macs": "3M", "prefill_flops": "1M", "decode_macs": "40k"}
     tight.update({"decode_flops": "50k", "weights_mb": 0.05, "serve_memory_mb": 0.05})
-    project(EVERY_SERVE_BUDGET.format(kv_heads=1, **tight), models=DECODER)
+    project(every_serve_budget(1, tight), models=DECODER)
     over = pytester.runpytest("--netbudget")
     assert over.ret == 1
     over.stdout.fnmatch_lines(["*decoder exceeds its budget*"])
