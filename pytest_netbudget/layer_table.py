@@ -24,8 +24,10 @@ HEADERS = ("Layer", "Type", "Input shape", "Output shape", "Params", "MACs", "FL
 TRAIN_HEADERS = ("Train MACs", "Train FLOPs")
 #: With a target: the estimated time, FLOPs per byte moved, and what bounds the time.
 ESTIMATE_HEADERS = ("Latency ms", "FLOP/B", "Bound")
-#: With a serving step: the cache each layer made, and its work in the decode step.
+#: With a serving step: the cache each layer made, and its work in the decode step (with a target,
+#: its estimated time there too).
 SERVE_HEADERS = ("KV cache", "Decode MACs")
+DECODE_ESTIMATE_HEADERS = ("Decode ms",)
 _RIGHT_ALIGNED = {
     "Params",
     "MACs",
@@ -37,6 +39,7 @@ _RIGHT_ALIGNED = {
     "Latency ms",
     "FLOP/B",
     *SERVE_HEADERS,
+    *DECODE_ESTIMATE_HEADERS,
 }
 _SHAPE_WIDTH = 28
 
@@ -77,11 +80,14 @@ def _estimate(row: LayerStats, bounded: Callable[[str], bool]) -> tuple[str, ...
     )
 
 
-def _served(row: LayerStats, bounded: Callable[[str], bool]) -> tuple[str, ...]:
-    return (
+def _served(row: LayerStats, bounded: Callable[[str], bool], estimated: bool) -> tuple[str, ...]:
+    served = (
         _figure(row.kv_cache_mb * units.MIB, units.format_bytes),
         _figure(row.decode_macs, units.format_count, bounded("decode_macs")),
     )
+    if not estimated:
+        return served
+    return (*served, _figure(row.decode_latency_ms, units.format_ms, bounded("decode_latency_ms")))
 
 
 def _row(
@@ -108,7 +114,7 @@ def _row(
         str(row.calls) if row.calls else "-",
         *step,
         *(_estimate(row, bounded) if estimated else ()),
-        *(_served(row, bounded) if serve else ()),
+        *(_served(row, bounded, estimated) if serve else ()),
     )
 
 
@@ -142,6 +148,7 @@ def render_layer_table(profile: Profile, depth: int | None = None, ops: bool = F
         + (TRAIN_HEADERS if train else ())
         + (ESTIMATE_HEADERS if estimated else ())
         + (SERVE_HEADERS if serve else ())
+        + (DECODE_ESTIMATE_HEADERS if serve and estimated else ())
     )
     cells = []
     for row in profile.rollup(depth):
@@ -277,11 +284,20 @@ def serve_step_lines(
         f"FLOPs {mark['prefill_flops']}{units.format_count(totals.get('prefill_flops') or 0)}",
         f"  decode (1 token x {step.batch}): MACs {mark['decode_macs']}{decode_macs:,} "
         f"({units.format_count(decode_macs)}), "
-        f"FLOPs {mark['decode_flops']}{units.format_count(totals.get('decode_flops') or 0)}",
+        f"FLOPs {mark['decode_flops']}{units.format_count(totals.get('decode_flops') or 0)}"
+        + _decode_estimate(totals, bounded),
         f"  memory: {totals.get('serve_memory_mb') or 0:.3f} MiB = {parts}",
     ]
     fits = fits_line(step)
     return lines + ([f"  {fits}"] if fits else [])
+
+
+def _decode_estimate(totals: Mapping[str, float | int | None], bounded: Collection[str]) -> str:
+    """The decode step's estimated time on the target, where there is one."""
+    latency = totals.get("decode_latency_ms")
+    if latency is None:
+        return ""
+    return f", estimated {_mark_if('decode_latency_ms', bounded)}{units.format_ms(latency)} ms a step (a roofline)"
 
 
 def fits_line(step: ServeStep) -> str:

@@ -188,6 +188,16 @@ METRICS: tuple[Metric, ...] = (
         serve=True,
     ),
     Metric(
+        "decode_latency_ms",
+        "ms",
+        "estimated time of one decode step on the target, the weights and the cache read at the dtype profiled "
+        "(a roofline, as latency_ms)",
+        per_layer=True,
+        layer_diff=True,
+        serve=True,
+        needs_target=True,
+    ),
+    Metric(
         "weights_mb",
         "MiB",
         "bytes of the weights at the planned precision, scales and zero points included, and the buffers",

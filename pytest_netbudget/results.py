@@ -408,6 +408,7 @@ class LayerStats:
     prefill_flops = LayerFigure[int]()
     decode_macs = LayerFigure[int]()
     decode_flops = LayerFigure[int]()
+    decode_latency_ms = LayerFigure[float]()
     weights_mb = LayerFigure[float]()
 
     @property
@@ -572,6 +573,7 @@ class Profile:
     prefill_flops = Total[Optional[int]]()
     decode_macs = Total[Optional[int]]()
     decode_flops = Total[Optional[int]]()
+    decode_latency_ms = Total[Optional[float]]()
     weights_mb = Total[Optional[float]]()
     serve_memory_mb = Total[Optional[float]]()
 

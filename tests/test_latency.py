@@ -6,6 +6,7 @@ element). Latency on a target is, per op, max(FLOPs / peak, bytes / bandwidth) +
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from engine_helpers import Call
 from torch import nn
 
-from pytest_netbudget import budget, profile, targets
+from pytest_netbudget import ServeSpec, budget, config, profile, targets
 from pytest_netbudget.results import Bound
 
 MIB = 2**20
@@ -373,3 +374,138 @@ def test_a_checks_target_must_exist():
     with pytest.raises(ValueError, match=r"budget\(\): target: must be a target's name"):
         budget(target=3, max_latency_ms=1)
     assert budget(target="mine-defined-in-pyproject", max_latency_ms=1).kwargs["target"] == "mine-defined-in-pyproject"
+
+
+# --- a serving step's decode step on a target ----------------------------------------------------------
+
+
+class TinyDecoder(nn.Module):
+    """One Llama-style block without norms or rotary: d 16, 2 heads of 8, a gated MLP of 32, vocabulary 32,
+    no biases; its cache a (keys, values) pair, each [heads, tokens, head_dim]. Batch 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(32, 16)
+        self.q, self.k, self.v, self.o = (nn.Linear(16, 16, bias=False) for _ in range(4))
+        self.gate, self.up = nn.Linear(16, 32, bias=False), nn.Linear(16, 32, bias=False)
+        self.down = nn.Linear(32, 16, bias=False)
+        self.lm_head = nn.Linear(16, 32, bias=False)
+
+    def forward(self, input_ids, past_key_values=None, use_cache=True):
+        x = self.embed(input_ids)  # [1, T, 16]
+        tokens = x.shape[1]
+        q, k, v = (proj(x).view(tokens, 2, 8).transpose(0, 1) for proj in (self.q, self.k, self.v))
+        if past_key_values is not None:
+            k = torch.cat([past_key_values[0], k], dim=1)
+            v = torch.cat([past_key_values[1], v], dim=1)
+        weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)
+        attended = torch.bmm(weights, v).transpose(0, 1).reshape(1, tokens, 16)
+        h = x + self.o(attended)
+        h = h + self.down(nn.functional.silu(self.gate(h)) * self.up(h))
+        return self.lm_head(h), (k, v)
+
+
+# A made-up part whose memory is slow: 1 TFLOP/s fp32, 1 GB/s, 1 us an op. An op is compute-bound only
+# above 1,000 FLOPs per byte, so every op of a decode step is memory-bound.
+SLOW_MEMORY = targets.user_target("slow-memory", "", {"fp32": 1.0}, 1.0, 1.0, "a test")
+
+
+def test_the_decode_steps_estimate_is_its_weights_and_cache_bytes_over_the_bandwidth():
+    """One decode step at context 8 (float32; the new token's x, q, k, v are 16 floats, 64 bytes), op by op,
+    (read + written) bytes:
+    - embedding: the id (8) and the row it picks (64), writes 64: 136;
+    - q, k, v, o: each an mm reading x (64) and its 16x16 weight (1,024), writing 64: 4 x 1,152;
+    - the cache: a cat per k and v reads the 8 cached tokens [2, 8, 8] (512) and the new one (64), writes
+      [2, 9, 8] (576): 2 x 1,152;
+    - scores bmm: q (64) and the keys (576), writes [2, 1, 9] (72): 712; softmax 72 + 72: 144;
+      bmm with the values: 72 + 576, writes 64: 712;
+    - two residual adds (64 + 64 -> 64): 2 x 192;
+    - gate and up: 64 + 2,048 -> 128: 2 x 2,240; silu 128 -> 128: 256; their product 256 -> 128: 384;
+      down 128 + 2,048 -> 64: 2,240; lm_head 64 + 2,048 -> 128: 2,240.
+    18,600 bytes in 18 ops (views and the reshapes move nothing and launch nothing), of which the weights are
+    4 x 1,024 + 4 x 2,048 = 12,288 and the cache's 2 x (512 + 576 + 576) = 3,328 (read by the cats and the
+    bmms): 85%. At 1 GB/s and 1 us an op: 18.6 us + 18 us = 0.0366 ms, all memory-bound. The model's own
+    row (the cats, bmms, softmax, adds, silu and product: 4,896 bytes in 9 ops) takes 0.013896 ms, lm_head's
+    2,240 bytes 0.00324 ms."""
+    inputs = torch.randint(0, 32, (1, 8))
+    spec = ServeSpec(context=8)
+    for device in ("cpu", "meta"):
+        p = profile(TinyDecoder(), inputs, device=device, serve=spec, target=SLOW_MEMORY)
+        assert p.decode_latency_ms == pytest.approx((18_600 / 1e9 + 18e-6) * 1e3, rel=1e-12)
+        decode = p.serve.decode
+        assert decode.latency_ms == p.decode_latency_ms
+        assert (decode.roofline.compute_ms, decode.roofline.memory_ms) == (0, pytest.approx(18_600 / 1e9 * 1e3))
+        assert all(row.bound in (Bound.MEMORY, None) for row in decode.layers)
+        rows = {row.name: row.decode_latency_ms for row in p.layers}
+        assert rows["(model)"] == pytest.approx((4_896 / 1e9 + 9e-6) * 1e3)
+        assert rows["lm_head"] == pytest.approx((2_240 / 1e9 + 1e-6) * 1e3)
+        assert sum(rows.values()) == pytest.approx(p.decode_latency_ms, rel=1e-12)
+    table = p.table()
+    assert "Decode ms" in table
+    assert "decode (1 token x 1): MACs 3,360 (3.36k), FLOPs 6.87k, estimated 0.0366 ms a step (a roofline)" in table
+    without = profile(TinyDecoder(), inputs, device="meta", serve=spec)
+    assert without.decode_latency_ms is None and "Decode ms" not in without.table()
+
+
+DECODER_MODULE = "from test_latency import TinyDecoder\n"
+
+DECODER_TOML = """
+[tool.netbudget.targets.slow-memory]
+peak_tflops = {{ fp32 = 1 }}
+bandwidth_gbs = 1
+op_overhead_us = 1
+
+[tool.netbudget.models.decoder]
+factory = "mymodels:TinyDecoder"
+inputs = [{{ shape = [1, 8], dtype = "int64", high = 32 }}]
+target = "slow-memory"
+serve = {{ context = {context} }}
+max_decode_latency_ms = {budget}
+max_increase = {{ decode_latency_ms = "0" }}
+"""
+
+
+def test_the_decode_steps_estimate_is_a_budget_a_baseline_entry_and_grows_with_the_context(pytester, project):
+    """The decoder above on the slow-memory part: 0.0366 ms at context 8. At context 16 the cats read 16
+    cached tokens (1,024 bytes) and write 17 (1,088): +1,024 bytes each; the scores bmm reads the 17 keys
+    (+512) and writes 17 scores (+64); softmax +64 + 64; the values bmm reads 17 scores and values
+    (+64 + 512): +3,328 bytes in all, all in the model's own row, so 21,928 bytes and 0.039928 ms (that row
+    0.013896 -> 0.017224 ms). A budget of 0.035 ms is exceeded; max_increase = 0 catches the growth, and
+    the layer diff names the row."""
+    pytester.syspathinsert()
+    project(DECODER_TOML.format(context=8, budget=0.05), models=DECODER_MODULE)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    entry = json.loads((pytester.path / "netbudget-baseline.json").read_text(encoding="utf-8"))["models"]["decoder"]
+    assert entry["totals"]["decode_latency_ms"] == 0.0366
+    assert entry["layers"]["(model)"]["decode_latency_ms"] == 0.013896
+
+    project(DECODER_TOML.format(context=16, budget=0.05), models=DECODER_MODULE)
+    grew = pytester.runpytest("--netbudget", "--netbudget-report=pr.md")
+    assert grew.ret == 1
+    grew.stdout.re_match_lines(
+        [
+            r"^\s+decode_latency_ms\s+0\.0500\s+0\.0399\s+0\.0366\s+\+0\.0033 \(\+9\.1%\)\s+grew",
+            r"^\s+\(model\) \(TinyDecoder\)\s+resized\s.*0\.0139 -> 0\.0172",
+        ]
+    )
+    assert "estimated 0.0399 ms a step (a roofline)" in (pytester.path / "pr.md").read_text(encoding="utf-8")
+
+    project(DECODER_TOML.format(context=8, budget=0.035), models=DECODER_MODULE)
+    over = pytester.runpytest("--netbudget")
+    assert over.ret == 1
+    over.stdout.re_match_lines([r"^\s+decode_latency_ms\s+0\.0350\s+0\.0366\s"])
+
+
+def test_a_decode_latency_budget_needs_a_target_and_a_serving_step(tmp_path):
+    path = tmp_path / "pyproject.toml"
+    model = '[tool.netbudget.models.m]\nfactory = "pkg:M"\ninput_shape = [1, 4]\nmax_decode_latency_ms = 1\n'
+    for extra, message in (
+        ('target = "a100"\n', "max_decode_latency_ms: budgets a serving step, but the model has none"),
+        (
+            "serve = { context = 8 }\n",
+            "max_decode_latency_ms: budgets an estimated latency, but the model has no target",
+        ),
+    ):
+        path.write_text(model + extra, encoding="utf-8")
+        with pytest.raises(config.ConfigError, match=re.escape(message)):
+            config.load_settings(path)

@@ -294,7 +294,8 @@ def profile(
     tokens at ``batch`` from the model's own token input, the cache it returns measured, one
     decode step with that cache, the weights at a planned precision, and with ``fits`` the
     longest context that fits that memory (see the README's "Serving step"). With a ``target``
-    the prefill and the decode step get their estimated latency too (``p.serve.decode.latency_ms``).
+    the prefill and the decode step get their estimated latency too: ``decode_latency_ms``, per layer
+    and in total, is the decode step's (``p.serve.decode.latency_ms``).
     """
     step = _step_spec(train, optimizer, loss, autocast, batch)
     accelerator = targets.resolve(target) if isinstance(target, str) else target
@@ -537,6 +538,7 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
                 "prefill_flops": before.flops,
                 "decode_macs": after.macs,
                 "decode_flops": after.flops,
+                **({"decode_latency_ms": after.latency_ms} if prepared.target is not None else {}),
                 "weights_mb": planned / units.MIB,
             },
         )
@@ -549,16 +551,21 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
     }
     totals = dict(result.totals)
     totals.update(
-        {name: sum(row.figures[name] for row in layers) for name in metrics.PER_LAYER if metrics.get(name).serve}
+        {
+            name: sum(row.figures[name] for row in layers)
+            for name in metrics.PER_LAYER
+            if metrics.get(name).serve and name in layers[0].figures
+        }
     )
     totals["serve_memory_mb"] = sum(parts.values()) / units.MIB
     uncounted = _uncounted(result.uncounted_ops, prefill.uncounted_ops, decode.uncounted_ops)
     fits = None
     if spec.fits is not None and on_meta is not None:
         fits = _fits(on_meta, spec, sum(weights), run if on_meta is prepared else None)
+    decode_figures = ("decode_macs", "decode_flops") + (("decode_latency_ms",) if prepared.target else ())
     step_bounds = [
         *_upper_bounds(layers, run.prefill.tallies, ("prefill_macs", "prefill_flops")),
-        *_upper_bounds(layers, run.decode.tallies, ("decode_macs", "decode_flops")),
+        *_upper_bounds(layers, run.decode.tallies, decode_figures),
     ]
     return replace(
         result,
