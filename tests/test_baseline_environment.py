@@ -101,40 +101,38 @@ def test_growth_that_came_with_a_new_torch_is_reported_as_that(pytester, project
     assert f"- **environment changed** since its baseline entry: {shown} (its figures changed with it)" in markdown
 
 
-def test_growth_that_came_with_a_new_pytest_netbudget_is_reported_as_that(pytester, project):
-    # Before: the entry did not say which pytest-netbudget counted it, and new counting rules read as growth.
+def netbudget_of(version):
+    return lambda environment: environment.update(netbudget=version)
+
+
+def torch_without_netbudget(environment):
+    del environment["netbudget"]
+    environment["torch"] = "2.12.0"
+
+
+@pytest.mark.parametrize(
+    ("older", "change"),
+    [
+        # Before: the entry did not say which pytest-netbudget counted it: new counting rules read as growth.
+        pytest.param(netbudget_of("0.0.9"), f"pytest-netbudget 0.0.9 -> {__version__}", id="new-pytest-netbudget"),
+        # an entry written before it named pytest-netbudget compares the rest of its environment
+        pytest.param(torch_without_netbudget, f"torch 2.12.0 -> {TORCH}", id="entry-without-it"),
+    ],
+)
+def test_growth_that_came_with_a_new_pytest_netbudget_is_reported_as_that(pytester, project, older, change):
     write(pytester, project)
     assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
 
-    def older(models):
-        models["tiny"]["environment"]["netbudget"] = "0.0.9"
+    def fewer_params_then(models):
+        older(models["tiny"]["environment"])
         models["tiny"]["totals"]["params"] = 50
 
-    edit_baseline(pytester, older)
+    edit_baseline(pytester, fewer_params_then)
     result = pytester.runpytest("--netbudget", "--netbudget-report=r.json")
     result.assert_outcomes(passed=1, failed=1)
-    change = f"pytest-netbudget 0.0.9 -> {__version__}"
     result.stdout.fnmatch_lines([f"  its environment changed since its baseline entry: {change}"])
-    assert json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]["tiny"][
-        "environment_change"
-    ] == [change]
-
-
-def test_an_entry_written_before_it_named_pytest_netbudget_compares_the_rest(pytester, project):
-    write(pytester, project)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
-
-    def older(models):
-        del models["tiny"]["environment"]["netbudget"]
-        models["tiny"]["environment"]["torch"] = "2.12.0"
-        models["tiny"]["totals"]["params"] = 50
-
-    edit_baseline(pytester, older)
-    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json")
-    result.assert_outcomes(passed=1, failed=1)
-    assert json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]["tiny"][
-        "environment_change"
-    ] == [f"torch 2.12.0 -> {TORCH}"]
+    report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
+    assert report["models"]["tiny"]["environment_change"] == [change]
 
 
 def test_a_stale_baseline_names_the_environment_that_changed(pytester, project):
