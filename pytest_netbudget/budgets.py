@@ -281,8 +281,8 @@ class Verdict:
     train: TrainStep | None = None
     serve: ServeStep | None = None  # its settings, memory split and fits line (no traced calls)
     upper_bounds: tuple[UpperBound, ...] = ()  # figures the device could not give exactly, and why
-    # How its environment (torch, device, dtype) changed since the baseline entry, when its figures
-    # changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
+    # How its environment (torch, device, dtype, pytest-netbudget) changed since the baseline entry, when
+    # its figures changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
     environment_change: list[str] = field(default_factory=list)
     # How the target its latency was estimated on changed since the entry the reports compare it
     # with ("a100 (table 1) -> a100 (table 2)"): its estimated latency was not compared then.
@@ -404,8 +404,8 @@ class Verdict:
                 strict=bool(data["strict"]),
                 error=error,
             )
-            train = TrainStep.from_dict(data["train"]) if data["train"] is not None else None
-            serve = ServeStep.from_dict(data["serve"]) if data.get("serve") is not None else None
+            train = TrainStep.from_record(data["train"], f"{where}.train") if data["train"] is not None else None
+            serve = ServeStep.from_record(data["serve"], f"{where}.serve") if data.get("serve") is not None else None
             upper_bounds = tuple(
                 UpperBound.from_dict(bound, f"{where}.upper_bounds[{index}]")
                 for index, bound in enumerate(_list(data.get("upper_bounds", []), f"{where}.upper_bounds"))

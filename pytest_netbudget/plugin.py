@@ -133,6 +133,10 @@ class SessionHooks:
     def __init__(self, session: NetbudgetSession) -> None:
         self.session = session
         self.model_nodeids: dict[str, str] = {}  # a selected model's node id -> its name
+        # Under pytest-xdist, on the controller: the tests that check models (the workers say which at
+        # the end), and the tests whose worker died while running them, with why.
+        self.check_nodeids: set[str] = set()
+        self.crashed: dict[str, str] = {}
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> ModelsFile | None:
         """pyproject.toml met during collection, or named on the command line
@@ -162,6 +166,15 @@ class SessionHooks:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.expect({item.nodeid: item.name for item in session.items if isinstance(item, ModelItem)})
+        output = getattr(session.config, "workeroutput", None)
+        if output is not None:  # a pytest-xdist worker: which tests check models, for the controller
+            output["netbudget_checks"] = [item.nodeid for item in session.items if _checks_models(item)]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A pytest-xdist worker finished: every worker collected every test, so any one that
+        finishes names the tests that check models, also those of a worker that died."""
+        self.check_nodeids.update(getattr(node, "workeroutput", {}).get("netbudget_checks", []))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -198,9 +211,14 @@ class SessionHooks:
         elif (report.failed or report.skipped) and report.nodeid in self.model_nodeids:
             # No result came with it: a failed setup, a crashed pytest-xdist worker ("???").
             self.session.no_result(self.model_nodeids[report.nodeid], _why(report))
+        elif report.failed and report.when == "???":  # pytest-xdist's report of a test whose worker died
+            self.crashed[report.nodeid] = _why(report)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        for nodeid, why in self.crashed.items():
+            if nodeid in self.check_nodeids:
+                self.session.checks_without_results(nodeid, why)
         terminal = session.config.pluginmanager.get_plugin("terminalreporter")
 
         def say(text: str) -> None:  # now, not with the notes at the end: the run is waiting
@@ -242,6 +260,11 @@ class SessionHooks:
                     terminalreporter.write_sep("-", f"{verdict.name}: layers")
                     terminalreporter.write_line(verdict.profile.table(None if depth < 0 else depth))
         self.print_notes(terminalreporter)
+
+
+def _checks_models(item: pytest.Item) -> bool:
+    """Whether a test checks models: it takes the netbudget fixture."""
+    return "netbudget" in getattr(item, "fixturenames", ())
 
 
 def _why(report: pytest.TestReport) -> str:

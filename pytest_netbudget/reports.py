@@ -17,7 +17,17 @@ from .config import DEFAULT_BASELINE
 from .layer_table import UPPER_BOUND_MARK, fits_line, serve_step_lines, train_step_lines, upper_bound_lines
 from .module_tree import ModuleNode, module_tree, slices
 from .repeated import Repeated, group_changes
-from .results import ORIGIN_PYPROJECT, BaselineEntry, CheckStatus, LayerEntry, RecordError, Status
+from .results import (
+    ORIGIN_PYPROJECT,
+    BaselineEntry,
+    CheckStatus,
+    LayerEntry,
+    RecordError,
+    Status,
+    record_flag,
+    record_text,
+    record_texts,
+)
 
 LAYER_DIFF_LIMIT = 10
 #: What a stale baseline says when there is no baseline file at all.
@@ -704,7 +714,7 @@ def merge_reports(documents: dict[str, Any]) -> Report:
     A model in several reports with the same result appears once; with different results it is
     a conflict: the first report's is kept and the conflict is named, never silently overwritten.
     """
-    read: dict[str, dict[str, Verdict]] = {}
+    read: dict[str, tuple[Report, dict[str, Verdict]]] = {}
     for source, document in documents.items():
         if not isinstance(document, dict) or document.get("kind") != REPORT_KIND:
             raise ReportError(f"{source}: not a netbudget JSON report (--netbudget-report=PATH.json writes one)")
@@ -712,22 +722,22 @@ def merge_reports(documents: dict[str, Any]) -> Report:
             models = models_table(
                 document, source, (REPORT_SCHEMA,), "write the report again with this version (--netbudget-report)"
             )
-            read[source] = {name: Verdict.from_dict(name, record) for name, record in models.items()}
+            read[source] = (
+                _report_fields(document),
+                {name: Verdict.from_dict(name, record) for name, record in models.items()},
+            )
         except BaselineError as error:
             raise ReportError(str(error)) from None
         except RecordError as error:
             raise ReportError(f"{source}: {error}") from None
-    first: dict[str, Any] = next(iter(documents.values()), {})
-    merged = Report(
-        compared_with=first.get("compared_with"), baseline_file=first.get("baseline_file", DEFAULT_BASELINE)
-    )
+    first = next(iter(read.values()), (Report(), {}))[0]
+    merged = Report(compared_with=first.compared_with, baseline_file=first.baseline_file)
     seen: dict[str, tuple[str, Verdict]] = {}
-    for source, verdicts in read.items():
-        merged.removed += [name for name in documents[source].get("removed", []) if name not in merged.removed]
-        merged.not_run += [name for name in documents[source].get("not_run", []) if name not in merged.not_run]
-        stale = documents[source].get("stale_baseline", [])
-        merged.stale_baseline += [problem for problem in stale if problem not in merged.stale_baseline]
-        merged.baseline_checked = merged.baseline_checked or documents[source].get("baseline_checked") is True
+    for source, (fields, verdicts) in read.items():
+        merged.removed += [name for name in fields.removed if name not in merged.removed]
+        merged.not_run += [name for name in fields.not_run if name not in merged.not_run]
+        merged.stale_baseline += [problem for problem in fields.stale_baseline if problem not in merged.stale_baseline]
+        merged.baseline_checked = merged.baseline_checked or fields.baseline_checked
         for name, verdict in verdicts.items():
             if name not in seen:
                 seen[name] = (source, verdict)
@@ -738,6 +748,21 @@ def merge_reports(documents: dict[str, Any]) -> Report:
     merged.removed.sort()
     merged.not_run = sorted(set(merged.not_run) - {verdict.name for verdict in merged.verdicts})
     return merged
+
+
+def _report_fields(document: dict[str, Any]) -> Report:
+    """A JSON report's own fields besides its models (what it compared with, the lists of
+    removed, not-run models and stale-baseline findings), each checked: ``RecordError`` names
+    the one that is wrong. A report written before a field existed lacks it: the default."""
+    compared_with = document.get("compared_with")
+    return Report(
+        compared_with=None if compared_with is None else record_text(compared_with, "compared_with"),
+        baseline_file=record_text(document.get("baseline_file", DEFAULT_BASELINE), "baseline_file"),
+        removed=record_texts(document.get("removed", []), "removed"),
+        not_run=record_texts(document.get("not_run", []), "not_run"),
+        stale_baseline=record_texts(document.get("stale_baseline", []), "stale_baseline"),
+        baseline_checked=record_flag(document.get("baseline_checked", False), "baseline_checked"),
+    )
 
 
 def _conflict(name: str, first: tuple[str, Verdict], other: tuple[str, Verdict]) -> str:

@@ -18,9 +18,10 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, overload
 
-from . import devices, metrics, units
+from . import __version__, devices, metrics, units
 from .layer_table import render_layer_table
 from .loading import import_callable, is_factory_path
 
@@ -272,6 +273,24 @@ class TrainStep:
             data["saved_mb"],
         )
 
+    @classmethod
+    def from_record(cls, data: Any, where: str) -> TrainStep:
+        """The step from a stored record (a JSON report's) at JSON path ``where``, every field
+        checked: ``RecordError`` names the one that is wrong."""
+        step = record_object(data, where)
+        memory = record_figures(step.get("memory_mb"), f"{where}.memory_mb")
+        return cls(
+            record_text(step.get("optimizer"), f"{where}.optimizer"),
+            _optional(record_count, step.get("batch"), f"{where}.batch"),
+            _optional(record_text, step.get("autocast"), f"{where}.autocast"),
+            {
+                record_choice(MemoryPart, part, f"{where}.memory_mb{json_key(part)}"): figure
+                for part, figure in memory.items()
+            },
+            record_choice(Phase, step.get("peak_phase"), f"{where}.peak_phase"),
+            record_figure(step.get("saved_mb"), f"{where}.saved_mb"),
+        )
+
 
 class Bound(TextEnum):
     """What bounds an estimated time: the peak FLOP/s or the memory bandwidth."""
@@ -485,10 +504,7 @@ class UpperBound:
         table = record_object(data, where, "an object with 'reason', 'metrics' and 'layers'")
         names = {}
         for key in ("metrics", "layers"):
-            values = table.get(key)
-            if not isinstance(values, list):
-                raise RecordError(f"{where}.{key}: expected a list of strings, got {_shown(values)}")
-            names[key] = tuple(record_text(value, f"{where}.{key}[{index}]") for index, value in enumerate(values))
+            names[key] = tuple(record_texts(table.get(key), f"{where}.{key}"))
         unknown = [name for name in names["metrics"] if name not in metrics.BY_NAME]
         if unknown:
             raise RecordError(f"{where}.metrics: {_shown(unknown[0])} is not a metric")
@@ -687,6 +703,18 @@ class Fits:
     def from_dict(cls, data: Mapping[str, Any]) -> Fits:
         return cls(data["memory_mb"], data["context"], data["per_token_mb"])
 
+    @classmethod
+    def from_record(cls, data: Any, where: str) -> Fits:
+        fits = record_object(data, where)
+        context = fits.get("context")
+        if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 0):
+            raise RecordError(f"{where}.context: expected a whole number of tokens or null, got {_shown(context)}")
+        return cls(
+            record_figure(fits.get("memory_mb"), f"{where}.memory_mb"),
+            context,
+            record_figure(fits.get("per_token_mb"), f"{where}.per_token_mb"),
+        )
+
 
 @dataclass(frozen=True)
 class ServeStep:
@@ -746,6 +774,26 @@ class ServeStep:
             decode=Profile.from_dict(data["decode"]) if data.get("decode") else None,
         )
 
+    @classmethod
+    def from_record(cls, data: Any, where: str) -> ServeStep:
+        """The step's settings and figures from a stored record (a JSON report's, which keeps no
+        traced calls) at JSON path ``where``, every field checked."""
+        step = record_object(data, where)
+        memory = record_figures(step.get("memory_mb"), f"{where}.memory_mb")
+        return cls(
+            context=record_count(step.get("context"), f"{where}.context"),
+            batch=record_count(step.get("batch"), f"{where}.batch"),
+            kv_dtype=_optional(record_text, step.get("kv_dtype"), f"{where}.kv_dtype"),
+            weights=_optional(record_text, step.get("weights"), f"{where}.weights"),
+            group_size=_optional(record_count, step.get("group_size"), f"{where}.group_size"),
+            keep=record_texts(step.get("keep"), f"{where}.keep"),
+            memory_mb={
+                record_choice(ServePart, part, f"{where}.memory_mb{json_key(part)}"): figure
+                for part, figure in memory.items()
+            },
+            fits=_optional(Fits.from_record, step.get("fits"), f"{where}.fits"),
+        )
+
 
 def declared_metrics(record: type) -> tuple[str, ...]:
     """The metric attributes a record class declares, in declaration order (what the test
@@ -800,6 +848,40 @@ def record_figures(data: Any, where: str) -> dict[str, Any]:
     }
 
 
+def record_count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RecordError(f"{where}: expected a positive integer, got {_shown(value)}")
+    return value
+
+
+def record_texts(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise RecordError(f"{where}: expected a list of strings, got {_shown(value)}")
+    return [record_text(item, f"{where}[{index}]") for index, item in enumerate(value)]
+
+
+def record_flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise RecordError(f"{where}: expected true or false, got {_shown(value)}")
+    return value
+
+
+Choice = TypeVar("Choice", bound=TextEnum)
+
+
+def record_choice(kind: type[Choice], value: Any, where: str) -> Choice:
+    if not isinstance(value, str) or value not in {str(member) for member in kind}:
+        raise RecordError(f"{where}: expected one of {', '.join(kind)}, got {_shown(value)}")
+    return kind(value)
+
+
+Read = TypeVar("Read")
+
+
+def _optional(read: Callable[[Any, str], Read], value: Any, where: str) -> Read | None:
+    return None if value is None else read(value, where)
+
+
 def stored_figure(value: float) -> float:
     """A figure as the baseline stores it: counts whole, MiB and ms to six decimals, so that two
     identical runs compare equal and the file reads well."""
@@ -841,11 +923,9 @@ class LayerEntry:
     def from_dict(cls, data: Any, where: str) -> LayerEntry:
         row = record_object(data, where, "an object with 'type' and figures")
         kind = record_text(row.get("type"), f"{where}.type")
-        bound = row.get("bound")
-        if bound is not None and bound not in {str(known) for known in Bound}:
-            raise RecordError(f'{where}.bound: expected "compute" or "memory", got {_shown(bound)}')
+        bound = _optional(partial(record_choice, Bound), row.get("bound"), f"{where}.bound")
         figures = record_figures({name: value for name, value in row.items() if name not in ("type", "bound")}, where)
-        return cls(kind, figures, Bound(bound) if bound is not None else None)
+        return cls(kind, figures, bound)
 
 
 @dataclass(frozen=True)
@@ -872,33 +952,41 @@ class EstimateSource:
 @dataclass(frozen=True)
 class Environment:
     """What a model's figures depend on besides its code: torch's version (its kernels and
-    decompositions), the device and the dtype it was profiled on. The baseline keeps it with each
-    entry, so that figures that changed with it are reported as that, not as growth. (The target
-    and table version an estimated latency was made on are the entry's ``target``.)"""
+    decompositions), the device and the dtype it was profiled on, and the version of
+    pytest-netbudget whose rules counted them. The baseline keeps it with each entry, so that
+    figures that changed with it are reported as that, not as growth. (The target and table
+    version an estimated latency was made on are the entry's ``target``.)"""
 
     torch: str
     device: str
     dtype: str
+    netbudget: str | None = None  # None in an entry written before it was kept
 
     def changes_from(self, old: Environment) -> list[str]:
-        """What changed since ``old``, one part each: ``torch 2.12.0 -> 2.13.0``, ``device cpu -> meta``."""
+        """What changed since ``old``, one part each: ``torch 2.12.0 -> 2.13.0``, ``device cpu -> meta``;
+        a part one side does not know is no change."""
         return [
             f"{part} {before} -> {after}"
             for part, before, after in (
                 ("torch", old.torch, self.torch),
                 ("device", old.device, self.device),
                 ("dtype", old.dtype, self.dtype),
+                ("pytest-netbudget", old.netbudget, self.netbudget),
             )
-            if before != after
+            if before is not None and after is not None and before != after
         ]
 
     def to_dict(self) -> dict[str, str]:
-        return {"torch": self.torch, "device": self.device, "dtype": self.dtype}
+        data = {"torch": self.torch, "device": self.device, "dtype": self.dtype}
+        return data if self.netbudget is None else {**data, "netbudget": self.netbudget}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Environment:
         table = record_object(data, where, "an object with 'torch', 'device' and 'dtype'")
-        return cls(*(record_text(table.get(part), f"{where}.{part}") for part in ("torch", "device", "dtype")))
+        torch, device, dtype = (
+            record_text(table.get(part), f"{where}.{part}") for part in ("torch", "device", "dtype")
+        )
+        return cls(torch, device, dtype, _optional(record_text, table.get("netbudget"), f"{where}.netbudget"))
 
 
 @dataclass(frozen=True)
@@ -929,7 +1017,9 @@ class BaselineEntry:
                 layers[row.name] = LayerEntry(row.type, figures, row.bound)
         target = EstimateSource(profile.target.name, profile.target.version) if profile.target is not None else None
         environment = (
-            Environment(profile.torch_version, profile.device, profile.dtype) if profile.torch_version else None
+            Environment(profile.torch_version, profile.device, profile.dtype, __version__)
+            if profile.torch_version
+            else None
         )
         return cls(
             origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())), target, environment

@@ -295,6 +295,14 @@ class NetbudgetSession:
         if name in self._expected:
             self._no_result.setdefault(name, why)
 
+    def checks_without_results(self, nodeid: str, why: str) -> None:
+        """A test that checks models ended without their results (its pytest-xdist worker died):
+        one error under its node id, the name its first check has unless it chose another."""
+        if self.is_worker or any(verdict.name == nodeid for verdict in self.verdicts):
+            return
+        error = f"no result: {why} (the checks of this test)"
+        self.verdicts.append(self.judge(budgets.Result(name=nodeid, origin=nodeid, error=error)))
+
     def _results_for_the_missing(self) -> None:
         """An error result for every selected model that has none, saying why."""
         measured = {verdict.name for verdict in self.verdicts}

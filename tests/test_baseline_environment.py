@@ -13,6 +13,8 @@ import pytest
 import torch
 from test_baseline_workflow import BASELINE, read_baseline, write
 
+from pytest_netbudget import __version__
+
 pytestmark = pytest.mark.usefixtures("preloaded")
 
 TORCH = torch.__version__
@@ -31,7 +33,12 @@ def test_each_entry_records_torch_the_device_and_the_dtype(pytester, project):
     write(pytester, project)
     assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
     entries = read_baseline(pytester)["models"]
-    assert entries["tiny"]["environment"] == {"torch": TORCH, "device": "cpu", "dtype": "float32"}
+    assert entries["tiny"]["environment"] == {
+        "torch": TORCH,
+        "device": "cpu",
+        "dtype": "float32",
+        "netbudget": __version__,  # the counting rules are the plugin's: an upgrade can change figures
+    }
     assert pytester.runpytest("--netbudget", "--netbudget-update", "--netbudget-device=meta").ret == 0
     assert read_baseline(pytester)["models"]["conv"]["environment"]["device"] == "meta"
 
@@ -92,6 +99,40 @@ def test_growth_that_came_with_a_new_torch_is_reported_as_that(pytester, project
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     shown = change.replace(">", "&#62;")  # as Markdown text, inert
     assert f"- **environment changed** since its baseline entry: {shown} (its figures changed with it)" in markdown
+
+
+def netbudget_of(version):
+    return lambda environment: environment.update(netbudget=version)
+
+
+def torch_without_netbudget(environment):
+    del environment["netbudget"]
+    environment["torch"] = "2.12.0"
+
+
+@pytest.mark.parametrize(
+    ("older", "change"),
+    [
+        # Before: the entry did not say which pytest-netbudget counted it: new counting rules read as growth.
+        pytest.param(netbudget_of("0.0.9"), f"pytest-netbudget 0.0.9 -> {__version__}", id="new-pytest-netbudget"),
+        # an entry written before it named pytest-netbudget compares the rest of its environment
+        pytest.param(torch_without_netbudget, f"torch 2.12.0 -> {TORCH}", id="entry-without-it"),
+    ],
+)
+def test_growth_that_came_with_a_new_pytest_netbudget_is_reported_as_that(pytester, project, older, change):
+    write(pytester, project)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+
+    def fewer_params_then(models):
+        older(models["tiny"]["environment"])
+        models["tiny"]["totals"]["params"] = 50
+
+    edit_baseline(pytester, fewer_params_then)
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"  its environment changed since its baseline entry: {change}"])
+    report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
+    assert report["models"]["tiny"]["environment_change"] == [change]
 
 
 def test_a_stale_baseline_names_the_environment_that_changed(pytester, project):

@@ -373,6 +373,10 @@ def test_load_round_trip_and_missing_file(tmp_path):
             'models.resnet.layers["layer1.0"].params: expected a finite number, got "abc"',
         ),
         ('{"schema": 1, "models": {"m": {"totals": {}, "layers": {"fc": {"params": 1}}}}}', "models.m.layers.fc.type"),
+        (  # a TypeError (unhashable) before
+            '{"schema": 1, "models": {"m": {"totals": {}, "layers": {"fc": {"type": "Linear", "bound": {}}}}}}',
+            "models.m.layers.fc.bound: expected one of compute, memory, got {}",
+        ),
     ],
 )
 def test_load_rejects_bad_files(tmp_path, content, message):

@@ -571,6 +571,20 @@ def test_vit_block():
     assert flop_counter_total(model, x, "cpu") < 2 * p.macs
 
 
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("train_mode", [False, True], ids=["eval", "train"])
+def test_multihead_attention_charges_its_out_projection_to_itself(device, train_mode):
+    """The README's known limit: nn.MultiheadAttention never calls its out_proj module (it hands the
+    weights to F.multi_head_attention_forward, or to its fused fast path in eval mode), so out_proj's
+    row holds its E*E + E = 272 params and 0 MACs, and the attention row every MAC, out-projection
+    included (MHA_MACS by hand), in both modes and on both devices."""
+    model = SelfAttention(need_weights=False).train(train_mode)
+    p = profile(model, input_shape=(B, L, E), device=device)
+    rows = {layer.path: layer for layer in p.layers}
+    assert (rows["mha.out_proj"].params, rows["mha.out_proj"].macs) == (E * E + E, 0)
+    assert rows["mha"].macs == p.macs == MHA_MACS
+
+
 def test_functional_attention_in_own_forward():
     """`@`, torch.matmul, einsum, SDPA and F.linear in the root module's own forward: all on its own row."""
     model = FunctionalAttention(dim=16, heads=2)

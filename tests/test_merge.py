@@ -124,10 +124,23 @@ def test_merge_help_has_an_example(capsys):
 # --- malformed reports: exit 2, the file and the JSON path, never NaN -----------------------------------
 
 
+#: A serving step's settings and figures as a report keeps them (the record's shape; figures made up).
+SERVE_RECORD = {
+    "context": 16,
+    "batch": 2,
+    "kv_dtype": None,
+    "weights": "int4",
+    "group_size": 32,
+    "keep": ["lm_head"],
+    "memory_mb": {"weights": 1.5, "kv_cache": 0.25, "activations": 0.125},
+    "fits": {"memory_mb": 64.0, "context": 4096, "per_token_mb": 0.015625},
+}
+
+
 @pytest.fixture
 def good_report():
-    """A report of one model, tiny = Linear(10, 5) on [1, 10] (55 params, budget 60, baseline 55),
-    as --netbudget-report writes it."""
+    """A report of one model, tiny = Linear(10, 5) on [1, 10] (55 params, budget 60, baseline 55)
+    with its SGD training step, as --netbudget-report writes it, and a serving step's record."""
     import torch
 
     from pytest_netbudget import profile
@@ -136,12 +149,14 @@ def good_report():
     from pytest_netbudget.reports import Report, to_json
     from pytest_netbudget.results import BaselineEntry
 
-    measured = profile(torch.nn.Linear(10, 5), input_shape=(1, 10), device="cpu")
+    measured = profile(torch.nn.Linear(10, 5), input_shape=(1, 10), device="cpu", train=True)
     result = Result(
         name="tiny", limits={"params": 60}, max_increase={"params": Increase(fraction=0.02)}, profile=measured
     )
     verdict = judge(result, BaselineEntry.from_profile(measured, "pyproject.toml"))
-    return json.loads(to_json(Report([verdict])))
+    report = json.loads(to_json(Report([verdict])))
+    report["models"]["tiny"]["serve"] = json.loads(json.dumps(SERVE_RECORD))
+    return report
 
 
 def mutate(document, path, value):
@@ -190,6 +205,70 @@ DELETE = object()
         pytest.param(
             ("models", "tiny", "layer_changes"), None, "models.tiny.layer_changes: expected a list", id="changes-null"
         ),
+        # the report's own lists: before, a traceback (null, a number) or a string read letter by letter
+        pytest.param(("not_run",), None, "not_run: expected a list of strings, got null", id="not-run-null"),
+        pytest.param(("removed",), "conv", 'removed: expected a list of strings, got "conv"', id="removed-a-string"),
+        pytest.param(("stale_baseline",), [7], "stale_baseline[0]: expected a string, got 7", id="stale-a-number"),
+        pytest.param(("baseline_checked",), "yes", 'baseline_checked: expected true or false, got "yes"', id="checked"),
+        pytest.param(("baseline_file",), None, "baseline_file: expected a string, got null", id="baseline-file"),
+        # the training and serving steps: before, a figure past float range stopped the JSON writer with a
+        # message that named neither the file nor the figure, and a string was shown as a figure
+        pytest.param(
+            ("models", "tiny", "train", "memory_mb", "grads"),
+            float("inf"),
+            "models.tiny.train.memory_mb.grads: expected a finite number, got Infinity",
+            id="train-figure-past-float-range",
+        ),
+        pytest.param(
+            ("models", "tiny", "train", "saved_mb"),
+            "58",
+            'models.tiny.train.saved_mb: expected a finite number, got "58"',
+            id="train-figure-a-string",
+        ),
+        pytest.param(
+            ("models", "tiny", "train", "batch"),
+            0,
+            "models.tiny.train.batch: expected a positive integer, got 0",
+            id="train-batch-0",
+        ),
+        pytest.param(
+            ("models", "tiny", "train", "peak_phase"),
+            "later",
+            'models.tiny.train.peak_phase: expected one of forward, loss, backward, optimizer, got "later"',
+            id="train-phase",
+        ),
+        pytest.param(
+            ("models", "tiny", "train", "memory_mb"),
+            {"gpu": 1.0},
+            "models.tiny.train.memory_mb.gpu: expected one of params, buffers, inputs, grads, optimizer_state, "
+            "activations, temporaries",
+            id="train-part",
+        ),
+        pytest.param(
+            ("models", "tiny", "serve", "fits", "per_token_mb"),
+            float("inf"),
+            "models.tiny.serve.fits.per_token_mb: expected a finite number, got Infinity",
+            id="serve-figure-past-float-range",
+        ),
+        pytest.param(
+            ("models", "tiny", "serve", "context"),
+            "16",
+            'models.tiny.serve.context: expected a positive integer, got "16"',
+            id="serve-context-a-string",
+        ),
+        pytest.param(
+            ("models", "tiny", "serve", "keep"),
+            "lm_head",
+            'models.tiny.serve.keep: expected a list of strings, got "lm_head"',
+            id="serve-keep-a-string",
+        ),
+        pytest.param(
+            ("models", "tiny", "serve", "memory_mb", "kv_cache"),
+            None,
+            "models.tiny.serve.memory_mb.kv_cache: expected a finite number, got null",
+            id="serve-figure-null",
+        ),
+        pytest.param(("models", "tiny", "serve"), 7, "models.tiny.serve: expected an object, got 7", id="serve-7"),
     ],
 )
 def test_merge_names_the_file_and_json_path_of_a_malformed_report(
@@ -213,4 +292,38 @@ def test_the_untouched_report_merges(tmp_path, monkeypatch, capsys, good_report)
     assert cli.main(["merge", "good.json", "--json", "out.json"]) == 0
     merged = (tmp_path / "out.json").read_text(encoding="utf-8")
     assert "NaN" not in merged and "Infinity" not in merged
-    assert json.loads(merged)["models"]["tiny"]["totals"]["params"] == 55
+    tiny = json.loads(merged)["models"]["tiny"]
+    assert tiny["totals"]["params"] == 55
+    assert tiny["serve"] == SERVE_RECORD  # the steps travel whole
+    assert tiny["train"] == good_report["models"]["tiny"]["train"]
+
+
+def leaf_paths(document, path=()):
+    """The JSON path of every value in ``document``, containers too."""
+    yield path
+    children = (
+        document.items() if isinstance(document, dict) else enumerate(document) if isinstance(document, list) else ()
+    )
+    for key, child in children:
+        yield from leaf_paths(child, (*path, key))
+
+
+def test_any_value_of_a_report_replaced_by_a_wrong_one_merges_or_is_named(tmp_path, monkeypatch, capsys, good_report):
+    # Every value of the report in turn becomes null, a string or a figure past float range: netbudget merge
+    # either takes it (a value it may hold) or exits 2 naming the file; never a traceback, never NaN written.
+    monkeypatch.chdir(tmp_path)
+    paths = [path for path in leaf_paths(good_report) if path]
+    assert len(paths) > 100
+    for path in paths:
+        for value in (None, "58", float("inf")):
+            text = json.dumps(mutate(json.loads(json.dumps(good_report)), path, value)).replace("Infinity", "1e400")
+            (tmp_path / "bad.json").write_text(text, encoding="utf-8")
+            (tmp_path / "out.json").unlink(missing_ok=True)
+            code = cli.main(["merge", "bad.json", "--json", "out.json", "--markdown", "out.md"])
+            err = capsys.readouterr().err
+            assert code in (0, 2), (path, value, err)
+            if code == 2:
+                assert err.startswith("netbudget: error: bad.json: "), (path, value, err)
+            else:
+                merged = (tmp_path / "out.json").read_text(encoding="utf-8")
+                assert "NaN" not in merged and "Infinity" not in merged, (path, value)

@@ -182,6 +182,42 @@ def test_a_model_whose_xdist_worker_dies_is_an_error_in_every_report(pytester, p
     assert "**1 could not be profiled (of 3 model(s))**" in (pytester.path / "r.md").read_text(encoding="utf-8")
 
 
+CHECK_THAT_KILLS_ITS_WORKER = """
+import os
+from torch import nn
+
+
+class Dies(nn.Module):
+    def forward(self, x):
+        os._exit(13)
+
+
+def test_dies(netbudget):
+    netbudget.check(Dies(), input_shape=(1, 10))
+"""
+
+
+def test_a_check_whose_xdist_worker_dies_is_an_error_in_every_report(pytester, project):
+    # Before: the test failed, but its check was missing from the reports, which said "All 1 model(s)
+    # within budget": a check from a test is not registered, so the controller did not expect it.
+    project(TINY)
+    pytester.makepyfile(test_dies=CHECK_THAT_KILLS_ITS_WORKER)
+    result = pytester.runpytest_subprocess(
+        "--netbudget", "-n", "2", "--netbudget-report=r.json", "--netbudget-report=r.md", *QUIET
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    report = json_report(pytester)
+    assert sorted(report["models"]) == ["test_dies.py::test_dies", "tiny"]
+    error = report["models"]["test_dies.py::test_dies"]["error"]
+    assert re.fullmatch(
+        r"no result: worker 'gw\d' crashed while running 'test_dies.py::test_dies' \(the checks of this test\)",
+        error,
+    ), error
+    assert report["headline"] == "1 could not be profiled (of 2 model(s))"
+    assert "**1 could not be profiled (of 2 model(s))**" in (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert re.search(r"^test_dies.py::test_dies\s+error\s", output(result), re.MULTILINE)
+
+
 # --- process-wide torch settings ---------------------------------------------------------------------------
 
 STATE_MODELS = (

@@ -94,15 +94,18 @@ def kv_rows(profile_) -> dict[str, int]:
 )
 def test_full_attention_cache_is_two_tensors_per_layer_by_hand(model_class, config_class, kv_heads, extra):
     """KV = 2 (keys and values) * layers * kv_heads * head_dim * tokens * batch * bytes:
-    context 16 at batch 3 in float32 (4 bytes), with kv_dtype float16 (2 bytes) half of it."""
+    context 16 at batch 3 in float32 (4 bytes); with kv_dtype float16 (2 bytes) half of it, fp8 (1 byte) a quarter."""
     model = build(model_class, decoder(config_class, kv_heads=kv_heads, **extra))
     assert getattr(model.config, "sliding_window", None) is None  # full attention in every layer
     p = serve_both(model, {"input_ids": ids()}, ServeSpec(context=16, batch=3))
     assert kv_bytes(p) == 2 * LAYERS * kv_heads * HEAD * 16 * 3 * 4
     per_layer = 2 * kv_heads * HEAD * 16 * 3 * 4
     assert kv_rows(p) == {f"model.layers.{layer}.self_attn": per_layer for layer in range(LAYERS)}
-    half = profile(model, {"input_ids": ids()}, device="meta", serve=ServeSpec(context=16, batch=3, kv_dtype="float16"))
-    assert kv_bytes(half) == 2 * LAYERS * kv_heads * HEAD * 16 * 3 * 2
+    for kv_dtype, size in (("float16", 2), ("fp8", 1)):  # a cache stored at another dtype: its bytes an element
+        spec = ServeSpec(context=16, batch=3, kv_dtype=kv_dtype)
+        assert kv_bytes(profile(model, {"input_ids": ids()}, device="meta", serve=spec)) == (
+            2 * LAYERS * kv_heads * HEAD * 16 * 3 * size
+        )
 
 
 def test_sliding_window_cache_holds_the_window_the_model_keeps():
