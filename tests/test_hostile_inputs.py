@@ -76,6 +76,21 @@ def test_a_tiny_limit_prints_as_a_number_and_a_short_percentage(pytester, projec
     assert max(len(line) for line in output(result).splitlines()) < 400
 
 
+def test_a_tiny_count_limit_prints_as_a_number_and_a_short_percentage(pytester, project):
+    # Before: max_params = 1e-300 printed as "0.000..." with some 300 zeros, on every line that shows it.
+    # By hand: Linear(10, 5) has 55 params; 55 / 1e-300 = 5.5e301, as a percentage 5.5e+303%.
+    project(TINY + "max_params = 1e-300\n")
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.md")
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines([r"^  params\s+1e-300\s+55\s+\+55 \(\+5\.5e\+303%\)$"])
+    result.stdout.re_match_lines([r"^tiny\s+over\s+params 55 / 1e-300 \(5\.5e\+303%\)\s+new$"])
+    result.stdout.fnmatch_lines(["*next: params is over max_params = 1e-300*"])
+    assert max(len(line) for line in output(result).splitlines()) < 400
+    markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert "55 / 1e-300 (5.5e+303%)" in markdown
+    assert max(len(line) for line in markdown.splitlines()) < 400
+
+
 @pytest.mark.parametrize(
     ("shape", "fragment"),
     [
