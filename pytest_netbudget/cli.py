@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import ConfigError, ModelSpec, Place, formula_modules, model_spec, read_pyproject, settings_from
+from .config import (
+    ConfigError,
+    ModelSpec,
+    Place,
+    formula_modules,
+    model_spec,
+    project_targets,
+    read_pyproject,
+    settings_from,
+)
 from .devices import shape_problem
 from .loading import LoadError, import_callable, import_modules, is_factory_path
 
@@ -412,22 +421,30 @@ def _calibrate(threads: int | None, name: str, cpu_time: bool) -> int:
     return 0
 
 
-def _import_project_formulas(given: Path | None) -> None:
-    """Import ``[tool.netbudget] formulas`` of the project's pyproject.toml (the one given, or the
-    nearest up from here with a ``[tool.netbudget]`` table), as pytest does, so that the project's
-    own ops count here too."""
+def _project(given: Path | None) -> tuple[Path, dict[str, Any]] | None:
+    """The project's pyproject.toml (the one given, or the nearest up from here with a
+    ``[tool.netbudget]`` table) and its parsed contents; None where there is none."""
     candidates = [given] if given else [folder / "pyproject.toml" for folder in (Path.cwd(), *Path.cwd().parents)]
     for path in candidates:
         if not path.is_file():
             continue
         data = read_pyproject(path)
-        if "netbudget" not in data.get("tool", {}):
-            continue
-        names = formula_modules(data, path)
-        if names and str(path.parent) not in sys.path:
-            sys.path.insert(0, str(path.parent))
-        import_modules(names, Place.table(path, "tool.netbudget").key("formulas"))
+        if "netbudget" in data.get("tool", {}):
+            return path, data
+    return None
+
+
+def _import_project_formulas(given: Path | None) -> None:
+    """Import ``[tool.netbudget] formulas`` of the project's pyproject.toml, as pytest does, so that
+    the project's own ops count here too."""
+    project = _project(given)
+    if project is None:
         return
+    path, data = project
+    names = formula_modules(data, path)
+    if names and str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    import_modules(names, Place.table(path, "tool.netbudget").key("formulas"))
 
 
 def _list_formulas(grep: str) -> int:
@@ -452,7 +469,9 @@ def _spec(args: argparse.Namespace) -> ModelSpec:
     if is_factory_path(args.model):
         import_callable(args.model)
         table = _command_table({"factory": args.model, "device": "cpu"}, args)
-        return model_spec(args.model, table, Place("netbudget show:"))
+        project = _project(args.pyproject)
+        own_targets = project_targets(project[1], project[0])[0] if project is not None else {}
+        return model_spec(args.model, table, Place("netbudget show:"), own_targets)
     path, data = _registering_pyproject(args.model, args.pyproject)
     settings_from(data, path)  # the file's own mistakes are reported as the file's
     models = data["tool"]["netbudget"]["models"]

@@ -311,9 +311,12 @@ def _target(value: Any, where: Place, own: dict[str, targets.Target]) -> targets
         raise where.error("target", str(error)) from None
 
 
-def model_spec(name: str, table: dict[str, Any], place: Place) -> ModelSpec:
-    """One model table validated on its own; ``netbudget show`` builds one from its arguments."""
-    return _model(name, table, place, "auto", None, {}, False, None, {})
+def model_spec(
+    name: str, table: dict[str, Any], place: Place, own_targets: dict[str, targets.Target] | None = None
+) -> ModelSpec:
+    """One model table validated on its own, its ``target`` looked up among the built-in and
+    ``own_targets`` (the project's); ``netbudget show`` builds one from its arguments."""
+    return _model(name, table, place, "auto", None, {}, False, None, own_targets or {})
 
 
 def _model(

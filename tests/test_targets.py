@@ -303,6 +303,24 @@ def test_show_with_a_target(capsys, kept_path):
     assert "Latency ms  FLOP/B  Bound" in out
 
 
+def test_show_of_a_factory_path_knows_the_projects_own_targets(capsys, kept_path, tmp_path, monkeypatch):
+    """``netbudget show package.module:callable --target npu`` in a project that defines npu (1 TFLOP/s, 1 TB/s,
+    no overhead): Linear(4, 3) on [2, 4] is one addmm of 2 * 2 * 4 * 3 + 6 = 54 FLOPs over 116 bytes, 0.116 ns
+    of memory against 0.054 ns of compute. Before, only a registered model's show read the project's targets:
+    a factory path's said "unknown target 'npu'"."""
+    from pytest_netbudget import cli
+
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.netbudget.targets.npu]\npeak_tflops = { fp32 = 1 }\nbandwidth_gbs = 1000\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["show", "torch.nn:Linear", "--kwargs", '{"in_features": 4, "out_features": 3}', "--input-shape", "2,4"]
+    assert cli.main([*args, "--device", "meta", "--target", "npu"]) == 0
+    out = capsys.readouterr().out
+    assert "(target npu, table user-" in out
+    assert "): 0.000000116 ms, a roofline lower bound" in out
+
+
 # --- a changed table in a pull request ---------------------------------------------------------------
 
 GEMM_MODELS = """
@@ -386,3 +404,36 @@ def test_a_new_built_in_table_is_a_changed_table(pytester, project):
     result.stdout.fnmatch_lines(
         ["*gemm: estimated latency not compared with *: its target changed, a100 (table 0) -> a100 (table 1)*"]
     )
+
+
+def test_a_calibration_turns_its_timings_into_the_this_machine_target(monkeypatch, tmp_path):
+    """calibrate() end to end with a clock that reads 0.5 s more at every call, so that every timed run
+    takes exactly 0.5 s: the 1024x1024 matmul's 2 * 1024**3 FLOPs give 4.294967296 GFLOP/s, the 64 MiB
+    copy's 2 * 64 MiB read and written 0.268435456 GB/s, the 2,000 one-element adds 0.5 / 2,000 = 250 us
+    an op; every family gets a share, and the printed table reads back as the same target (before, no test
+    ran the measurement: only the printed table's reading back was tested)."""
+    from types import SimpleNamespace
+
+    from pytest_netbudget.engine import calibration
+
+    ticks = iter(range(10**6))
+    clock = SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5)
+    monkeypatch.setattr(calibration, "time", clock)
+    measured = calibration.calibrate(runs=1, threads=1)
+    assert (measured.matmul_flops, measured.copy_bandwidth) == (2 * 1024**3 / 0.5, 2 * 64 * 2**20 / 0.5)
+    assert measured.op_overhead_s == 0.5 / 2000
+    assert set(measured.efficiency) == {
+        "linalg",
+        "conv",
+        "elementwise",
+        "pooling",
+        "attention",
+        "recurrent",
+        "free",
+    }
+    assert all(share > 0 for share in measured.efficiency.values())
+    target = load(tmp_path, "[tool.netbudget]\n" + measured.toml()).targets["this-machine"]
+    six_digits = {"rel": 1e-5}  # the table prints six significant digits
+    assert target.peak("fp32") == pytest.approx(2 * 1024**3 / 0.5, **six_digits)
+    assert target.bandwidth == pytest.approx(2**28, **six_digits)
+    assert target.op_overhead_s == pytest.approx(250e-6)
