@@ -190,8 +190,8 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "decode_latency_ms",
         "ms",
-        "estimated time of one decode step on the target, the weights and the cache read at the dtype profiled "
-        "(a roofline, as latency_ms)",
+        "estimated time of one decode step on the target, the weights read at their planned precision and the "
+        "cache as held (a roofline, as latency_ms)",
         per_layer=True,
         layer_diff=True,
         serve=True,

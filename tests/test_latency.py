@@ -447,6 +447,25 @@ def test_the_decode_steps_estimate_is_its_weights_and_cache_bytes_over_the_bandw
     assert without.decode_latency_ms is None and "Decode ms" not in without.table()
 
 
+def test_the_decode_step_reads_the_weights_at_their_planned_precision():
+    """The same step with weights = "int8" (per output row, no group size: one 16-bit scale a row): a 16x16
+    projection holds 256 + 16 * 2 = 288 bytes instead of 1,024, gate and up (32x16) 512 + 64 = 576 instead
+    of 2,048, down (16x32) 512 + 32 = 544, lm_head 576. The reads of them save 4 * 736 + 2 * 1,472 + 1,504
+    + 1,472 = 8,864 bytes: 9,736 in 18 ops, 0.027736 ms; lm_head's row 768 bytes, 0.001768 ms. The embedding's
+    gather reads the row it picks as the model holds it (64 bytes), and the cache is read as held."""
+    inputs = torch.randint(0, 32, (1, 8))
+    for device in ("cpu", "meta"):
+        p = profile(
+            TinyDecoder(), inputs, device=device, serve=ServeSpec(context=8, weights="int8"), target=SLOW_MEMORY
+        )
+        assert p.decode_latency_ms == pytest.approx((9_736 / 1e9 + 18e-6) * 1e3, rel=1e-12)
+        assert p.serve.decode.memory_access_mb == pytest.approx(9_736 / MIB, rel=1e-12)
+        assert {row.name: row.decode_latency_ms for row in p.layers}["lm_head"] == pytest.approx(0.001768)
+        assert p.weights_mb == pytest.approx((576 + 4 * 288 + 2 * 576 + 544 + 576) / MIB)  # the same plan
+    # the forward and its estimate are the model's own: the plan is the serving step's
+    assert p.latency_ms == profile(TinyDecoder(), inputs, device="meta", target=SLOW_MEMORY).latency_ms
+
+
 DECODER_MODULE = "from test_latency import TinyDecoder\n"
 
 DECODER_TOML = """

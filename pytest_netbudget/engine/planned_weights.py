@@ -22,7 +22,7 @@ as the inventory charges its parameters:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -74,6 +74,41 @@ def planned_bytes(
 ) -> list[int]:
     """Bytes at ``precision`` (None: as they are), per module (in ``modules`` order): each unique
     parameter and buffer charged to the first module that holds it."""
+    charged = [0] * len(modules)
+    for index, _, _, planned in _planned(modules, precision, group_size, keep, dtype):
+        charged[index] += planned
+    for index, (_, module) in enumerate(modules):
+        charged[index] += sum(stored_bytes(tensor) for tensor in packed_tensors(module))
+    return charged
+
+
+def planned_shares(
+    modules: list[tuple[str, torch.nn.Module]],
+    precision: str | None,
+    group_size: int | None,
+    keep: Sequence[str],
+    dtype: torch.dtype | None,
+) -> dict[str, float]:
+    """For each parameter the plan stores at another precision, by its name (``layers.0.q.weight``):
+    its bytes at the plan over its bytes as profiled, the share of a whole read of it that a
+    server holding the plan moves."""
+    shares = {}
+    for _, name, tensor, planned in _planned(modules, precision, group_size, keep, dtype):
+        own = _tensor_bytes(tensor, None, group_size, dtype)
+        if own and planned != own:
+            shares[name] = planned / own
+    return shares
+
+
+def _planned(
+    modules: list[tuple[str, torch.nn.Module]],
+    precision: str | None,
+    group_size: int | None,
+    keep: Sequence[str],
+    dtype: torch.dtype | None,
+) -> Iterator[tuple[int, str, torch.Tensor, int]]:
+    """(index of the first module that holds it, its name, the tensor, its bytes at ``precision``)
+    of each unique parameter and buffer."""
     kept = kept_paths(modules, keep)
     holders: dict[int, list[str]] = {}
     for path, module in modules:
@@ -81,18 +116,16 @@ def planned_bytes(
             for tensor in table.values():
                 if tensor is not None:
                     holders.setdefault(id(tensor), []).append(path)
-    charged = [0] * len(modules)
     seen: set[int] = set()
-    for index, (_, module) in enumerate(modules):
+    for index, (path, module) in enumerate(modules):
         for table, is_param in ((module._parameters, True), (module._buffers, False)):
-            for tensor in table.values():
+            for key, tensor in table.items():
                 if tensor is None or id(tensor) in seen:
                     continue
                 seen.add(id(tensor))
                 as_is = not is_param or any(holder in kept for holder in holders[id(tensor)])
-                charged[index] += _tensor_bytes(tensor, None if as_is else precision, group_size, dtype)
-        charged[index] += sum(stored_bytes(tensor) for tensor in packed_tensors(module))
-    return charged
+                name = f"{path}.{key}" if path else key
+                yield index, name, tensor, _tensor_bytes(tensor, None if as_is else precision, group_size, dtype)
 
 
 def _tensor_bytes(

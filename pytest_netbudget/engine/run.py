@@ -47,13 +47,13 @@ from .model_forms import (
 )
 from .moving import move, move_tensor, moved_attributes
 from .padded_encoders import padded_encoders
-from .planned_weights import planned_bytes
+from .planned_weights import planned_bytes, planned_shares
 from .quantized import is_packed, packed_tensors, stored_bytes
 from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .serving import ServeRun, longest_context, serve_step
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng, preserved_settings
-from .tracer import Attribution, LayerTally, LiveMemory, Tracer, shapes_of, tensor_leaves
+from .tracer import Attribution, LayerTally, LiveMemory, Tracer, shapes_of, storage_key, tensor_leaves
 from .training import rebatch, run_step
 
 
@@ -512,7 +512,20 @@ def _serve_run(prepared: _Prepared, spec: ServeSpec, context: int, follow: bool 
         batch=spec.batch,
         kv_dtype=spec.kv_dtype,
         follow=follow,
+        decode_reads=_planned_reads(prepared, spec) if prepared.target is not None else None,
     )
+
+
+def _planned_reads(prepared: _Prepared, spec: ServeSpec) -> dict[int, float] | None:
+    """The decode tracer's ``read_shares``: each weight the plan stores at another precision, by the
+    storage of the tensor the call reads (the model's own, or its converted copy), with the share of
+    its bytes a read moves at the plan. None without a plan, or where it changes nothing."""
+    if spec.weights is None:
+        return None
+    shares = planned_shares(prepared.inventory.modules, spec.weights, spec.group_size, spec.keep, prepared.dtype)
+    used = prepared.state if prepared.state is not None else dict(prepared.model.named_parameters())
+    keys = {name: storage_key(used[name]) for name in shares if name in used}
+    return {key: shares[name] for name, key in keys.items() if key is not None} or None
 
 
 def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | None, spec: ServeSpec) -> Profile:

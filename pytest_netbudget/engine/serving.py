@@ -268,9 +268,11 @@ def serve_step(
     batch: int,
     kv_dtype: str | None,
     follow: bool = False,
+    decode_reads: dict[int, float] | None = None,
 ) -> ServeRun:
     """Trace the prefill and one decode step of ``model`` (called through ``call``) from its
     example inputs ``args`` / ``kwargs``; ``weights`` are its tensors as the call sees them.
+    ``decode_reads``: the decode tracer's ``read_shares``, the weights' planned precision.
     ``follow``: a second decode step too, which measures the memory at ``context + 1`` from the
     cache the first one returned (the same cache a prefill of ``context + 1`` tokens returns)."""
     cache_name, use_cache = cache_keyword(model)
@@ -305,6 +307,7 @@ def serve_step(
         # and a storage freed meanwhile could come back under the same key as a new one.
         memory = _EventMemory([*weights, *held, *tensor_leaves((decode_args, decode_kwargs))])
         tracer = new_tracer(memory, None)
+        tracer.read_shares = decode_reads
         grown = returned_cache(call(tracer, decode_args, {**decode_kwargs, cache_name: cache}))
         kept = cache_tensors(grown)
         return tracer, memory.peak_without(kept), grown, kept

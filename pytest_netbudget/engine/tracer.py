@@ -441,6 +441,9 @@ class Tracer(TorchDispatchMode):
         self.uncounted: Counter[str] = Counter()
         self.memory = LiveMemory(external) if memory is None else memory
         self.attribution = attribution
+        #: With a serving plan: the storage of a weight whose planned precision moves another share of
+        #: its bytes (int4 of float16: 0.27) -> that share; a read of it counts at the plan's bytes.
+        self.read_shares: dict[int, float] | None = None
         self._module_formulas = [formula_set.for_module(module) for _, module in self.modules]
         self._plans: dict[int, OpPlan] = formula_set.plans  # by id(func): see OpPlan.func
         self._stack: list[int] = []
@@ -639,6 +642,8 @@ class Tracer(TorchDispatchMode):
             read, first_read = _bytes_read(args, kwargs, plan.tensor_positions)
         else:
             read, written = plan.traffic.bytes_moved(args, kwargs, written, argument_tensors)
+        if self.read_shares is not None and read:
+            read -= self._unplanned_bytes(args, kwargs, plan)
         tally.read_bytes += read
         tally.write_bytes += written
         macs = flops = 0
@@ -667,6 +672,19 @@ class Tracer(TorchDispatchMode):
             clock.charge(tally, flops, macs, read + written, dtype, plan.family)
         if attribution is not None:
             attribution.accounted(args, kwargs, out)
+
+    def _unplanned_bytes(self, args: tuple, kwargs: dict, plan: OpPlan) -> int:
+        """Bytes of the weights an op reads whole that a server holding them at their planned precision
+        does not move (see ``read_shares``); a gather's picked rows stay as they are."""
+        shares = self.read_shares or {}
+        positions = plan.tensor_positions if plan.traffic is None else plan.traffic.read_positions
+        unplanned = 0
+        for tensor in argument_tensors(args, kwargs, positions):
+            share = shares.get(storage_key(tensor) or 0)
+            if share is not None:
+                nbytes = tensor.numel() * tensor.element_size()
+                unplanned += nbytes - round(nbytes * share)
+        return unplanned
 
 
 def _bytes_read(args: tuple, kwargs: dict, positions: tuple[int, ...]) -> tuple[int, torch.Tensor | None]:
