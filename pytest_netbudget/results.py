@@ -152,6 +152,9 @@ class StepSpec:
         batch = self.batch
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
             raise StepError("batch", f"must be a positive integer (the rows of every input), got {batch!r}")
+        problem = devices.shape_problem([batch]) if batch is not None else None
+        if problem:
+            raise StepError("batch", problem)
         if self.autocast is not None:
             problem = devices.choice_problem(self.autocast, "dtype", devices.AUTOCAST_DTYPES)
             if problem:
@@ -204,6 +207,9 @@ class ServeSpec:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise StepError(f"serve.{key}", f"must be a positive integer, got {value!r}")
+        problem = devices.shape_problem([self.batch, self.context])
+        if problem:
+            raise StepError("serve.context", f"the prefill's tokens [batch, context]: {problem}")
         for key, what, known in (("kv_dtype", "dtype", devices.KV_BYTES), ("weights", "dtype", devices.WEIGHT_BITS)):
             problem = devices.choice_problem(getattr(self, key), what, known) if getattr(self, key) else None
             if problem:

@@ -103,7 +103,10 @@ def format_count(value: float | None, digits: int = 3) -> str:
 
 
 def _significant(value: float, digits: int) -> str:
-    """``value`` with ``digits`` significant digits, never in exponent notation."""
+    """``value`` with ``digits`` significant digits, in exponent notation only below 1e-9 (a limit
+    such as 1e-300: '1e-300', not 300 zeros; a tiny layer's latency keeps its decimals, 0.000000116)."""
+    if 0 < value < 1e-9:
+        return f"{value:.{digits}g}"
     decimals = digits - 1 - int(math.floor(math.log10(value))) if value > 0 else digits - 1
     return f"{value:.{max(decimals, 0)}f}"
 

@@ -76,6 +76,21 @@ def test_a_tiny_limit_prints_as_a_number_and_a_short_percentage(pytester, projec
     assert max(len(line) for line in output(result).splitlines()) < 400
 
 
+def test_a_tiny_count_limit_prints_as_a_number_and_a_short_percentage(pytester, project):
+    # Before: max_params = 1e-300 printed as "0.000..." with some 300 zeros, on every line that shows it.
+    # By hand: Linear(10, 5) has 55 params; 55 / 1e-300 = 5.5e301, as a percentage 5.5e+303%.
+    project(TINY + "max_params = 1e-300\n")
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.md")
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines([r"^  params\s+1e-300\s+55\s+\+55 \(\+5\.5e\+303%\)$"])
+    result.stdout.re_match_lines([r"^tiny\s+over\s+params 55 / 1e-300 \(5\.5e\+303%\)\s+new$"])
+    result.stdout.fnmatch_lines(["*next: params is over max_params = 1e-300*"])
+    assert max(len(line) for line in output(result).splitlines()) < 400
+    markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert "55 / 1e-300 (5.5e+303%)" in markdown
+    assert max(len(line) for line in markdown.splitlines()) < 400
+
+
 @pytest.mark.parametrize(
     ("shape", "fragment"),
     [
@@ -100,6 +115,48 @@ def test_the_command_line_and_profile_refuse_such_shapes_too(capsys):
     assert "every size must be below 2**63" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"input_shape \[4294967296, 4294967296\] has 18446744073709551616 elements"):
         profile(torch.nn.Linear(2, 2), input_shape=(2**32, 2**32), device="meta")
+
+
+def test_a_training_batch_past_torchs_sizes_is_a_usage_error(pytester, project):
+    # Before: it passed validation, then torch's repeat() failed with a C++ backtrace of 54 frames.
+    project(TINY + "train = { batch = 9223372036854775808 }\n")
+    result = pytester.runpytest("--netbudget")
+    assert_usage_error(result, "[tool.netbudget.models.tiny] train.batch:", "9223372036854775808 is past")
+
+
+@pytest.mark.parametrize(
+    ("serve", "fragment"),
+    [
+        pytest.param("context = 9223372036854775808", "size 9223372036854775808 is past", id="context"),
+        pytest.param("context = 4294967296, batch = 4294967296", "has 18446744073709551616 elements", id="tokens"),
+    ],
+)
+def test_a_serving_step_past_torchs_sizes_is_a_usage_error(pytester, project, serve, fragment):
+    # Before: torch's new_empty() or repeat() failed with a C++ backtrace (or its storage size overflowed).
+    project(TINY + f"serve = {{ {serve} }}\n")
+    result = pytester.runpytest("--netbudget")
+    assert_usage_error(
+        result, "[tool.netbudget.models.tiny] serve.context: the prefill's tokens [batch, context]:", fragment
+    )
+
+
+def test_a_training_batch_that_makes_an_input_too_large_says_so():
+    # Before: "Storage size calculation overflowed" from torch. By hand: [1, 2**32] repeated to 2**32 rows
+    # is [4294967296, 4294967296], 2**64 = 18446744073709551616 elements.
+    import torch
+
+    from pytest_netbudget import StepSpec, profile
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x * self.w
+
+    with pytest.raises(ValueError, match=r"train batch 4294967296: input \[4294967296, 4294967296\] has 1844674407"):
+        profile(Scale(), input_shape=(1, 2**32), device="meta", train=StepSpec(batch=2**32))
 
 
 def test_profile_with_an_integer_dtype_says_which_dtypes_it_takes():

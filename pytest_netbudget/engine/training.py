@@ -180,6 +180,10 @@ def rebatch(value: Any, batch: int) -> Any:
     if isinstance(value, torch.Tensor):
         if value.dim() == 0:
             return value
+        # a size of 0 holds no element: nothing to overflow (shape_problem wants positive sizes)
+        problem = devices.shape_problem([batch, *value.shape[1:]]) if all(value.shape[1:]) else None
+        if problem:
+            raise ValueError(f"train batch {batch}: input {problem}")
         repeats = -(-batch // value.shape[0])
         return value.repeat(repeats, *([1] * (value.dim() - 1)))[:batch]
     if isinstance(value, tuple):
