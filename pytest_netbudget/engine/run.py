@@ -9,7 +9,7 @@ dtype calls it directly; any other device or dtype runs a stateless call
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -528,6 +528,26 @@ def _planned_reads(prepared: _Prepared, spec: ServeSpec) -> dict[int, float] | N
     return {key: shares[name] for name, key in keys.items() if key is not None} or None
 
 
+def _with_step_figures(
+    result: Profile,
+    layers: list[LayerStats],
+    totals: dict[str, float | int | None],
+    uncounted: dict[str, int],
+    step_bounds: Iterable[UpperBound],
+    **step: Any,
+) -> Profile:
+    """The forward's profile with a step's figures added (a training or serving step, ``step``:
+    its record): its rows, totals and uncounted ops, and its upper bounds merged with the forward's."""
+    return replace(
+        result,
+        layers=layers,
+        totals=totals,
+        uncounted_ops=uncounted,
+        upper_bounds=merged_upper_bounds((*result.upper_bounds, *step_bounds), [row.path for row in layers]),
+        **step,
+    )
+
+
 def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | None, spec: ServeSpec) -> Profile:
     """The forward's profile with a serving step's figures added to its rows and totals."""
     if is_exported(prepared.model):
@@ -580,12 +600,12 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
         *_upper_bounds(layers, run.prefill.tallies, ("prefill_macs", "prefill_flops")),
         *_upper_bounds(layers, run.decode.tallies, decode_figures),
     ]
-    return replace(
+    return _with_step_figures(
         result,
-        layers=layers,
-        totals=totals,
-        uncounted_ops=uncounted,
-        upper_bounds=merged_upper_bounds((*result.upper_bounds, *step_bounds), [row.path for row in layers]),
+        layers,
+        totals,
+        uncounted,
+        step_bounds,
         serve=ServeStep(
             context=spec.context,
             batch=spec.batch,
@@ -723,12 +743,12 @@ def _with_step(result: Profile, prepared: _Prepared, settings: StepSpec) -> Prof
         train_peak_memory_mb=step.cuda_peak_mb,
     )
     step_bounds = _upper_bounds(layers, tallies, ("train_macs", "train_flops"))
-    return replace(
+    return _with_step_figures(
         result,
-        layers=layers,
-        totals=totals,
-        uncounted_ops=uncounted,
-        upper_bounds=merged_upper_bounds((*result.upper_bounds, *step_bounds), [row.path for row in layers]),
+        layers,
+        totals,
+        uncounted,
+        step_bounds,
         train=TrainStep(
             optimizer=settings.optimizer,
             batch=settings.batch,
