@@ -182,13 +182,13 @@ def update(path: Path, fresh: dict[str, BaselineEntry], previous: dict[str, Base
 
 def differences(old: BaselineEntry, new: BaselineEntry) -> list[str]:
     """What differs between two entries of one model: the totals that changed (in metric
-    order), then any other part (``layers``, ...). Neither the origin nor the environment is a
-    figure: a new torch that gives the same figures leaves the baseline as good as it was."""
+    order), then any other part (``layers``, ...). Neither the origin, the environment nor the
+    settings are figures: a new torch that gives the same figures leaves the baseline as good as it was."""
     totals = [name for name in metrics.NAMES if old.totals.get(name) != new.totals.get(name)]
     before, after = old.to_dict(), new.to_dict()
     parts = sorted(
         key
         for key in set(before) | set(after)
-        if key not in ("origin", "totals", "environment") and before.get(key) != after.get(key)
+        if key not in ("origin", "totals", "environment", "settings") and before.get(key) != after.get(key)
     )
     return totals + parts

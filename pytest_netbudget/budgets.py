@@ -23,6 +23,7 @@ from .results import (
     Profile,
     RecordError,
     ServeStep,
+    Settings,
     Status,
     TrainStep,
     UpperBound,
@@ -281,8 +282,9 @@ class Verdict:
     train: TrainStep | None = None
     serve: ServeStep | None = None  # its settings, memory split and fits line (no traced calls)
     upper_bounds: tuple[UpperBound, ...] = ()  # figures the device could not give exactly, and why
-    # How its environment (torch, device, dtype, pytest-netbudget) changed since the baseline entry, when
-    # its figures changed with it: ["torch 2.12.0 -> 2.13.0"]; empty when either did not change (or is unknown).
+    # How its environment (torch, device, dtype, pytest-netbudget) and its settings (inputs, train and serve
+    # steps) changed since the baseline entry, when its figures changed with them: ["torch 2.12.0 -> 2.13.0",
+    # "serve context 2048 -> 8192"]; empty when either did not change (or is unknown). See changed_with.
     environment_change: list[str] = field(default_factory=list)
     # How the target its latency was estimated on changed since the entry the reports compare it
     # with ("a100 (table 1) -> a100 (table 2)"): its estimated latency was not compared then.
@@ -507,12 +509,27 @@ def judge(result: Result, baseline: BaselineEntry | None = None, *, accept_growt
 
 
 def environment_change(old: BaselineEntry, new: BaselineEntry) -> list[str]:
-    """How the environment changed between two entries whose figures differ (``torch 2.12.0 ->
-    2.13.0``): then the change may be the environment's, not the model's. Empty when the figures
-    are equal, or an entry does not know its environment (a baseline written before it was kept)."""
-    if old.environment is None or new.environment is None or old.totals == new.totals and old.layers == new.layers:
+    """How the environment and the settings changed between two entries whose figures differ
+    (``torch 2.12.0 -> 2.13.0``, ``serve context 2048 -> 8192``): then the change may be theirs, not
+    the model's. Empty when the figures are equal; a part an entry does not know (a baseline written
+    before it was kept) is no change."""
+    if old.totals == new.totals and old.layers == new.layers:
         return []
-    return new.environment.changes_from(old.environment)
+    changes = []
+    if old.environment is not None and new.environment is not None:
+        changes += new.environment.changes_from(old.environment)
+    if old.settings is not None and new.settings is not None:
+        changes += new.settings.changes_from(old.settings)
+    return changes
+
+
+def changed_with(changes: list[str]) -> str:
+    """What an ``environment_change`` list names: ``environment``, ``settings`` (each of their
+    changes starts with one of ``Settings.PARTS``), or ``environment and settings``."""
+    settings = [change.partition(" ")[0].partition("_")[0] in Settings.PARTS for change in changes]
+    if all(settings):
+        return "settings"
+    return "environment and settings" if any(settings) else "environment"
 
 
 def compared_with(verdict: Verdict, reference: BaselineEntry | None) -> Verdict:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import metrics, reports
-from .budgets import MetricCheck, Verdict
+from .budgets import MetricCheck, Verdict, changed_with
 from .html_page import asset, code, page, text
 from .layer_table import PART_NAMES, fits_line
 from .module_tree import ModuleNode
@@ -90,7 +90,7 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
     lines.append(f'<p class="note">from {text(verdict.result.origin)}</p>')
     if verdict.error is not None or verdict.measured is None:
         return [*lines, f"<pre>{text(verdict.error)}</pre>", "</section>"], None
-    lines += _changed_with(verdict)
+    lines += _besides_the_model(verdict)
     steps = reports.next_steps(verdict, baseline_file)
     if steps:
         lines += ["<ul>", *(f"<li>next: {text(step)}</li>" for step in steps), "</ul>"]
@@ -120,14 +120,15 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
     return [*lines, "</section>"], tree
 
 
-def _changed_with(verdict: Verdict) -> list[str]:
-    """What changed besides the model since the entry it is compared with: its environment (its
-    figures changed with it), or the target its latency was estimated on (not compared then)."""
+def _besides_the_model(verdict: Verdict) -> list[str]:
+    """What changed besides the model since the entry it is compared with: its environment or its
+    settings (its figures changed with them), or the target its latency was estimated on (not
+    compared then)."""
     lines = []
     if verdict.environment_change:
         lines.append(
-            f'<p class="note"><strong>environment changed</strong> since its baseline entry: '
-            f"{text(', '.join(verdict.environment_change))} (its figures changed with it)</p>"
+            f'<p class="note"><strong>{changed_with(verdict.environment_change)} changed</strong> since its baseline '
+            f"entry: {text(', '.join(verdict.environment_change))} (its figures changed with it)</p>"
         )
     if verdict.estimate_change:
         lines.append(

@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__, metrics, units
 from . import markdown_text as md
 from .baseline import REPORT_KIND, REPORT_SCHEMA, BaselineError, models_table
-from .budgets import LayerChange, MetricCheck, Verdict, change_share
+from .budgets import LayerChange, MetricCheck, Verdict, change_share, changed_with
 from .config import DEFAULT_BASELINE
 from .layer_table import UPPER_BOUND_MARK, fits_line, serve_step_lines, train_step_lines, upper_bound_lines
 from .module_tree import ModuleNode, module_tree, slices
@@ -79,12 +79,19 @@ def next_steps(
     is applied to what comes from the project (names, the baseline's file name)."""
     steps = []
     if verdict.environment_change and not verdict.passed:
-        steps.append(
-            f"its figures changed with its environment ({', '.join(verdict.environment_change)}), so the change may "
-            f"be the environment's, not the model's: if this is the environment to gate on, "
-            f"{update_hint(baseline_file, escape).replace('accept it', 'accept its figures')}; else profile it "
-            "where its baseline entry was made"
-        )
+        what, changes = changed_with(verdict.environment_change), ", ".join(verdict.environment_change)
+        accept = update_hint(baseline_file, escape).replace("accept it", "accept its figures")
+        if what == "environment":
+            steps.append(
+                f"its figures changed with its environment ({changes}), so the change may be the environment's, "
+                f"not the model's: if this is the environment to gate on, {accept}; else profile it where its "
+                "baseline entry was made"
+            )
+        else:
+            steps.append(
+                f"its figures changed with its {what} ({changes}), not necessarily with the model: if the change "
+                f"is intended, {accept}; else profile it with the {what} of its baseline entry"
+            )
     for check in verdict.checks:
         if check.over_budget:
             key = metrics.get(check.metric).limit_key
@@ -229,7 +236,8 @@ def problem_lines(verdict: Verdict, with_layers: bool = True) -> list[str]:
         problems.append("ran ops that have no counting formula (strict = true)")
     lines = [f"{verdict.name} " + " and ".join(problems)]
     if verdict.environment_change:
-        lines.append(f"  its environment changed since its baseline entry: {', '.join(verdict.environment_change)}")
+        what = changed_with(verdict.environment_change)
+        lines.append(f"  its {what} changed since its baseline entry: {', '.join(verdict.environment_change)}")
     rows = [["metric", "budget", "actual", "over"]]
     if verdict.has_baseline:
         rows[0][3:3] = ["baseline", "change"]
@@ -282,7 +290,8 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         lines += [f"{verdict.name}: {line}" for line in upper_bound_lines(verdict.upper_bounds, verdict.name)]
         if verdict.environment_change:
             lines.append(
-                f"{verdict.name}: its figures changed with its environment ({', '.join(verdict.environment_change)}) "
+                f"{verdict.name}: its figures changed with its {changed_with(verdict.environment_change)} "
+                f"({', '.join(verdict.environment_change)}) "
                 "since its baseline entry"
             )
         if verdict.error is not None:
@@ -607,7 +616,8 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         return [*lines, *md.fence([verdict.error]), "", "</details>", ""]
     if verdict.environment_change:
         lines.append(
-            f"- **environment changed** since its baseline entry: {md.inline(', '.join(verdict.environment_change))} "
+            f"- **{changed_with(verdict.environment_change)} changed** since its baseline entry: "
+            f"{md.inline(', '.join(verdict.environment_change))} "
             "(its figures changed with it)"
         )
     if verdict.estimate_change:

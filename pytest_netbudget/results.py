@@ -568,6 +568,7 @@ class Profile:
     totals: dict[str, float | int | None]
     layers: list[LayerStats]
     uncounted_ops: dict[str, int] = field(default_factory=dict)
+    input_dtypes: list[str] = field(default_factory=list)  # of the tensors whose shapes ``inputs`` lists
     train: TrainStep | None = None  # the training step's settings and memory split, when one was profiled
     serve: ServeStep | None = None  # the serving step's settings, memory split and traced calls, when profiled
     target: TargetRef | None = None  # the accelerator latency was estimated for, when one was named
@@ -655,6 +656,7 @@ class Profile:
             "device": self.device,
             "dtype": self.dtype,
             "inputs": self.inputs,
+            "input_dtypes": self.input_dtypes,
             **self.totals,
             "layers": [row.to_dict() for row in self.layers],
             "uncounted_ops": dict(self.uncounted_ops),
@@ -678,6 +680,7 @@ class Profile:
             totals={name: data.get(name) for name in metrics.NAMES},
             layers=[LayerStats.from_dict(row) for row in data["layers"]],
             uncounted_ops=dict(data.get("uncounted_ops", {})),
+            input_dtypes=list(data.get("input_dtypes", [])),
             train=TrainStep.from_dict(data["train"]) if data.get("train") else None,
             serve=ServeStep.from_dict(data["serve"]) if data.get("serve") else None,
             target=TargetRef.from_dict(data["target"]) if data.get("target") else None,
@@ -995,6 +998,110 @@ class Environment:
         return cls(torch, device, dtype, _optional(record_text, table.get("netbudget"), f"{where}.netbudget"))
 
 
+#: The settings of a training and of a serving step that change a model's figures (``fits`` and the
+#: loss do not: the one is a question asked of the figures, the other a scalar).
+TRAIN_SETTINGS = ("optimizer", "batch", "autocast")
+SERVE_SETTINGS = ("context", "batch", "kv_dtype", "weights", "group_size", "keep")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a model was profiled with, besides its code and its environment: its inputs (each
+    tensor's shape and dtype) and the settings of its training and serving steps (None: no such
+    step). The baseline keeps them with each entry, so that figures that changed with them
+    (``context = 2048`` made 8192) are reported as that, not as growth."""
+
+    #: The first word of every change :meth:`changes_from` names (an environment's never is one).
+    PARTS = ("input", "train", "serve")
+
+    input_shapes: list[list[int]]
+    input_dtypes: list[str]
+    train: dict[str, Any] | None = None
+    serve: dict[str, Any] | None = None
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> Settings:
+        train = profile.train.to_dict() if profile.train is not None else None
+        serve = profile.serve.to_dict() if profile.serve is not None else None
+        return cls(
+            [list(shape) for shape in profile.inputs],
+            list(profile.input_dtypes),
+            {key: train[key] for key in TRAIN_SETTINGS} if train is not None else None,
+            {key: serve[key] for key in SERVE_SETTINGS} if serve is not None else None,
+        )
+
+    def changes_from(self, old: Settings) -> list[str]:
+        """What changed since ``old``, one setting each: ``input_shape [1, 3, 32, 32] -> [1, 3, 64, 64]``,
+        ``train batch 8 -> 16``, ``serve context 2048 -> 8192``, ``serve step added``."""
+        changes = []
+        for name, before, after in (
+            ("input_shape", old.input_shapes, self.input_shapes),
+            ("input dtype", old.input_dtypes, self.input_dtypes),
+        ):
+            if before != after:
+                changes.append(
+                    f"{name} {', '.join(map(_setting_text, before))} -> {', '.join(map(_setting_text, after))}"
+                )
+        for step, was, now in (("train", old.train, self.train), ("serve", old.serve, self.serve)):
+            if was is None or now is None:
+                changes += [f"{step} step {'added' if was is None else 'dropped'}"] if was != now else []
+                continue
+            changes += [
+                f"{step} {key} {_setting_text(was.get(key))} -> {_setting_text(now.get(key))}"
+                for key in dict.fromkeys([*was, *now])
+                if was.get(key) != now.get(key)
+            ]
+        return changes
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "inputs": [{"shape": shape, "dtype": dtype} for shape, dtype in zip(self.input_shapes, self.input_dtypes)]
+        }
+        for step, settings in (("train", self.train), ("serve", self.serve)):
+            if settings is not None:
+                data[step] = dict(settings)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Settings:
+        table = record_object(data, where, "an object with 'inputs'")
+        inputs = table.get("inputs")
+        if not isinstance(inputs, list):
+            raise RecordError(f"{where}.inputs: expected a list of inputs, got {_shown(inputs)}")
+        shapes, dtypes = [], []
+        for index, item in enumerate(inputs):
+            tensor = record_object(item, f"{where}.inputs[{index}]", "an object with 'shape' and 'dtype'")
+            shape = tensor.get("shape")
+            if not isinstance(shape, list) or not all(
+                isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape
+            ):
+                raise RecordError(f"{where}.inputs[{index}].shape: expected a list of sizes, got {_shown(shape)}")
+            shapes.append(shape)
+            dtypes.append(record_text(tensor.get("dtype"), f"{where}.inputs[{index}].dtype"))
+        steps = {
+            step: {key: _setting(value, f"{where}.{step}{json_key(key)}") for key, value in settings.items()}
+            for step in ("train", "serve")
+            if (settings := _optional(record_object, table.get(step), f"{where}.{step}")) is not None
+        }
+        return cls(shapes, dtypes, steps.get("train"), steps.get("serve"))
+
+
+def _setting(value: Any, where: str) -> Any:
+    """One step setting as stored: text, a whole number, none, or a list of names (``keep``)."""
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise RecordError(f"{where}: expected text, a whole number, null or a list of names, got {_shown(value)}")
+
+
+def _setting_text(value: Any) -> str:
+    """A setting as a change names it: ``none``, ``[1, 3, 32, 32]``, ``["lm_head"]``, ``2048``."""
+    if value is None:
+        return "none"
+    return json.dumps(value) if isinstance(value, list) and value and isinstance(value[0], str) else str(value)
+
+
 @dataclass(frozen=True)
 class BaselineEntry:
     """What the baseline keeps of one model, and what a JSON report holds of it for
@@ -1012,6 +1119,7 @@ class BaselineEntry:
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     target: EstimateSource | None = None  # where its estimated latency comes from, when it has one
     environment: Environment | None = None  # what it was profiled with (None in a baseline written before)
+    settings: Settings | None = None  # its inputs and step settings (None in a baseline written before)
 
     @classmethod
     def from_profile(cls, profile: Profile, origin: str) -> BaselineEntry:
@@ -1027,8 +1135,15 @@ class BaselineEntry:
             if profile.torch_version
             else None
         )
+        settings = Settings.from_profile(profile) if profile.torch_version else None
         return cls(
-            origin, stored_totals(profile), layers, dict(sorted(profile.uncounted_ops.items())), target, environment
+            origin,
+            stored_totals(profile),
+            layers,
+            dict(sorted(profile.uncounted_ops.items())),
+            target,
+            environment,
+            settings,
         )
 
     def without_estimates(self) -> BaselineEntry:
@@ -1048,6 +1163,8 @@ class BaselineEntry:
         data: dict[str, Any] = {"origin": self.origin}
         if self.environment is not None:
             data["environment"] = self.environment.to_dict()
+        if self.settings is not None:
+            data["settings"] = self.settings.to_dict()
         data["totals"] = dict(self.totals)
         if self.target is not None:
             data["target"] = self.target.to_dict()
@@ -1077,4 +1194,5 @@ class BaselineEntry:
                 if entry.get("environment")
                 else None
             ),
+            settings=_optional(Settings.from_dict, entry.get("settings"), f"{where}.settings"),
         )

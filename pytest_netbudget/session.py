@@ -343,7 +343,9 @@ class NetbudgetSession:
                 environment = budgets.environment_change(entry, verdict.measured)
                 estimate = budgets.estimate_change(entry, verdict.measured)
                 environment += [f"target {estimate}"] if estimate else []
-                with_it = f" (with its environment: {', '.join(environment)})" if environment else ""
+                with_it = (
+                    f" (with its {budgets.changed_with(environment)}: {', '.join(environment)})" if environment else ""
+                )
                 problems.append(f"{verdict.name}'s {', '.join(differ)} differ{with_it}")
         return problems
 

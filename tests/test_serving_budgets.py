@@ -106,6 +106,33 @@ def test_a_pull_request_that_doubles_the_key_value_heads_fails_and_names_the_pro
         )
 
 
+def test_a_kv_cache_that_grew_with_a_longer_context_is_reported_as_that(pytester, project):
+    # Before: context = 64 made 128 read as plain growth, "kv_cache_mb grew +100%", the context unsaid.
+    # The cache is 16,384 bytes at context 64 and 32,768 at 128 (the module's figures by hand): past
+    # max_increase = 2%, so the model still fails, and says that its serve settings changed with it.
+    project(served(budget=1), top='max_increase = "2%"', models=DECODER)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    entry = json.loads((pytester.path / BASELINE).read_text(encoding="utf-8"))["models"]["decoder"]
+    assert entry["settings"] == {
+        "inputs": [{"shape": [1, 8], "dtype": "int64"}],
+        "serve": {"context": 64, "batch": 2, "kv_dtype": None, "weights": None, "group_size": None, "keep": []},
+    }
+    project(served(budget=1).replace("context = 64", "context = 128"), top='max_increase = "2%"', models=DECODER)
+    result = pytester.runpytest("--netbudget", "--netbudget-report=r.json")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "decoder grew more than max_increase allows over its baseline",
+            "  its settings changed since its baseline entry: serve context 64 -> 128",
+            "*",
+            "  kv_cache_mb * 0.031 * 0.016 * +0.016 (+100.0%) * grew +0.016 (+100.0%), more than the allowed 2%",
+        ]
+    )
+    result.stdout.fnmatch_lines(["  next: its figures changed with its settings (serve context 64 -> 128), *"])
+    report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
+    assert report["models"]["decoder"]["environment_change"] == ["serve context 64 -> 128"]
+
+
 def test_serve_figures_are_budgets_and_the_fits_line_shows(pytester, project):
     import torch
 

@@ -53,7 +53,7 @@ from .recurrent_on_meta import recurrent_on_meta
 from .roofline import OpClock
 from .serving import ServeRun, longest_context, serve_step
 from .state import KeptAttributes, OwnWrites, model_lock, preserved_rng, preserved_settings
-from .tracer import Attribution, LayerTally, LiveMemory, Tracer, shapes_of, storage_key, tensor_leaves
+from .tracer import Attribution, LayerTally, LiveMemory, Tracer, dtypes_of, shapes_of, storage_key, tensor_leaves
 from .training import rebatch, run_step
 
 
@@ -475,6 +475,7 @@ def _assemble(prepared: _Prepared, tracer: Tracer, peak_memory_mb: float | None)
         device=str(prepared.device),
         dtype=str(dtype).replace("torch.", ""),
         inputs=shapes_of((prepared.args, prepared.kwargs)),
+        input_dtypes=dtypes_of((prepared.args, prepared.kwargs)),
         totals={name: totals[name] for name in metrics.NAMES},
         layers=layers,
         uncounted_ops=dict(sorted(tracer.uncounted.items())),
@@ -554,11 +555,14 @@ def _with_serving(result: Profile, prepared: _Prepared, on_meta: _Prepared | Non
         raise ValueError("a serving step calls the model with its cache, which an exported program cannot take")
     run = _serve_run(prepared, spec, spec.context, follow=on_meta is prepared)
     weights = planned_bytes(prepared.inventory.modules, spec.weights, spec.group_size, spec.keep, prepared.dtype)
-    prefill = replace(_assemble(prepared, run.prefill, None), inputs=run.prefill_inputs)
+    prefill = replace(
+        _assemble(prepared, run.prefill, None), inputs=run.prefill_inputs, input_dtypes=run.prefill_input_dtypes
+    )
     decode = _assemble(prepared, run.decode, None)
     decode = replace(
         decode,
         inputs=run.decode_inputs,
+        input_dtypes=run.decode_input_dtypes,
         totals={**decode.totals, "activations_mb": run.decode_activation_bytes / units.MIB},
     )
     layers = [

@@ -32,7 +32,7 @@ import torch
 
 from ..devices import KV_BYTES
 from .moving import _NOT_DATA
-from .tracer import Attribution, LiveMemory, Tracer, shapes_of, storage_key, tensor_leaves
+from .tracer import Attribution, LiveMemory, Tracer, dtypes_of, shapes_of, storage_key, tensor_leaves
 from .training import rebatch
 
 #: Keyword inputs that describe a padded or positioned sequence: the serving step makes its own.
@@ -246,6 +246,8 @@ class ServeRun:
     decode_activation_bytes: int
     prefill_inputs: list[list[int]]
     decode_inputs: list[list[int]]
+    prefill_input_dtypes: list[str]
+    decode_input_dtypes: list[str]
     #: With ``follow``: (cache bytes, decode activation bytes) one token later, from a second decode step.
     following: tuple[int, int] | None = None
 
@@ -324,6 +326,8 @@ def serve_step(
         decode_activation_bytes=activations,
         prefill_inputs=shapes_of((prefill_args, prefill_kwargs)),
         decode_inputs=shapes_of((decode_args, decode_kwargs)),
+        prefill_input_dtypes=dtypes_of((prefill_args, prefill_kwargs)),
+        decode_input_dtypes=dtypes_of((decode_args, decode_kwargs)),
         following=following,
     )
 

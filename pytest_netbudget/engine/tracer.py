@@ -163,6 +163,11 @@ def shapes_of(value: Any) -> list[list[int]]:
     return [_shape(leaf) for leaf in tensor_leaves(value)]
 
 
+def dtypes_of(value: Any) -> list[str]:
+    """The dtypes of the tensors ``shapes_of`` gives the shapes of, as ``float32``."""
+    return [str(leaf.dtype).replace("torch.", "") for leaf in tensor_leaves(value)]
+
+
 def _shape(tensor: torch.Tensor) -> list[int]:
     """A tensor's shape; a nested tensor's padded shape (its sequences' count, then each
     dimension's largest size), as ``to_padded_tensor`` would give it."""
