@@ -68,9 +68,8 @@ def test_the_same_figures_on_a_new_torch_or_device_are_no_change(pytester, proje
     assert "its environment" not in result.stdout.str()
 
 
-def test_growth_that_came_with_a_new_torch_is_reported_as_that(pytester, project):
-    # Before: after a torch upgrade the model "grew", with nothing to say why or what to do.
-    # The baseline says tiny had 50 params on torch 2.12.0: 55 is +10%, past max_increase = 2%.
+def fewer_params_on_an_older_torch(pytester, project) -> None:
+    """A baseline that says tiny had 50 params on torch 2.12.0: its 55 now are +10%, past max_increase = 2%."""
     write(pytester, project)
     assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
 
@@ -79,6 +78,21 @@ def test_growth_that_came_with_a_new_torch_is_reported_as_that(pytester, project
         models["tiny"]["totals"]["params"] = 50
 
     edit_baseline(pytester, older)
+
+
+def assert_reports_name(pytester, change: str, shown: str, what: str = "environment") -> None:
+    """The JSON report r.json names tiny's ``change`` (and no change of conv), and the Markdown report
+    r.md says it as ``shown``: the Markdown text of ``change``, inert."""
+    report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
+    assert report["models"]["tiny"]["environment_change"] == [change]
+    assert "environment_change" not in report["models"]["conv"]
+    markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
+    assert f"- **{what} changed** since its baseline entry: {shown} (its figures changed with it)" in markdown
+
+
+def test_growth_that_came_with_a_new_torch_is_reported_as_that(pytester, project):
+    # Before: after a torch upgrade the model "grew", with nothing to say why or what to do.
+    fewer_params_on_an_older_torch(pytester, project)
     result = pytester.runpytest("--netbudget", "--netbudget-report=r.json", "--netbudget-report=r.md")
     result.assert_outcomes(passed=1, failed=1)
     change = f"torch 2.12.0 -> {TORCH}"
@@ -93,12 +107,7 @@ def test_growth_that_came_with_a_new_torch_is_reported_as_that(pytester, project
         ]
     )
     result.stdout.fnmatch_lines([f"tiny: its figures changed with its environment ({change}) since its baseline entry"])
-    report = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
-    assert report["models"]["tiny"]["environment_change"] == [change]
-    assert "environment_change" not in report["models"]["conv"]
-    markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
-    shown = change.replace(">", "&#62;")  # as Markdown text, inert
-    assert f"- **environment changed** since its baseline entry: {shown} (its figures changed with it)" in markdown
+    assert_reports_name(pytester, change, change.replace(">", "&#62;"))
 
 
 def netbudget_of(version):

@@ -279,17 +279,9 @@ def test_a_failing_model_in_the_html_says_why_as_the_markdown_does(pytester, pro
     2.12.0; Linear(10, 5) has 55, +10%, past max_increase = 2%. The HTML says the environment changed,
     the metrics against budget and baseline, and what to do."""
     import torch
-    from test_baseline_environment import edit_baseline
-    from test_baseline_workflow import write
+    from test_baseline_environment import fewer_params_on_an_older_torch
 
-    write(pytester, project)
-    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
-
-    def older(models):
-        models["tiny"]["environment"]["torch"] = "2.12.0"
-        models["tiny"]["totals"]["params"] = 50
-
-    edit_baseline(pytester, older)
+    fewer_params_on_an_older_torch(pytester, project)
     assert pytester.runpytest("--netbudget", "--netbudget-report=r.html").ret == 1
     text = (pytester.path / "r.html").read_text(encoding="utf-8")
     change = f"torch 2.12.0 -&gt; {torch.__version__}"
