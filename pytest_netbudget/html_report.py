@@ -29,6 +29,7 @@ def html_report(report: reports.Report) -> str:
     largest = reports.largest_change_line(verdicts, text)
     if largest:
         body.append(f'<p class="headline">{largest}</p>')
+    body += _report_notes(report)
     if report.compared_with:
         body.append(f'<p class="note">Compared with {text(report.compared_with)}.</p>')
     body += [f'<p class="grew">Conflict: {text(conflict)}</p>' for conflict in report.conflicts]
@@ -40,6 +41,23 @@ def html_report(report: reports.Report) -> str:
         if tree is not None:
             models.append(tree)
     return page("netbudget report", body, {"models": models}, asset("treemap.js"))
+
+
+def _report_notes(report: reports.Report) -> list[str]:
+    """What the Markdown puts above its table: a baseline that does not match the code (and the
+    command that refreshes it), and the registered models this run did not profile."""
+    notes = []
+    stale = report.stale_line(text)
+    if stale:
+        what, _, rest = stale.partition(": ")
+        notes.append(f'<p class="{"grew" if report.baseline_checked else "note"}"><strong>{what}:</strong> {rest}</p>')
+    if report.not_run:
+        names = ", ".join(code(name) for name in report.not_run)
+        notes.append(
+            f'<p class="note"><strong>not run:</strong> {names}: registered in pyproject.toml, not profiled '
+            "(this run was not given <code>--netbudget</code>)</p>"
+        )
+    return notes
 
 
 def _status(verdict: Verdict) -> str:
@@ -72,9 +90,13 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
     lines.append(f'<p class="note">from {text(verdict.result.origin)}</p>')
     if verdict.error is not None or verdict.measured is None:
         return [*lines, f"<pre>{text(verdict.error)}</pre>", "</section>"], None
+    lines += _changed_with(verdict)
     steps = reports.next_steps(verdict, baseline_file)
     if steps:
         lines += ["<ul>", *(f"<li>next: {text(step)}</li>" for step in steps), "</ul>"]
+    if verdict.failures or verdict.strict_failure:
+        problems = "\n".join(reports.problem_lines(verdict, with_layers=False))
+        lines.append(f'<pre class="problems">{text(problems)}</pre>')
     tree = _tree(verdict, anchor)
     lines += [
         "<h3>Where it goes</h3>",
@@ -96,6 +118,24 @@ def _model_section(verdict: Verdict, anchor: str, baseline_file: str) -> tuple[l
         lines.append("</table>")
     lines += _upper_bounds(verdict)
     return [*lines, "</section>"], tree
+
+
+def _changed_with(verdict: Verdict) -> list[str]:
+    """What changed besides the model since the entry it is compared with: its environment (its
+    figures changed with it), or the target its latency was estimated on (not compared then)."""
+    lines = []
+    if verdict.environment_change:
+        lines.append(
+            f'<p class="note"><strong>environment changed</strong> since its baseline entry: '
+            f"{text(', '.join(verdict.environment_change))} (its figures changed with it)</p>"
+        )
+    if verdict.estimate_change:
+        lines.append(
+            f'<p class="note"><strong>estimated latency not compared</strong>: its target changed, '
+            f"{text(verdict.estimate_change)} (another target or table, not growth; "
+            "<code>pytest --netbudget --netbudget-update</code> records the new estimate)</p>"
+        )
+    return lines
 
 
 def _upper_bounds(verdict: Verdict) -> list[str]:

@@ -23,7 +23,7 @@ from pytest_netbudget.results import Fits, MemoryPart, Phase, ServePart, ServeSt
 OWN_TAGS = {
     "html", "head", "meta", "link", "title", "style", "body", "script", "h1", "h2", "h3", "p", "a", "code",
     "span", "br", "pre", "ul", "li", "table", "tr", "th", "td", "section", "div", "label", "select", "nav",
-    "svg", "rect",
+    "svg", "rect", "strong",
 }  # fmt: skip
 #: Model text the HTML must also neutralise: a right-to-left override would reorder what follows it.
 BIDI = "evil\u202eexe.txt"
@@ -217,3 +217,87 @@ def test_the_serving_and_training_memory_are_stacked_bars():
     assert "Training step (adamw): memory at its peak, in the backward: 4.000 MiB" in text
     assert widths[:3] == [("0.00", "250.00"), ("250.00", "250.00"), ("500.00", "500.00")]
     assert "</svg>optimizer state 2.000 MiB (50.0%)</li>" in text
+
+
+# --- what the Markdown says above its table and in a model's section (issue 20) ------------------
+
+
+def test_the_html_says_the_stale_baseline_and_the_models_not_run_above_its_table():
+    # Before: the Markdown put both at the top (tests/test_pull_request_flow.py, test_one_result_each.py);
+    # the HTML report said neither, and its headline alone read as a green run.
+    report = reports.Report(
+        [grown_net()],
+        stale_baseline=["tiny's params differ", f"{HOSTILE[4]} has no entry"],
+        baseline_checked=True,
+        not_run=["conv", HOSTILE[1]],
+    )
+    text = html_report(report)
+    top = text[: text.index("<table>")]
+    assert (
+        '<p class="grew"><strong>netbudget-baseline.json does not match this code:</strong> tiny&#x27;s params '
+        "differ; &lt;img src=x onerror=alert(1)&gt; has no entry. Refresh it with `pytest --netbudget "
+        "--netbudget-update` and commit netbudget-baseline.json (this fails the job: --netbudget-check-baseline).</p>"
+    ) in top
+    assert (
+        '<p class="note"><strong>not run:</strong> <code>conv</code>, <code>&lt;/code&gt;&lt;/summary&gt;&lt;h1&gt;'
+        "x&lt;/h1&gt;</code>: registered in pyproject.toml, not profiled (this run was not given "
+        "<code>--netbudget</code>)</p>"
+    ) in top
+    assert {tag for tag, _ in Page(text).tags} <= OWN_TAGS
+    # a stale baseline that does not fail the run is a note, as the Markdown's ⚠️
+    warned = html_report(replace(report, baseline_checked=False, not_run=[]))
+    assert '<p class="note"><strong>netbudget-baseline.json does not match this code:</strong>' in warned
+    assert "not run:" not in warned and "this fails the job" not in warned
+
+
+def test_the_html_says_a_changed_environment_and_a_changed_target_in_the_models_section():
+    # Before: the terminal, Markdown and JSON said both (test_baseline_environment.py, test_targets.py);
+    # the HTML showed the growth alone.
+    verdict = replace(
+        grown_net(),
+        environment_change=["torch 2.12.0 -> 2.13.0", f"device {HOSTILE[4]} -> cpu"],
+        estimate_change="a100 (table 1) -> a100 (table <b>2</b>)",
+    )
+    text = html_report(reports.Report([verdict]))
+    section = text[text.index('<section class="model" id="model-0">') :]
+    assert (
+        '<p class="note"><strong>environment changed</strong> since its baseline entry: torch 2.12.0 -&gt; 2.13.0, '
+        "device &lt;img src=x onerror=alert(1)&gt; -&gt; cpu (its figures changed with it)</p>"
+    ) in section
+    assert (
+        '<p class="note"><strong>estimated latency not compared</strong>: its target changed, a100 (table 1) -&gt; '
+        "a100 (table &lt;b&gt;2&lt;/b&gt;) (another target or table, not growth; <code>pytest --netbudget "
+        "--netbudget-update</code> records the new estimate)</p>"
+    ) in section
+    assert {tag for tag, _ in Page(text).tags} <= OWN_TAGS
+    plain = html_report(reports.Report([grown_net()]))
+    assert "environment changed" not in plain and "not compared" not in plain
+
+
+def test_a_failing_model_in_the_html_says_why_as_the_markdown_does(pytester, project):
+    """As test_baseline_environment's torch upgrade: the baseline says tiny had 50 params on torch
+    2.12.0; Linear(10, 5) has 55, +10%, past max_increase = 2%. The HTML says the environment changed,
+    the metrics against budget and baseline, and what to do."""
+    import torch
+    from test_baseline_environment import edit_baseline
+    from test_baseline_workflow import write
+
+    write(pytester, project)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+
+    def older(models):
+        models["tiny"]["environment"]["torch"] = "2.12.0"
+        models["tiny"]["totals"]["params"] = 50
+
+    edit_baseline(pytester, older)
+    assert pytester.runpytest("--netbudget", "--netbudget-report=r.html").ret == 1
+    text = (pytester.path / "r.html").read_text(encoding="utf-8")
+    change = f"torch 2.12.0 -&gt; {torch.__version__}"
+    assert f"<strong>environment changed</strong> since its baseline entry: {change}" in text
+    problems = re.search(r'<pre class="problems">(.*?)</pre>', text, re.S).group(1).splitlines()
+    assert problems[:2] == [
+        "tiny grew more than max_increase allows over its baseline",
+        f"  its environment changed since its baseline entry: {change}",
+    ]
+    assert re.match(r"  params +100 +55 +50 +\+5 \(\+10\.0%\) +grew \+5 \(\+10\.0%\), more than", problems[3])
+    assert f"<li>next: its figures changed with its environment ({change}), so the change may be" in text
