@@ -481,6 +481,7 @@ class NetbudgetSession:
         failed = sorted(
             verdict.name for verdict in self.verdicts if verdict.measured is not None and not verdict.passed
         )
+        errored = sorted(verdict.name for verdict in self.verdicts if verdict.measured is None)
         unreadable = None
         try:
             with files.locked(target, "the baseline", on_wait=say):
@@ -502,7 +503,11 @@ class NetbudgetSession:
                     f"{len(fresh)} model(s)"
                 )
             if failed:
-                self.notes.append(_not_written(failed, previous))
+                self.notes.append(_not_written(failed, previous, "failed its budget", "failed their budgets"))
+            if errored:
+                self.notes.append(
+                    _not_written(errored, previous, "could not be profiled", "could not be profiled", "fix")
+                )
             self._note_uncounted(fresh)
         except files.WriteError as error:
             self.notes.append(f"ERROR: {error}")
@@ -532,18 +537,22 @@ def conflicting_name(result: budgets.Result) -> str:
     return f"{result.origin} (name={result.name!r})"
 
 
-def _not_written(failed: list[str], previous: dict[str, BaselineEntry]) -> str:
-    """The note for models an update did not write because they failed: who keeps an old entry."""
-    kept = [name for name in failed if name in previous]
-    new = [name for name in failed if name not in previous]
+def _not_written(
+    names: list[str], previous: dict[str, BaselineEntry], one_did: str, many_did: str, remedy: str = "fit"
+) -> str:
+    """The note for models an update did not write (they failed their budgets, ``remedy`` "fit", or
+    could not be profiled, "fix"): who keeps an old entry, who gets none, and what to do."""
+    kept = [name for name in names if name in previous]
+    new = [name for name in names if name not in previous]
     parts = []
     if kept:
         parts.append(f"{', '.join(kept)} {'keeps its old entry' if len(kept) == 1 else 'keep their old entries'}")
     if new:
         parts.append(f"{', '.join(new)} {'gets none' if len(new) == 1 else 'get none'}")
-    budgets_word = "their budgets" if len(failed) > 1 else "its budget"
-    return (
-        f"not written: {', '.join(failed)} failed {budgets_word}, so {' and '.join(parts)}; make "
-        f"{'them' if len(failed) > 1 else 'it'} fit (or raise {'their' if len(failed) > 1 else 'its'} limits) "
-        "and update again"
+    many = len(names) > 1
+    todo = (
+        f"make {'them' if many else 'it'} fit (or raise {'their' if many else 'its'} limits)"
+        if remedy == "fit"
+        else f"fix {'them' if many else 'it'} (the error is above)"
     )
+    return f"not written: {', '.join(names)} {many_did if many else one_did}, so {' and '.join(parts)}; {todo} and update again"

@@ -121,3 +121,23 @@ def test_an_update_keeps_the_old_entry_of_a_model_over_its_budget(pytester, proj
     entries = read_baseline(pytester)["models"]
     assert {name: entry["totals"]["params"] for name, entry in entries.items()} == {"conv": 20, "tiny": 55}
     assert json.dumps(entries).count('"params": 66') == 0
+
+
+def test_an_update_keeps_the_old_entry_of_a_model_that_could_not_be_profiled_and_says_so(pytester, project):
+    # Before: a model whose factory raised kept its old entry without a word in the update's output.
+    write(pytester, project, toml=TINY_AND_CONV)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    broken = TINY_AND_CONV.replace('factory = "mymodels:Tiny"', 'factory = "mymodels:Missing"', 1)
+    assert broken != TINY_AND_CONV
+    write(pytester, project, toml=broken)
+    result = pytester.runpytest("--netbudget", "--netbudget-update")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "netbudget: baseline updated: * (1 model(s) written)",
+            "netbudget: not written: tiny could not be profiled, so tiny keeps its old entry; fix it (the error is "
+            "above) and update again",
+        ]
+    )
+    entries = read_baseline(pytester)["models"]
+    assert {name: entry["totals"]["params"] for name, entry in entries.items()} == {"conv": 20, "tiny": 55}
