@@ -1135,6 +1135,7 @@ class BaselineEntry:
             if profile.torch_version
             else None
         )
+        # as the environment: a profile made by hand (a test's) knows neither its torch nor its inputs' dtypes
         settings = Settings.from_profile(profile) if profile.torch_version else None
         return cls(
             origin,

@@ -210,3 +210,33 @@ def test_a_hand_edited_settings_record_is_an_error_that_names_its_path(settings,
     with pytest.raises(RecordError) as raised:
         BaselineEntry.from_dict({**ENTRY, "settings": settings}, "m")
     assert str(raised.value).startswith(problem)
+
+
+CHECK = """
+import torch
+from torch import nn
+
+
+def test_embed(netbudget):
+    netbudget.check(nn.Embedding(10, 3), inputs=torch.zeros({rows}, 4, dtype=torch.{index_dtype}), name="embed")
+"""
+
+
+def test_a_check_from_a_test_records_the_tensors_it_was_given(pytester):
+    # The inputs are the check's own tensors. 4 * rows int64 indices, read 8 bytes each, and 4 * rows
+    # rows of 3 floats read and written: 128 bytes for one row of 4, 256 for two (+100%, past 2%).
+    pytester.makepyprojecttoml('[tool.netbudget]\ndevice = "cpu"\nmax_increase = "2%"\n')
+    pytester.makepyfile(test_embed=CHECK.format(rows=1, index_dtype="int64"))
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    entry = read_baseline(pytester)["models"]["embed"]
+    assert entry["settings"] == {"inputs": [{"shape": [1, 4], "dtype": "int64"}]}
+    assert round(entry["totals"]["memory_access_mb"] * 2**20) == 128
+    pytester.makepyfile(test_embed=CHECK.format(rows=2, index_dtype="int64"))
+    result = pytester.runpytest("--netbudget")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "embed grew more than max_increase allows over its baseline",
+            "  its settings changed since its baseline entry: input_shape [1, 4] -> [2, 4]",
+        ]
+    )
