@@ -29,10 +29,15 @@ def asset(name: str) -> str:
     return (ASSETS / name).read_text(encoding="utf-8")
 
 
+def visible(value: Any) -> str:
+    """``value`` with every control that would reorder or hide text written as its code point
+    (``<U+202E>``): for model text the page's script sets as text, and :func:`text`."""
+    return _INVISIBLE.sub(lambda match: f"<U+{ord(match.group()):04X}>", str(value))
+
+
 def text(value: Any) -> str:
     """``value`` as literal text in an element or a quoted attribute."""
-    shown = _INVISIBLE.sub(lambda match: f"<U+{ord(match.group()):04X}>", str(value))
-    return html.escape(shown, quote=True)
+    return html.escape(visible(value), quote=True)
 
 
 def code(value: Any) -> str:

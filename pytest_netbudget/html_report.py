@@ -14,7 +14,7 @@ from typing import Any
 
 from . import metrics, reports
 from .budgets import MetricCheck, Verdict, changed_with
-from .html_page import asset, code, page, text
+from .html_page import asset, code, page, text, visible
 from .layer_table import PART_NAMES, fits_line
 from .module_tree import ModuleNode
 from .results import BaselineEntry, MemoryPart, ServePart, Status
@@ -164,7 +164,7 @@ def _tree(verdict: Verdict, anchor: str) -> dict[str, Any]:
     root = reports.layer_tree(verdict.measured or BaselineEntry(verdict.result.origin), verdict.reference_changes)
     names = [name for name in metrics.LAYER_DIFF if root.total(name) > 0]
     tree = _node(root, names)
-    tree["n"] = verdict.name  # the zoom path starts at the model's name
+    tree["n"] = visible(verdict.name)  # the zoom path starts at the model's name
     return {"id": anchor, "metrics": names, "compared": verdict.has_reference, "tree": tree}
 
 
@@ -176,9 +176,9 @@ def _node(node: ModuleNode, names: list[str], own_only: bool = False) -> dict[st
         now = [node.total(name) for name in names]
         before = [node.total_old(name) for name in names]
     result: dict[str, Any] = {
-        "n": "(own)" if own_only else node.name,
-        "p": node.path,
-        "t": node.type,
+        "n": "(own)" if own_only else visible(node.name),
+        "p": visible(node.path),
+        "t": visible(node.type),
         "v": now,
         "o": before,
         "s": [metrics.get(name).format(figure) for name, figure in zip(names, now)],

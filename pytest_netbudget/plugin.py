@@ -17,6 +17,7 @@ import pytest
 
 from . import budgets, config, reports
 from .loading import stops_the_run
+from .markdown_text import visible_controls
 from .session import NetbudgetSession, Options, conflicting_name
 
 SESSION = pytest.StashKey[NetbudgetSession]()
@@ -123,7 +124,7 @@ def submit(item: pytest.Item, result: budgets.Result) -> budgets.Verdict:
     session = _session(item.config)
     verdict = session.judge(result)
     if not verdict.passed:
-        pytest.fail(reports.failure_text(verdict, session.baseline_file), pytrace=False)
+        pytest.fail(visible_controls(reports.failure_text(verdict, session.baseline_file)), pytrace=False)
     return verdict
 
 
@@ -223,7 +224,7 @@ class SessionHooks:
 
         def say(text: str) -> None:  # now, not with the notes at the end: the run is waiting
             if terminal is not None:
-                terminal.write_line(f"netbudget: {text}")
+                terminal.write_line(visible_controls(f"netbudget: {text}"))
 
         if not self.session.finish(interrupted, say) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -238,7 +239,7 @@ class SessionHooks:
         if terminalreporter is None:
             return
         for note in self.session.notes:
-            terminalreporter.write_line(f"netbudget: {note}", red=note.startswith("ERROR"))
+            terminalreporter.write_line(visible_controls(f"netbudget: {note}"), red=note.startswith("ERROR"))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         session = self.session
@@ -252,13 +253,13 @@ class SessionHooks:
         if verbosity >= 0 or not all(verdict.passed for verdict in session.verdicts):
             terminalreporter.write_sep("=", "netbudget summary")
             for line in reports.summary_lines(session.verdicts, session.removed_models(), full=verbosity > 0):
-                terminalreporter.write_line(line)
+                terminalreporter.write_line(visible_controls(line))
         depth = session.options.layers
         if depth is not None:
             for verdict in session.verdicts:
                 if verdict.profile is not None:
-                    terminalreporter.write_sep("-", f"{verdict.name}: layers")
-                    terminalreporter.write_line(verdict.profile.table(None if depth < 0 else depth))
+                    terminalreporter.write_sep("-", visible_controls(f"{verdict.name}: layers"))
+                    terminalreporter.write_line(visible_controls(verdict.profile.table(None if depth < 0 else depth)))
         self.print_notes(terminalreporter)
 
 

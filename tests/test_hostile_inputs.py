@@ -237,6 +237,19 @@ def test_bidi_controls_from_model_code_are_shown_not_obeyed(pytester, project):
     assert "<code>safe&#60;U+202E&#62;gnp.exe&#60;U+2066&#62;x&#60;U+2069&#62;</code>" in markdown
 
 
+def test_bidi_controls_are_shown_by_code_point_in_the_terminal_too(pytester, project):
+    # Before: the failure, the summary and the layer table printed the name's controls live, so a
+    # CI log viewer reordered the rest of the line.
+    project()
+    name = "safe\u202egnp.exe\u2066x\u2069"
+    pytester.makepyfile(test_named=NAMED_CHECK.format(name=name).replace("name=", "max_params=50, name="))
+    result = pytester.runpytest("--netbudget", "-v", "--netbudget-layers=1")
+    result.assert_outcomes(failed=1)  # Linear(10, 5): 55 params, over 50
+    out = result.stdout.str()
+    assert not any(chr(code) in out for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+    assert out.count("safe<U+202E>gnp.exe<U+2066>x<U+2069>") >= 3  # the failure, the summary, the table's title
+
+
 def test_a_comment_past_githubs_limit_is_cut_with_a_note(pytester, project):
     # Before: a 100 kB check name made a 303 kB comment, which GitHub refuses (65,536 characters).
     project()

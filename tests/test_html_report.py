@@ -142,6 +142,8 @@ def test_a_hostile_corpus_stays_text_in_the_html():
     assert "<" not in data and json.loads(data) == data_of(text)  # nothing in the data can close its element
     paths = {path for model in json.loads(data)["models"] for path in tree_paths(model["tree"])}
     assert set(HOSTILE) <= paths  # and the treemap gets the names as they are (a dot nests a module)
+    # ...but a bidirectional control, which the script would set live as a label's text, as its code point
+    assert "evil<U+202E>exe.txt" in paths and not any("\u202e" in path for path in paths)
 
     policy = next(attrs["content"] for tag, attrs in page.tags if attrs.get("http-equiv") == "Content-Security-Policy")
     assert policy.startswith("default-src 'none';") and "unsafe" not in policy
