@@ -519,7 +519,8 @@ def environment_change(old: BaselineEntry, new: BaselineEntry) -> list[str]:
     if old.environment is not None and new.environment is not None:
         changes += new.environment.changes_from(old.environment)
     if old.settings is not None and new.settings is not None:
-        changes += new.settings.changes_from(old.settings)
+        dtypes = (old.environment.dtype, new.environment.dtype) if old.environment and new.environment else None
+        changes += new.settings.changes_from(old.settings, dtypes if dtypes and dtypes[0] != dtypes[1] else None)
     return changes
 
 

@@ -1030,15 +1030,20 @@ class Settings:
             {key: serve[key] for key in SERVE_SETTINGS} if serve is not None else None,
         )
 
-    def changes_from(self, old: Settings) -> list[str]:
+    def changes_from(self, old: Settings, dtype: tuple[str, str] | None = None) -> list[str]:
         """What changed since ``old``, one setting each: ``input_shape [1, 3, 32, 32] -> [1, 3, 64, 64]``,
-        ``train batch 8 -> 16``, ``serve context 2048 -> 8192``, ``serve step added``."""
+        ``train batch 8 -> 16``, ``serve context 2048 -> 8192``, ``serve step added``. ``dtype``: the
+        model's dtype before and after, when it changed: float inputs that followed it are that change,
+        named once (by the environment), not a second time here."""
         changes = []
         for name, before, after in (
             ("input_shape", old.input_shapes, self.input_shapes),
             ("input dtype", old.input_dtypes, self.input_dtypes),
         ):
-            if before != after:
+            followed = dtype is not None and all(
+                was == now or (was, now) == dtype for was, now in zip(before, after, strict=False)
+            )
+            if before != after and not (name == "input dtype" and len(before) == len(after) and followed):
                 changes.append(
                     f"{name} {', '.join(map(_setting_text, before))} -> {', '.join(map(_setting_text, after))}"
                 )

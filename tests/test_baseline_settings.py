@@ -240,3 +240,16 @@ def test_a_check_from_a_test_records_the_tensors_it_was_given(pytester):
             "  its settings changed since its baseline entry: input_shape [1, 4] -> [2, 4]",
         ]
     )
+
+
+def test_a_new_dtype_is_named_once_not_again_as_the_float_inputs_that_follow_it(pytester, project):
+    # Before: "dtype float32 -> bfloat16, input dtype float32 -> bfloat16": the float inputs are made
+    # at the model's dtype, so theirs is the same change. Linear(10, 5) at bfloat16: 55 params of 2
+    # bytes instead of 4, a shrink (no failure), so the run's JSON report says what came with it.
+    write(project)
+    assert pytester.runpytest("--netbudget", "--netbudget-update").ret == 0
+    write(project, top=TOP + '\ndtype = "bfloat16"')
+    assert pytester.runpytest("--netbudget", "--netbudget-report=r.json").ret == 0
+    models = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))["models"]
+    assert models["tiny"]["environment_change"] == ["dtype float32 -> bfloat16"]
+    assert models["embed"]["environment_change"] == ["dtype float32 -> bfloat16"]  # int64 indices, as before
