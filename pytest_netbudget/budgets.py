@@ -520,7 +520,7 @@ def environment_change(old: BaselineEntry, new: BaselineEntry) -> list[str]:
         changes += new.environment.changes_from(old.environment)
     if old.settings is not None and new.settings is not None:
         dtypes = (old.environment.dtype, new.environment.dtype) if old.environment and new.environment else None
-        changes += new.settings.changes_from(old.settings, dtypes if dtypes and dtypes[0] != dtypes[1] else None)
+        changes += new.settings.changes_from(old.settings, dtypes)
     return changes
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import metrics, reports
-from .budgets import MetricCheck, Verdict, changed_with
+from .budgets import MetricCheck, Verdict
 from .html_page import asset, code, page, text, visible
 from .layer_table import PART_NAMES, fits_line
 from .module_tree import ModuleNode
@@ -124,19 +124,10 @@ def _besides_the_model(verdict: Verdict) -> list[str]:
     """What changed besides the model since the entry it is compared with: its environment or its
     settings (its figures changed with them), or the target its latency was estimated on (not
     compared then)."""
-    lines = []
-    if verdict.environment_change:
-        lines.append(
-            f'<p class="note"><strong>{changed_with(verdict.environment_change)} changed</strong> since its baseline '
-            f"entry: {text(', '.join(verdict.environment_change))} (its figures changed with it)</p>"
-        )
-    if verdict.estimate_change:
-        lines.append(
-            f'<p class="note"><strong>estimated latency not compared</strong>: its target changed, '
-            f"{text(verdict.estimate_change)} (another target or table, not growth; "
-            "<code>pytest --netbudget --netbudget-update</code> records the new estimate)</p>"
-        )
-    return lines
+    return [
+        f'<p class="note"><strong>{what}</strong>{rest}</p>'
+        for what, rest in reports.besides_the_model(verdict, text, code)
+    ]
 
 
 def _upper_bounds(verdict: Verdict) -> list[str]:

@@ -194,7 +194,7 @@ def footer_lines(profile: Profile) -> list[str]:
         f"Peak CUDA memory: {peak}",
         f"Memory traffic: {profile.memory_access_mb:.3f} MiB read and written by every op, unfused",
     ]
-    bounded = {name for bound in profile.upper_bounds for name in bound.metrics}
+    bounded = bounded_metrics(profile.upper_bounds)
     lines += estimate_lines(profile)
     lines += train_step_lines(profile.train, profile.totals, bounded) if profile.train is not None else []
     lines += serve_step_lines(profile.serve, profile.totals, bounded) if profile.serve is not None else []
@@ -203,6 +203,11 @@ def footer_lines(profile: Profile) -> list[str]:
         lines.append(f"Uncounted ops (no formula; their MACs/FLOPs are missing): {ops}")
     lines += upper_bound_lines(profile.upper_bounds, profile.model)
     return lines
+
+
+def bounded_metrics(bounds: tuple[UpperBound, ...]) -> set[str]:
+    """The metrics that ``bounds`` mark as only upper bounds, in any row."""
+    return {name for bound in bounds for name in bound.metrics}
 
 
 def _mark(profile: Profile, metric: str) -> str:

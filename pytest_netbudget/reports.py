@@ -14,7 +14,14 @@ from . import markdown_text as md
 from .baseline import REPORT_KIND, REPORT_SCHEMA, BaselineError, models_table
 from .budgets import LayerChange, MetricCheck, Verdict, change_share, changed_with
 from .config import DEFAULT_BASELINE
-from .layer_table import UPPER_BOUND_MARK, fits_line, serve_step_lines, train_step_lines, upper_bound_lines
+from .layer_table import (
+    UPPER_BOUND_MARK,
+    bounded_metrics,
+    fits_line,
+    serve_step_lines,
+    train_step_lines,
+    upper_bound_lines,
+)
 from .module_tree import ModuleNode, module_tree, slices
 from .repeated import Repeated, group_changes
 from .results import (
@@ -45,11 +52,6 @@ def actual(verdict: Verdict, check: MetricCheck) -> str:
     the device it was profiled on (see ``UpperBound``)."""
     mark = UPPER_BOUND_MARK if verdict.upper_bound_of(check.metric) else ""
     return mark + value(check.metric, check.actual)
-
-
-def bounded_metrics(verdict: Verdict) -> set[str]:
-    """The metrics of a model that are only upper bounds on its device."""
-    return {name for bound in verdict.upper_bounds for name in bound.metrics}
 
 
 def change(check: MetricCheck, gate: bool = False) -> str:
@@ -273,7 +275,7 @@ def summary_lines(verdicts: list[Verdict], removed: list[str] | None = None, ful
         first = f"{len(verdicts)} model(s) profiled, " + (f"{failing} failing" if failing else "all within budget")
     lines = [first, *_columns(_full_rows(verdicts) if full else _model_rows(verdicts), indent="")]
     for verdict in verdicts:
-        bounded = bounded_metrics(verdict)
+        bounded = bounded_metrics(verdict.upper_bounds)
         if full and verdict.train is not None and verdict.measured is not None:
             step = train_step_lines(verdict.train, verdict.measured.totals, bounded)
             lines += [f"{verdict.name}: {step[0]}", *step[1:]]
@@ -590,6 +592,32 @@ def _blocks_after(line: str, fence: str, details: int) -> tuple[str, int]:
     return fence, details
 
 
+def besides_the_model(
+    verdict: Verdict, escape: Callable[[str], str], code: Callable[[str], str]
+) -> list[tuple[str, str]]:
+    """What changed besides the model since the entry it is compared with, each as (what, the rest
+    of the sentence, escaped): its environment or settings (its figures changed with them), or the
+    target its latency was estimated on (not compared then). The Markdown and the HTML say these."""
+    notes = []
+    if verdict.environment_change:
+        notes.append(
+            (
+                f"{changed_with(verdict.environment_change)} changed",
+                f" since its baseline entry: {escape(', '.join(verdict.environment_change))} "
+                "(its figures changed with it)",
+            )
+        )
+    if verdict.estimate_change:
+        notes.append(
+            (
+                "estimated latency not compared",
+                f": its target changed, {escape(verdict.estimate_change)} (another target or table, not growth; "
+                f"{code('pytest --netbudget --netbudget-update')} records the new estimate)",
+            )
+        )
+    return notes
+
+
 def _section_title(verdict: Verdict) -> str:
     if not verdict.passed:
         return STATUS_WORDS[verdict.status]
@@ -614,17 +642,9 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
     lines = [f"<details{' open' if failing else ''}><summary>{md.code(verdict.name)}: {title}</summary>", ""]
     if verdict.error is not None:
         return [*lines, *md.fence([verdict.error]), "", "</details>", ""]
-    if verdict.environment_change:
-        lines.append(
-            f"- **{changed_with(verdict.environment_change)} changed** since its baseline entry: "
-            f"{md.inline(', '.join(verdict.environment_change))} "
-            "(its figures changed with it)"
-        )
-    if verdict.estimate_change:
-        lines.append(
-            f"- **estimated latency not compared**: its target changed, {md.inline(verdict.estimate_change)} "
-            "(another target or table, not growth; `pytest --netbudget --netbudget-update` records the new estimate)"
-        )
+    lines += [
+        f"- **{what}**{rest}" for what, rest in besides_the_model(verdict, md.inline, lambda command: f"`{command}`")
+    ]
     lines += [f"- **next:** {step}" for step in next_steps(verdict, baseline_file, md.inline)]
     if verdict.uncounted_ops:
         ops = ", ".join(f"{md.code(op)} ×{count}" for op, count in sorted(verdict.uncounted_ops.items()))
@@ -655,7 +675,7 @@ def _model_section(verdict: Verdict, baseline_file: str) -> list[str]:
         lines += [*md.fence(problem_lines(verdict, with_layers=False)), ""]
     if verdict.measured is None:
         return [*lines, "</details>", ""]
-    bounded = bounded_metrics(verdict)
+    bounded = bounded_metrics(verdict.upper_bounds)
     if verdict.train is not None:
         lines += [*md.fence(train_step_lines(verdict.train, verdict.measured.totals, bounded)), ""]
     if verdict.serve is not None:

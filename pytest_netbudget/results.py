@@ -1021,20 +1021,18 @@ class Settings:
 
     @classmethod
     def from_profile(cls, profile: Profile) -> Settings:
-        train = profile.train.to_dict() if profile.train is not None else None
-        serve = profile.serve.to_dict() if profile.serve is not None else None
         return cls(
             [list(shape) for shape in profile.inputs],
             list(profile.input_dtypes),
-            {key: train[key] for key in TRAIN_SETTINGS} if train is not None else None,
-            {key: serve[key] for key in SERVE_SETTINGS} if serve is not None else None,
+            _settings_of(profile.train, TRAIN_SETTINGS),
+            _settings_of(profile.serve, SERVE_SETTINGS),
         )
 
     def changes_from(self, old: Settings, dtype: tuple[str, str] | None = None) -> list[str]:
         """What changed since ``old``, one setting each: ``input_shape [1, 3, 32, 32] -> [1, 3, 64, 64]``,
         ``train batch 8 -> 16``, ``serve context 2048 -> 8192``, ``serve step added``. ``dtype``: the
-        model's dtype before and after, when it changed: float inputs that followed it are that change,
-        named once (by the environment), not a second time here."""
+        model's dtype before and after: float inputs that followed a new one are its change, named once
+        (by the environment), not a second time here."""
         changes = []
         for name, before, after in (
             ("input_shape", old.input_shapes, self.input_shapes),
@@ -1089,6 +1087,14 @@ class Settings:
             if (settings := _optional(record_object, table.get(step), f"{where}.{step}")) is not None
         }
         return cls(shapes, dtypes, steps.get("train"), steps.get("serve"))
+
+
+def _settings_of(step: TrainStep | ServeStep | None, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """A step's settings by name (``keep`` as a list), read from the step itself: its ``to_dict``
+    would write out every traced call of a serving step first."""
+    if step is None:
+        return None
+    return {key: list(value) if isinstance(value := getattr(step, key), (list, tuple)) else value for key in keys}
 
 
 def _setting(value: Any, where: str) -> Any:
